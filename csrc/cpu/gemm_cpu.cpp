@@ -1,0 +1,99 @@
+#include "gemm_cpu.h"
+
+#include <ATen/ATen.h>
+
+#include <climits>
+#include <cstdint>
+
+// The BLAS entry points that torch's x86 builds export (MKL, LP64). Declared weak: where a
+// torch build lacks one, its address is null and gemm falls back to ATen's mm.
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+            const float* beta, float* c, const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const double* alpha, const double* a, const int* lda, const double* b,
+            const int* ldb, const double* beta, double* c, const int* ldc) __attribute__((weak));
+void cblas_gemm_bf16bf16f32(int layout, int transa, int transb, int m, int n, int k,
+                            float alpha, const uint16_t* a, int lda, const uint16_t* b, int ldb,
+                            float beta, float* c, int ldc) __attribute__((weak));
+}
+
+namespace rnnfast::cpu {
+namespace {
+
+constexpr int kCblasRowMajor = 101, kCblasNoTrans = 111, kCblasTrans = 112;
+
+bool fits_int(std::initializer_list<int64_t> values) {
+  for (int64_t v : values) {
+    if (v > INT_MAX) return false;
+  }
+  return true;
+}
+
+// op(X) as a tensor view over X's memory (no copy).
+template <class T>
+at::Tensor view_of(MatrixRef<T> X, int64_t rows, int64_t cols) {
+  const auto dtype = c10::CppTypeToScalarType<T>::value;
+  const auto data = const_cast<T*>(X.data);
+  return X.trans ? at::from_blob(data, {rows, cols}, {1, X.ld}, at::dtype(dtype))
+                 : at::from_blob(data, {rows, cols}, {X.ld, 1}, at::dtype(dtype));
+}
+
+template <class T>
+void gemm_fallback(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float beta,
+                   at::opmath_type<T>* C, int64_t ldc) {
+  using acc_t = at::opmath_type<T>;
+  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1},
+                               at::dtype(c10::CppTypeToScalarType<acc_t>::value));
+  at::Tensor product = at::mm(view_of(A, M, K), view_of(B, K, N)).to(c.scalar_type());
+  if (beta == 0.f) {
+    c.copy_(product);
+  } else {
+    c.mul_(beta).add_(product);
+  }
+}
+
+}  // namespace
+
+template <class T>
+void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float beta,
+          at::opmath_type<T>* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  const bool blas_sized = fits_int({M, N, K, A.ld, B.ld, ldc});
+  if constexpr (std::is_same_v<T, at::BFloat16>) {
+    if (cblas_gemm_bf16bf16f32 != nullptr && blas_sized) {
+      cblas_gemm_bf16bf16f32(kCblasRowMajor, A.trans ? kCblasTrans : kCblasNoTrans,
+                             B.trans ? kCblasTrans : kCblasNoTrans, M, N, K, 1.f,
+                             reinterpret_cast<const uint16_t*>(A.data), A.ld,
+                             reinterpret_cast<const uint16_t*>(B.data), B.ld, beta, C, ldc);
+      return;
+    }
+  } else {
+    // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
+    const char ta = A.trans ? 'T' : 'N', tb = B.trans ? 'T' : 'N';
+    const int m = N, n = M, k = K, lda = B.ld, ldb = A.ld, ldc_ = ldc;
+    const T alpha = 1, beta_ = beta;
+    if constexpr (std::is_same_v<T, float>) {
+      if (sgemm_ != nullptr && blas_sized) {
+        sgemm_(&tb, &ta, &m, &n, &k, &alpha, B.data, &lda, A.data, &ldb, &beta_, C, &ldc_);
+        return;
+      }
+    } else {
+      if (dgemm_ != nullptr && blas_sized) {
+        dgemm_(&tb, &ta, &m, &n, &k, &alpha, B.data, &lda, A.data, &ldb, &beta_, C, &ldc_);
+        return;
+      }
+    }
+  }
+  gemm_fallback(M, N, K, A, B, beta, C, ldc);
+}
+
+template void gemm<float>(int64_t, int64_t, int64_t, MatrixRef<float>, MatrixRef<float>, float,
+                          float*, int64_t);
+template void gemm<double>(int64_t, int64_t, int64_t, MatrixRef<double>, MatrixRef<double>,
+                           float, double*, int64_t);
+template void gemm<at::BFloat16>(int64_t, int64_t, int64_t, MatrixRef<at::BFloat16>,
+                                 MatrixRef<at::BFloat16>, float, float*, int64_t);
+
+}  // namespace rnnfast::cpu

@@ -1,0 +1,477 @@
+// The CPU recurrence engine: one layer in one direction, for every cell of cells.h.
+//
+// Forward: the input projection of all steps as one GEMM; per step one recurrent GEMM into
+// preallocated memory and one fused, vectorised pointwise pass over the batch rows.
+// Backward: the reverse loop (pointwise pass, then the recurrent GEMM for dh), then the weight
+// gradients as GEMMs over all steps. Nothing is allocated and no op is dispatched per step.
+//
+// Per-step tensors are kept in the caller's layout ([T, B, X] or [B, T, X]); Seq maps a
+// (step, batch) pair to its row.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <array>
+#include <vector>
+
+#include "../cell_kind.h"
+#include "../checks.h"
+#include "gemm_cpu.h"
+#include "vec_math.h"
+
+namespace rnnfast::cpu {
+namespace {
+
+using at::Tensor;
+using std::optional;
+
+struct Seq {
+  int64_t T, B;
+  bool batch_first;
+  int64_t row(int64_t t, int64_t b) const { return batch_first ? b * T + t : t * B + b; }
+  // Rows between batch entries b and b + 1 at one step: the GEMM leading-dimension factor.
+  int64_t batch_step() const { return batch_first ? T : 1; }
+};
+
+// Rows [r0, ...) of a matrix, keeping its layout.
+template <class T>
+MatrixRef<T> from_row(MatrixRef<T> m, int64_t r0) {
+  return {m.trans ? m.data + r0 : m.data + r0 * m.ld, m.ld, m.trans};
+}
+
+template <class T>
+MatrixRef<T> transposed(MatrixRef<T> m) {
+  return {m.data, m.ld, !m.trans};
+}
+
+template <class T>
+MatrixRef<T> dense(const T* data, int64_t ld) {
+  return {data, ld, false};
+}
+
+// Batch rows are independent through the whole recurrence, so each thread runs all steps
+// for its own slice of the batch: no synchronisation per step, and single-threaded BLAS
+// calls inside (MKL does not nest). Slices are only made where each has enough work per
+// step (flops_per_row) to pay for a thread.
+template <class F>
+void for_batch_slices(int64_t B, int64_t flops_per_row, const F& f) {
+  const int64_t min_rows = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(flops_per_row, 1));
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t grain = std::max(min_rows, (B + threads - 1) / threads);
+  at::parallel_for(0, B, grain, f);
+}
+
+template <class T>
+void zero_row(T* p, int64_t n) {
+  std::fill(p, p + n, T(0));
+}
+
+template <class Cell, class scalar_t>
+class Recurrence {
+  using acc_t = at::opmath_type<scalar_t>;
+  using V = VecOf<scalar_t>;
+  static constexpr int G = Cell::kGates;
+  static constexpr int S = Cell::kSaved;
+  static constexpr int kSavedSlots = S > 0 ? S : 1;
+
+ public:
+  Recurrence(const LayerSizes& sizes, bool reverse, bool batch_first, const Tensor& weight_hh,
+             const optional<Tensor>& weight_hr, const optional<Tensor>& lengths)
+      : s_(sizes),
+        seq_{sizes.T, sizes.B, batch_first},
+        reverse_(reverse),
+        GH_(G * sizes.H),
+        w_hh_(matrix_ref<scalar_t>(weight_hh, w_hh_storage_)),
+        projection_(weight_hr.has_value()) {
+    if (projection_) w_hr_ = matrix_ref<scalar_t>(*weight_hr, w_hr_storage_);
+    if (lengths.has_value()) {
+      lengths_storage_ = lengths->to(at::kLong).contiguous();
+      lengths_ = lengths_storage_.const_data_ptr<int64_t>();
+    }
+  }
+
+  // input [N, I], weight_ih [G*H, I], biases [G*H]; h0 [B, P], c0 [B, H].
+  // Returns output [N, P], h_n [B, P], c_n [B, H] (or empty), saved [N, S*H] (or empty).
+  std::tuple<Tensor, Tensor, Tensor, Tensor> forward(const Tensor& input,
+                                                     const Tensor& weight_ih,
+                                                     const optional<Tensor>& bias_ih,
+                                                     const optional<Tensor>& bias_hh,
+                                                     const optional<Tensor>& hx,
+                                                     const optional<Tensor>& cx) {
+    const int64_t T = s_.T, B = s_.B, H = s_.H, P = s_.P, N = T * B;
+    const auto opts = input.options();
+    const auto acc_opts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
+    const Tensor x = input.contiguous();
+
+    Tensor output = at::empty(sequence_shape(s_, P, seq_.batch_first), opts);
+    Tensor h_n = hx.has_value() ? hx->contiguous().clone() : at::zeros({B, P}, opts);
+    Tensor c_state;
+    if constexpr (Cell::kHasCellState) {
+      c_state = cx.has_value() ? cx->to(acc_opts, /*non_blocking=*/false, /*copy=*/true)
+                               : at::zeros({B, H}, acc_opts);
+    }
+    Tensor saved = S > 0 ? at::empty(sequence_shape(s_, S * H, seq_.batch_first), opts)
+                         : at::empty({0}, opts);
+    // gx [N, G*H] | gh [B, G*H] | projected h [B, P], all in the compute type.
+    Tensor scratch = at::empty({N * GH_ + B * GH_ + (projection_ ? B * P : 0)}, acc_opts);
+    // r * h for the reset-before GRU, or the unprojected LSTM output: [B, H].
+    Tensor step_input = at::empty({(Cell::kResetBefore || projection_) ? B * H : 0}, opts);
+
+    acc_t* gx = scratch.data_ptr<acc_t>();
+    acc_t* gh = gx + N * GH_;
+    acc_t* projected = gh + B * GH_;
+    Tensor w_ih_storage;
+    gemm<scalar_t>(N, GH_, s_.I, dense(x.const_data_ptr<scalar_t>(), s_.I),
+                   transposed(matrix_ref<scalar_t>(weight_ih, w_ih_storage)), 0.f, gx, GH_);
+    const std::vector<acc_t> biases = split_biases(bias_ih, bias_hh);
+    const acc_t* input_bias = biases.empty() ? nullptr : biases.data();
+    const acc_t* recurrent_bias =
+        (biases.empty() || Cell::kRecurrentBiasFrom >= G) ? nullptr : biases.data() + GH_;
+
+    scalar_t* out = output.data_ptr<scalar_t>();
+    scalar_t* h = h_n.data_ptr<scalar_t>();
+    acc_t* c = Cell::kHasCellState ? c_state.data_ptr<acc_t>() : nullptr;
+    scalar_t* sv = S > 0 ? saved.data_ptr<scalar_t>() : nullptr;
+    scalar_t* aux = step_input.data_ptr<scalar_t>();
+    // The n part of the reset-before GRU's recurrent product waits for r * h.
+    const int64_t gh_cols = Cell::kResetBefore ? 2 * H : GH_;
+
+    for_batch_slices(B, 2 * GH_ * (P + (projection_ ? H : 0)), [&](int64_t b0, int64_t b1) {
+    const int64_t rows = b1 - b0;
+    for (int64_t step = 0; step < T; ++step) {
+      const int64_t t = reverse_ ? T - 1 - step : step;
+      gemm<scalar_t>(rows, gh_cols, P, dense<scalar_t>(h + b0 * P, P), transposed(w_hh_), 0.f,
+                     gh + b0 * GH_, GH_);
+      if constexpr (Cell::kResetBefore) {
+        for (int64_t b = b0; b < b1; ++b) {
+          if (!active(t, b)) continue;
+          const acc_t* gx_row = gx + seq_.row(t, b) * GH_;
+          for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
+            V gx_r = load(gx_row + j, n);
+            if (input_bias) gx_r = gx_r + load(input_bias + j, n);
+            store(aux + b * H + j,
+                  Cell::reset_forward(gx_r, load(gh + b * GH_ + j, n), load(h + b * P + j, n)),
+                  n);
+          });
+        }
+        gemm<scalar_t>(rows, H, H, dense<scalar_t>(aux + b0 * H, H),
+                       transposed(from_row(w_hh_, 2 * H)), 0.f, gh + b0 * GH_ + 2 * H, GH_);
+      }
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t row = seq_.row(t, b);
+        if (!active(t, b)) {
+          zero_row(out + row * P, P);
+          if (S > 0) zero_row(sv + row * S * H, S * H);
+          continue;
+        }
+        const acc_t* gx_row = gx + row * GH_;
+        const acc_t* gh_row = gh + b * GH_;
+        scalar_t* h_row = h + b * P;
+        scalar_t* out_row = out + row * P;
+        scalar_t* saved_row = sv ? sv + row * S * H : nullptr;
+        for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
+          V vgx[G], vgh[G], vsaved[kSavedSlots];
+          for (int g = 0; g < G; ++g) {
+            vgx[g] = load(gx_row + g * H + j, n);
+            vgh[g] = load(gh_row + g * H + j, n);
+            if (input_bias) vgx[g] = vgx[g] + load(input_bias + g * H + j, n);
+            if (recurrent_bias) vgh[g] = vgh[g] + load(recurrent_bias + g * H + j, n);
+          }
+          const V h_prev = Cell::kHasCellState ? V(0) : load(h_row + j, n);
+          const V c_prev = Cell::kHasCellState ? load(c + b * H + j, n) : V(0);
+          V h_out, c_out;
+          Cell::forward(vgx, vgh, h_prev, c_prev, h_out, c_out, vsaved);
+          for (int k = 0; k < S; ++k) store(saved_row + k * H + j, vsaved[k], n);
+          if constexpr (Cell::kHasCellState) store(c + b * H + j, c_out, n);
+          if (projection_) {
+            store(aux + b * H + j, h_out, n);
+          } else {
+            store(h_row + j, h_out, n);
+            store(out_row + j, h_out, n);
+          }
+        });
+      }
+      if (projection_) {
+        gemm<scalar_t>(rows, P, H, dense<scalar_t>(aux + b0 * H, H), transposed(w_hr_), 0.f,
+                       projected + b0 * P, P);
+        for (int64_t b = b0; b < b1; ++b) {
+          if (!active(t, b)) continue;
+          for (int64_t j = 0; j < P; ++j) {
+            const scalar_t v = static_cast<scalar_t>(projected[b * P + j]);
+            h[b * P + j] = v;
+            out[seq_.row(t, b) * P + j] = v;
+          }
+        }
+      }
+    }
+    });
+    Tensor c_n = Cell::kHasCellState ? c_state.to(opts.dtype()) : at::empty({0}, opts);
+    return {output, h_n, c_n, saved};
+  }
+
+  // Gradients of (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr); those
+  // not asked for in `mask` come back empty.
+  std::array<Tensor, 8> backward(const optional<Tensor>& grad_output,
+                                 const optional<Tensor>& grad_h_n,
+                                 const optional<Tensor>& grad_c_n, const Tensor& input,
+                                 const Tensor& weight_ih, const optional<Tensor>& hx,
+                                 const Tensor& output, const Tensor& saved,
+                                 std::array<bool, 8> mask) {
+    const int64_t T = s_.T, B = s_.B, H = s_.H, P = s_.P, N = T * B;
+    const auto opts = output.options();
+    const auto acc_opts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
+    const Tensor g_out_t = grad_output.has_value() ? grad_output->contiguous() : Tensor();
+    const Tensor out_t = output.contiguous();
+    const Tensor saved_t = saved.contiguous();
+    const Tensor h0_t = hx.has_value() ? hx->contiguous() : at::zeros({B, P}, opts);
+
+    Tensor d_gates_x = at::empty({N, GH_}, opts);
+    Tensor d_gates_h = Cell::kSeparateRecurrentGrad ? at::empty({N, GH_}, opts) : d_gates_x;
+    Tensor h_prevs = at::empty({N, P}, opts);
+    Tensor reset_h = at::empty({Cell::kResetBefore ? N : 0, H}, opts);
+    Tensor unprojected = at::empty({projection_ ? N : 0, H}, opts);
+    Tensor d_projected = at::empty({projection_ ? N : 0, P}, opts);
+    Tensor dh_state = grad_h_n.has_value()
+                          ? grad_h_n->to(acc_opts, false, /*copy=*/true).contiguous()
+                          : at::zeros({B, P}, acc_opts);
+    Tensor dc_state = Cell::kHasCellState && grad_c_n.has_value()
+                          ? grad_c_n->to(acc_opts, false, /*copy=*/true).contiguous()
+                          : at::zeros({Cell::kHasCellState ? B : 0, H}, acc_opts);
+    // d(unprojected output) or d(r * h): [B, H]
+    Tensor d_aux = at::empty({(Cell::kResetBefore || projection_) ? B * H : 0}, acc_opts);
+
+    const scalar_t* g_out = g_out_t.defined() ? g_out_t.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* out = out_t.const_data_ptr<scalar_t>();
+    const scalar_t* sv = S > 0 ? saved_t.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* h0 = h0_t.const_data_ptr<scalar_t>();
+    scalar_t* dgx = d_gates_x.data_ptr<scalar_t>();
+    scalar_t* dgh = d_gates_h.data_ptr<scalar_t>();
+    scalar_t* hp = h_prevs.data_ptr<scalar_t>();
+    scalar_t* rh = reset_h.data_ptr<scalar_t>();
+    scalar_t* um = unprojected.data_ptr<scalar_t>();
+    scalar_t* dproj = d_projected.data_ptr<scalar_t>();
+    acc_t* dh = dh_state.data_ptr<acc_t>();
+    acc_t* dc = dc_state.data_ptr<acc_t>();
+    acc_t* daux = d_aux.data_ptr<acc_t>();
+    const int64_t batch_ld = seq_.batch_step();
+
+    for_batch_slices(B, 4 * GH_ * (P + (projection_ ? H : 0)), [&](int64_t b0, int64_t b1) {
+    const int64_t rows = b1 - b0;
+    for (int64_t step = T - 1; step >= 0; --step) {
+      const int64_t t = reverse_ ? T - 1 - step : step;
+      if (projection_) {
+        // dh += grad_output[t]; keep it per step for d(weight_hr); d(unprojected) = dh W_hr.
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t row = seq_.row(t, b);
+          if (!active(t, b)) {
+            zero_row(dproj + row * P, P);
+            continue;
+          }
+          for (int64_t j = 0; j < P; ++j) {
+            if (g_out) dh[b * P + j] += static_cast<acc_t>(g_out[row * P + j]);
+            dproj[row * P + j] = static_cast<scalar_t>(dh[b * P + j]);
+          }
+        }
+        gemm<scalar_t>(rows, H, P, dense<scalar_t>(dproj + seq_.row(t, b0) * P, batch_ld * P),
+                       w_hr_, 0.f, daux + b0 * H, H);
+      }
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t row = seq_.row(t, b);
+        if (!active(t, b)) {
+          zero_row(dgx + row * GH_, GH_);
+          if (Cell::kSeparateRecurrentGrad) zero_row(dgh + row * GH_, GH_);
+          zero_row(hp + row * P, P);
+          if (Cell::kResetBefore) zero_row(rh + row * H, H);
+          if (projection_) zero_row(um + row * H, H);
+          continue;
+        }
+        const scalar_t* h_prev_row =
+            first_step(t, b) ? h0 + b * P : out + seq_.row(reverse_ ? t + 1 : t - 1, b) * P;
+        std::copy(h_prev_row, h_prev_row + P, hp + row * P);
+        const scalar_t* out_row = out + row * P;
+        const scalar_t* g_out_row = g_out ? g_out + row * P : nullptr;
+        const scalar_t* saved_row = sv ? sv + row * S * H : nullptr;
+        for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
+          V vsaved[kSavedSlots], vdgx[G], vdgh[G];
+          for (int k = 0; k < S; ++k) vsaved[k] = load(saved_row + k * H + j, n);
+          // The gradient w.r.t. this step's (unprojected) output.
+          V d_out = projection_ ? load(daux + b * H + j, n) : load(dh + b * P + j, n);
+          if (!projection_ && g_out_row) d_out = d_out + load(g_out_row + j, n);
+          const V dc_out = Cell::kHasCellState ? load(dc + b * H + j, n) : V(0);
+          // The LSTM reads neither (its output may be projected to another size).
+          const V h_prev = Cell::kHasCellState ? V(0) : load(h_prev_row + j, n);
+          const V h_out = Cell::kHasCellState ? V(0) : load(out_row + j, n);
+          V dh_prev, dc_prev;
+          Cell::backward(vsaved, h_prev, h_out, d_out, dc_out, vdgx, vdgh, dh_prev, dc_prev);
+          for (int g = 0; g < G; ++g) {
+            store(dgx + row * GH_ + g * H + j, vdgx[g], n);
+            if (Cell::kSeparateRecurrentGrad) store(dgh + row * GH_ + g * H + j, vdgh[g], n);
+          }
+          if (!projection_) store(dh + b * P + j, dh_prev, n);
+          if constexpr (Cell::kHasCellState) {
+            store(dc + b * H + j, dc_prev, n);
+            if (projection_) store(um + row * H + j, Cell::unprojected_output(vsaved), n);
+          }
+        });
+        // With the projection, all of dh_prev goes through W_hh.
+        if (projection_) zero_row(dh + b * P, P);
+      }
+      if constexpr (Cell::kResetBefore) {
+        // d(r * h_prev) = dn_pre W_hn; then r's gradient and r's share of dh_prev.
+        gemm<scalar_t>(rows, H, H,
+                       dense<scalar_t>(dgx + seq_.row(t, b0) * GH_ + 2 * H, batch_ld * GH_),
+                       from_row(w_hh_, 2 * H), 0.f, daux + b0 * H, H);
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t row = seq_.row(t, b);
+          if (!active(t, b)) continue;
+          for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
+            const V r = load(sv + row * S * H + j, n);
+            const V h_prev = load(hp + row * P + j, n);
+            V dh_prev = load(dh + b * P + j, n);
+            const V dr_pre = Cell::reset_backward(r, h_prev, load(daux + b * H + j, n), dh_prev);
+            store(dh + b * P + j, dh_prev, n);
+            store(dgx + row * GH_ + j, dr_pre, n);
+            store(rh + row * H + j, r * h_prev, n);
+          });
+        }
+      }
+      const int64_t recurrent_rows = Cell::kResetBefore ? 2 * H : GH_;
+      gemm<scalar_t>(rows, P, recurrent_rows,
+                     dense<scalar_t>(dgh + seq_.row(t, b0) * GH_, batch_ld * GH_), w_hh_, 1.f,
+                     dh + b0 * P, P);
+    }
+    });
+
+    std::array<Tensor, 8> grads;
+    const Tensor d_x = d_gates_x.view({N, GH_});
+    const Tensor d_h = d_gates_h.view({N, GH_});
+    if (mask[0]) grads[0] = at::mm(d_x, weight_ih).view(input.sizes());
+    if (mask[1]) grads[1] = at::mm(d_x.t(), input.contiguous().view({N, s_.I}));
+    if (mask[2]) {
+      if constexpr (Cell::kResetBefore) {
+        grads[2] = at::empty({GH_, P}, opts);
+        // Rows r, z multiply h_prev; rows n multiply r * h_prev.
+        Tensor d_w_rz = grads[2].narrow(0, 0, 2 * H);
+        Tensor d_w_n = grads[2].narrow(0, 2 * H, H);
+        at::mm_out(d_w_rz, d_x.narrow(1, 0, 2 * H).t(), h_prevs);
+        at::mm_out(d_w_n, d_x.narrow(1, 2 * H, H).t(), reset_h);
+      } else {
+        grads[2] = at::mm(d_h.t(), h_prevs);
+      }
+    }
+    if (mask[3]) grads[3] = d_x.sum(0);
+    if (mask[4]) grads[4] = d_h.sum(0);
+    if (mask[5]) grads[5] = dh_state.to(opts.dtype());
+    if (mask[6] && Cell::kHasCellState) grads[6] = dc_state.to(opts.dtype());
+    if (mask[7] && projection_) grads[7] = at::mm(d_projected.t(), unprojected);
+    for (auto& g : grads) {
+      if (!g.defined()) g = at::empty({0}, opts);
+    }
+    return grads;
+  }
+
+ private:
+  bool active(int64_t t, int64_t b) const { return !lengths_ || t < lengths_[b]; }
+
+  bool first_step(int64_t t, int64_t b) const {
+    if (!reverse_) return t == 0;
+    return t == (lengths_ ? lengths_[b] : s_.T) - 1;
+  }
+
+  // [input-side biases | recurrent-side biases], each [G*H], or nothing without biases.
+  // b_hh of gates below kRecurrentBiasFrom is folded into the input side.
+  std::vector<acc_t> split_biases(const optional<Tensor>& bias_ih,
+                                  const optional<Tensor>& bias_hh) const {
+    if (!bias_ih.has_value() && !bias_hh.has_value()) return {};
+    std::vector<acc_t> out(2 * GH_, acc_t(0));
+    const int64_t split = Cell::kRecurrentBiasFrom * s_.H;
+    if (bias_ih.has_value()) {
+      const Tensor b = bias_ih->contiguous();
+      const scalar_t* p = b.const_data_ptr<scalar_t>();
+      for (int64_t k = 0; k < GH_; ++k) out[k] = static_cast<acc_t>(p[k]);
+    }
+    if (bias_hh.has_value()) {
+      const Tensor b = bias_hh->contiguous();
+      const scalar_t* p = b.const_data_ptr<scalar_t>();
+      for (int64_t k = 0; k < GH_; ++k) out[k < split ? k : GH_ + k] += static_cast<acc_t>(p[k]);
+    }
+    return out;
+  }
+
+  LayerSizes s_;
+  Seq seq_;
+  bool reverse_;
+  int64_t GH_;
+  Tensor w_hh_storage_, w_hr_storage_, lengths_storage_;
+  MatrixRef<scalar_t> w_hh_;
+  MatrixRef<scalar_t> w_hr_{};
+  bool projection_;
+  const int64_t* lengths_ = nullptr;
+};
+
+template <class F>
+decltype(auto) dispatch_dtype(const Tensor& t, F&& f) {
+  switch (t.scalar_type()) {
+    case at::kFloat:
+      return f(float{});
+    case at::kDouble:
+      return f(double{});
+    case at::kBFloat16:
+      return f(at::BFloat16{});
+    default:
+      TORCH_CHECK_TYPE(false, "rnnfast: input must be float32, float64 or bfloat16; got ",
+                       t.scalar_type());
+  }
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward_cpu(
+    const Tensor& input, const Tensor& weight_ih, const Tensor& weight_hh,
+    const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh,
+    const optional<Tensor>& hx, const optional<Tensor>& cx,
+    const optional<Tensor>& weight_hr, const optional<Tensor>& lengths,
+    c10::string_view cell, bool reverse, bool batch_first) {
+  const LayerSizes sizes = check_forward_args(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
+                                              cx, weight_hr, lengths, std::string(cell),
+                                              batch_first);
+  return dispatch_cell(sizes.kind, [&](auto cell_type) {
+    using Cell = decltype(cell_type);
+    return dispatch_dtype(input, [&](auto scalar) {
+      using scalar_t = decltype(scalar);
+      Recurrence<Cell, scalar_t> layer(sizes, reverse, batch_first, weight_hh, weight_hr,
+                                       lengths);
+      return layer.forward(input, weight_ih, bias_ih, bias_hh, hx, cx);
+    });
+  });
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrent_backward_cpu(
+    const optional<Tensor>& grad_output, const optional<Tensor>& grad_h_n,
+    const optional<Tensor>& grad_c_n,
+    const Tensor& input, const Tensor& weight_ih, const Tensor& weight_hh,
+    const optional<Tensor>& hx, const optional<Tensor>& weight_hr,
+    const optional<Tensor>& lengths, const Tensor& output, const Tensor& saved,
+    c10::string_view cell, bool reverse, bool batch_first, std::array<bool, 8> output_mask) {
+  const LayerSizes sizes =
+      check_forward_args(input, weight_ih, weight_hh, std::nullopt, std::nullopt, hx,
+                         std::nullopt, weight_hr, lengths, std::string(cell), batch_first);
+  check_backward_args(sizes, grad_output, grad_h_n, grad_c_n, output, saved, batch_first);
+  const auto grads = dispatch_cell(sizes.kind, [&](auto cell_type) {
+    using Cell = decltype(cell_type);
+    return dispatch_dtype(input, [&](auto scalar) {
+      using scalar_t = decltype(scalar);
+      Recurrence<Cell, scalar_t> layer(sizes, reverse, batch_first, weight_hh, weight_hr,
+                                       lengths);
+      return layer.backward(grad_output, grad_h_n, grad_c_n, input, weight_ih, hx, output,
+                            saved, output_mask);
+    });
+  });
+  return {grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], grads[7]};
+}
+
+}  // namespace
+}  // namespace rnnfast::cpu
+
+TORCH_LIBRARY_IMPL(rnnfast, CPU, m) {
+  m.impl("recurrent_forward", &rnnfast::cpu::recurrent_forward_cpu);
+  m.impl("recurrent_backward", &rnnfast::cpu::recurrent_backward_cpu);
+}

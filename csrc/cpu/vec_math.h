@@ -1,0 +1,67 @@
+// Math<V> for the CPU's SIMD vectors, so the cells of cells.h run vectorised on the host,
+// plus loads and stores that widen bfloat16 storage to float vectors.
+#pragma once
+
+#include <ATen/OpMathType.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include "../cells.h"
+
+namespace rnnfast {
+
+template <class T>
+struct Math<at::vec::Vectorized<T>> {
+  using V = at::vec::Vectorized<T>;
+  static V exp(V x) { return x.exp(); }
+  static V tanh(V x) { return x.tanh(); }
+  static V relu(V x) { return at::vec::clamp_min(x, V(0)); }
+  static V positive(V y) { return V::blendv(V(0), V(1), y > V(0)); }
+};
+
+namespace cpu {
+
+// Vectors of the compute type (float for bfloat16 storage, else the storage type).
+template <class scalar_t>
+using VecOf = at::vec::Vectorized<at::opmath_type<scalar_t>>;
+
+// Loads n <= VecOf::size() elements (the rest are zero); stores n elements.
+template <class scalar_t>
+inline VecOf<scalar_t> load(const scalar_t* p, int64_t n) {
+  using V = VecOf<scalar_t>;
+  if constexpr (std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
+    return n == V::size() ? V::loadu(p) : V::loadu(p, n);
+  } else {
+    at::opmath_type<scalar_t> wide[V::size()] = {};
+    for (int64_t k = 0; k < n; ++k) wide[k] = static_cast<at::opmath_type<scalar_t>>(p[k]);
+    return V::loadu(wide);
+  }
+}
+
+template <class scalar_t>
+inline void store(scalar_t* p, VecOf<scalar_t> v, int64_t n) {
+  using V = VecOf<scalar_t>;
+  if constexpr (std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
+    if (n == V::size()) {
+      v.store(p);
+    } else {
+      v.store(p, n);
+    }
+  } else {
+    at::opmath_type<scalar_t> wide[V::size()];
+    v.store(wide);
+    for (int64_t k = 0; k < n; ++k) p[k] = static_cast<scalar_t>(wide[k]);
+  }
+}
+
+// Calls f(j, n) for consecutive chunks [j, j + n) of [0, H), n at most one vector.
+template <class scalar_t, class F>
+inline void for_each_chunk(int64_t H, F&& f) {
+  constexpr int64_t width = VecOf<scalar_t>::size();
+  int64_t j = 0;
+  for (; j + width <= H; j += width) f(j, width);
+  if (j < H) f(j, H - j);
+}
+
+}  // namespace cpu
+}  // namespace rnnfast

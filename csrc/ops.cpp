@@ -1,0 +1,23 @@
+// The op schemas. Backends register kernels with TORCH_LIBRARY_IMPL(rnnfast, <key>, m);
+// autograd.cpp registers the Autograd kernel, rnnfast/_ops.py the fake kernels.
+#include <torch/library.h>
+
+TORCH_LIBRARY(rnnfast, m) {
+  // One layer in one direction. input [T, B, I] ([B, T, I] if batch_first); output in the
+  // same layout with P features, h_n [B, P], c_n [B, H] (LSTM; else empty), saved: what
+  // backward needs besides output ([.., .., S*H] in the input's layout; empty if S = 0).
+  m.def(
+      "recurrent_forward(Tensor input, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
+      "Tensor? bias_hh, Tensor? hx, Tensor? cx, Tensor? weight_hr, Tensor? lengths, str cell, "
+      "bool reverse, bool batch_first) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor saved)");
+  // Gradients of (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr); the
+  // ones whose output_mask entry is false come back as empty tensors. A missing incoming
+  // gradient (grad_output, grad_h_n, grad_c_n) counts as zero.
+  m.def(
+      "recurrent_backward(Tensor? grad_output, Tensor? grad_h_n, Tensor? grad_c_n, Tensor input, "
+      "Tensor weight_ih, Tensor weight_hh, Tensor? hx, Tensor? weight_hr, Tensor? lengths, "
+      "Tensor output, Tensor saved, str cell, bool reverse, bool batch_first, "
+      "bool[8] output_mask) -> (Tensor grad_input, Tensor grad_weight_ih, "
+      "Tensor grad_weight_hh, Tensor grad_bias_ih, Tensor grad_bias_hh, Tensor grad_hx, "
+      "Tensor grad_cx, Tensor grad_weight_hr)");
+}

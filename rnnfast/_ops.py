@@ -1,0 +1,61 @@
+"""Fake kernels for the ops that csrc/ops.cpp declares, so torch.compile can trace them.
+
+The ops run one layer in one direction. Their autograd is registered in C++
+(csrc/autograd.cpp) and calls the backward op, so torch.compile sees forward and backward
+as one node each.
+"""
+
+import torch
+
+from . import _C  # noqa: F401  (loading the library registers the schemas and kernels)
+
+# cell name -> (gates, per-unit values saved for backward); mirrors csrc/cells.h.
+CELLS = {
+    "rnn_tanh": (1, 0),
+    "rnn_relu": (1, 0),
+    "rnn_tanh_residual": (1, 1),
+    "rnn_relu_residual": (1, 1),
+    "gru": (3, 4),
+    "gru_reset_before": (3, 3),
+    "lstm": (4, 5),
+}
+
+recurrent_forward = torch.ops.rnnfast.recurrent_forward.default
+recurrent_backward = torch.ops.rnnfast.recurrent_backward.default
+
+
+def _cell(cell):
+    if cell not in CELLS:
+        raise ValueError(f"rnnfast: cell must be one of {sorted(CELLS)}; got {cell!r}")
+    return CELLS[cell]
+
+
+def _sequence(like, batch_first, T, B, width):
+    return like.new_empty((B, T, width) if batch_first else (T, B, width))
+
+
+@torch.library.register_fake("rnnfast::recurrent_forward")
+def _recurrent_forward_fake(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
+                            lengths, cell, reverse, batch_first):
+    gates, saved = _cell(cell)
+    T, B = (input.shape[1], input.shape[0]) if batch_first else input.shape[:2]
+    H = weight_ih.shape[0] // gates
+    P = H if weight_hr is None else weight_hr.shape[0]
+    c_n = input.new_empty((B, H)) if cell == "lstm" else input.new_empty((0,))
+    saved_t = _sequence(input, batch_first, T, B, saved * H) if saved else input.new_empty((0,))
+    return _sequence(input, batch_first, T, B, P), input.new_empty((B, P)), c_n, saved_t
+
+
+@torch.library.register_fake("rnnfast::recurrent_backward")
+def _recurrent_backward_fake(grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, hx,
+                             weight_hr, lengths, output, saved, cell, reverse, batch_first,
+                             output_mask):
+    gates, _ = _cell(cell)
+    H = weight_ih.shape[0] // gates
+    P = output.shape[-1]
+    B = output.shape[0] if batch_first else output.shape[1]
+    shapes = [input.shape, weight_ih.shape, weight_hh.shape, (gates * H,), (gates * H,), (B, P),
+              (B, H), (P, H)]
+    has = [True] * 6 + [cell == "lstm", weight_hr is not None]
+    return tuple(input.new_empty(shape if (need and ok) else (0,))
+                 for shape, need, ok in zip(shapes, output_mask, has))

@@ -1,0 +1,108 @@
+"""The functional API: one fused op call per layer and direction.
+
+Weights and biases have torch.nn's shapes and gate order (``weight_ih`` is ``[G*H, I]``),
+and may be any strided view: code written as ``x @ W`` with ``W`` of shape ``[I, H]`` passes
+``W.t()`` as it is.
+"""
+
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ._ops import recurrent_forward
+
+_RNN_CELLS = {
+    ("tanh", False): "rnn_tanh",
+    ("relu", False): "rnn_relu",
+    ("tanh", True): "rnn_tanh_residual",
+    ("relu", True): "rnn_relu_residual",
+}
+
+Lengths = Optional[Union[Tensor, Sequence[int]]]
+
+
+def _lengths(lengths: Lengths) -> Optional[Tensor]:
+    if lengths is None or isinstance(lengths, Tensor):
+        return lengths
+    return torch.as_tensor(lengths, dtype=torch.int64)
+
+
+def rnn(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
+        bias_hh: Optional[Tensor] = None, hx: Optional[Tensor] = None, *,
+        nonlinearity: str = "tanh", residual: bool = False, batch_first: bool = False,
+        reverse: bool = False, lengths: Lengths = None) -> Tuple[Tensor, Tensor]:
+    """Elman RNN, ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``, over a whole sequence.
+
+    With ``residual=True``, ``h' = h + act(...)`` (NNDL eq. 6.50).
+
+    Args:
+        input: ``[T, B, I]`` (``[B, T, I]`` if ``batch_first``).
+        weight_ih: ``[H, I]``; weight_hh: ``[H, H]``; bias_ih, bias_hh: ``[H]`` or None.
+        hx: initial state ``[B, H]``; zeros if None.
+        nonlinearity: ``"tanh"`` or ``"relu"``.
+        reverse: run from the last step to the first (the backward half of a bidirectional
+            layer).
+        lengths: ``[B]`` integer lengths in any order; steps past a sequence's end give zero
+            output and leave its state as it was.
+
+    Returns:
+        ``(output, h_n)``: ``output`` ``[T, B, H]`` (or batch-first), ``h_n`` ``[B, H]``.
+    """
+    try:
+        cell = _RNN_CELLS[(nonlinearity, bool(residual))]
+    except KeyError:
+        raise ValueError(
+            f"rnnfast.functional.rnn: nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}"
+        ) from None
+    output, h_n, _, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
+                                          None, None, _lengths(lengths), cell, reverse,
+                                          batch_first)
+    return output, h_n
+
+
+def gru(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
+        bias_hh: Optional[Tensor] = None, hx: Optional[Tensor] = None, *,
+        reset_after: bool = True, batch_first: bool = False, reverse: bool = False,
+        lengths: Lengths = None) -> Tuple[Tensor, Tensor]:
+    """GRU over a whole sequence, gates ``(r, z, n)`` in torch.nn's order.
+
+    ``reset_after=True`` is torch.nn.GRU (and cuDNN): ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))``;
+    ``reset_after=False`` is the GRU of Cho et al. 2014 and d2l:
+    ``n = tanh(W_in x + b_in + W_hn (r*h) + b_hn)``. Then ``h' = (1 - z)*n + z*h``.
+
+    Shapes as in :func:`rnn` with ``weight_ih`` ``[3H, I]``, ``weight_hh`` ``[3H, H]``, biases
+    ``[3H]``. Returns ``(output, h_n)``.
+    """
+    cell = "gru" if reset_after else "gru_reset_before"
+    output, h_n, _, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
+                                          None, None, _lengths(lengths), cell, reverse,
+                                          batch_first)
+    return output, h_n
+
+
+def lstm(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
+         bias_hh: Optional[Tensor] = None, hx: Optional[Tuple[Tensor, Tensor]] = None, *,
+         weight_hr: Optional[Tensor] = None, batch_first: bool = False, reverse: bool = False,
+         lengths: Lengths = None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+    """LSTM over a whole sequence, gates ``(i, f, g, o)`` in torch.nn's order.
+
+    ``c' = f*c + i*g``, ``h' = o*tanh(c')``, and with ``weight_hr`` ``[P, H]`` (torch.nn's
+    ``proj_size``) ``h' = W_hr (o*tanh(c'))``.
+
+    Shapes as in :func:`rnn` with ``weight_ih`` ``[4H, I]``, ``weight_hh`` ``[4H, P]``, biases
+    ``[4H]``; ``hx`` is a tuple ``(h0 [B, P], c0 [B, H])`` or None.
+    Returns ``(output, (h_n, c_n))``, ``output`` with P features.
+    """
+    h0 = c0 = None
+    if hx is not None:
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError("rnnfast.functional.lstm: hx must be a tuple (h0, c0) of tensors "
+                            f"[B, P] and [B, H], or None; got {type(hx).__name__}")
+        h0, c0 = hx
+        if h0 is None or c0 is None:
+            raise TypeError("rnnfast.functional.lstm: hx must hold both h0 and c0; got None")
+    output, h_n, c_n, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, h0,
+                                            c0, weight_hr, _lengths(lengths), "lstm", reverse,
+                                            batch_first)
+    return output, (h_n, c_n)

@@ -1,0 +1,72 @@
+"""Builds rnnfast's C++ (and, where a CUDA toolkit is found or FORCE_CUDA=1, CUDA) extension.
+
+Install with torch already present: `pip install --no-build-isolation -e .` (a build-isolated
+torch would be a second torch, possibly of another version than the one that imports us).
+
+Environment:
+  FORCE_CUDA=1               build the CUDA kernels even where no GPU is visible
+  TORCH_CUDA_ARCH_LIST       CUDA targets (default "8.0;9.0")
+  RNNFAST_CPU_CAPABILITY     AVX512, AVX2 or DEFAULT: the SIMD level of the CPU kernels
+                             (default: what torch detects on the building machine)
+  RNNFAST_DEBUG=1            -O0 -g
+"""
+
+import glob
+import os
+
+import torch
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# The vector kernels are compiled for one SIMD level, chosen at build time (like
+# -march=native, but named, so a portable build can ask for less).
+CPU_CAPABILITY_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma",
+               "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
+    "AVX2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+    "DEFAULT": [],
+}
+
+
+def cpu_capability():
+    wanted = os.environ.get("RNNFAST_CPU_CAPABILITY")
+    if wanted is None:
+        detected = torch.backends.cpu.get_cpu_capability()
+        return detected if detected in CPU_CAPABILITY_FLAGS else "DEFAULT"
+    if wanted not in CPU_CAPABILITY_FLAGS:
+        raise ValueError(
+            f"RNNFAST_CPU_CAPABILITY must be one of {sorted(CPU_CAPABILITY_FLAGS)}; got {wanted!r}")
+    return wanted
+
+
+def sources(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def extension():
+    debug = os.environ.get("RNNFAST_DEBUG") == "1"
+    cxx_flags = ["-O0", "-g"] if debug else ["-O3"]
+    cxx_flags += ["-std=c++17", "-fdiagnostics-color=always"]
+    cxx_flags += CPU_CAPABILITY_FLAGS[cpu_capability()]
+    common = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
+
+    cuda_sources = sources("csrc/cuda/*.cu") + sources("csrc/cuda/*.cpp")
+    use_cuda = bool(cuda_sources) and (
+        os.environ.get("FORCE_CUDA") == "1" or (torch.cuda.is_available() and CUDA_HOME))
+    if use_cuda:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        nvcc_flags = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        return CUDAExtension(
+            "rnnfast._C", common + cuda_sources,
+            extra_compile_args={"cxx": cxx_flags + ["-DRNNFAST_WITH_CUDA"], "nvcc": nvcc_flags},
+            define_macros=[("RNNFAST_WITH_CUDA", None)])
+    return CppExtension("rnnfast._C", common, extra_compile_args={"cxx": cxx_flags})
+
+
+setup(
+    packages=find_packages(include=["rnnfast", "rnnfast.*"]),
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
