@@ -1,6 +1,8 @@
 #include "gemm_cpu.h"
 
 #include <ATen/ATen.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
 
 #include <climits>
 #include <cstdint>
@@ -40,6 +42,69 @@ at::Tensor view_of(MatrixRef<T> X, int64_t rows, int64_t cols) {
                  : at::from_blob(data, {rows, cols}, {X.ld, 1}, at::dtype(dtype));
 }
 
+// Below this many multiply-adds a register-blocked loop beats a BLAS call's fixed cost
+// (the per-step product of a small layer: B = 8, H = 32 is 8k; its input projection 160k).
+constexpr int64_t kSmallGemmMacs = 1 << 18;
+
+// kRows x kVecs block of C = A B (+ C): kRows * kVecs independent accumulators hide the
+// FMA latency that a single row's chain would expose. n_last: lanes used in the last vector.
+template <int kRows, int kVecs, class T>
+inline void small_gemm_block(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                             bool accumulate, T* C, int64_t ldc, int64_t n_last) {
+  using V = at::vec::Vectorized<T>;
+  constexpr int64_t W = V::size();
+  const auto lanes = [&](int v) { return v == kVecs - 1 ? n_last : W; };
+  V acc[kRows][kVecs];
+  for (int r = 0; r < kRows; ++r) {
+    for (int v = 0; v < kVecs; ++v) {
+      acc[r][v] = accumulate ? V::loadu(C + r * ldc + v * W, lanes(v)) : V(0);
+    }
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    V b[kVecs];
+    for (int v = 0; v < kVecs; ++v) b[v] = V::loadu(B + k * ldb + v * W, lanes(v));
+    for (int r = 0; r < kRows; ++r) {
+      const V a(A[r * lda + k]);
+      for (int v = 0; v < kVecs; ++v) acc[r][v] = at::vec::fmadd(a, b[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int v = 0; v < kVecs; ++v) acc[r][v].store(C + r * ldc + v * W, lanes(v));
+  }
+}
+
+// C = A B (+ C if accumulate) for small dense row-major operands: blocks of 4 rows by
+// 2 vectors of columns.
+template <class T>
+void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                int64_t ldb, bool accumulate, T* C, int64_t ldc) {
+  constexpr int64_t W = at::vec::Vectorized<T>::size();
+  for (int64_t j = 0; j < N; j += 2 * W) {
+    const int64_t width = std::min(2 * W, N - j);
+    const bool two = width > W;
+    const int64_t n_last = two ? width - W : width;
+    int64_t i = 0;
+    for (; i + 4 <= M; i += 4) {
+      const T* a = A + i * lda;
+      T* c = C + i * ldc + j;
+      if (two) {
+        small_gemm_block<4, 2>(K, a, lda, B + j, ldb, accumulate, c, ldc, n_last);
+      } else {
+        small_gemm_block<4, 1>(K, a, lda, B + j, ldb, accumulate, c, ldc, n_last);
+      }
+    }
+    for (; i < M; ++i) {
+      const T* a = A + i * lda;
+      T* c = C + i * ldc + j;
+      if (two) {
+        small_gemm_block<1, 2>(K, a, lda, B + j, ldb, accumulate, c, ldc, n_last);
+      } else {
+        small_gemm_block<1, 1>(K, a, lda, B + j, ldb, accumulate, c, ldc, n_last);
+      }
+    }
+  }
+}
+
 template <class T>
 void gemm_fallback(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float beta,
                    at::opmath_type<T>* C, int64_t ldc) {
@@ -60,6 +125,12 @@ template <class T>
 void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float beta,
           at::opmath_type<T>* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
+  if constexpr (std::is_same_v<T, at::opmath_type<T>>) {
+    if (!A.trans && !B.trans && M * N * K <= kSmallGemmMacs && (beta == 0.f || beta == 1.f)) {
+      small_gemm(M, N, K, A.data, A.ld, B.data, B.ld, beta == 1.f, C, ldc);
+      return;
+    }
+  }
   const bool blas_sized = fits_int({M, N, K, A.ld, B.ld, ldc});
   if constexpr (std::is_same_v<T, at::BFloat16>) {
     if (cblas_gemm_bf16bf16f32 != nullptr && blas_sized) {

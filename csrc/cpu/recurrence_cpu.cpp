@@ -40,13 +40,27 @@ MatrixRef<T> from_row(MatrixRef<T> m, int64_t r0) {
 }
 
 template <class T>
-MatrixRef<T> transposed(MatrixRef<T> m) {
-  return {m.data, m.ld, !m.trans};
-}
-
-template <class T>
 MatrixRef<T> dense(const T* data, int64_t ld) {
   return {data, ld, false};
+}
+
+// w [R, C] (any strides) copied to a contiguous [C, R]: BLAS runs faster on W^T laid out
+// row-major than on W transposed in place, and the copy is paid once per call, not per step.
+template <class T>
+Tensor transposed_copy(const Tensor& w) {
+  const int64_t R = w.size(0), C = w.size(1), s0 = w.stride(0), s1 = w.stride(1);
+  Tensor out = at::empty({C, R}, w.options());
+  const T* src = w.const_data_ptr<T>();
+  T* dst = out.data_ptr<T>();
+  constexpr int64_t kBlock = 32;  // cache-sized tiles
+  for (int64_t r0 = 0; r0 < R; r0 += kBlock) {
+    for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
+      for (int64_t r = r0; r < std::min(R, r0 + kBlock); ++r) {
+        for (int64_t c = c0; c < std::min(C, c0 + kBlock); ++c) dst[c * R + r] = src[r * s0 + c * s1];
+      }
+    }
+  }
+  return out;
 }
 
 // Batch rows are independent through the whole recurrence, so each thread runs all steps
@@ -66,6 +80,39 @@ void zero_row(T* p, int64_t n) {
   std::fill(p, p + n, T(0));
 }
 
+// a [M, K] @ b [K, N] for 2-D tensors of any strides, through gemm (no dispatcher call)
+// where the output can take the compute type directly.
+template <class T>
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  if constexpr (!std::is_same_v<T, at::opmath_type<T>>) {
+    return at::mm(a, b);
+  } else {
+    Tensor a_storage, b_storage;
+    Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+    gemm<T>(a.size(0), b.size(1), a.size(1), matrix_ref<T>(a, a_storage),
+            matrix_ref<T>(b, b_storage), 0.f, out.data_ptr<T>(), b.size(1));
+    return out;
+  }
+}
+
+// Sums of the columns of a contiguous [N, W] matrix, accumulated in the compute type.
+template <class T>
+Tensor column_sums(const Tensor& m) {
+  using acc_t = at::opmath_type<T>;
+  const int64_t N = m.size(0), W = m.size(1);
+  std::vector<acc_t> sums(W, acc_t(0));
+  const T* p = m.const_data_ptr<T>();
+  for (int64_t r = 0; r < N; ++r) {
+    for_each_chunk<T>(W, [&](int64_t j, int64_t n) {
+      store(sums.data() + j, load(sums.data() + j, n) + load(p + r * W + j, n), n);
+    });
+  }
+  Tensor out = at::empty({W}, m.options());
+  T* o = out.data_ptr<T>();
+  for (int64_t j = 0; j < W; ++j) o[j] = static_cast<T>(sums[j]);
+  return out;
+}
+
 template <class Cell, class scalar_t>
 class Recurrence {
   using acc_t = at::opmath_type<scalar_t>;
@@ -81,9 +128,9 @@ class Recurrence {
         seq_{sizes.T, sizes.B, batch_first},
         reverse_(reverse),
         GH_(G * sizes.H),
-        w_hh_(matrix_ref<scalar_t>(weight_hh, w_hh_storage_)),
+        weight_hh_(weight_hh),
+        weight_hr_(weight_hr),
         projection_(weight_hr.has_value()) {
-    if (projection_) w_hr_ = matrix_ref<scalar_t>(*weight_hr, w_hr_storage_);
     if (lengths.has_value()) {
       lengths_storage_ = lengths->to(at::kLong).contiguous();
       lengths_ = lengths_storage_.const_data_ptr<int64_t>();
@@ -107,7 +154,8 @@ class Recurrence {
     Tensor h_n = hx.has_value() ? hx->contiguous().clone() : at::zeros({B, P}, opts);
     Tensor c_state;
     if constexpr (Cell::kHasCellState) {
-      c_state = cx.has_value() ? cx->to(acc_opts, /*non_blocking=*/false, /*copy=*/true)
+      c_state = cx.has_value() ? cx->to(acc_opts, /*non_blocking=*/false, /*copy=*/true,
+                                        at::MemoryFormat::Contiguous)
                                : at::zeros({B, H}, acc_opts);
     }
     Tensor saved = S > 0 ? at::empty(sequence_shape(s_, S * H, seq_.batch_first), opts)
@@ -120,9 +168,12 @@ class Recurrence {
     acc_t* gx = scratch.data_ptr<acc_t>();
     acc_t* gh = gx + N * GH_;
     acc_t* projected = gh + B * GH_;
-    Tensor w_ih_storage;
+    const Tensor w_ih_t = transposed_copy<scalar_t>(weight_ih);  // [I, G*H]
+    const Tensor w_hh_t = transposed_copy<scalar_t>(weight_hh_);  // [P, G*H]
+    const Tensor w_hr_t = projection_ ? transposed_copy<scalar_t>(*weight_hr_) : Tensor();  // [H, P]
+    const MatrixRef<scalar_t> w_hh_ref = dense(w_hh_t.const_data_ptr<scalar_t>(), GH_);
     gemm<scalar_t>(N, GH_, s_.I, dense(x.const_data_ptr<scalar_t>(), s_.I),
-                   transposed(matrix_ref<scalar_t>(weight_ih, w_ih_storage)), 0.f, gx, GH_);
+                   dense(w_ih_t.const_data_ptr<scalar_t>(), GH_), 0.f, gx, GH_);
     const std::vector<acc_t> biases = split_biases(bias_ih, bias_hh);
     const acc_t* input_bias = biases.empty() ? nullptr : biases.data();
     const acc_t* recurrent_bias =
@@ -140,7 +191,7 @@ class Recurrence {
     const int64_t rows = b1 - b0;
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse_ ? T - 1 - step : step;
-      gemm<scalar_t>(rows, gh_cols, P, dense<scalar_t>(h + b0 * P, P), transposed(w_hh_), 0.f,
+      gemm<scalar_t>(rows, gh_cols, P, dense<scalar_t>(h + b0 * P, P), w_hh_ref, 0.f,
                      gh + b0 * GH_, GH_);
       if constexpr (Cell::kResetBefore) {
         for (int64_t b = b0; b < b1; ++b) {
@@ -155,7 +206,7 @@ class Recurrence {
           });
         }
         gemm<scalar_t>(rows, H, H, dense<scalar_t>(aux + b0 * H, H),
-                       transposed(from_row(w_hh_, 2 * H)), 0.f, gh + b0 * GH_ + 2 * H, GH_);
+                       dense(w_hh_ref.data + 2 * H, GH_), 0.f, gh + b0 * GH_ + 2 * H, GH_);
       }
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t row = seq_.row(t, b);
@@ -192,7 +243,8 @@ class Recurrence {
         });
       }
       if (projection_) {
-        gemm<scalar_t>(rows, P, H, dense<scalar_t>(aux + b0 * H, H), transposed(w_hr_), 0.f,
+        gemm<scalar_t>(rows, P, H, dense<scalar_t>(aux + b0 * H, H),
+                       dense(w_hr_t.const_data_ptr<scalar_t>(), P), 0.f,
                        projected + b0 * P, P);
         for (int64_t b = b0; b < b1; ++b) {
           if (!active(t, b)) continue;
@@ -232,10 +284,10 @@ class Recurrence {
     Tensor unprojected = at::empty({projection_ ? N : 0, H}, opts);
     Tensor d_projected = at::empty({projection_ ? N : 0, P}, opts);
     Tensor dh_state = grad_h_n.has_value()
-                          ? grad_h_n->to(acc_opts, false, /*copy=*/true).contiguous()
+                          ? grad_h_n->to(acc_opts, false, /*copy=*/true, at::MemoryFormat::Contiguous)
                           : at::zeros({B, P}, acc_opts);
     Tensor dc_state = Cell::kHasCellState && grad_c_n.has_value()
-                          ? grad_c_n->to(acc_opts, false, /*copy=*/true).contiguous()
+                          ? grad_c_n->to(acc_opts, false, /*copy=*/true, at::MemoryFormat::Contiguous)
                           : at::zeros({Cell::kHasCellState ? B : 0, H}, acc_opts);
     // d(unprojected output) or d(r * h): [B, H]
     Tensor d_aux = at::empty({(Cell::kResetBefore || projection_) ? B * H : 0}, acc_opts);
@@ -254,6 +306,10 @@ class Recurrence {
     acc_t* dc = dc_state.data_ptr<acc_t>();
     acc_t* daux = d_aux.data_ptr<acc_t>();
     const int64_t batch_ld = seq_.batch_step();
+    Tensor w_hh_storage, w_hr_storage;
+    const MatrixRef<scalar_t> w_hh = matrix_ref<scalar_t>(weight_hh_, w_hh_storage);
+    const MatrixRef<scalar_t> w_hr =
+        projection_ ? matrix_ref<scalar_t>(*weight_hr_, w_hr_storage) : MatrixRef<scalar_t>{};
 
     for_batch_slices(B, 4 * GH_ * (P + (projection_ ? H : 0)), [&](int64_t b0, int64_t b1) {
     const int64_t rows = b1 - b0;
@@ -273,7 +329,7 @@ class Recurrence {
           }
         }
         gemm<scalar_t>(rows, H, P, dense<scalar_t>(dproj + seq_.row(t, b0) * P, batch_ld * P),
-                       w_hr_, 0.f, daux + b0 * H, H);
+                       w_hr, 0.f, daux + b0 * H, H);
       }
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t row = seq_.row(t, b);
@@ -320,7 +376,7 @@ class Recurrence {
         // d(r * h_prev) = dn_pre W_hn; then r's gradient and r's share of dh_prev.
         gemm<scalar_t>(rows, H, H,
                        dense<scalar_t>(dgx + seq_.row(t, b0) * GH_ + 2 * H, batch_ld * GH_),
-                       from_row(w_hh_, 2 * H), 0.f, daux + b0 * H, H);
+                       from_row(w_hh, 2 * H), 0.f, daux + b0 * H, H);
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t row = seq_.row(t, b);
           if (!active(t, b)) continue;
@@ -337,16 +393,16 @@ class Recurrence {
       }
       const int64_t recurrent_rows = Cell::kResetBefore ? 2 * H : GH_;
       gemm<scalar_t>(rows, P, recurrent_rows,
-                     dense<scalar_t>(dgh + seq_.row(t, b0) * GH_, batch_ld * GH_), w_hh_, 1.f,
+                     dense<scalar_t>(dgh + seq_.row(t, b0) * GH_, batch_ld * GH_), w_hh, 1.f,
                      dh + b0 * P, P);
     }
     });
 
     std::array<Tensor, 8> grads;
-    const Tensor d_x = d_gates_x.view({N, GH_});
-    const Tensor d_h = d_gates_h.view({N, GH_});
-    if (mask[0]) grads[0] = at::mm(d_x, weight_ih).view(input.sizes());
-    if (mask[1]) grads[1] = at::mm(d_x.t(), input.contiguous().view({N, s_.I}));
+    const Tensor& d_x = d_gates_x;
+    const Tensor& d_h = d_gates_h;
+    if (mask[0]) grads[0] = matmul<scalar_t>(d_x, weight_ih).view(input.sizes());
+    if (mask[1]) grads[1] = matmul<scalar_t>(d_x.t(), without_padding(input));
     if (mask[2]) {
       if constexpr (Cell::kResetBefore) {
         grads[2] = at::empty({GH_, P}, opts);
@@ -356,14 +412,14 @@ class Recurrence {
         at::mm_out(d_w_rz, d_x.narrow(1, 0, 2 * H).t(), h_prevs);
         at::mm_out(d_w_n, d_x.narrow(1, 2 * H, H).t(), reset_h);
       } else {
-        grads[2] = at::mm(d_h.t(), h_prevs);
+        grads[2] = matmul<scalar_t>(d_h.t(), h_prevs);
       }
     }
-    if (mask[3]) grads[3] = d_x.sum(0);
-    if (mask[4]) grads[4] = d_h.sum(0);
+    if (mask[3]) grads[3] = column_sums<scalar_t>(d_x);
+    if (mask[4]) grads[4] = column_sums<scalar_t>(d_h);  // d_h is d_x unless the cell splits them
     if (mask[5]) grads[5] = dh_state.to(opts.dtype());
     if (mask[6] && Cell::kHasCellState) grads[6] = dc_state.to(opts.dtype());
-    if (mask[7] && projection_) grads[7] = at::mm(d_projected.t(), unprojected);
+    if (mask[7] && projection_) grads[7] = matmul<scalar_t>(d_projected.t(), unprojected);
     for (auto& g : grads) {
       if (!g.defined()) g = at::empty({0}, opts);
     }
@@ -372,6 +428,21 @@ class Recurrence {
 
  private:
   bool active(int64_t t, int64_t b) const { return !lengths_ || t < lengths_[b]; }
+
+  // input as [N, I] with the steps past each sequence's end zeroed, so that whatever the
+  // padding holds (NaN included) cannot reach d(weight_ih) through 0 * x.
+  Tensor without_padding(const Tensor& input) const {
+    const Tensor x = input.reshape({s_.T * s_.B, s_.I});
+    if (!lengths_) return x;
+    Tensor masked = x.clone(at::MemoryFormat::Contiguous);
+    scalar_t* p = masked.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < s_.T; ++t) {
+      for (int64_t b = 0; b < s_.B; ++b) {
+        if (!active(t, b)) zero_row(p + seq_.row(t, b) * s_.I, s_.I);
+      }
+    }
+    return masked;
+  }
 
   bool first_step(int64_t t, int64_t b) const {
     if (!reverse_) return t == 0;
@@ -402,9 +473,9 @@ class Recurrence {
   Seq seq_;
   bool reverse_;
   int64_t GH_;
-  Tensor w_hh_storage_, w_hr_storage_, lengths_storage_;
-  MatrixRef<scalar_t> w_hh_;
-  MatrixRef<scalar_t> w_hr_{};
+  Tensor weight_hh_;
+  optional<Tensor> weight_hr_;
+  Tensor lengths_storage_;
   bool projection_;
   const int64_t* lengths_ = nullptr;
 };
