@@ -9,8 +9,10 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
+from torch.overrides import has_torch_function
 
-from ._ops import recurrent_forward
+from . import _C
+from ._ops import recurrent_forward as _recurrent_forward_op
 
 _RNN_CELLS = {
     ("tanh", False): "rnn_tanh",
@@ -20,6 +22,19 @@ _RNN_CELLS = {
 }
 
 Lengths = Optional[Union[Tensor, Sequence[int]]]
+
+
+def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths,
+                      cell, reverse, batch_first):
+    """rnnfast::recurrent_forward. In plain eager mode through the extension's direct entry
+    (the same op and dispatcher, without torch.ops' boxed argument parsing); under
+    torch.compile, or where __torch_function__ applies, through torch.ops."""
+    args = (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths, cell,
+            reverse, batch_first)
+    if torch.compiler.is_compiling() or has_torch_function(
+            (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr)):
+        return _recurrent_forward_op(*args)
+    return _C.recurrent_forward(*args)
 
 
 def _lengths(lengths: Lengths) -> Optional[Tensor]:

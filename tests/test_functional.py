@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reference
-from conftest import (CELLS, LOOSE, assert_close, call, compare, make_case, num_gates, run,
+from conftest import (CELLS, LOOSE, OUTPUT_NAMES, assert_close, call, compare, make_case, num_gates, run,
                       strided_layout, transposed_layout)
 
 # ----------------------------------------------------------------------------------
@@ -304,6 +304,25 @@ def test_float32_against_float64_reference(F, cell, reverse, lengths):
                     seed=14)
     c32 = c64.to(torch.float32)
     compare(F, c32, ref_case=c32.to(torch.float64), **LOOSE)
+
+
+@pytest.mark.parametrize("lengths", [None, "random"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_bfloat16_against_float64_reference(F, cell, lengths):
+    """bfloat16 storage, float32 accumulation: within a few bfloat16 ulps (2^-8) of the
+    float64 result, relative to each tensor's largest entry."""
+    P = 3 if cell == "lstm" else None
+    c64 = make_case(cell, T=8, B=5, I=6, H=13, P=P, lengths=lengths, seed=21)
+    cbf = c64.to(torch.bfloat16)
+    ref_outs, ref_grads, up = run(reference, cbf.to(torch.float64))
+    outs, got_grads, _ = run(F, cbf, upstream=up)
+    for name, o, r in zip(OUTPUT_NAMES, outs, ref_outs):
+        assert o.dtype == torch.bfloat16, name
+        assert_close(o.double(), r, name, cbf, rtol=0, atol=3e-2, scaled=True)
+    for name, r in ref_grads.items():
+        g = got_grads[name]
+        assert g.dtype == torch.bfloat16, name
+        assert_close(g.double(), r, "grad of " + name, cbf, rtol=0, atol=3e-2, scaled=True)
 
 
 @pytest.mark.parametrize("cell", CELLS)
