@@ -12,7 +12,9 @@
 //   saved  what the step keeps for backward (kSaved values)
 // Backward gets dh (gradient w.r.t. h_out) and dc (w.r.t. c_out) and returns the gradients
 // of the gate pre-activations on the input side (dgx) and on the recurrent side (dgh), and
-// the parts of dh_prev / dc_prev that do not go through W_hh.
+// the parts of dh_prev / dc_prev that do not go through W_hh. The two sides differ only for
+// gates from kRecurrentBiasFrom on (those whose b_hh stays inside the cell), so dgh is set
+// only for them.
 #pragma once
 
 #include <cmath>
@@ -79,7 +81,6 @@ struct SrnCell {
   static constexpr int kRecurrentBiasFrom = 1;  // all of b_hh folds into the input side
   static constexpr bool kResetBefore = false;
   static constexpr bool kHasCellState = false;
-  static constexpr bool kSeparateRecurrentGrad = false;
 
   template <class V>
   static RF_HD void forward(const V* gx, const V* gh, V h, V /*c*/, V& h_out, V& /*c_out*/,
@@ -95,7 +96,7 @@ struct SrnCell {
 
   template <class V>
   static RF_HD void backward(const V* saved, V /*h_prev*/, V h_out, V dh, V /*dc*/, V* dgx,
-                             V* dgh, V& dh_prev, V& /*dc_prev*/) {
+                             V* /*dgh*/, V& dh_prev, V& /*dc_prev*/) {
     V a;
     if constexpr (kResidual) {
       a = saved[0];
@@ -105,7 +106,6 @@ struct SrnCell {
       dh_prev = V(0);
     }
     dgx[0] = dh * activation_grad<A>(a);
-    dgh[0] = dgx[0];
   }
 };
 
@@ -122,7 +122,6 @@ struct GruCell {
   static constexpr int kRecurrentBiasFrom = kResetAfter ? 2 : 3;
   static constexpr bool kResetBefore = !kResetAfter;
   static constexpr bool kHasCellState = false;
-  static constexpr bool kSeparateRecurrentGrad = kResetAfter;
 
   // Reset-before only: the reset-scaled state r * h that W_hn multiplies.
   template <class V>
@@ -148,7 +147,7 @@ struct GruCell {
     h_out = n + z * (h - n);
   }
 
-  // For reset-before, dgx[0] and dgh[0] are left to reset_backward.
+  // For reset-before, dgx[0] is left to reset_backward.
   template <class V>
   static RF_HD void backward(const V* saved, V h_prev, V /*h_out*/, V dh, V /*dc*/, V* dgx,
                              V* dgh, V& dh_prev, V& /*dc_prev*/) {
@@ -158,15 +157,10 @@ struct GruCell {
     const V dn_pre = dh * (V(1) - z) * (V(1) - n * n);
     const V dz_pre = dh * (h_prev - n) * z * (V(1) - z);
     dgx[1] = dz_pre;
-    dgh[1] = dz_pre;
     dgx[2] = dn_pre;
     if constexpr (kResetAfter) {
-      const V dr_pre = dn_pre * saved[3] * r * (V(1) - r);
-      dgx[0] = dr_pre;
-      dgh[0] = dr_pre;
+      dgx[0] = dn_pre * saved[3] * r * (V(1) - r);
       dgh[2] = dn_pre * r;
-    } else {
-      dgh[2] = dn_pre;
     }
     dh_prev = dh * z;
   }
@@ -188,7 +182,6 @@ struct LstmCell {
   static constexpr int kRecurrentBiasFrom = 4;
   static constexpr bool kResetBefore = false;
   static constexpr bool kHasCellState = true;
-  static constexpr bool kSeparateRecurrentGrad = false;
 
   template <class V>
   static RF_HD void forward(const V* gx, const V* gh, V /*h*/, V c, V& h_out, V& c_out,
@@ -214,7 +207,7 @@ struct LstmCell {
 
   template <class V>
   static RF_HD void backward(const V* saved, V /*h_prev*/, V /*h_out*/, V dh, V dc, V* dgx,
-                             V* dgh, V& dh_prev, V& dc_prev) {
+                             V* /*dgh*/, V& dh_prev, V& dc_prev) {
     const V i = saved[0];
     const V f = saved[1];
     const V g = saved[2];
@@ -226,7 +219,6 @@ struct LstmCell {
     dgx[1] = dc_total * c_prev * f * (V(1) - f);
     dgx[2] = dc_total * i * (V(1) - g * g);
     dgx[3] = dh * tanh_c * o * (V(1) - o);
-    for (int k = 0; k < 4; ++k) dgh[k] = dgx[k];
     dh_prev = V(0);
     dc_prev = dc_total * f;
   }

@@ -95,16 +95,16 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   }
 }
 
-// Sums of the columns of a contiguous [N, W] matrix, accumulated in the compute type.
+// Sums of columns [c0, c0 + W) of a contiguous [N, *] matrix, accumulated in the compute type.
 template <class T>
-Tensor column_sums(const Tensor& m) {
+Tensor column_sums(const Tensor& m, int64_t c0, int64_t W) {
   using acc_t = at::opmath_type<T>;
-  const int64_t N = m.size(0), W = m.size(1);
+  const int64_t N = m.size(0), ld = m.size(1);
   std::vector<acc_t> sums(W, acc_t(0));
-  const T* p = m.const_data_ptr<T>();
+  const T* p = m.const_data_ptr<T>() + c0;
   for (int64_t r = 0; r < N; ++r) {
     for_each_chunk<T>(W, [&](int64_t j, int64_t n) {
-      store(sums.data() + j, load(sums.data() + j, n) + load(p + r * W + j, n), n);
+      store(sums.data() + j, load(sums.data() + j, n) + load(p + r * ld + j, n), n);
     });
   }
   Tensor out = at::empty({W}, m.options());
@@ -120,6 +120,9 @@ class Recurrence {
   static constexpr int G = Cell::kGates;
   static constexpr int S = Cell::kSaved;
   static constexpr int kSavedSlots = S > 0 ? S : 1;
+  // Gates from kSplit on keep b_hh on the recurrent side; only their recurrent-side gradient
+  // differs from the input-side one, so only they get a buffer of their own.
+  static constexpr int kSplit = Cell::kRecurrentBiasFrom;
 
  public:
   Recurrence(const LayerSizes& sizes, bool reverse, bool batch_first, const Tensor& weight_hh,
@@ -278,7 +281,8 @@ class Recurrence {
     const Tensor h0_t = hx.has_value() ? hx->contiguous() : at::zeros({B, P}, opts);
 
     Tensor d_gates_x = at::empty({N, GH_}, opts);
-    Tensor d_gates_h = Cell::kSeparateRecurrentGrad ? at::empty({N, GH_}, opts) : d_gates_x;
+    const int64_t SH = (G - kSplit) * H;  // width of the separate recurrent gradients
+    Tensor d_gates_h = at::empty({SH > 0 ? N : 0, SH}, opts);
     Tensor h_prevs = at::empty({N, P}, opts);
     Tensor reset_h = at::empty({Cell::kResetBefore ? N : 0, H}, opts);
     Tensor unprojected = at::empty({projection_ ? N : 0, H}, opts);
@@ -306,6 +310,9 @@ class Recurrence {
     acc_t* dc = dc_state.data_ptr<acc_t>();
     acc_t* daux = d_aux.data_ptr<acc_t>();
     const int64_t batch_ld = seq_.batch_step();
+    // Rows of W_hh whose share of dh_prev comes from dgx (the reset-before GRU's n rows
+    // act on r * h and are handled through d(r * h)).
+    const int64_t x_rows = Cell::kResetBefore ? 2 * H : kSplit * H;
     Tensor w_hh_storage, w_hr_storage;
     const MatrixRef<scalar_t> w_hh = matrix_ref<scalar_t>(weight_hh_, w_hh_storage);
     const MatrixRef<scalar_t> w_hr =
@@ -335,7 +342,7 @@ class Recurrence {
         const int64_t row = seq_.row(t, b);
         if (!active(t, b)) {
           zero_row(dgx + row * GH_, GH_);
-          if (Cell::kSeparateRecurrentGrad) zero_row(dgh + row * GH_, GH_);
+          if (SH > 0) zero_row(dgh + row * SH, SH);
           zero_row(hp + row * P, P);
           if (Cell::kResetBefore) zero_row(rh + row * H, H);
           if (projection_) zero_row(um + row * H, H);
@@ -361,7 +368,7 @@ class Recurrence {
           Cell::backward(vsaved, h_prev, h_out, d_out, dc_out, vdgx, vdgh, dh_prev, dc_prev);
           for (int g = 0; g < G; ++g) {
             store(dgx + row * GH_ + g * H + j, vdgx[g], n);
-            if (Cell::kSeparateRecurrentGrad) store(dgh + row * GH_ + g * H + j, vdgh[g], n);
+            if (g >= kSplit) store(dgh + row * SH + (g - kSplit) * H + j, vdgh[g], n);
           }
           if (!projection_) store(dh + b * P + j, dh_prev, n);
           if constexpr (Cell::kHasCellState) {
@@ -391,35 +398,47 @@ class Recurrence {
           });
         }
       }
-      const int64_t recurrent_rows = Cell::kResetBefore ? 2 * H : GH_;
-      gemm<scalar_t>(rows, P, recurrent_rows,
-                     dense<scalar_t>(dgh + seq_.row(t, b0) * GH_, batch_ld * GH_), w_hh, 1.f,
-                     dh + b0 * P, P);
+      // dh_prev += dG W_hh, the gates before the split from the input-side gradients.
+      gemm<scalar_t>(rows, P, x_rows, dense<scalar_t>(dgx + seq_.row(t, b0) * GH_, batch_ld * GH_),
+                     w_hh, 1.f, dh + b0 * P, P);
+      if (SH > 0) {
+        gemm<scalar_t>(rows, P, SH, dense<scalar_t>(dgh + seq_.row(t, b0) * SH, batch_ld * SH),
+                       from_row(w_hh, kSplit * H), 1.f, dh + b0 * P, P);
+      }
     }
     });
 
+    // The weight gradients as GEMMs over all steps. Buffers are dropped as soon as they are
+    // used, so the input gradient is formed with only d_gates_x left besides it.
     std::array<Tensor, 8> grads;
-    const Tensor& d_x = d_gates_x;
-    const Tensor& d_h = d_gates_h;
-    if (mask[0]) grads[0] = matmul<scalar_t>(d_x, weight_ih).view(input.sizes());
-    if (mask[1]) grads[1] = matmul<scalar_t>(d_x.t(), without_padding(input));
     if (mask[2]) {
-      if constexpr (Cell::kResetBefore) {
-        grads[2] = at::empty({GH_, P}, opts);
-        // Rows r, z multiply h_prev; rows n multiply r * h_prev.
-        Tensor d_w_rz = grads[2].narrow(0, 0, 2 * H);
-        Tensor d_w_n = grads[2].narrow(0, 2 * H, H);
-        at::mm_out(d_w_rz, d_x.narrow(1, 0, 2 * H).t(), h_prevs);
-        at::mm_out(d_w_n, d_x.narrow(1, 2 * H, H).t(), reset_h);
-      } else {
-        grads[2] = matmul<scalar_t>(d_h.t(), h_prevs);
+      grads[2] = at::empty({GH_, P}, opts);
+      Tensor from_x = grads[2].narrow(0, 0, x_rows);
+      at::mm_out(from_x, d_gates_x.narrow(1, 0, x_rows).t(), h_prevs);
+      if (SH > 0) {
+        Tensor from_h = grads[2].narrow(0, kSplit * H, SH);
+        at::mm_out(from_h, d_gates_h.t(), h_prevs);
+      }
+      if constexpr (Cell::kResetBefore) {  // rows n multiply r * h_prev
+        Tensor n_rows = grads[2].narrow(0, 2 * H, H);
+        at::mm_out(n_rows, d_gates_x.narrow(1, 2 * H, H).t(), reset_h);
       }
     }
-    if (mask[3]) grads[3] = column_sums<scalar_t>(d_x);
-    if (mask[4]) grads[4] = column_sums<scalar_t>(d_h);  // d_h is d_x unless the cell splits them
+    if (mask[3]) grads[3] = column_sums<scalar_t>(d_gates_x, 0, GH_);
+    if (mask[4]) {
+      grads[4] = column_sums<scalar_t>(d_gates_x, 0, kSplit * H);
+      if (SH > 0) grads[4] = at::cat({grads[4], column_sums<scalar_t>(d_gates_h, 0, SH)});
+    }
+    if (mask[7] && projection_) grads[7] = matmul<scalar_t>(d_projected.t(), unprojected);
+    h_prevs.reset();
+    reset_h.reset();
+    d_gates_h.reset();
+    unprojected.reset();
+    d_projected.reset();
+    if (mask[1]) grads[1] = matmul<scalar_t>(d_gates_x.t(), without_padding(input));
+    if (mask[0]) grads[0] = matmul<scalar_t>(d_gates_x, weight_ih).view(input.sizes());
     if (mask[5]) grads[5] = dh_state.to(opts.dtype());
     if (mask[6] && Cell::kHasCellState) grads[6] = dc_state.to(opts.dtype());
-    if (mask[7] && projection_) grads[7] = matmul<scalar_t>(d_projected.t(), unprojected);
     for (auto& g : grads) {
       if (!g.defined()) g = at::empty({0}, opts);
     }
