@@ -16,6 +16,12 @@ void sgemm_(const char* transa, const char* transb, const int* m, const int* n, 
 void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
             const double* alpha, const double* a, const int* lda, const double* b,
             const int* ldb, const double* beta, double* c, const int* ldc) __attribute__((weak));
+size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
+void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha,
+                      const float* src, int ld, float* dest) __attribute__((weak));
+void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k,
+                         const float* a, int lda, const float* b, int ldb, float beta, float* c,
+                         int ldc) __attribute__((weak));
 void cblas_gemm_bf16bf16f32(int layout, int transa, int transb, int m, int n, int k,
                             float alpha, const uint16_t* a, int lda, const uint16_t* b, int ldb,
                             float beta, float* c, int ldc) __attribute__((weak));
@@ -25,6 +31,9 @@ namespace rnnfast::cpu {
 namespace {
 
 constexpr int kCblasRowMajor = 101, kCblasNoTrans = 111, kCblasTrans = 112;
+constexpr int kCblasPacked = 151, kCblasBMatrix = 162;
+// Packing pays off from about this many multiply-adds per product.
+constexpr int64_t kPackMacs = 1 << 20;
 
 bool fits_int(std::initializer_list<int64_t> values) {
   for (int64_t v : values) {
@@ -159,6 +168,37 @@ void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float
   }
   gemm_fallback(M, N, K, A, B, beta, C, ldc);
 }
+
+template <class T>
+PackedMatrix<T>::PackedMatrix(int64_t M, int64_t N, int64_t K, MatrixRef<T> B)
+    : M_(M), N_(N), K_(K), B_(B) {
+  if constexpr (std::is_same_v<T, float>) {
+    const bool available = cblas_sgemm_pack_get_size != nullptr &&
+                           cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr;
+    if (available && M * N * K >= kPackMacs && fits_int({M, N, K, B.ld})) {
+      packed_.resize(cblas_sgemm_pack_get_size(kCblasBMatrix, M, N, K) / sizeof(float) + 1);
+      cblas_sgemm_pack(kCblasRowMajor, kCblasBMatrix, B.trans ? kCblasTrans : kCblasNoTrans, M,
+                       N, K, 1.f, B.data, B.ld, packed_.data());
+    }
+  }
+}
+
+template <class T>
+void PackedMatrix<T>::multiply(MatrixRef<T> A, float beta, at::opmath_type<T>* C,
+                               int64_t ldc) const {
+  if constexpr (std::is_same_v<T, float>) {
+    if (!packed_.empty() && fits_int({A.ld, ldc})) {
+      cblas_sgemm_compute(kCblasRowMajor, A.trans ? kCblasTrans : kCblasNoTrans, kCblasPacked,
+                          M_, N_, K_, A.data, A.ld, packed_.data(), N_, beta, C, ldc);
+      return;
+    }
+  }
+  gemm<T>(M_, N_, K_, A, B_, beta, C, ldc);
+}
+
+template class PackedMatrix<float>;
+template class PackedMatrix<double>;
+template class PackedMatrix<at::BFloat16>;
 
 template void gemm<float>(int64_t, int64_t, int64_t, MatrixRef<float>, MatrixRef<float>, float,
                           float*, int64_t);

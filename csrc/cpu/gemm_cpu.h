@@ -5,6 +5,8 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 
+#include <vector>
+
 namespace rnnfast::cpu {
 
 // A matrix operand: row-major with leading dimension ld, transposed if `trans`.
@@ -36,5 +38,22 @@ MatrixRef<T> matrix_ref(const at::Tensor& m, at::Tensor& storage) {
 template <class T>
 void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float beta,
           at::opmath_type<T>* C, int64_t ldc);
+
+// The right-hand operand of a GEMM that is applied many times (W_hh at every step), packed
+// once into BLAS's internal layout where the BLAS offers it (MKL, float32) and the product
+// is large enough to gain; otherwise a plain reference to it.
+template <class T>
+class PackedMatrix {
+ public:
+  // op(B) is [K, N]; M is the row count of every later product.
+  PackedMatrix(int64_t M, int64_t N, int64_t K, MatrixRef<T> B);
+  // C[M, N] = op(A)[M, K] * B + beta * C.
+  void multiply(MatrixRef<T> A, float beta, at::opmath_type<T>* C, int64_t ldc) const;
+
+ private:
+  int64_t M_, N_, K_;
+  MatrixRef<T> B_;
+  std::vector<float> packed_;  // empty when not packed
+};
 
 }  // namespace rnnfast::cpu

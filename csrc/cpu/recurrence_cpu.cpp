@@ -48,6 +48,8 @@ MatrixRef<T> dense(const T* data, int64_t ld) {
 // row-major than on W transposed in place, and the copy is paid once per call, not per step.
 template <class T>
 Tensor transposed_copy(const Tensor& w) {
+  // ATen's blocked transpose wins beyond a few thousand elements, a plain loop below.
+  if (w.numel() > 4096) return w.t().contiguous();
   const int64_t R = w.size(0), C = w.size(1), s0 = w.stride(0), s1 = w.stride(1);
   Tensor out = at::empty({C, R}, w.options());
   const T* src = w.const_data_ptr<T>();
@@ -63,16 +65,14 @@ Tensor transposed_copy(const Tensor& w) {
   return out;
 }
 
-// Batch rows are independent through the whole recurrence, so each thread runs all steps
-// for its own slice of the batch: no synchronisation per step, and single-threaded BLAS
-// calls inside (MKL does not nest). Slices are only made where each has enough work per
-// step (flops_per_row) to pay for a thread.
+// Runs f(b) for every batch row, in parallel where a step's pointwise work is large enough
+// to pay for waking the other threads (the GEMMs are threaded by BLAS itself).
 template <class F>
-void for_batch_slices(int64_t B, int64_t flops_per_row, const F& f) {
-  const int64_t min_rows = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(flops_per_row, 1));
-  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t grain = std::max(min_rows, (B + threads - 1) / threads);
-  at::parallel_for(0, B, grain, f);
+void for_each_row(int64_t B, int64_t width, const F& f) {
+  const int64_t grain = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(width, 1));
+  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) f(b);
+  });
 }
 
 template <class T>
@@ -189,16 +189,19 @@ class Recurrence {
     scalar_t* aux = step_input.data_ptr<scalar_t>();
     // The n part of the reset-before GRU's recurrent product waits for r * h.
     const int64_t gh_cols = Cell::kResetBefore ? 2 * H : GH_;
+    const PackedMatrix<scalar_t> recurrent(B, gh_cols, P, w_hh_ref);
+    const PackedMatrix<scalar_t> reset_recurrent(Cell::kResetBefore ? B : 0, H, H,
+                                                 dense(w_hh_ref.data + 2 * H, GH_));
+    const PackedMatrix<scalar_t> projection(projection_ ? B : 0, P, H,
+                                            projection_ ? dense(w_hr_t.const_data_ptr<scalar_t>(), P)
+                                                        : w_hh_ref);
 
-    for_batch_slices(B, 2 * GH_ * (P + (projection_ ? H : 0)), [&](int64_t b0, int64_t b1) {
-    const int64_t rows = b1 - b0;
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse_ ? T - 1 - step : step;
-      gemm<scalar_t>(rows, gh_cols, P, dense<scalar_t>(h + b0 * P, P), w_hh_ref, 0.f,
-                     gh + b0 * GH_, GH_);
+      recurrent.multiply(dense<scalar_t>(h, P), 0.f, gh, GH_);
       if constexpr (Cell::kResetBefore) {
-        for (int64_t b = b0; b < b1; ++b) {
-          if (!active(t, b)) continue;
+        for_each_row(B, H, [&](int64_t b) {
+          if (!active(t, b)) return;
           const acc_t* gx_row = gx + seq_.row(t, b) * GH_;
           for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
             V gx_r = load(gx_row + j, n);
@@ -207,16 +210,15 @@ class Recurrence {
                   Cell::reset_forward(gx_r, load(gh + b * GH_ + j, n), load(h + b * P + j, n)),
                   n);
           });
-        }
-        gemm<scalar_t>(rows, H, H, dense<scalar_t>(aux + b0 * H, H),
-                       dense(w_hh_ref.data + 2 * H, GH_), 0.f, gh + b0 * GH_ + 2 * H, GH_);
+        });
+        reset_recurrent.multiply(dense<scalar_t>(aux, H), 0.f, gh + 2 * H, GH_);
       }
-      for (int64_t b = b0; b < b1; ++b) {
+      for_each_row(B, GH_, [&](int64_t b) {
         const int64_t row = seq_.row(t, b);
         if (!active(t, b)) {
           zero_row(out + row * P, P);
           if (S > 0) zero_row(sv + row * S * H, S * H);
-          continue;
+          return;
         }
         const acc_t* gx_row = gx + row * GH_;
         const acc_t* gh_row = gh + b * GH_;
@@ -244,22 +246,19 @@ class Recurrence {
             store(out_row + j, h_out, n);
           }
         });
-      }
+      });
       if (projection_) {
-        gemm<scalar_t>(rows, P, H, dense<scalar_t>(aux + b0 * H, H),
-                       dense(w_hr_t.const_data_ptr<scalar_t>(), P), 0.f,
-                       projected + b0 * P, P);
-        for (int64_t b = b0; b < b1; ++b) {
-          if (!active(t, b)) continue;
+        projection.multiply(dense<scalar_t>(aux, H), 0.f, projected, P);
+        for_each_row(B, P, [&](int64_t b) {
+          if (!active(t, b)) return;
           for (int64_t j = 0; j < P; ++j) {
             const scalar_t v = static_cast<scalar_t>(projected[b * P + j]);
             h[b * P + j] = v;
             out[seq_.row(t, b) * P + j] = v;
           }
-        }
+        });
       }
     }
-    });
     Tensor c_n = Cell::kHasCellState ? c_state.to(opts.dtype()) : at::empty({0}, opts);
     return {output, h_n, c_n, saved};
   }
@@ -317,28 +316,33 @@ class Recurrence {
     const MatrixRef<scalar_t> w_hh = matrix_ref<scalar_t>(weight_hh_, w_hh_storage);
     const MatrixRef<scalar_t> w_hr =
         projection_ ? matrix_ref<scalar_t>(*weight_hr_, w_hr_storage) : MatrixRef<scalar_t>{};
+    const PackedMatrix<scalar_t> recurrent_t(B, P, x_rows, w_hh);
+    const PackedMatrix<scalar_t> split_recurrent_t(SH > 0 ? B : 0, P, SH,
+                                                   from_row(w_hh, kSplit * H));
+    const PackedMatrix<scalar_t> reset_recurrent_t(Cell::kResetBefore ? B : 0, H, H,
+                                                   from_row(w_hh, 2 * H));
+    const PackedMatrix<scalar_t> projection_t(projection_ ? B : 0, H, P,
+                                              projection_ ? w_hr : w_hh);
 
-    for_batch_slices(B, 4 * GH_ * (P + (projection_ ? H : 0)), [&](int64_t b0, int64_t b1) {
-    const int64_t rows = b1 - b0;
     for (int64_t step = T - 1; step >= 0; --step) {
       const int64_t t = reverse_ ? T - 1 - step : step;
       if (projection_) {
         // dh += grad_output[t]; keep it per step for d(weight_hr); d(unprojected) = dh W_hr.
-        for (int64_t b = b0; b < b1; ++b) {
+        for_each_row(B, P, [&](int64_t b) {
           const int64_t row = seq_.row(t, b);
           if (!active(t, b)) {
             zero_row(dproj + row * P, P);
-            continue;
+            return;
           }
           for (int64_t j = 0; j < P; ++j) {
             if (g_out) dh[b * P + j] += static_cast<acc_t>(g_out[row * P + j]);
             dproj[row * P + j] = static_cast<scalar_t>(dh[b * P + j]);
           }
-        }
-        gemm<scalar_t>(rows, H, P, dense<scalar_t>(dproj + seq_.row(t, b0) * P, batch_ld * P),
-                       w_hr, 0.f, daux + b0 * H, H);
+        });
+        projection_t.multiply(dense<scalar_t>(dproj + seq_.row(t, 0) * P, batch_ld * P), 0.f,
+                              daux, H);
       }
-      for (int64_t b = b0; b < b1; ++b) {
+      for_each_row(B, GH_, [&](int64_t b) {
         const int64_t row = seq_.row(t, b);
         if (!active(t, b)) {
           zero_row(dgx + row * GH_, GH_);
@@ -346,7 +350,7 @@ class Recurrence {
           zero_row(hp + row * P, P);
           if (Cell::kResetBefore) zero_row(rh + row * H, H);
           if (projection_) zero_row(um + row * H, H);
-          continue;
+          return;
         }
         const scalar_t* h_prev_row =
             first_step(t, b) ? h0 + b * P : out + seq_.row(reverse_ ? t + 1 : t - 1, b) * P;
@@ -378,15 +382,14 @@ class Recurrence {
         });
         // With the projection, all of dh_prev goes through W_hh.
         if (projection_) zero_row(dh + b * P, P);
-      }
+      });
       if constexpr (Cell::kResetBefore) {
         // d(r * h_prev) = dn_pre W_hn; then r's gradient and r's share of dh_prev.
-        gemm<scalar_t>(rows, H, H,
-                       dense<scalar_t>(dgx + seq_.row(t, b0) * GH_ + 2 * H, batch_ld * GH_),
-                       from_row(w_hh, 2 * H), 0.f, daux + b0 * H, H);
-        for (int64_t b = b0; b < b1; ++b) {
+        reset_recurrent_t.multiply(
+            dense<scalar_t>(dgx + seq_.row(t, 0) * GH_ + 2 * H, batch_ld * GH_), 0.f, daux, H);
+        for_each_row(B, H, [&](int64_t b) {
           const int64_t row = seq_.row(t, b);
-          if (!active(t, b)) continue;
+          if (!active(t, b)) return;
           for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
             const V r = load(sv + row * S * H + j, n);
             const V h_prev = load(hp + row * P + j, n);
@@ -396,17 +399,16 @@ class Recurrence {
             store(dgx + row * GH_ + j, dr_pre, n);
             store(rh + row * H + j, r * h_prev, n);
           });
-        }
+        });
       }
       // dh_prev += dG W_hh, the gates before the split from the input-side gradients.
-      gemm<scalar_t>(rows, P, x_rows, dense<scalar_t>(dgx + seq_.row(t, b0) * GH_, batch_ld * GH_),
-                     w_hh, 1.f, dh + b0 * P, P);
+      recurrent_t.multiply(dense<scalar_t>(dgx + seq_.row(t, 0) * GH_, batch_ld * GH_), 1.f,
+                           dh, P);
       if (SH > 0) {
-        gemm<scalar_t>(rows, P, SH, dense<scalar_t>(dgh + seq_.row(t, b0) * SH, batch_ld * SH),
-                       from_row(w_hh, kSplit * H), 1.f, dh + b0 * P, P);
+        split_recurrent_t.multiply(dense<scalar_t>(dgh + seq_.row(t, 0) * SH, batch_ld * SH),
+                                   1.f, dh, P);
       }
     }
-    });
 
     // The weight gradients as GEMMs over all steps. Buffers are dropped as soon as they are
     // used, so the input gradient is formed with only d_gates_x left besides it.
