@@ -92,25 +92,20 @@ void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const 
     const int64_t width = std::min(2 * W, N - j);
     const bool two = width > W;
     const int64_t n_last = two ? width - W : width;
+    // Rows [i, i + kRows) of this column block, with one or two vectors of columns.
+    const auto rows = [&](auto rows_tag, int64_t i) {
+      constexpr int kRows = decltype(rows_tag)::value;
+      const T* a = A + i * lda;
+      T* c = C + i * ldc + j;
+      if (two) {
+        small_gemm_block<kRows, 2>(K, a, lda, B + j, ldb, accumulate, c, ldc, n_last);
+      } else {
+        small_gemm_block<kRows, 1>(K, a, lda, B + j, ldb, accumulate, c, ldc, n_last);
+      }
+    };
     int64_t i = 0;
-    for (; i + 4 <= M; i += 4) {
-      const T* a = A + i * lda;
-      T* c = C + i * ldc + j;
-      if (two) {
-        small_gemm_block<4, 2>(K, a, lda, B + j, ldb, accumulate, c, ldc, n_last);
-      } else {
-        small_gemm_block<4, 1>(K, a, lda, B + j, ldb, accumulate, c, ldc, n_last);
-      }
-    }
-    for (; i < M; ++i) {
-      const T* a = A + i * lda;
-      T* c = C + i * ldc + j;
-      if (two) {
-        small_gemm_block<1, 2>(K, a, lda, B + j, ldb, accumulate, c, ldc, n_last);
-      } else {
-        small_gemm_block<1, 1>(K, a, lda, B + j, ldb, accumulate, c, ldc, n_last);
-      }
-    }
+    for (; i + 4 <= M; i += 4) rows(std::integral_constant<int, 4>{}, i);
+    for (; i < M; ++i) rows(std::integral_constant<int, 1>{}, i);
   }
 }
 

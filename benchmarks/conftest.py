@@ -1,0 +1,66 @@
+"""pytest-benchmark configuration for rnnfast.
+
+    pytest benchmarks                            # full: shapes S, LM, M, L (L is marked slow)
+    pytest benchmarks --quick                    # or RNNFAST_BENCH_QUICK=1: shape S, 3 rounds
+    pytest benchmarks --benchmark-disable        # each case once, as a smoke test
+    pytest benchmarks -m "not slow"              # everything but L
+    pytest benchmarks --bench-device cuda
+
+Groups are "{cell}-{shape}-{pass}", so each table compares like with like.
+"""
+
+import os
+
+import pytest
+import torch
+
+from rnnfast import _bench_cases as cases
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("rnnfast benchmarks")
+    group.addoption("--quick", action="store_true", help="shape S only, few rounds (also RNNFAST_BENCH_QUICK=1)")
+    group.addoption(
+        "--bench-device",
+        default=os.environ.get("RNNFAST_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"),
+        help="device to benchmark on (default: cuda if available, else cpu)",
+    )
+
+
+def _quick(config) -> bool:
+    return config.getoption("--quick") or os.environ.get("RNNFAST_BENCH_QUICK", "") not in ("", "0")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: the large shape L (seconds per round)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Quick mode keeps shape S (and tests without a shape)."""
+    if not _quick(config):
+        return
+    keep, drop = [], []
+    for item in items:
+        shape = getattr(getattr(item, "callspec", None), "params", {}).get("shape")
+        (keep if shape in (None, "S") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def bench_device(pytestconfig) -> str:
+    return pytestconfig.getoption("--bench-device")
+
+
+@pytest.fixture(scope="session")
+def bench_plan(pytestconfig):
+    """``plan(shape) -> (warmup_rounds, rounds)``: the shape's plan, or the quick one."""
+    quick = _quick(pytestconfig)
+
+    def plan(shape: cases.Shape):
+        if quick:
+            return cases.QUICK_PLAN["warmup"], cases.QUICK_PLAN["repeat"]
+        return shape.warmup, shape.repeat
+
+    return plan
