@@ -148,10 +148,11 @@ class Recurrence {
                                                      const optional<Tensor>& bias_hh,
                                                      const optional<Tensor>& hx,
                                                      const optional<Tensor>& cx) {
-    const int64_t T = s_.T, B = s_.B, H = s_.H, P = s_.P, N = T * B;
+    const int64_t T = s_.T, B = s_.B, H = s_.H, P = s_.P;
     const auto opts = input.options();
     const auto acc_opts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
-    const Tensor x = input.contiguous();
+    // Time-major, so that the input rows of a run of steps are one matrix.
+    const Tensor x = (seq_.batch_first ? input.transpose(0, 1) : input).contiguous();
 
     Tensor output = at::empty(sequence_shape(s_, P, seq_.batch_first), opts);
     Tensor h_n = hx.has_value() ? hx->contiguous().clone() : at::zeros({B, P}, opts);
@@ -163,20 +164,24 @@ class Recurrence {
     }
     Tensor saved = S > 0 ? at::empty(sequence_shape(s_, S * H, seq_.batch_first), opts)
                          : at::empty({0}, opts);
-    // gx [N, G*H] | gh [B, G*H] | projected h [B, P], all in the compute type.
-    Tensor scratch = at::empty({N * GH_ + B * GH_ + (projection_ ? B * P : 0)}, acc_opts);
+    // The input projection is formed for a chunk of steps at a time: a buffer of a few MiB
+    // that stays in cache, instead of one the size of the sequence.
+    const int64_t chunk = std::clamp<int64_t>((1 << 22) / std::max<int64_t>(B * GH_, 1), 1, T);
+    // gx [chunk * B, G*H] | gh [B, G*H] | projected h [B, P], all in the compute type.
+    Tensor scratch =
+        at::empty({chunk * B * GH_ + B * GH_ + (projection_ ? B * P : 0)}, acc_opts);
     // r * h for the reset-before GRU, or the unprojected LSTM output: [B, H].
     Tensor step_input = at::empty({(Cell::kResetBefore || projection_) ? B * H : 0}, opts);
 
     acc_t* gx = scratch.data_ptr<acc_t>();
-    acc_t* gh = gx + N * GH_;
+    acc_t* gh = gx + chunk * B * GH_;
     acc_t* projected = gh + B * GH_;
     const Tensor w_ih_t = transposed_copy<scalar_t>(weight_ih);  // [I, G*H]
     const Tensor w_hh_t = transposed_copy<scalar_t>(weight_hh_);  // [P, G*H]
     const Tensor w_hr_t = projection_ ? transposed_copy<scalar_t>(*weight_hr_) : Tensor();  // [H, P]
     const MatrixRef<scalar_t> w_hh_ref = dense(w_hh_t.const_data_ptr<scalar_t>(), GH_);
-    gemm<scalar_t>(N, GH_, s_.I, dense(x.const_data_ptr<scalar_t>(), s_.I),
-                   dense(w_ih_t.const_data_ptr<scalar_t>(), GH_), 0.f, gx, GH_);
+    const MatrixRef<scalar_t> w_ih_ref = dense(w_ih_t.const_data_ptr<scalar_t>(), GH_);
+    int64_t chunk_t0 = 0;  // the first (smallest) step of the chunk held in gx
     const std::vector<acc_t> biases = split_biases(bias_ih, bias_hh);
     const acc_t* input_bias = biases.empty() ? nullptr : biases.data();
     const acc_t* recurrent_bias =
@@ -198,11 +203,18 @@ class Recurrence {
 
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse_ ? T - 1 - step : step;
+      if (step % chunk == 0) {
+        const int64_t steps = std::min(chunk, T - step);
+        chunk_t0 = reverse_ ? t - steps + 1 : t;
+        gemm<scalar_t>(steps * B, GH_, s_.I, dense(x.const_data_ptr<scalar_t>() + chunk_t0 * B * s_.I, s_.I),
+                       w_ih_ref, 0.f, gx, GH_);
+      }
+      const acc_t* gx_step = gx + (t - chunk_t0) * B * GH_;  // [B, G*H]
       recurrent.multiply(dense<scalar_t>(h, P), 0.f, gh, GH_);
       if constexpr (Cell::kResetBefore) {
         for_each_row(B, H, [&](int64_t b) {
           if (!active(t, b)) return;
-          const acc_t* gx_row = gx + seq_.row(t, b) * GH_;
+          const acc_t* gx_row = gx_step + b * GH_;
           for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
             V gx_r = load(gx_row + j, n);
             if (input_bias) gx_r = gx_r + load(input_bias + j, n);
@@ -220,7 +232,7 @@ class Recurrence {
           if (S > 0) zero_row(sv + row * S * H, S * H);
           return;
         }
-        const acc_t* gx_row = gx + row * GH_;
+        const acc_t* gx_row = gx_step + b * GH_;
         const acc_t* gh_row = gh + b * GH_;
         scalar_t* h_row = h + b * P;
         scalar_t* out_row = out + row * P;
