@@ -3,9 +3,10 @@
 //
 // This lives in C++ rather than in torch.library.register_autograd because a Python autograd
 // wrapper costs about 80 us per call here, more than a whole small layer takes.
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
+
+#include "op_handles.h"
 
 namespace rnnfast {
 namespace {
@@ -15,49 +16,22 @@ using std::optional;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-using ForwardSignature = std::tuple<Tensor, Tensor, Tensor, Tensor>(
-    const Tensor&, const Tensor&, const Tensor&, const optional<Tensor>&,
-    const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&,
-    const optional<Tensor>&, const optional<Tensor>&, c10::string_view, bool, bool);
-
-using BackwardSignature = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                                     Tensor>(
-    const optional<Tensor>&, const optional<Tensor>&, const optional<Tensor>&, const Tensor&,
-    const Tensor&, const Tensor&, const optional<Tensor>&, const optional<Tensor>&,
-    const optional<Tensor>&, const Tensor&, const Tensor&, c10::string_view, bool, bool,
-    std::array<bool, 8>);
-
-const c10::TypedOperatorHandle<ForwardSignature>& forward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("rnnfast::recurrent_forward", "")
-                             .typed<ForwardSignature>();
-  return op;
-}
-
-const c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("rnnfast::recurrent_backward", "")
-                             .typed<BackwardSignature>();
-  return op;
-}
-
 optional<Tensor> present(const Tensor& t) {
   return t.defined() ? optional<Tensor>(t) : std::nullopt;
 }
 
 class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
  public:
-  static variable_list forward(AutogradContext* ctx, const Tensor& input,
-                               const Tensor& weight_ih, const Tensor& weight_hh,
-                               const optional<Tensor>& bias_ih,
+  static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& weight_ih,
+                               const Tensor& weight_hh, const optional<Tensor>& bias_ih,
                                const optional<Tensor>& bias_hh, const optional<Tensor>& hx,
                                const optional<Tensor>& cx, const optional<Tensor>& weight_hr,
-                               const optional<Tensor>& lengths, c10::string_view cell,
-                               bool reverse, bool batch_first) {
+                               const optional<Tensor>& lengths, c10::string_view cell, bool reverse,
+                               bool batch_first) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [output, h_n, c_n, saved] =
-        forward_op().call(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
-                          lengths, cell, reverse, batch_first);
+        forward_op().call(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths,
+                          cell, reverse, batch_first, /*need_saved=*/true);
     ctx->save_for_backward({input, weight_ih, weight_hh, hx.value_or(Tensor()),
                             weight_hr.value_or(Tensor()), lengths.value_or(Tensor()), output,
                             saved});
@@ -67,8 +41,8 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
     // needs_input_grad counts only the tensors present: map each argument to its edge.
     std::vector<int64_t> edges;
     int64_t next_edge = 0;
-    for (bool present : {true, true, true, bias_ih.has_value(), bias_hh.has_value(),
-                         hx.has_value(), cx.has_value(), weight_hr.has_value()}) {
+    for (bool present : {true, true, true, bias_ih.has_value(), bias_hh.has_value(), hx.has_value(),
+                         cx.has_value(), weight_hr.has_value()}) {
       edges.push_back(present ? next_edge++ : -1);
     }
     ctx->saved_data["edges"] = edges;
@@ -86,11 +60,10 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
       mask[k] = edges[k] >= 0 && ctx->needs_input_grad(edges[k]);
     }
     const std::string cell = ctx->saved_data["cell"].toStringRef();
-    auto g = backward_op().call(present(grads[0]), present(grads[1]),
-                                cell == "lstm" ? present(grads[2]) : std::nullopt, s[0], s[1],
-                                s[2], present(s[3]), present(s[4]), present(s[5]), s[6], s[7],
-                                cell, ctx->saved_data["reverse"].toBool(),
-                                ctx->saved_data["batch_first"].toBool(), mask);
+    auto g = backward_op().call(
+        present(grads[0]), present(grads[1]), cell == "lstm" ? present(grads[2]) : std::nullopt,
+        s[0], s[1], s[2], present(s[3]), present(s[4]), present(s[5]), s[6], s[7], cell,
+        ctx->saved_data["reverse"].toBool(), ctx->saved_data["batch_first"].toBool(), mask);
     variable_list out = {std::get<0>(g), std::get<1>(g), std::get<2>(g), std::get<3>(g),
                          std::get<4>(g), std::get<5>(g), std::get<6>(g), std::get<7>(g),
                          Tensor(),       Tensor(),       Tensor(),       Tensor()};
@@ -103,12 +76,27 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward_autograd(
     const Tensor& input, const Tensor& weight_ih, const Tensor& weight_hh,
-    const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh,
-    const optional<Tensor>& hx, const optional<Tensor>& cx, const optional<Tensor>& weight_hr,
-    const optional<Tensor>& lengths, c10::string_view cell, bool reverse, bool batch_first) {
+    const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh, const optional<Tensor>& hx,
+    const optional<Tensor>& cx, const optional<Tensor>& weight_hr, const optional<Tensor>& lengths,
+    c10::string_view cell, bool reverse, bool batch_first, bool need_saved) {
+  const auto requires_grad = [](const optional<Tensor>& t) {
+    return t.has_value() && t->requires_grad();
+  };
+  const bool needs_backward =
+      at::GradMode::is_enabled() &&
+      (input.requires_grad() || weight_ih.requires_grad() || weight_hh.requires_grad() ||
+       requires_grad(bias_ih) || requires_grad(bias_hh) || requires_grad(hx) || requires_grad(cx) ||
+       requires_grad(weight_hr));
+  // No graph to record: the caller's need_saved stands (false only from eager inference
+  // calls; traced graphs keep the default, as their forward may later feed a backward).
+  if (!needs_backward) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return forward_op().call(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
+                             lengths, cell, reverse, batch_first, need_saved);
+  }
   const variable_list out =
-      RecurrentFunction::apply(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
-                               weight_hr, lengths, cell, reverse, batch_first);
+      RecurrentFunction::apply(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
+                               lengths, cell, reverse, batch_first);
   return {out[0], out[1], out[2], out[3]};
 }
 

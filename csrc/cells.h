@@ -149,8 +149,8 @@ struct GruCell {
 
   // For reset-before, dgx[0] is left to reset_backward.
   template <class V>
-  static RF_HD void backward(const V* saved, V h_prev, V /*h_out*/, V dh, V /*dc*/, V* dgx,
-                             V* dgh, V& dh_prev, V& /*dc_prev*/) {
+  static RF_HD void backward(const V* saved, V h_prev, V /*h_out*/, V dh, V /*dc*/, V* dgx, V* dgh,
+                             V& dh_prev, V& /*dc_prev*/) {
     const V r = saved[0];
     const V z = saved[1];
     const V n = saved[2];
@@ -184,8 +184,7 @@ struct LstmCell {
   static constexpr bool kHasCellState = true;
 
   template <class V>
-  static RF_HD void forward(const V* gx, const V* gh, V /*h*/, V c, V& h_out, V& c_out,
-                            V* saved) {
+  static RF_HD void forward(const V* gx, const V* gh, V /*h*/, V c, V& h_out, V& c_out, V* saved) {
     const V i = sigmoid(gx[0] + gh[0]);
     const V f = sigmoid(gx[1] + gh[1]);
     const V g = Math<V>::tanh(gx[2] + gh[2]);

@@ -10,8 +10,8 @@ namespace rnnfast {
 namespace {
 
 constexpr const char* kCellNames[] = {
-    "rnn_tanh", "rnn_relu", "rnn_tanh_residual", "rnn_relu_residual",
-    "gru",      "gru_reset_before", "lstm",
+    "rnn_tanh",         "rnn_relu", "rnn_tanh_residual", "rnn_relu_residual", "gru",
+    "gru_reset_before", "lstm",
 };
 
 std::string shape_of(const at::Tensor& t) {
@@ -20,19 +20,18 @@ std::string shape_of(const at::Tensor& t) {
   return s.str();
 }
 
-void check_same_dtype_and_device(const at::Tensor& input, const at::Tensor& t,
-                                 const char* name) {
+void check_same_dtype_and_device(const at::Tensor& input, const at::Tensor& t, const char* name) {
   TORCH_CHECK_TYPE(t.scalar_type() == input.scalar_type(), "rnnfast: ", name,
                    " must have the dtype of input (", input.scalar_type(), "); got ",
                    t.scalar_type());
-  TORCH_CHECK(t.device() == input.device(), "rnnfast: ", name,
-              " must be on the device of input (", input.device(), "); got ", t.device());
+  TORCH_CHECK(t.device() == input.device(), "rnnfast: ", name, " must be on the device of input (",
+              input.device(), "); got ", t.device());
 }
 
 void check_shape(const at::Tensor& t, const char* name, at::IntArrayRef expected,
                  const char* meaning) {
-  TORCH_CHECK_VALUE(t.sizes() == expected, "rnnfast: ", name, " must have shape ", expected,
-                    " (", meaning, "); got ", shape_of(t));
+  TORCH_CHECK_VALUE(t.sizes() == expected, "rnnfast: ", name, " must have shape ", expected, " (",
+                    meaning, "); got ", shape_of(t));
 }
 
 void check_lengths(const at::Tensor& lengths, const at::Tensor& input, int64_t T, int64_t B) {
@@ -44,15 +43,14 @@ void check_lengths(const at::Tensor& lengths, const at::Tensor& input, int64_t T
                     "rnnfast: lengths must be a 1-D tensor of batch size ", B,
                     " (one length per sequence); got shape ", shape_of(lengths));
   TORCH_CHECK(lengths.device().is_cpu() || lengths.device() == input.device(),
-              "rnnfast: lengths must be on the CPU or on the device of input (",
-              input.device(), "); got ", lengths.device());
+              "rnnfast: lengths must be on the CPU or on the device of input (", input.device(),
+              "); got ", lengths.device());
   if (lengths.device().is_cpu()) {
     const auto bounds = at::aminmax(lengths);
     const int64_t lo = std::get<0>(bounds).item<int64_t>();
     const int64_t hi = std::get<1>(bounds).item<int64_t>();
     TORCH_CHECK_VALUE(lo >= 0 && hi <= T, "rnnfast: lengths must lie in [0, T] = [0, ", T,
-                      "] (T: the number of time steps of input); got values from ", lo,
-                      " to ", hi);
+                      "] (T: the number of time steps of input); got values from ", lo, " to ", hi);
   }
 }
 
@@ -73,23 +71,21 @@ std::vector<int64_t> sequence_shape(const LayerSizes& s, int64_t width, bool bat
 }
 
 LayerSizes check_forward_args(const at::Tensor& input, const at::Tensor& weight_ih,
-                              const at::Tensor& weight_hh,
-                              const std::optional<at::Tensor>& bias_ih,
+                              const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
                               const std::optional<at::Tensor>& bias_hh,
                               const std::optional<at::Tensor>& hx,
                               const std::optional<at::Tensor>& cx,
                               const std::optional<at::Tensor>& weight_hr,
-                              const std::optional<at::Tensor>& lengths,
-                              const std::string& cell, bool batch_first) {
+                              const std::optional<at::Tensor>& lengths, const std::string& cell,
+                              bool batch_first) {
   LayerSizes s{};
   s.kind = parse_cell(cell);
   const CellInfo info = cell_info(s.kind);
   s.G = info.gates;
 
-  const char* layout = batch_first ? "[B, T, input_size] (batch_first=True)"
-                                   : "[T, B, input_size]";
-  TORCH_CHECK_VALUE(input.dim() == 3, "rnnfast: input must be a 3-D tensor ", layout,
-                    "; got a ", input.dim(), "-D tensor of shape ", shape_of(input));
+  const char* layout = batch_first ? "[B, T, input_size] (batch_first=True)" : "[T, B, input_size]";
+  TORCH_CHECK_VALUE(input.dim() == 3, "rnnfast: input must be a 3-D tensor ", layout, "; got a ",
+                    input.dim(), "-D tensor of shape ", shape_of(input));
   TORCH_CHECK_TYPE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble ||
                        input.scalar_type() == at::kBFloat16,
                    "rnnfast: input must be float32, float64 or bfloat16; got ",
@@ -97,15 +93,18 @@ LayerSizes check_forward_args(const at::Tensor& input, const at::Tensor& weight_
   s.T = input.size(batch_first ? 1 : 0);
   s.B = input.size(batch_first ? 0 : 1);
   s.I = input.size(2);
-  TORCH_CHECK_VALUE(s.T > 0, "rnnfast: input must hold at least one time step; got an empty "
-                    "sequence, input of shape ", shape_of(input), " ", layout);
-  TORCH_CHECK_VALUE(s.B > 0, "rnnfast: input must hold at least one sequence; got batch size "
-                    "0, input of shape ", shape_of(input), " ", layout);
+  TORCH_CHECK_VALUE(s.T > 0,
+                    "rnnfast: input must hold at least one time step; got an empty "
+                    "sequence, input of shape ",
+                    shape_of(input), " ", layout);
+  TORCH_CHECK_VALUE(s.B > 0,
+                    "rnnfast: input must hold at least one sequence; got batch size "
+                    "0, input of shape ",
+                    shape_of(input), " ", layout);
   TORCH_CHECK_VALUE(s.I > 0, "rnnfast: input must have input_size > 0; got shape ",
                     shape_of(input));
 
-  TORCH_CHECK_VALUE(weight_ih.dim() == 2 && weight_ih.size(0) > 0 &&
-                        weight_ih.size(0) % s.G == 0,
+  TORCH_CHECK_VALUE(weight_ih.dim() == 2 && weight_ih.size(0) > 0 && weight_ih.size(0) % s.G == 0,
                     "rnnfast: weight_ih must be a 2-D tensor [", s.G,
                     "*hidden_size, input_size] for cell '", cell, "'; got shape ",
                     shape_of(weight_ih));
@@ -118,20 +117,20 @@ LayerSizes check_forward_args(const at::Tensor& input, const at::Tensor& weight_
 
   s.P = s.H;
   if (weight_hr.has_value()) {
-    TORCH_CHECK_VALUE(info.has_cell_state, "rnnfast: weight_hr (the output projection) is "
-                      "only defined for the LSTM; got it for cell '", cell, "'");
+    TORCH_CHECK_VALUE(info.has_cell_state,
+                      "rnnfast: weight_hr (the output projection) is "
+                      "only defined for the LSTM; got it for cell '",
+                      cell, "'");
     check_same_dtype_and_device(input, *weight_hr, "weight_hr");
-    TORCH_CHECK_VALUE(weight_hr->dim() == 2 && weight_hr->size(1) == s.H &&
-                          weight_hr->size(0) > 0,
-                      "rnnfast: weight_hr must have shape [proj_size, hidden_size] = [P, ",
-                      s.H, "] with P > 0; got ", shape_of(*weight_hr));
+    TORCH_CHECK_VALUE(weight_hr->dim() == 2 && weight_hr->size(1) == s.H && weight_hr->size(0) > 0,
+                      "rnnfast: weight_hr must have shape [proj_size, hidden_size] = [P, ", s.H,
+                      "] with P > 0; got ", shape_of(*weight_hr));
     s.P = weight_hr->size(0);
   }
 
   check_same_dtype_and_device(input, weight_hh, "weight_hh");
   check_shape(weight_hh, "weight_hh", {s.G * s.H, s.P},
-              s.P == s.H ? "[gates*hidden_size, hidden_size]"
-                         : "[4*hidden_size, proj_size]");
+              s.P == s.H ? "[gates*hidden_size, hidden_size]" : "[4*hidden_size, proj_size]");
   if (bias_ih.has_value()) {
     check_same_dtype_and_device(input, *bias_ih, "bias_ih");
     check_shape(*bias_ih, "bias_ih", {s.G * s.H}, "[gates*hidden_size]");
@@ -142,12 +141,13 @@ LayerSizes check_forward_args(const at::Tensor& input, const at::Tensor& weight_
   }
   if (hx.has_value()) {
     check_same_dtype_and_device(input, *hx, "hx");
-    check_shape(*hx, "hx", {s.B, s.P},
-                s.P == s.H ? "[batch, hidden_size]" : "[batch, proj_size]");
+    check_shape(*hx, "hx", {s.B, s.P}, s.P == s.H ? "[batch, hidden_size]" : "[batch, proj_size]");
   }
   if (cx.has_value()) {
-    TORCH_CHECK_VALUE(info.has_cell_state, "rnnfast: cx (the initial cell state) is only "
-                      "defined for the LSTM; got it for cell '", cell, "'");
+    TORCH_CHECK_VALUE(info.has_cell_state,
+                      "rnnfast: cx (the initial cell state) is only "
+                      "defined for the LSTM; got it for cell '",
+                      cell, "'");
     check_same_dtype_and_device(input, *cx, "cx");
     check_shape(*cx, "cx", {s.B, s.H}, "[batch, hidden_size]");
   }

@@ -5,11 +5,13 @@
 TORCH_LIBRARY(rnnfast, m) {
   // One layer in one direction. input [T, B, I] ([B, T, I] if batch_first); output in the
   // same layout with P features, h_n [B, P], c_n [B, H] (LSTM; else empty), saved: what
-  // backward needs besides output ([.., .., S*H] in the input's layout; empty if S = 0).
+  // backward needs besides output ([.., .., S*H] in the input's layout; empty if S = 0 or
+  // need_saved is false). The autograd kernel sets need_saved to whether backward can run.
   m.def(
       "recurrent_forward(Tensor input, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, "
       "Tensor? bias_hh, Tensor? hx, Tensor? cx, Tensor? weight_hr, Tensor? lengths, str cell, "
-      "bool reverse, bool batch_first) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor saved)");
+      "bool reverse, bool batch_first, bool need_saved=True) -> (Tensor output, Tensor h_n, "
+      "Tensor c_n, Tensor saved)");
   // Gradients of (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr); the
   // ones whose output_mask entry is false come back as empty tensors. A missing incoming
   // gradient (grad_output, grad_h_n, grad_c_n) counts as zero.

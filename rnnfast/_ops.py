@@ -36,13 +36,14 @@ def _sequence(like, batch_first, T, B, width):
 
 @torch.library.register_fake("rnnfast::recurrent_forward")
 def _recurrent_forward_fake(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
-                            lengths, cell, reverse, batch_first):
+                            lengths, cell, reverse, batch_first, need_saved=True):
     gates, saved = _cell(cell)
     T, B = (input.shape[1], input.shape[0]) if batch_first else input.shape[:2]
     H = weight_ih.shape[0] // gates
     P = H if weight_hr is None else weight_hr.shape[0]
     c_n = input.new_empty((B, H)) if cell == "lstm" else input.new_empty((0,))
-    saved_t = _sequence(input, batch_first, T, B, saved * H) if saved else input.new_empty((0,))
+    saved_t = (_sequence(input, batch_first, T, B, saved * H) if saved and need_saved
+               else input.new_empty((0,)))
     return _sequence(input, batch_first, T, B, P), input.new_empty((B, P)), c_n, saved_t
 
 

@@ -14,17 +14,17 @@ void sgemm_(const char* transa, const char* transb, const int* m, const int* n, 
             const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
             const float* beta, float* c, const int* ldc) __attribute__((weak));
 void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-            const double* alpha, const double* a, const int* lda, const double* b,
-            const int* ldb, const double* beta, double* c, const int* ldc) __attribute__((weak));
+            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+            const double* beta, double* c, const int* ldc) __attribute__((weak));
 size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
 void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha,
                       const float* src, int ld, float* dest) __attribute__((weak));
-void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k,
-                         const float* a, int lda, const float* b, int ldb, float beta, float* c,
-                         int ldc) __attribute__((weak));
-void cblas_gemm_bf16bf16f32(int layout, int transa, int transb, int m, int n, int k,
-                            float alpha, const uint16_t* a, int lda, const uint16_t* b, int ldb,
-                            float beta, float* c, int ldc) __attribute__((weak));
+void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a,
+                         int lda, const float* b, int ldb, float beta, float* c, int ldc)
+    __attribute__((weak));
+void cblas_gemm_bf16bf16f32(int layout, int transa, int transb, int m, int n, int k, float alpha,
+                            const uint16_t* a, int lda, const uint16_t* b, int ldb, float beta,
+                            float* c, int ldc) __attribute__((weak));
 }
 
 namespace rnnfast::cpu {
@@ -85,8 +85,8 @@ inline void small_gemm_block(int64_t K, const T* A, int64_t lda, const T* B, int
 // C = A B (+ C if accumulate) for small dense row-major operands: blocks of 4 rows by
 // 2 vectors of columns.
 template <class T>
-void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-                int64_t ldb, bool accumulate, T* C, int64_t ldc) {
+void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                bool accumulate, T* C, int64_t ldc) {
   constexpr int64_t W = at::vec::Vectorized<T>::size();
   for (int64_t j = 0; j < N; j += 2 * W) {
     const int64_t width = std::min(2 * W, N - j);
@@ -113,8 +113,8 @@ template <class T>
 void gemm_fallback(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float beta,
                    at::opmath_type<T>* C, int64_t ldc) {
   using acc_t = at::opmath_type<T>;
-  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1},
-                               at::dtype(c10::CppTypeToScalarType<acc_t>::value));
+  at::Tensor c =
+      at::from_blob(C, {M, N}, {ldc, 1}, at::dtype(c10::CppTypeToScalarType<acc_t>::value));
   at::Tensor product = at::mm(view_of(A, M, K), view_of(B, K, N)).to(c.scalar_type());
   if (beta == 0.f) {
     c.copy_(product);
@@ -168,12 +168,12 @@ template <class T>
 PackedMatrix<T>::PackedMatrix(int64_t M, int64_t N, int64_t K, MatrixRef<T> B)
     : M_(M), N_(N), K_(K), B_(B) {
   if constexpr (std::is_same_v<T, float>) {
-    const bool available = cblas_sgemm_pack_get_size != nullptr &&
-                           cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr;
+    const bool available = cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
+                           cblas_sgemm_compute != nullptr;
     if (available && M * N * K >= kPackMacs && fits_int({M, N, K, B.ld})) {
       packed_.resize(cblas_sgemm_pack_get_size(kCblasBMatrix, M, N, K) / sizeof(float) + 1);
-      cblas_sgemm_pack(kCblasRowMajor, kCblasBMatrix, B.trans ? kCblasTrans : kCblasNoTrans, M,
-                       N, K, 1.f, B.data, B.ld, packed_.data());
+      cblas_sgemm_pack(kCblasRowMajor, kCblasBMatrix, B.trans ? kCblasTrans : kCblasNoTrans, M, N,
+                       K, 1.f, B.data, B.ld, packed_.data());
     }
   }
 }
@@ -183,8 +183,8 @@ void PackedMatrix<T>::multiply(MatrixRef<T> A, float beta, at::opmath_type<T>* C
                                int64_t ldc) const {
   if constexpr (std::is_same_v<T, float>) {
     if (!packed_.empty() && fits_int({A.ld, ldc})) {
-      cblas_sgemm_compute(kCblasRowMajor, A.trans ? kCblasTrans : kCblasNoTrans, kCblasPacked,
-                          M_, N_, K_, A.data, A.ld, packed_.data(), N_, beta, C, ldc);
+      cblas_sgemm_compute(kCblasRowMajor, A.trans ? kCblasTrans : kCblasNoTrans, kCblasPacked, M_,
+                          N_, K_, A.data, A.ld, packed_.data(), N_, beta, C, ldc);
       return;
     }
   }
@@ -197,8 +197,8 @@ template class PackedMatrix<at::BFloat16>;
 
 template void gemm<float>(int64_t, int64_t, int64_t, MatrixRef<float>, MatrixRef<float>, float,
                           float*, int64_t);
-template void gemm<double>(int64_t, int64_t, int64_t, MatrixRef<double>, MatrixRef<double>,
-                           float, double*, int64_t);
+template void gemm<double>(int64_t, int64_t, int64_t, MatrixRef<double>, MatrixRef<double>, float,
+                           double*, int64_t);
 template void gemm<at::BFloat16>(int64_t, int64_t, int64_t, MatrixRef<at::BFloat16>,
                                  MatrixRef<at::BFloat16>, float, float*, int64_t);
 

@@ -1,7 +1,7 @@
 // The CPU recurrence engine: one layer in one direction, for every cell of cells.h.
 //
-// Forward: the input projection of all steps as one GEMM; per step one recurrent GEMM into
-// preallocated memory and one fused, vectorised pointwise pass over the batch rows.
+// Forward: the input projection as one GEMM per chunk of steps; per step one recurrent GEMM
+// into preallocated memory and one fused, vectorised pointwise pass over the batch rows.
 // Backward: the reverse loop (pointwise pass, then the recurrent GEMM for dh), then the weight
 // gradients as GEMMs over all steps. Nothing is allocated and no op is dispatched per step.
 //
@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <vector>
 
@@ -58,7 +59,8 @@ Tensor transposed_copy(const Tensor& w) {
   for (int64_t r0 = 0; r0 < R; r0 += kBlock) {
     for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
       for (int64_t r = r0; r < std::min(R, r0 + kBlock); ++r) {
-        for (int64_t c = c0; c < std::min(C, c0 + kBlock); ++c) dst[c * R + r] = src[r * s0 + c * s1];
+        for (int64_t c = c0; c < std::min(C, c0 + kBlock); ++c)
+          dst[c * R + r] = src[r * s0 + c * s1];
       }
     }
   }
@@ -141,13 +143,13 @@ class Recurrence {
   }
 
   // input [N, I], weight_ih [G*H, I], biases [G*H]; h0 [B, P], c0 [B, H].
-  // Returns output [N, P], h_n [B, P], c_n [B, H] (or empty), saved [N, S*H] (or empty).
-  std::tuple<Tensor, Tensor, Tensor, Tensor> forward(const Tensor& input,
-                                                     const Tensor& weight_ih,
+  // Returns output [N, P], h_n [B, P], c_n [B, H] (or empty), saved [N, S*H] (or empty, and
+  // then not computed, when need_saved is false).
+  std::tuple<Tensor, Tensor, Tensor, Tensor> forward(const Tensor& input, const Tensor& weight_ih,
                                                      const optional<Tensor>& bias_ih,
                                                      const optional<Tensor>& bias_hh,
                                                      const optional<Tensor>& hx,
-                                                     const optional<Tensor>& cx) {
+                                                     const optional<Tensor>& cx, bool need_saved) {
     const int64_t T = s_.T, B = s_.B, H = s_.H, P = s_.P;
     const auto opts = input.options();
     const auto acc_opts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
@@ -162,23 +164,24 @@ class Recurrence {
                                         at::MemoryFormat::Contiguous)
                                : at::zeros({B, H}, acc_opts);
     }
-    Tensor saved = S > 0 ? at::empty(sequence_shape(s_, S * H, seq_.batch_first), opts)
-                         : at::empty({0}, opts);
+    Tensor saved = (S > 0 && need_saved)
+                       ? at::empty(sequence_shape(s_, S * H, seq_.batch_first), opts)
+                       : at::empty({0}, opts);
     // The input projection is formed for a chunk of steps at a time: a buffer of a few MiB
     // that stays in cache, instead of one the size of the sequence.
     const int64_t chunk = std::clamp<int64_t>((1 << 22) / std::max<int64_t>(B * GH_, 1), 1, T);
     // gx [chunk * B, G*H] | gh [B, G*H] | projected h [B, P], all in the compute type.
-    Tensor scratch =
-        at::empty({chunk * B * GH_ + B * GH_ + (projection_ ? B * P : 0)}, acc_opts);
+    Tensor scratch = at::empty({chunk * B * GH_ + B * GH_ + (projection_ ? B * P : 0)}, acc_opts);
     // r * h for the reset-before GRU, or the unprojected LSTM output: [B, H].
     Tensor step_input = at::empty({(Cell::kResetBefore || projection_) ? B * H : 0}, opts);
 
     acc_t* gx = scratch.data_ptr<acc_t>();
     acc_t* gh = gx + chunk * B * GH_;
     acc_t* projected = gh + B * GH_;
-    const Tensor w_ih_t = transposed_copy<scalar_t>(weight_ih);  // [I, G*H]
+    const Tensor w_ih_t = transposed_copy<scalar_t>(weight_ih);   // [I, G*H]
     const Tensor w_hh_t = transposed_copy<scalar_t>(weight_hh_);  // [P, G*H]
-    const Tensor w_hr_t = projection_ ? transposed_copy<scalar_t>(*weight_hr_) : Tensor();  // [H, P]
+    const Tensor w_hr_t =
+        projection_ ? transposed_copy<scalar_t>(*weight_hr_) : Tensor();  // [H, P]
     const MatrixRef<scalar_t> w_hh_ref = dense(w_hh_t.const_data_ptr<scalar_t>(), GH_);
     const MatrixRef<scalar_t> w_ih_ref = dense(w_ih_t.const_data_ptr<scalar_t>(), GH_);
     int64_t chunk_t0 = 0;  // the first (smallest) step of the chunk held in gx
@@ -190,24 +193,25 @@ class Recurrence {
     scalar_t* out = output.data_ptr<scalar_t>();
     scalar_t* h = h_n.data_ptr<scalar_t>();
     acc_t* c = Cell::kHasCellState ? c_state.data_ptr<acc_t>() : nullptr;
-    scalar_t* sv = S > 0 ? saved.data_ptr<scalar_t>() : nullptr;
+    scalar_t* sv = saved.numel() > 0 ? saved.data_ptr<scalar_t>() : nullptr;
     scalar_t* aux = step_input.data_ptr<scalar_t>();
     // The n part of the reset-before GRU's recurrent product waits for r * h.
     const int64_t gh_cols = Cell::kResetBefore ? 2 * H : GH_;
     const PackedMatrix<scalar_t> recurrent(B, gh_cols, P, w_hh_ref);
     const PackedMatrix<scalar_t> reset_recurrent(Cell::kResetBefore ? B : 0, H, H,
                                                  dense(w_hh_ref.data + 2 * H, GH_));
-    const PackedMatrix<scalar_t> projection(projection_ ? B : 0, P, H,
-                                            projection_ ? dense(w_hr_t.const_data_ptr<scalar_t>(), P)
-                                                        : w_hh_ref);
+    const PackedMatrix<scalar_t> projection(
+        projection_ ? B : 0, P, H,
+        projection_ ? dense(w_hr_t.const_data_ptr<scalar_t>(), P) : w_hh_ref);
 
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse_ ? T - 1 - step : step;
       if (step % chunk == 0) {
         const int64_t steps = std::min(chunk, T - step);
         chunk_t0 = reverse_ ? t - steps + 1 : t;
-        gemm<scalar_t>(steps * B, GH_, s_.I, dense(x.const_data_ptr<scalar_t>() + chunk_t0 * B * s_.I, s_.I),
-                       w_ih_ref, 0.f, gx, GH_);
+        gemm<scalar_t>(steps * B, GH_, s_.I,
+                       dense(x.const_data_ptr<scalar_t>() + chunk_t0 * B * s_.I, s_.I), w_ih_ref,
+                       0.f, gx, GH_);
       }
       const acc_t* gx_step = gx + (t - chunk_t0) * B * GH_;  // [B, G*H]
       recurrent.multiply(dense<scalar_t>(h, P), 0.f, gh, GH_);
@@ -219,8 +223,7 @@ class Recurrence {
             V gx_r = load(gx_row + j, n);
             if (input_bias) gx_r = gx_r + load(input_bias + j, n);
             store(aux + b * H + j,
-                  Cell::reset_forward(gx_r, load(gh + b * GH_ + j, n), load(h + b * P + j, n)),
-                  n);
+                  Cell::reset_forward(gx_r, load(gh + b * GH_ + j, n), load(h + b * P + j, n)), n);
           });
         });
         reset_recurrent.multiply(dense<scalar_t>(aux, H), 0.f, gh + 2 * H, GH_);
@@ -229,7 +232,7 @@ class Recurrence {
         const int64_t row = seq_.row(t, b);
         if (!active(t, b)) {
           zero_row(out + row * P, P);
-          if (S > 0) zero_row(sv + row * S * H, S * H);
+          if (sv) zero_row(sv + row * S * H, S * H);
           return;
         }
         const acc_t* gx_row = gx_step + b * GH_;
@@ -249,7 +252,9 @@ class Recurrence {
           const V c_prev = Cell::kHasCellState ? load(c + b * H + j, n) : V(0);
           V h_out, c_out;
           Cell::forward(vgx, vgh, h_prev, c_prev, h_out, c_out, vsaved);
-          for (int k = 0; k < S; ++k) store(saved_row + k * H + j, vsaved[k], n);
+          if (saved_row) {
+            for (int k = 0; k < S; ++k) store(saved_row + k * H + j, vsaved[k], n);
+          }
           if constexpr (Cell::kHasCellState) store(c + b * H + j, c_out, n);
           if (projection_) {
             store(aux + b * H + j, h_out, n);
@@ -278,11 +283,10 @@ class Recurrence {
   // Gradients of (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr); those
   // not asked for in `mask` come back empty.
   std::array<Tensor, 8> backward(const optional<Tensor>& grad_output,
-                                 const optional<Tensor>& grad_h_n,
-                                 const optional<Tensor>& grad_c_n, const Tensor& input,
-                                 const Tensor& weight_ih, const optional<Tensor>& hx,
-                                 const Tensor& output, const Tensor& saved,
-                                 std::array<bool, 8> mask) {
+                                 const optional<Tensor>& grad_h_n, const optional<Tensor>& grad_c_n,
+                                 const Tensor& input, const Tensor& weight_ih,
+                                 const optional<Tensor>& hx, const Tensor& output,
+                                 const Tensor& saved, std::array<bool, 8> mask) {
     const int64_t T = s_.T, B = s_.B, H = s_.H, P = s_.P, N = T * B;
     const auto opts = output.options();
     const auto acc_opts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
@@ -298,12 +302,13 @@ class Recurrence {
     Tensor reset_h = at::empty({Cell::kResetBefore ? N : 0, H}, opts);
     Tensor unprojected = at::empty({projection_ ? N : 0, H}, opts);
     Tensor d_projected = at::empty({projection_ ? N : 0, P}, opts);
-    Tensor dh_state = grad_h_n.has_value()
-                          ? grad_h_n->to(acc_opts, false, /*copy=*/true, at::MemoryFormat::Contiguous)
-                          : at::zeros({B, P}, acc_opts);
-    Tensor dc_state = Cell::kHasCellState && grad_c_n.has_value()
-                          ? grad_c_n->to(acc_opts, false, /*copy=*/true, at::MemoryFormat::Contiguous)
-                          : at::zeros({Cell::kHasCellState ? B : 0, H}, acc_opts);
+    Tensor dh_state = grad_h_n.has_value() ? grad_h_n->to(acc_opts, false, /*copy=*/true,
+                                                          at::MemoryFormat::Contiguous)
+                                           : at::zeros({B, P}, acc_opts);
+    Tensor dc_state =
+        Cell::kHasCellState && grad_c_n.has_value()
+            ? grad_c_n->to(acc_opts, false, /*copy=*/true, at::MemoryFormat::Contiguous)
+            : at::zeros({Cell::kHasCellState ? B : 0, H}, acc_opts);
     // d(unprojected output) or d(r * h): [B, H]
     Tensor d_aux = at::empty({(Cell::kResetBefore || projection_) ? B * H : 0}, acc_opts);
 
@@ -333,8 +338,7 @@ class Recurrence {
                                                    from_row(w_hh, kSplit * H));
     const PackedMatrix<scalar_t> reset_recurrent_t(Cell::kResetBefore ? B : 0, H, H,
                                                    from_row(w_hh, 2 * H));
-    const PackedMatrix<scalar_t> projection_t(projection_ ? B : 0, H, P,
-                                              projection_ ? w_hr : w_hh);
+    const PackedMatrix<scalar_t> projection_t(projection_ ? B : 0, H, P, projection_ ? w_hr : w_hh);
 
     for (int64_t step = T - 1; step >= 0; --step) {
       const int64_t t = reverse_ ? T - 1 - step : step;
@@ -351,8 +355,8 @@ class Recurrence {
             dproj[row * P + j] = static_cast<scalar_t>(dh[b * P + j]);
           }
         });
-        projection_t.multiply(dense<scalar_t>(dproj + seq_.row(t, 0) * P, batch_ld * P), 0.f,
-                              daux, H);
+        projection_t.multiply(dense<scalar_t>(dproj + seq_.row(t, 0) * P, batch_ld * P), 0.f, daux,
+                              H);
       }
       for_each_row(B, GH_, [&](int64_t b) {
         const int64_t row = seq_.row(t, b);
@@ -414,11 +418,10 @@ class Recurrence {
         });
       }
       // dh_prev += dG W_hh, the gates before the split from the input-side gradients.
-      recurrent_t.multiply(dense<scalar_t>(dgx + seq_.row(t, 0) * GH_, batch_ld * GH_), 1.f,
-                           dh, P);
+      recurrent_t.multiply(dense<scalar_t>(dgx + seq_.row(t, 0) * GH_, batch_ld * GH_), 1.f, dh, P);
       if (SH > 0) {
-        split_recurrent_t.multiply(dense<scalar_t>(dgh + seq_.row(t, 0) * SH, batch_ld * SH),
-                                   1.f, dh, P);
+        split_recurrent_t.multiply(dense<scalar_t>(dgh + seq_.row(t, 0) * SH, batch_ld * SH), 1.f,
+                                   dh, P);
       }
     }
 
@@ -530,43 +533,38 @@ decltype(auto) dispatch_dtype(const Tensor& t, F&& f) {
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward_cpu(
     const Tensor& input, const Tensor& weight_ih, const Tensor& weight_hh,
-    const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh,
-    const optional<Tensor>& hx, const optional<Tensor>& cx,
-    const optional<Tensor>& weight_hr, const optional<Tensor>& lengths,
-    c10::string_view cell, bool reverse, bool batch_first) {
-  const LayerSizes sizes = check_forward_args(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
-                                              cx, weight_hr, lengths, std::string(cell),
-                                              batch_first);
+    const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh, const optional<Tensor>& hx,
+    const optional<Tensor>& cx, const optional<Tensor>& weight_hr, const optional<Tensor>& lengths,
+    c10::string_view cell, bool reverse, bool batch_first, bool need_saved) {
+  const LayerSizes sizes = check_forward_args(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
+                                              weight_hr, lengths, std::string(cell), batch_first);
   return dispatch_cell(sizes.kind, [&](auto cell_type) {
     using Cell = decltype(cell_type);
     return dispatch_dtype(input, [&](auto scalar) {
       using scalar_t = decltype(scalar);
-      Recurrence<Cell, scalar_t> layer(sizes, reverse, batch_first, weight_hh, weight_hr,
-                                       lengths);
-      return layer.forward(input, weight_ih, bias_ih, bias_hh, hx, cx);
+      Recurrence<Cell, scalar_t> layer(sizes, reverse, batch_first, weight_hh, weight_hr, lengths);
+      return layer.forward(input, weight_ih, bias_ih, bias_hh, hx, cx, need_saved);
     });
   });
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrent_backward_cpu(
     const optional<Tensor>& grad_output, const optional<Tensor>& grad_h_n,
-    const optional<Tensor>& grad_c_n,
-    const Tensor& input, const Tensor& weight_ih, const Tensor& weight_hh,
-    const optional<Tensor>& hx, const optional<Tensor>& weight_hr,
+    const optional<Tensor>& grad_c_n, const Tensor& input, const Tensor& weight_ih,
+    const Tensor& weight_hh, const optional<Tensor>& hx, const optional<Tensor>& weight_hr,
     const optional<Tensor>& lengths, const Tensor& output, const Tensor& saved,
     c10::string_view cell, bool reverse, bool batch_first, std::array<bool, 8> output_mask) {
   const LayerSizes sizes =
-      check_forward_args(input, weight_ih, weight_hh, std::nullopt, std::nullopt, hx,
-                         std::nullopt, weight_hr, lengths, std::string(cell), batch_first);
+      check_forward_args(input, weight_ih, weight_hh, std::nullopt, std::nullopt, hx, std::nullopt,
+                         weight_hr, lengths, std::string(cell), batch_first);
   check_backward_args(sizes, grad_output, grad_h_n, grad_c_n, output, saved, batch_first);
   const auto grads = dispatch_cell(sizes.kind, [&](auto cell_type) {
     using Cell = decltype(cell_type);
     return dispatch_dtype(input, [&](auto scalar) {
       using scalar_t = decltype(scalar);
-      Recurrence<Cell, scalar_t> layer(sizes, reverse, batch_first, weight_hh, weight_hr,
-                                       lengths);
-      return layer.backward(grad_output, grad_h_n, grad_c_n, input, weight_ih, hx, output,
-                            saved, output_mask);
+      Recurrence<Cell, scalar_t> layer(sizes, reverse, batch_first, weight_hh, weight_hr, lengths);
+      return layer.backward(grad_output, grad_h_n, grad_c_n, input, weight_ih, hx, output, saved,
+                            output_mask);
     });
   });
   return {grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], grads[7]};

@@ -32,8 +32,7 @@ struct Math<at::vec::Vectorized<T>> {
     const V e = (ax * V(-2)).exp_u20();
     const V large = (V(1) - e) / (V(1) + e);
     const V x2 = ax * ax;
-    const V small =
-        ax * (V(1) + x2 * (V(-1.0 / 3) + x2 * (V(2.0 / 15) + x2 * V(-17.0 / 315))));
+    const V small = ax * (V(1) + x2 * (V(-1.0 / 3) + x2 * (V(2.0 / 15) + x2 * V(-17.0 / 315))));
     const V t = V::blendv(large, small, ax < V(0.0625));
     return V::blendv(t, V(0) - t, x < V(0));
   }

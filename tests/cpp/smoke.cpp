@@ -20,10 +20,10 @@ int main() {
                     const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
                     const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
                     const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                    c10::string_view, bool, bool)>();
-  auto [output, h_n, c_n, saved] = op.call(x, w_ih, w_hh, b, std::nullopt, std::nullopt,
-                                           std::nullopt, std::nullopt, std::nullopt, "lstm",
-                                           false, false);
+                    c10::string_view, bool, bool, bool)>();
+  auto [output, h_n, c_n, saved] =
+      op.call(x, w_ih, w_hh, b, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
+              std::nullopt, "lstm", false, false, true);
 
   auto h = torch::zeros({B, H}, opts), c = torch::zeros({B, H}, opts);
   std::vector<at::Tensor> steps;
