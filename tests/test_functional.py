@@ -538,3 +538,13 @@ def test_random_cases(F, cell, T, B, I, H, bias, hx, reverse, batch_first, use_l
                      lengths="random" if use_lengths else None, reverse=reverse,
                      batch_first=batch_first, seed=seed)
     compare(F, case)
+
+
+@pytest.mark.parametrize("batch_first, reverse", [(False, True), (True, False)])
+def test_input_projection_in_chunks(F, batch_first, reverse):
+    """A layer large enough that the input projection is formed a few steps at a time
+    (B * 3H floats per step: 7 steps to a chunk here, so 3 chunks): the chunks, taken
+    from a time-major copy of a batch-first input, join up exactly, with lengths."""
+    c64 = make_case("gru", T=16, B=384, I=3, H=512, lengths="random", reverse=reverse,
+                    batch_first=batch_first, seed=31)
+    compare(F, c64.to(torch.float32), ref_case=c64, **LOOSE)

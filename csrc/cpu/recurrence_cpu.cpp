@@ -153,9 +153,6 @@ class Recurrence {
     const int64_t T = s_.T, B = s_.B, H = s_.H, P = s_.P;
     const auto opts = input.options();
     const auto acc_opts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
-    // Time-major, so that the input rows of a run of steps are one matrix.
-    const Tensor x = (seq_.batch_first ? input.transpose(0, 1) : input).contiguous();
-
     Tensor output = at::empty(sequence_shape(s_, P, seq_.batch_first), opts);
     Tensor h_n = hx.has_value() ? hx->contiguous().clone() : at::zeros({B, P}, opts);
     Tensor c_state;
@@ -170,6 +167,10 @@ class Recurrence {
     // The input projection is formed for a chunk of steps at a time: a buffer of a few MiB
     // that stays in cache, instead of one the size of the sequence.
     const int64_t chunk = std::clamp<int64_t>((1 << 22) / std::max<int64_t>(B * GH_, 1), 1, T);
+    // Chunks need the input time-major (the rows of a run of steps as one matrix); a single
+    // chunk takes it in the caller's layout, without a copy.
+    const bool one_chunk = chunk == T;
+    const Tensor x = (seq_.batch_first && !one_chunk ? input.transpose(0, 1) : input).contiguous();
     // gx [chunk * B, G*H] | gh [B, G*H] | projected h [B, P], all in the compute type.
     Tensor scratch = at::empty({chunk * B * GH_ + B * GH_ + (projection_ ? B * P : 0)}, acc_opts);
     // r * h for the reset-before GRU, or the unprojected LSTM output: [B, H].
@@ -209,16 +210,20 @@ class Recurrence {
       if (step % chunk == 0) {
         const int64_t steps = std::min(chunk, T - step);
         chunk_t0 = reverse_ ? t - steps + 1 : t;
-        gemm<scalar_t>(steps * B, GH_, s_.I,
-                       dense(x.const_data_ptr<scalar_t>() + chunk_t0 * B * s_.I, s_.I), w_ih_ref,
-                       0.f, gx, GH_);
+        gemm<scalar_t>(
+            steps * B, GH_, s_.I,
+            dense(x.const_data_ptr<scalar_t>() + (one_chunk ? 0 : chunk_t0 * B * s_.I), s_.I),
+            w_ih_ref, 0.f, gx, GH_);
       }
-      const acc_t* gx_step = gx + (t - chunk_t0) * B * GH_;  // [B, G*H]
+      // Row b of this step's input projection [G*H].
+      const auto gx_row_of = [&](int64_t b) {
+        return gx + (one_chunk ? seq_.row(t, b) : (t - chunk_t0) * B + b) * GH_;
+      };
       recurrent.multiply(dense<scalar_t>(h, P), 0.f, gh, GH_);
       if constexpr (Cell::kResetBefore) {
         for_each_row(B, H, [&](int64_t b) {
           if (!active(t, b)) return;
-          const acc_t* gx_row = gx_step + b * GH_;
+          const acc_t* gx_row = gx_row_of(b);
           for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
             V gx_r = load(gx_row + j, n);
             if (input_bias) gx_r = gx_r + load(input_bias + j, n);
@@ -235,7 +240,7 @@ class Recurrence {
           if (sv) zero_row(sv + row * S * H, S * H);
           return;
         }
-        const acc_t* gx_row = gx_step + b * GH_;
+        const acc_t* gx_row = gx_row_of(b);
         const acc_t* gh_row = gh + b * GH_;
         scalar_t* h_row = h + b * P;
         scalar_t* out_row = out + row * P;
