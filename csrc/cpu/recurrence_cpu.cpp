@@ -154,7 +154,7 @@ class Recurrence {
     const auto opts = input.options();
     const auto acc_opts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
     Tensor output = at::empty(sequence_shape(s_, P, seq_.batch_first), opts);
-    Tensor h_n = hx.has_value() ? hx->contiguous().clone() : at::zeros({B, P}, opts);
+    Tensor h_n = hx.has_value() ? hx->clone(at::MemoryFormat::Contiguous) : at::zeros({B, P}, opts);
     Tensor c_state;
     if constexpr (Cell::kHasCellState) {
       c_state = cx.has_value() ? cx->to(acc_opts, /*non_blocking=*/false, /*copy=*/true,
