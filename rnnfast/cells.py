@@ -1,0 +1,171 @@
+"""Drop-in replacements for torch.nn.RNNCell, GRUCell and LSTMCell: one fused step per call.
+
+Generation loops call a cell once per token, so what matters here is the fixed cost of a call:
+the step is a single ``rnnfast::recurrent_forward`` op over one time step.
+"""
+
+from typing import Optional, Tuple
+
+from torch import Tensor, nn
+
+from .functional import recurrent_forward
+
+__all__ = ["RNNCell", "GRUCell", "LSTMCell"]
+
+
+class RecurrentCell(nn.RNNCellBase):
+    """What the three cells share. Subclasses set ``_torch_class`` and ``cell``."""
+
+    _torch_class: type
+    _has_cell_state = False
+
+    def _check(self, input: Tensor, h: Optional[Tensor], c: Optional[Tensor]) -> None:
+        # The errors of torch.nn's cells, naming the argument.
+        name = type(self).__name__
+        if input.size(1) != self.input_size:
+            raise RuntimeError(f"{name}: input has inconsistent input_size: got "
+                               f"{input.size(1)}, expected {self.input_size}")
+        for state, what in ((h, "hx"), (c, "cx")):
+            if state is None:
+                continue
+            if state.size(0) != input.size(0):
+                raise RuntimeError(f"{name}: input batch size {input.size(0)} doesn't match "
+                                   f"{what} batch size {state.size(0)}")
+            if state.size(1) != self.hidden_size:
+                raise RuntimeError(f"{name}: {what} has inconsistent hidden_size: got "
+                                   f"{state.size(1)}, expected {self.hidden_size}")
+
+    def _step(self, input: Tensor, h: Optional[Tensor], c: Optional[Tensor]):
+        """input [B, I] or [I]; h, c [B, H] or [H] (as input) or None. Returns (h', c')."""
+        name = type(self).__name__
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        for state, what in ((h, "hidden"), (c, "cell state")):
+            if state is not None and state.dim() not in (1, 2):
+                raise ValueError(
+                    f"{name}: Expected {what} to be 1D or 2D, got {state.dim()}D instead")
+        batched = input.dim() == 2
+        if not batched:
+            input = input.unsqueeze(0)
+            h = None if h is None else h.unsqueeze(0)
+            c = None if c is None else c.unsqueeze(0)
+        self._check(input, h, c)
+        _, h_next, c_next, _ = recurrent_forward(
+            input.unsqueeze(0), self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, h, c,
+            None, None, self.cell, False, False)
+        if not batched:
+            h_next = h_next.squeeze(0)
+            c_next = c_next.squeeze(0) if self._has_cell_state else c_next
+        return h_next, c_next
+
+    @classmethod
+    def from_torch(cls, module: nn.Module) -> "RecurrentCell":
+        """The rnnfast cell equivalent to ``module`` (a torch.nn cell of this class's kind),
+        sharing its Parameter objects, device, dtype and training mode."""
+        from .layers import _adopt_parameters
+
+        if not isinstance(module, cls._torch_class) or isinstance(module, RecurrentCell):
+            raise TypeError(f"rnnfast.{cls.__name__}.from_torch: expected a torch.nn."
+                            f"{cls._torch_class.__name__}; got {type(module).__name__}")
+        return _adopt_parameters(cls, cls._config(module), module)
+
+    def to_torch(self) -> nn.RNNCellBase:
+        """The torch.nn namesake sharing this cell's Parameter objects and training mode."""
+        from .layers import _adopt_parameters
+
+        return _adopt_parameters(self._torch_class, self._torch_config(), self)
+
+    def _config(self) -> dict:
+        return dict(input_size=self.input_size, hidden_size=self.hidden_size, bias=self.bias)
+
+    def _torch_config(self) -> dict:
+        return self._config()
+
+
+class RNNCell(RecurrentCell):
+    """Drop-in ``torch.nn.RNNCell``: ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``, plus
+    ``residual=True``: ``h' = h + act(...)`` (NNDL eq. 6.50)."""
+
+    _torch_class = nn.RNNCell
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", device=None, dtype=None, *,
+                 residual: bool = False) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity: {nonlinearity}. Select from 'tanh' or 'relu'.")
+        if not isinstance(residual, bool):
+            raise TypeError(f"residual should be of type bool, got: {type(residual).__name__}")
+        super().__init__(input_size, hidden_size, bias, num_chunks=1, device=device, dtype=dtype)
+        self.nonlinearity = nonlinearity
+        self.residual = residual
+
+    @property
+    def cell(self) -> str:
+        return f"rnn_{self.nonlinearity}" + ("_residual" if self.residual else "")
+
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
+        return self._step(input, hx, None)[0]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", residual=True" if self.residual else "")
+
+    def _config(self) -> dict:
+        return dict(RecurrentCell._config(self), nonlinearity=self.nonlinearity)
+
+    def _torch_config(self) -> dict:
+        if self.residual:
+            raise ValueError("rnnfast.RNNCell.to_torch: torch.nn.RNNCell has no residual variant")
+        return self._config()
+
+
+class GRUCell(RecurrentCell):
+    """Drop-in ``torch.nn.GRUCell``, plus ``reset_after=False`` for the GRU of Cho et al. 2014
+    and d2l (the reset gate scales ``h`` before the recurrent product)."""
+
+    _torch_class = nn.GRUCell
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None, *, reset_after: bool = True) -> None:
+        if not isinstance(reset_after, bool):
+            raise TypeError(f"reset_after should be of type bool, got: {type(reset_after).__name__}")
+        super().__init__(input_size, hidden_size, bias, num_chunks=3, device=device, dtype=dtype)
+        self.reset_after = reset_after
+
+    @property
+    def cell(self) -> str:
+        return "gru" if self.reset_after else "gru_reset_before"
+
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
+        return self._step(input, hx, None)[0]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
+
+    def _torch_config(self) -> dict:
+        if not self.reset_after:
+            raise ValueError("rnnfast.GRUCell.to_torch: torch.nn.GRUCell has only "
+                             "reset_after=True")
+        return self._config()
+
+
+class LSTMCell(RecurrentCell):
+    """Drop-in ``torch.nn.LSTMCell``: ``forward(input, (h, c))`` returns ``(h', c')``."""
+
+    _torch_class = nn.LSTMCell
+    _has_cell_state = True
+    cell = "lstm"
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None) -> None:
+        super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
+
+    def forward(self, input: Tensor,
+                hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+        h = c = None
+        if hx is not None:
+            if (not isinstance(hx, (tuple, list)) or len(hx) != 2
+                    or not all(isinstance(t, Tensor) for t in hx)):
+                raise TypeError("LSTMCell: hx must be a tuple (h, c) of tensors, or None; got "
+                                f"{type(hx).__name__}")
+            h, c = hx
+        return self._step(input, h, c)

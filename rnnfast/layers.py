@@ -1,0 +1,326 @@
+"""Drop-in replacements for torch.nn.RNN, GRU and LSTM.
+
+They take torch.nn's constructor arguments and return what torch.nn returns; their parameters
+have torch.nn's names, shapes, gate order and initialisation, so ``state_dict``s move both ways.
+Each layer and direction runs as one fused ``rnnfast::recurrent_forward`` call.
+
+They derive from ``torch.nn.RNNBase`` (parameters, checks, ``repr``, pickling) but not from
+``nn.RNN``/``nn.GRU``/``nn.LSTM`` themselves: torch.compile refuses to trace those three.
+"""
+
+import warnings
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .functional import recurrent_forward
+
+__all__ = ["RNN", "GRU", "LSTM"]
+
+_PARAM_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+
+
+class RecurrentLayer(nn.RNNBase):
+    """What rnnfast.RNN, GRU and LSTM share. Subclasses set ``_torch_class`` and ``cell``."""
+
+    _torch_class: type
+
+    def __init__(self, mode: str, *args, **kwargs):
+        super().__init__(mode, *args, **kwargs)
+        self._init_op_weight_names()
+
+    # -- parameters ---------------------------------------------------------------------------
+
+    def _init_op_weight_names(self):
+        # Per layer and direction, the names of (weight_ih, weight_hh, bias_ih, bias_hh,
+        # weight_hr) in the op's argument order; None where the layer has no such parameter.
+        directions = 2 if self.bidirectional else 1
+        self._op_weight_names = []
+        for layer in range(self.num_layers):
+            for direction in range(directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                self._op_weight_names.append(tuple(
+                    kind + suffix if kind + suffix in self._parameters else None
+                    for kind in _PARAM_KINDS))
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "_op_weight_names" not in state:
+            self._init_op_weight_names()
+
+    def flatten_parameters(self) -> None:
+        """Does nothing, and exists for code that calls it on torch.nn layers: rnnfast's kernels
+        read each weight where it lies, so one contiguous buffer gains nothing."""
+
+    # -- forward ------------------------------------------------------------------------------
+
+    def _hidden_sizes(self, input: Tensor, batch_sizes: Optional[Tensor]):
+        """Expected (h0, c0) shapes; c0's is None for cells without a cell state."""
+        return self.get_expected_hidden_size(input, batch_sizes), None
+
+    def _split_state(self, hx) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        return hx, None
+
+    def _join_state(self, h: Tensor, c: Optional[Tensor]):
+        return h
+
+    def _check_state(self, input: Tensor, h0: Tensor, c0: Optional[Tensor],
+                     batch_sizes: Optional[Tensor]) -> None:
+        h_shape, c_shape = self._hidden_sizes(input, batch_sizes)
+        self.check_hidden_size(h0, h_shape, self._h0_message)
+        if c_shape is not None:
+            self.check_hidden_size(c0, c_shape, "Expected hidden[1] size {}, got {}")
+
+    _h0_message = "Expected hidden size {}, got {}"
+
+    def forward(self, input, hx=None):
+        """``input``: ``[T, B, I]`` (``[B, T, I]`` if ``batch_first``), ``[T, I]`` unbatched, or a
+        PackedSequence; ``hx``: ``[L*D, B, H_out]`` (``[L*D, H_out]`` unbatched; LSTM: a tuple
+        ``(h0, c0)``) or None for zeros. Returns ``(output, h_n)`` like torch.nn, ``output``
+        a PackedSequence when ``input`` is one."""
+        name = type(self).__name__
+        h0, c0 = self._split_state(hx)
+        packed = isinstance(input, PackedSequence)
+        lengths = None
+        if packed:
+            self.check_input(input.data, input.batch_sizes)
+            if h0 is not None:
+                self._check_state(input.data, h0, c0, input.batch_sizes)
+                h0, c0 = self._permute(h0, c0, input.sorted_indices)
+            # Sorted order (longest first), as the packed data holds it.
+            x, lengths = pad_packed_sequence(PackedSequence(input.data, input.batch_sizes),
+                                             batch_first=self.batch_first)
+        else:
+            if input.dim() not in (2, 3):
+                raise ValueError(
+                    f"{name}: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
+            batched = input.dim() == 3
+            if h0 is not None:
+                expected = 3 if batched else 2
+                if h0.dim() != expected or (c0 is not None and c0.dim() != expected):
+                    kind = "batched 3-D" if batched else "unbatched 2-D"
+                    got = (f"{h0.dim()}-D tensor" if c0 is None
+                           else f"({h0.dim()}-D, {c0.dim()}-D) tensors")
+                    raise RuntimeError(f"For {kind} input, hx{'' if c0 is None else ' and cx'} "
+                                       f"should also be {expected}-D but got {got}")
+            x = input
+            if not batched:
+                x = input.unsqueeze(0 if self.batch_first else 1)
+                if h0 is not None:
+                    h0 = h0.unsqueeze(1)
+                    c0 = None if c0 is None else c0.unsqueeze(1)
+            self.check_input(x, None)
+            if h0 is not None:
+                self._check_state(x, h0, c0, None)
+
+        output, h_n, c_n = self._run_layers(x, h0, c0, lengths)
+
+        if packed:
+            data, batch_sizes, _, _ = pack_padded_sequence(output, lengths,
+                                                           batch_first=self.batch_first)
+            output = PackedSequence(data, batch_sizes, input.sorted_indices,
+                                    input.unsorted_indices)
+            h_n, c_n = self._permute(h_n, c_n, input.unsorted_indices)
+        elif not batched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            h_n = h_n.squeeze(1)
+            c_n = None if c_n is None else c_n.squeeze(1)
+        return output, self._join_state(h_n, c_n)
+
+    @staticmethod
+    def _permute(h: Optional[Tensor], c: Optional[Tensor], order: Optional[Tensor]):
+        if order is None:
+            return h, c
+        return (None if h is None else h.index_select(1, order),
+                None if c is None else c.index_select(1, order))
+
+    def _run_layers(self, x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor],
+                    lengths: Optional[Tensor]):
+        # x [T, B, I] (or batch-first); h0 [L*D, B, H_out], c0 [L*D, B, H] or None.
+        directions = 2 if self.bidirectional else 1
+        h_n, c_n = [], []
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(directions):
+                k = layer * directions + direction
+                w_ih, w_hh, b_ih, b_hh, w_hr = (None if n is None else getattr(self, n)
+                                                for n in self._op_weight_names[k])
+                output, h, c, _ = recurrent_forward(
+                    layer_input, w_ih, w_hh, b_ih, b_hh, None if h0 is None else h0[k],
+                    None if c0 is None else c0[k], w_hr, lengths, self.cell, direction == 1,
+                    self.batch_first)
+                outputs.append(output)
+                h_n.append(h)
+                c_n.append(c)
+            layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
+            if self.dropout and self.training and layer + 1 < self.num_layers:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        c_stack = torch.stack(c_n) if self._has_cell_state else None
+        return layer_input, torch.stack(h_n), c_stack
+
+    _has_cell_state = False
+
+    # -- conversion ---------------------------------------------------------------------------
+
+    def _config(self) -> dict:
+        """Constructor arguments shared with the torch.nn namesake."""
+        return dict(input_size=self.input_size, hidden_size=self.hidden_size,
+                    num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                    dropout=self.dropout, bidirectional=self.bidirectional)
+
+    @classmethod
+    def from_torch(cls, module: nn.Module) -> "RecurrentLayer":
+        """The rnnfast layer equivalent to ``module`` (a torch.nn ``RNN``/``GRU``/``LSTM`` of this
+        class's kind). It shares ``module``'s Parameter objects (optimisers that hold them keep
+        working, and no memory is copied), device, dtype and training mode."""
+        if not isinstance(module, cls._torch_class) or isinstance(module, RecurrentLayer):
+            raise TypeError(f"rnnfast.{cls.__name__}.from_torch: expected a torch.nn."
+                            f"{cls._torch_class.__name__}; got {type(module).__name__}")
+        config = cls._config(module)
+        return _adopt_parameters(cls, config, module)
+
+    def to_torch(self) -> nn.RNNBase:
+        """The torch.nn namesake sharing this layer's Parameter objects and training mode."""
+        return _adopt_parameters(self._torch_class, self._torch_config(), self)
+
+    def _torch_config(self) -> dict:
+        return self._config()
+
+
+def _adopt_parameters(cls, config: dict, source: nn.Module) -> nn.Module:
+    """A new ``cls(**config)`` whose parameters are ``source``'s own Parameter objects."""
+    if torch.nn.utils.parametrize.is_parametrized(source):
+        raise ValueError(f"rnnfast: cannot convert {type(source).__name__} with parametrized "
+                         "weights (e.g. weight_norm); remove the parametrization first")
+    first = next(iter(source._parameters.values()))
+    with warnings.catch_warnings():  # the dropout warning was given when source was built
+        warnings.simplefilter("ignore")
+        target = cls(**config, device="meta", dtype=first.dtype)
+    if set(target._parameters) != set(source._parameters):
+        raise ValueError(f"rnnfast: {type(source).__name__} has parameters "
+                         f"{sorted(source._parameters)}; expected {sorted(target._parameters)}")
+    for name, param in source._parameters.items():
+        setattr(target, name, param)
+    if isinstance(target, nn.RNNBase):
+        target._init_flat_weights()
+    return target.train(source.training)
+
+
+class RNN(RecurrentLayer):
+    """Drop-in ``torch.nn.RNN`` (Elman network, tanh or relu), plus ``residual=True`` for the
+    residual SRN of NNDL eq. (6.50): ``h' = h + act(W_ih x + b_ih + W_hh h + b_hh)``.
+
+    Arguments as torch.nn.RNN: ``input_size, hidden_size, num_layers=1, nonlinearity='tanh',
+    bias=True, batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None``.
+    """
+
+    _torch_class = nn.RNN
+
+    def __init__(self, *args, residual: bool = False, **kwargs):
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if len(args) > 3:
+            self.nonlinearity = args[3]
+            args = args[:3] + args[4:]
+        else:
+            self.nonlinearity = kwargs.pop("nonlinearity", "tanh")
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. "
+                             "Select from 'tanh' or 'relu'.")
+        if not isinstance(residual, bool):
+            raise TypeError(f"residual should be of type bool, got: {type(residual).__name__}")
+        self.residual = residual
+        super().__init__("RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU", *args,
+                         **kwargs)
+
+    @property
+    def cell(self) -> str:
+        return f"rnn_{self.nonlinearity}" + ("_residual" if self.residual else "")
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity}"
+        return s + (", residual=True" if self.residual else "")
+
+    def _config(self) -> dict:
+        return dict(RecurrentLayer._config(self), nonlinearity=self.nonlinearity)
+
+    def _torch_config(self) -> dict:
+        if self.residual:
+            raise ValueError("rnnfast.RNN.to_torch: torch.nn.RNN has no residual variant")
+        return self._config()
+
+
+class GRU(RecurrentLayer):
+    """Drop-in ``torch.nn.GRU``, plus ``reset_after=False`` for the GRU of Cho et al. 2014 and
+    d2l, where the reset gate scales ``h`` before the recurrent product:
+    ``n = tanh(W_in x + b_in + W_hn (r*h) + b_hn)``.
+
+    Arguments as torch.nn.GRU: ``input_size, hidden_size, num_layers=1, bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None``.
+    """
+
+    _torch_class = nn.GRU
+
+    def __init__(self, *args, reset_after: bool = True, **kwargs):
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if not isinstance(reset_after, bool):
+            raise TypeError(f"reset_after should be of type bool, got: {type(reset_after).__name__}")
+        self.reset_after = reset_after
+        super().__init__("GRU", *args, **kwargs)
+
+    @property
+    def cell(self) -> str:
+        return "gru" if self.reset_after else "gru_reset_before"
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
+
+    def _torch_config(self) -> dict:
+        if not self.reset_after:
+            raise ValueError("rnnfast.GRU.to_torch: torch.nn.GRU has only reset_after=True")
+        return self._config()
+
+
+class LSTM(RecurrentLayer):
+    """Drop-in ``torch.nn.LSTM``, projection (``proj_size``) included.
+
+    Arguments as torch.nn.LSTM: ``input_size, hidden_size, num_layers=1, bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None``.
+    ``forward(input, (h0, c0))`` returns ``(output, (h_n, c_n))``.
+    """
+
+    _torch_class = nn.LSTM
+    _has_cell_state = True
+    _h0_message = "Expected hidden[0] size {}, got {}"
+    cell = "lstm"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__("LSTM", *args, **kwargs)
+
+    def _hidden_sizes(self, input, batch_sizes):
+        h_shape = self.get_expected_hidden_size(input, batch_sizes)
+        return h_shape, (h_shape[0], h_shape[1], self.hidden_size)
+
+    def _split_state(self, hx):
+        if hx is None:
+            return None, None
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of tensors, or None; got "
+                            f"{type(hx).__name__}")
+        if not isinstance(hx[0], Tensor) or not isinstance(hx[1], Tensor):
+            raise TypeError("LSTM: hx must hold two tensors (h_0, c_0); got "
+                            f"({type(hx[0]).__name__}, {type(hx[1]).__name__})")
+        return hx[0], hx[1]
+
+    def _join_state(self, h, c):
+        return h, c
+
+    def _config(self) -> dict:
+        return dict(RecurrentLayer._config(self), proj_size=self.proj_size)

@@ -1,0 +1,192 @@
+"""The layers and cells in the wider PyTorch ecosystem: torch.compile, autocast, copying and
+serialisation, DistributedDataParallel."""
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+import ddp_worker
+import rnnfast
+
+LAYERS = {
+    "rnn": lambda **kw: rnnfast.RNN(4, 6, residual=True, **kw),
+    "gru": lambda **kw: rnnfast.GRU(4, 6, reset_after=False, **kw),
+    "lstm": lambda **kw: rnnfast.LSTM(4, 6, proj_size=3, **kw),
+}
+CELLS = {
+    "rnn": lambda: rnnfast.RNNCell(4, 6, nonlinearity="relu", residual=True),
+    "gru": lambda: rnnfast.GRUCell(4, 6, reset_after=False),
+    "lstm": lambda: rnnfast.LSTMCell(4, 6),
+}
+
+
+class Classifier(nn.Module):
+    """Every kind of rnnfast module in one model, as training code would hold them."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = rnnfast.LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True,
+                                    dropout=0.2)
+        self.gru = rnnfast.GRU(12, 5, reset_after=False)
+        self.rnn = rnnfast.RNN(5, 5, residual=True)
+        self.cell = rnnfast.GRUCell(4, 5)
+        self.head = nn.Linear(10, 3)
+
+    def forward(self, x):  # x [B, T, 4]
+        out, _ = self.encoder(x)
+        out, h = self.gru(out.transpose(0, 1))
+        out, h = self.rnn(out, h)
+        state = None
+        for t in range(3):  # a short generation-style loop
+            state = self.cell(x[:, t], state)
+        return self.head(torch.cat([h[0], state], -1))
+
+
+def _outputs_and_grads(model, x):
+    model.zero_grad()
+    y = model(x)
+    y.square().sum().backward()
+    return [y.detach()] + [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compile_fullgraph_model(backend):
+    torch.manual_seed(0)
+    model = Classifier().eval()
+    x = torch.randn(3, 7, 4)
+    expected = _outputs_and_grads(model, x)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
+    actual = _outputs_and_grads(compiled, x)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
+    # New data, same graph.
+    x2 = torch.randn(3, 7, 4)
+    torch.testing.assert_close(compiled(x2), model(x2), rtol=1e-5, atol=1e-6)
+
+
+def test_compile_fullgraph_unbatched_and_with_state():
+    torch.manual_seed(0)
+    layer = rnnfast.LSTM(4, 5, bidirectional=True, proj_size=2)
+    x = torch.randn(6, 4)
+    hx = (torch.randn(2, 2), torch.randn(2, 5))
+
+    def run(x, hx):
+        out, (h, c) = layer(x, hx)
+        return out, h, c, layer(x)[0]
+
+    torch._dynamo.reset()
+    compiled = torch.compile(run, fullgraph=True, backend="aot_eager")
+    for a, e in zip(compiled(x, hx), run(x, hx)):
+        torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "gru", "lstm"])
+def test_autocast_cpu_bfloat16_like_torch_nn(kind):
+    """Under CPU autocast a layer runs in bfloat16, from float32 weights, and its gradients
+    reach the float32 parameters. (torch.nn is not consistent here: its LSTM and RNN run in
+    bfloat16, its GRU in float32; rnnfast runs every cell in bfloat16.)"""
+    torch_class, fast_class = {"rnn_tanh": (nn.RNN, rnnfast.RNN), "gru": (nn.GRU, rnnfast.GRU),
+                               "lstm": (nn.LSTM, rnnfast.LSTM)}[kind]
+    torch.manual_seed(0)
+    torch_layer = torch_class(8, 16, num_layers=2)
+    fast_layer = fast_class(8, 16, num_layers=2)
+    fast_layer.load_state_dict(torch_layer.state_dict())
+    x = torch.randn(10, 4, 8)
+    with torch.no_grad():
+        expected_fp32 = torch_layer(x)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = fast_layer(x)
+        torch_out, _ = torch_layer(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected_fp32, rtol=0, atol=0.05)
+    torch.testing.assert_close(out.float(), torch_out.float(), rtol=0, atol=0.05)
+    out.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32
+               for p in fast_layer.parameters())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = rnnfast.GRUCell(8, 16)(x[0])
+    assert h.dtype == torch.bfloat16
+
+
+def test_autocast_cpu_float16_runs_in_float32():
+    """The CPU kernels have no float16: under float16 CPU autocast a layer runs in float32."""
+    layer = rnnfast.LSTM(3, 4)
+    x = torch.randn(5, 2, 3)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out, _ = layer(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, layer(x)[0])
+
+
+@pytest.mark.parametrize("kind", list(LAYERS))
+def test_copy_pickle_and_save(kind, tmp_path):
+    torch.manual_seed(0)
+    layer = LAYERS[kind](num_layers=2, bidirectional=True)
+    cell = CELLS[kind]()
+    x = torch.randn(5, 2, 4)
+    for module, inp in ((layer, x), (cell, x[0])):
+        expected = module(inp)
+        buffer = io.BytesIO()
+        torch.save(module, buffer)
+        buffer.seek(0)
+        copies = [copy.deepcopy(module), pickle.loads(pickle.dumps(module)),
+                  torch.load(buffer, weights_only=False)]
+        for other in copies:
+            assert type(other) is type(module) and repr(other) == repr(module)
+            assert all(p is not q for p, q in zip(other.parameters(), module.parameters()))
+            torch.testing.assert_close(other(inp), expected, rtol=0, atol=0)
+        torch.save(module.state_dict(), tmp_path / "weights.pt")
+        fresh = type(module)(**_constructor_args(module))
+        fresh.load_state_dict(torch.load(tmp_path / "weights.pt", weights_only=True))
+        torch.testing.assert_close(fresh(inp), expected, rtol=0, atol=0)
+
+
+def _constructor_args(module):
+    if isinstance(module, nn.RNNCellBase):
+        args = dict(input_size=module.input_size, hidden_size=module.hidden_size)
+    else:
+        args = module._config()
+    for extra in ("residual", "reset_after", "nonlinearity"):
+        if hasattr(module, extra):
+            args[extra] = getattr(module, extra)
+    return args
+
+
+def test_module_moves_with_to_and_keeps_working():
+    layer = rnnfast.LSTM(3, 4, num_layers=2)
+    layer.to(torch.float64)
+    out, (h, c) = layer(torch.randn(5, 2, 3, dtype=torch.float64))
+    assert out.dtype == h.dtype == c.dtype == torch.float64
+
+
+def test_functional_call_with_other_weights():
+    """torch.func.functional_call swaps parameters: the layer must read them at call time."""
+    layer = rnnfast.GRU(3, 4)
+    x = torch.randn(5, 2, 3)
+    zeros = {name: torch.zeros_like(p) for name, p in layer.named_parameters()}
+    out, h = torch.func.functional_call(layer, zeros, (x,))
+    assert torch.count_nonzero(out) == 0 and torch.count_nonzero(h) == 0
+
+
+def test_distributed_data_parallel_replicas_agree(tmp_path):
+    """Two processes on gloo train a few steps: the replicas end identical, and equal to one
+    process training on the whole batch (DDP averages the replicas' gradients)."""
+    init_file = tmp_path / "rendezvous"
+    mp.start_processes(ddp_worker.run, args=(str(init_file), str(tmp_path)),
+                       nprocs=ddp_worker.WORLD_SIZE, join=True, start_method="spawn")
+    replicas = [torch.load(tmp_path / f"rank{r}.pt") for r in range(ddp_worker.WORLD_SIZE)]
+    for name in replicas[0]:
+        assert torch.equal(replicas[0][name], replicas[1][name]), name
+
+    model = ddp_worker.make_model()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    ddp_worker.train(model, model)
+    for name, value in model.state_dict().items():
+        assert not torch.equal(value, initial[name]), f"{name} did not train"
+        torch.testing.assert_close(replicas[0][name], value, rtol=1e-10, atol=1e-12)
