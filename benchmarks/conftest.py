@@ -58,9 +58,10 @@ def bench_plan(pytestconfig):
     """``plan(shape) -> (warmup_rounds, rounds)``: the shape's plan, or the quick one."""
     quick = _quick(pytestconfig)
 
-    def plan(shape: cases.Shape):
+    def plan(shape):
+        """shape: a core Shape, or a (warmup, repeat) pair."""
         if quick:
             return cases.QUICK_PLAN["warmup"], cases.QUICK_PLAN["repeat"]
-        return shape.warmup, shape.repeat
+        return (shape.warmup, shape.repeat) if isinstance(shape, cases.Shape) else shape
 
     return plan

@@ -30,6 +30,7 @@ import time
 import torch
 
 from . import _bench_cases as cases
+from . import _bench_modules as modules
 
 DEFAULT_PASSES = ("fwd", "fwdbwd")
 MAX_OTHER_LOAD = 0.05  # share of CPU time taken by other processes that spoils timings
@@ -159,6 +160,23 @@ def run_case(cell: str, shape: cases.Shape, args, report: dict):
             _memory(cell, shape, name, impl, x, args.device, report)
 
 
+def run_modules(args, report: dict):
+    """The module-level groups: rnnfast's layers and cells against torch.nn's."""
+    groups = modules.QUICK_GROUPS if args.quick else modules.GROUPS
+    for case in modules.cases(groups, args.cells):
+        step = modules.make_step(case, args.device)
+        warmup, repeat = modules.PLANS[case.group]
+        if args.quick:
+            warmup, repeat = cases.QUICK_PLAN["warmup"], cases.QUICK_PLAN["repeat"]
+        with OtherLoad() as load:
+            times = time_ms(step, warmup, args.repeat or repeat)
+        report["modules"].append({"group": case.group, "cell": case.cell, "pass": case.pass_,
+                                  "impl": case.impl, "median_ms": statistics.median(times),
+                                  "times_ms": times, "other_load": load.fraction})
+        _log(f"  {case.name:40s} {report['modules'][-1]['median_ms']:10.3f} ms"
+             + _busy_mark(load.fraction))
+
+
 def _check(cell, shape, impls, x, report):
     """Agreement of the implementations of the same math (x.grad too, below L)."""
     for a, b, what, diff, ok in cases.check_agreement(impls, x, backward=shape.name != "L"):
@@ -273,6 +291,22 @@ def timing_table(report: dict) -> str:
     return _table(header, rows, text_cols=3)
 
 
+def module_table(report: dict) -> str:
+    ms = {(t["group"], t["cell"], t["pass"], t["impl"]): t for t in report["modules"]}
+    keys = sorted({k[:3] for k in ms}, key=lambda k: (modules.GROUPS.index(k[0]),
+                                                      modules.CELLS.index(k[1]), k[2]))
+    impls = [n for n in modules.LABELS if any(k[3] == n for k in ms)]
+    baselines = [n for n in ("torch_nn", "seed") if n in impls]
+    header = ["group", "cell", "pass", *(modules.LABELS[n] for n in impls)]
+    header += [f"x {modules.LABELS[b]}" for b in baselines]
+    rows = []
+    for key in keys:
+        get = lambda n: ms.get((*key, n))  # noqa: E731
+        rows.append([*key, *(_fmt_ms(get(n)) for n in impls),
+                     *(_fmt_x(get(b), get("rnnfast")) for b in baselines)])
+    return _table(header, rows, text_cols=3)
+
+
 def memory_table(report: dict) -> str:
     mem = {(m["cell"], m["shape"], m["impl"]): m for m in report["memory"]}
     keys = sorted({k[:2] for k in mem}, key=_case_order)
@@ -315,7 +349,12 @@ def print_report(report: dict):
     if report["memory"]:
         print("\nforward+backward memory, MiB: peak above the level before the step / saved for backward")
         print(memory_table(report))
-    if any(_busy_mark(t["other_load"]) for t in report["timings"]):
+    if report["modules"]:
+        print("\nlayers and cells, ms (layer-S: 1 layer at S, rnnfast op: the bare functional op; "
+              "stack-LM: 2 layers, bidirectional, B=32 T=35 I=28 H=256; generate-200: 200 cell "
+              "calls, B=1 I=28 H=256, seed loop: the seeds' step)")
+        print(module_table(report))
+    if any(_busy_mark(t["other_load"]) for t in report["timings"] + report["modules"]):
         print(
             f"\n* other processes took more than {MAX_OTHER_LOAD:.0%} of the CPU time while this was "
             "measured: unreliable (run again on an idle machine)"
@@ -346,6 +385,8 @@ def parse_args(argv=None):
     p.add_argument("--repeat", type=int, default=None, help="timed runs per case (default: per shape)")
     p.add_argument("--quick", action="store_true", help="shape S only, few repetitions")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
+    p.add_argument("--no-modules", action="store_true",
+                   help="skip the layer and cell benchmarks (rnnfast.RNN/GRU/LSTM and cells)")
     p.add_argument("--json", metavar="PATH", help="write all figures and machine info to PATH")
     args = p.parse_args(argv)
     if args.quick:
@@ -361,6 +402,7 @@ def main(argv=None) -> dict:
         "timings": [],
         "memory": [],
         "agreement": [],
+        "modules": [],
     }
     start = time.perf_counter()
     for shape_name in args.shapes:
@@ -368,6 +410,9 @@ def main(argv=None) -> dict:
             shape = cases.SHAPES[shape_name]
             _log(f"{cell} {shape}")
             run_case(cell, shape, args, report)
+    if not args.no_modules:
+        _log("layers and cells")
+        run_modules(args, report)
     report["settings"]["wall_s"] = time.perf_counter() - start
     print_report(report)
     if args.json:

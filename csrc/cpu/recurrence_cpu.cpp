@@ -40,6 +40,12 @@ MatrixRef<T> from_row(MatrixRef<T> m, int64_t r0) {
   return {m.trans ? m.data + r0 : m.data + r0 * m.ld, m.ld, m.trans};
 }
 
+// Columns [c0, ...) of a matrix, keeping its layout.
+template <class T>
+MatrixRef<T> from_column(MatrixRef<T> m, int64_t c0) {
+  return {m.trans ? m.data + c0 * m.ld : m.data + c0, m.ld, m.trans};
+}
+
 template <class T>
 MatrixRef<T> dense(const T* data, int64_t ld) {
   return {data, ld, false};
@@ -65,6 +71,20 @@ Tensor transposed_copy(const Tensor& w) {
     }
   }
   return out;
+}
+
+// W^T for a weight w [R, C], as the right-hand operand of the products x @ W^T. A contiguous
+// copy makes those plain row-major GEMMs (faster, and the only kind the small-GEMM kernel
+// takes), which pays once the weight serves a few rows; a single step, the call of a cell in
+// a generation loop, uses w in place instead of copying it whole for one row.
+template <class T>
+MatrixRef<T> weight_transposed(const Tensor& w, bool copy, Tensor& storage) {
+  if (copy) {
+    storage = transposed_copy<T>(w);
+    return dense(storage.const_data_ptr<T>(), w.size(0));
+  }
+  const MatrixRef<T> m = matrix_ref<T>(w, storage);
+  return {m.data, m.ld, !m.trans};
 }
 
 // Runs f(b) for every batch row, in parallel where a step's pointwise work is large enough
@@ -179,12 +199,15 @@ class Recurrence {
     acc_t* gx = scratch.data_ptr<acc_t>();
     acc_t* gh = gx + chunk * B * GH_;
     acc_t* projected = gh + B * GH_;
-    const Tensor w_ih_t = transposed_copy<scalar_t>(weight_ih);   // [I, G*H]
-    const Tensor w_hh_t = transposed_copy<scalar_t>(weight_hh_);  // [P, G*H]
-    const Tensor w_hr_t =
-        projection_ ? transposed_copy<scalar_t>(*weight_hr_) : Tensor();  // [H, P]
-    const MatrixRef<scalar_t> w_hh_ref = dense(w_hh_t.const_data_ptr<scalar_t>(), GH_);
-    const MatrixRef<scalar_t> w_ih_ref = dense(w_ih_t.const_data_ptr<scalar_t>(), GH_);
+    const bool copy_weights = T * B >= 16;
+    Tensor w_ih_storage, w_hh_storage, w_hr_storage;
+    const MatrixRef<scalar_t> w_ih_ref =  // [I, G*H]
+        weight_transposed<scalar_t>(weight_ih, copy_weights, w_ih_storage);
+    const MatrixRef<scalar_t> w_hh_ref =  // [P, G*H]
+        weight_transposed<scalar_t>(weight_hh_, copy_weights, w_hh_storage);
+    const MatrixRef<scalar_t> w_hr_ref =  // [H, P]
+        projection_ ? weight_transposed<scalar_t>(*weight_hr_, copy_weights, w_hr_storage)
+                    : w_hh_ref;
     int64_t chunk_t0 = 0;  // the first (smallest) step of the chunk held in gx
     const std::vector<acc_t> biases = split_biases(bias_ih, bias_hh);
     const acc_t* input_bias = biases.empty() ? nullptr : biases.data();
@@ -200,10 +223,8 @@ class Recurrence {
     const int64_t gh_cols = Cell::kResetBefore ? 2 * H : GH_;
     const PackedMatrix<scalar_t> recurrent(B, gh_cols, P, w_hh_ref);
     const PackedMatrix<scalar_t> reset_recurrent(Cell::kResetBefore ? B : 0, H, H,
-                                                 dense(w_hh_ref.data + 2 * H, GH_));
-    const PackedMatrix<scalar_t> projection(
-        projection_ ? B : 0, P, H,
-        projection_ ? dense(w_hr_t.const_data_ptr<scalar_t>(), P) : w_hh_ref);
+                                                 from_column(w_hh_ref, 2 * H));
+    const PackedMatrix<scalar_t> projection(projection_ ? B : 0, P, H, w_hr_ref);
 
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse_ ? T - 1 - step : step;
