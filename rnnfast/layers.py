@@ -140,25 +140,30 @@ class RecurrentLayer(nn.RNNBase):
     def _run_layers(self, x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor],
                     lengths: Optional[Tensor]):
         # x [T, B, I] (or batch-first); h0 [L*D, B, H_out], c0 [L*D, B, H] or None.
+        cell, batch_first, params = self.cell, self.batch_first, self._parameters
         directions = 2 if self.bidirectional else 1
+        dropout = self.dropout if self.training else 0.0
         h_n, c_n = [], []
         layer_input = x
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(directions):
-                k = layer * directions + direction
-                w_ih, w_hh, b_ih, b_hh, w_hr = (None if n is None else getattr(self, n)
-                                                for n in self._op_weight_names[k])
-                output, h, c, _ = recurrent_forward(
-                    layer_input, w_ih, w_hh, b_ih, b_hh, None if h0 is None else h0[k],
-                    None if c0 is None else c0[k], w_hr, lengths, self.cell, direction == 1,
-                    self.batch_first)
-                outputs.append(output)
-                h_n.append(h)
-                c_n.append(c)
-            layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
-            if self.dropout and self.training and layer + 1 < self.num_layers:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        for k, names in enumerate(self._op_weight_names):
+            # The registered parameters, or what replaced them (torch.func.functional_call);
+            # _parameters first: Module.__getattr__ costs 0.7 us a name.
+            w_ih, w_hh, b_ih, b_hh, w_hr = [
+                None if n is None else params[n] if n in params else getattr(self, n)
+                for n in names]
+            direction = k % directions
+            output, h, c, _ = recurrent_forward(
+                layer_input, w_ih, w_hh, b_ih, b_hh, None if h0 is None else h0[k],
+                None if c0 is None else c0[k], w_hr, lengths, cell, direction == 1, batch_first)
+            h_n.append(h)
+            c_n.append(c)
+            if direction + 1 < directions:  # the forward half of a bidirectional layer
+                forward_output = output
+                continue
+            layer_output = output if directions == 1 else torch.cat((forward_output, output), -1)
+            if dropout and k + 1 < len(self._op_weight_names):  # between layers, not after
+                layer_output = F.dropout(layer_output, dropout, training=True)
+            layer_input = layer_output
         return layer_input, _stack(h_n), _stack(c_n) if self._has_cell_state else None
 
     _has_cell_state = False
