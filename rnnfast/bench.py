@@ -3,6 +3,7 @@
     python -m rnnfast.bench                      # all cells and shapes, fwd and fwdbwd
     python -m rnnfast.bench --quick              # shape S only, few repetitions
     python -m rnnfast.bench --shapes S,LM --cells gru --json results.json
+    python -m rnnfast.bench --plot speedup.png --compare benchmarks/results/<earlier>.json
 
 Times are the median of ``--repeat`` runs (default per shape, see
 ``rnnfast._bench_cases.SHAPES``) after warm-up runs, in milliseconds, measured with
@@ -31,6 +32,7 @@ import torch
 
 from . import _bench_cases as cases
 from . import _bench_modules as modules
+from . import _bench_report
 
 DEFAULT_PASSES = ("fwd", "fwdbwd")
 MAX_OTHER_LOAD = 0.05  # share of CPU time taken by other processes that spoils timings
@@ -144,8 +146,38 @@ def _plan(shape: cases.Shape, args) -> tuple[int, int]:
     return warmup, args.repeat or repeat
 
 
+class _Progress:
+    """A tqdm bar over the timed cases on stderr (where tqdm is installed and stderr is a
+    terminal); the log lines go above it."""
+
+    def __init__(self, total: int):
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        self.bar = tqdm(total=total, unit="case", file=sys.stderr, disable=None,
+                        desc="rnnfast.bench") if tqdm else None
+
+    def log(self, msg: str):
+        if self.bar is not None and not self.bar.disable:
+            self.bar.write(msg, file=sys.stderr)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    def advance(self):
+        if self.bar is not None:
+            self.bar.update()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+_progress = _Progress(0)
+
+
 def _log(msg: str):
-    print(msg, file=sys.stderr, flush=True)
+    _progress.log(msg)
 
 
 def run_case(cell: str, shape: cases.Shape, args, report: dict):
@@ -175,6 +207,7 @@ def run_modules(args, report: dict):
                                   "times_ms": times, "other_load": load.fraction})
         _log(f"  {case.name:40s} {report['modules'][-1]['median_ms']:10.3f} ms"
              + _busy_mark(load.fraction))
+        _progress.advance()
 
 
 def _check(cell, shape, impls, x, report):
@@ -205,6 +238,7 @@ def _time(cell, shape, pass_, name, impls, x, args, report):
         }
     )
     _log(f"  {pass_:10s} {cases.LABELS[name]:10s} {median:10.3f} ms" + _busy_mark(load.fraction))
+    _progress.advance()
 
 
 def _memory(cell, shape, name, impl, x, device, report):
@@ -388,7 +422,18 @@ def parse_args(argv=None):
     p.add_argument("--no-modules", action="store_true",
                    help="skip the layer and cell benchmarks (rnnfast.RNN/GRU/LSTM and cells)")
     p.add_argument("--json", metavar="PATH", help="write all figures and machine info to PATH")
+    p.add_argument("--plot", metavar="PATH",
+                   help="draw the speedups over torch.nn and the seeds' loops to PATH (PNG, SVG, ...)")
+    p.add_argument("--compare", metavar="OLD_JSON",
+                   help="show what changed since an earlier run's --json file")
+    p.add_argument("--from-json", metavar="PATH",
+                   help="measure nothing: report (and --plot, --compare) an earlier run's --json file")
     args = p.parse_args(argv)
+    for option, path in (("--compare", args.compare), ("--from-json", args.from_json)):
+        if path and not os.path.isfile(path):
+            p.error(f"{option}: no such file: {path}")
+    if args.plot and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+        p.error(f"--plot: the folder of {args.plot} does not exist")
     if args.quick:
         args.shapes = ("S",)
     return args
@@ -404,22 +449,62 @@ def main(argv=None) -> dict:
         "agreement": [],
         "modules": [],
     }
+    old_report = _load_report(args.compare) if args.compare else None
+    if args.from_json:
+        report = _load_report(args.from_json)
+        print_report(report)
+        _plot_and_compare(args, report, old_report)
+        return report
+    global _progress
+    _progress = _Progress(_case_count(args))
     start = time.perf_counter()
-    for shape_name in args.shapes:
-        for cell in args.cells:
-            shape = cases.SHAPES[shape_name]
-            _log(f"{cell} {shape}")
-            run_case(cell, shape, args, report)
-    if not args.no_modules:
-        _log("layers and cells")
-        run_modules(args, report)
+    try:
+        for shape_name in args.shapes:
+            for cell in args.cells:
+                shape = cases.SHAPES[shape_name]
+                _log(f"{cell} {shape}")
+                run_case(cell, shape, args, report)
+        if not args.no_modules:
+            _log("layers and cells")
+            run_modules(args, report)
+    finally:
+        _progress.close()
     report["settings"]["wall_s"] = time.perf_counter() - start
     print_report(report)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
         print(f"\nwrote {args.json}")
+    _plot_and_compare(args, report, old_report)
     return report
+
+
+def _load_report(path: str) -> dict:
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"rnnfast.bench: cannot read the report {path}: {e}") from e
+    if not isinstance(report, dict) or "timings" not in report or "machine" not in report:
+        raise SystemExit(f"rnnfast.bench: {path} is not a report of python -m rnnfast.bench --json")
+    for key in ("memory", "agreement", "modules"):  # older reports lack some sections
+        report.setdefault(key, [])
+    return report
+
+
+def _plot_and_compare(args, report: dict, old_report) -> None:
+    if args.plot:
+        _bench_report.plot_report(report, args.plot)
+        print(f"drew {args.plot}")
+    if old_report is not None:
+        print(_bench_report.compare_reports(old_report, report))
+
+
+def _case_count(args) -> int:
+    core = sum(len(args.passes) * len(cases.impl_names(cell, shape))
+               for shape in args.shapes for cell in args.cells)
+    groups = modules.QUICK_GROUPS if args.quick else modules.GROUPS
+    return core + (0 if args.no_modules else len(list(modules.cases(groups, args.cells))))
 
 
 if __name__ == "__main__":

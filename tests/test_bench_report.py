@@ -1,0 +1,114 @@
+"""The benchmark report: --plot, --compare, --from-json and the CLI's argument errors."""
+
+import copy
+import json
+import os
+import re
+
+import pytest
+
+from rnnfast import _bench_report, bench
+
+RECORDED = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results",
+                        "2026-11-23_cpu-xeon-2c_full.json")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _recorded():
+    with open(RECORDED) as f:
+        return json.load(f)
+
+
+def test_speedups_match_the_printed_table():
+    ratios = _bench_report.speedups(_recorded())
+    # 3 cells x 4 shapes x 3 passes, against torch.nn and the seed loop
+    assert len(ratios) == 72
+    report = _recorded()
+    ms = {(t["cell"], t["shape"], t["pass"], t["impl"]): t["median_ms"] for t in report["timings"]}
+    assert ratios[("torch_nn", "fwdbwd", "gru", "S")] == pytest.approx(
+        ms[("gru", "S", "fwdbwd", "torch_nn")] / ms[("gru", "S", "fwdbwd", "rnnfast")])
+    # The seed's GRU is reset-before: compared with rnnfast's reset-before GRU.
+    assert ratios[("seed", "fwd", "gru", "M")] == pytest.approx(
+        ms[("gru", "M", "fwd", "seed")] / ms[("gru", "M", "fwd", "rnnfast_rb")])
+
+
+def test_plot_writes_an_image(tmp_path):
+    path = tmp_path / "speedup.png"
+    _bench_report.plot_report(_recorded(), str(path))
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 20_000
+
+
+def test_plot_title_names_device_and_versions():
+    title = _bench_report.plot_title(_recorded())
+    assert "Xeon" in title and "torch 2.13.0" in title and "Python" in title
+
+
+def test_plot_refuses_a_report_without_baselines(tmp_path):
+    report = _recorded()
+    report["timings"] = [t for t in report["timings"] if t["impl"] == "rnnfast"]
+    with pytest.raises(ValueError, match="no rnnfast timing next to a baseline"):
+        _bench_report.plot_report(report, str(tmp_path / "x.png"))
+
+
+def _row(text, case, impl):
+    """The comparison table's row of a case and implementation, split into its columns."""
+    rows = [re.split(r"\s{2,}", line.strip()) for line in text.splitlines()
+            if line.startswith(case + "  ")]
+    matches = [r for r in rows if r[1] == impl]
+    assert len(matches) == 1, (case, impl, rows)
+    return matches[0]
+
+
+def test_compare_marks_what_changed():
+    old = _recorded()
+    new = copy.deepcopy(old)
+    for t in new["timings"]:
+        key = (t["cell"], t["shape"], t["pass"], t["impl"])
+        if key == ("rnn", "S", "fwd", "rnnfast"):
+            t["median_ms"] /= 2
+        if key == ("lstm", "M", "fwdbwd", "rnnfast"):
+            t["median_ms"] *= 3
+    new["timings"] = [t for t in new["timings"] if t["shape"] != "L"]
+    text = _bench_report.compare_reports(old, new)
+    assert _row(text, "rnn S fwd", "rnnfast")[-2:] == ["2.00x", "faster"]
+    assert _row(text, "lstm M fwdbwd", "rnnfast")[-2:] == ["0.33x", "slower"]
+    assert _row(text, "gru LM fwd", "rnnfast")[-1] == "1.00x"  # unchanged: no mark
+    assert "cases in both runs: 1 faster, 1 slower" in text
+    dropped = sum(t["shape"] == "L" for t in old["timings"])
+    assert f"cases only in the old run: {dropped}; only in the new run: 0" in text
+
+
+def test_cli_runs_plots_and_compares(tmp_path, capsys):
+    """A real (quick, small) run, written, drawn, compared with the recorded one, and read
+    back with --from-json."""
+    out, png = tmp_path / "run.json", tmp_path / "run.png"
+    report = bench.main(["--quick", "--cells", "rnn", "--no-memory", "--json", str(out),
+                         "--plot", str(png), "--compare", RECORDED])
+    printed = capsys.readouterr().out
+    assert {(t["cell"], t["pass"], t["impl"]) for t in report["timings"]} >= {
+        ("rnn", "fwdbwd", "rnnfast"), ("rnn", "fwdbwd", "torch_nn"), ("rnn", "fwdbwd", "seed")}
+    assert {m["group"] for m in report["modules"]} == {"layer-S", "generate-200"}
+    assert "layers and cells" in printed and "compared with the run of" in printed
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    again = bench.main(["--from-json", str(out), "--plot", str(tmp_path / "again.png")])
+    assert again["timings"] == json.loads(out.read_text())["timings"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--compare", "/nonexistent/old.json"], "--compare: no such file"),
+    (["--from-json", "/nonexistent/run.json"], "--from-json: no such file"),
+    (["--plot", "/nonexistent/dir/x.png"], "--plot: the folder"),
+    (["--cells", "rnn,transformer"], "unknown"),
+])
+def test_cli_argument_errors(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_from_json_refuses_what_is_not_a_report(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(SystemExit, match="not a report"):
+        bench.main(["--from-json", str(path)])
