@@ -548,3 +548,17 @@ def test_input_projection_in_chunks(F, batch_first, reverse):
     c64 = make_case("gru", T=16, B=384, I=3, H=512, lengths="random", reverse=reverse,
                     batch_first=batch_first, seed=31)
     compare(F, c64.to(torch.float32), ref_case=c64, **LOOSE)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "gru_reset_before"])
+@pytest.mark.parametrize("batch_first, reverse", [(False, False), (True, True)])
+def test_backward_in_chunks(F, cell, batch_first, reverse):
+    """A layer long enough that backward runs its reverse loop over chunks of steps (about
+    16 MiB of per-step buffers to a chunk, at least 1024 rows: here 126 to 143 steps, so 2
+    chunks), adding each chunk's share of the weight and input gradients as it goes: the
+    shares join up exactly, with lengths, both layouts and directions, and a projection."""
+    P = 40 if cell == "lstm" else None
+    case = make_case(cell, T=200, B=64, I=4, H=64, P=P, lengths="random", reverse=reverse,
+                     batch_first=batch_first, seed=7)
+    compare(F, case)
+

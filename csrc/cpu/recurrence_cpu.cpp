@@ -102,39 +102,6 @@ void zero_row(T* p, int64_t n) {
   std::fill(p, p + n, T(0));
 }
 
-// a [M, K] @ b [K, N] for 2-D tensors of any strides, through gemm (no dispatcher call)
-// where the output can take the compute type directly.
-template <class T>
-Tensor matmul(const Tensor& a, const Tensor& b) {
-  if constexpr (!std::is_same_v<T, at::opmath_type<T>>) {
-    return at::mm(a, b);
-  } else {
-    Tensor a_storage, b_storage;
-    Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
-    gemm<T>(a.size(0), b.size(1), a.size(1), matrix_ref<T>(a, a_storage),
-            matrix_ref<T>(b, b_storage), 0.f, out.data_ptr<T>(), b.size(1));
-    return out;
-  }
-}
-
-// Sums of columns [c0, c0 + W) of a contiguous [N, *] matrix, accumulated in the compute type.
-template <class T>
-Tensor column_sums(const Tensor& m, int64_t c0, int64_t W) {
-  using acc_t = at::opmath_type<T>;
-  const int64_t N = m.size(0), ld = m.size(1);
-  std::vector<acc_t> sums(W, acc_t(0));
-  const T* p = m.const_data_ptr<T>() + c0;
-  for (int64_t r = 0; r < N; ++r) {
-    for_each_chunk<T>(W, [&](int64_t j, int64_t n) {
-      store(sums.data() + j, load(sums.data() + j, n) + load(p + r * ld + j, n), n);
-    });
-  }
-  Tensor out = at::empty({W}, m.options());
-  T* o = out.data_ptr<T>();
-  for (int64_t j = 0; j < W; ++j) o[j] = static_cast<T>(sums[j]);
-  return out;
-}
-
 template <class Cell, class scalar_t>
 class Recurrence {
   using acc_t = at::opmath_type<scalar_t>;
@@ -308,26 +275,40 @@ class Recurrence {
 
   // Gradients of (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr); those
   // not asked for in `mask` come back empty.
+  //
+  // The reverse loop runs over chunks of steps (a few MiB of buffers each, like the forward's
+  // input projection); after each chunk its share of the weight and input gradients is added
+  // as GEMMs over the chunk's rows. So the buffers of per-step gradients never grow with T.
   std::array<Tensor, 8> backward(const optional<Tensor>& grad_output,
                                  const optional<Tensor>& grad_h_n, const optional<Tensor>& grad_c_n,
                                  const Tensor& input, const Tensor& weight_ih,
                                  const optional<Tensor>& hx, const Tensor& output,
                                  const Tensor& saved, std::array<bool, 8> mask) {
-    const int64_t T = s_.T, B = s_.B, H = s_.H, P = s_.P, N = T * B;
+    const int64_t T = s_.T, B = s_.B, H = s_.H, P = s_.P, I = s_.I;
     const auto opts = output.options();
     const auto acc_opts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
     const Tensor g_out_t = grad_output.has_value() ? grad_output->contiguous() : Tensor();
     const Tensor out_t = output.contiguous();
     const Tensor saved_t = saved.contiguous();
     const Tensor h0_t = hx.has_value() ? hx->contiguous() : at::zeros({B, P}, opts);
+    const Tensor x_t = input.contiguous();
 
-    Tensor d_gates_x = at::empty({N, GH_}, opts);
     const int64_t SH = (G - kSplit) * H;  // width of the separate recurrent gradients
-    Tensor d_gates_h = at::empty({SH > 0 ? N : 0, SH}, opts);
-    Tensor h_prevs = at::empty({N, P}, opts);
-    Tensor reset_h = at::empty({Cell::kResetBefore ? N : 0, H}, opts);
-    Tensor unprojected = at::empty({projection_ ? N : 0, H}, opts);
-    Tensor d_projected = at::empty({projection_ ? N : 0, P}, opts);
+    // Per row of a chunk: d_gates_x, d_gates_h, h_prev, reset_h / unprojected, d_projected,
+    // the input rows and their gradient.
+    // About 8 MiB of them in float32, and at least 1024 rows so the GEMMs stay efficient.
+    const int64_t row_width = GH_ + SH + P + 2 * H + P + 2 * I;
+    const int64_t chunk = std::clamp<int64_t>(
+        std::max((1 << 21) / std::max<int64_t>(B * row_width, 1), (1023 + B) / B), 1, T);
+    const int64_t R = chunk * B;  // rows of a chunk, time-major: (t - first t) * B + b
+    Tensor d_gates_x = at::empty({R, GH_}, opts);
+    Tensor d_gates_h = at::empty({SH > 0 ? R : 0, SH}, opts);
+    Tensor h_prevs = at::empty({R, P}, opts);
+    Tensor reset_h = at::empty({Cell::kResetBefore ? R : 0, H}, opts);
+    Tensor unprojected = at::empty({projection_ ? R : 0, H}, opts);
+    Tensor d_projected = at::empty({projection_ ? R : 0, P}, opts);
+    Tensor x_rows_buffer = at::empty({mask[1] ? R : 0, I}, opts);
+    Tensor dx_rows = at::empty({mask[0] ? R : 0, I}, acc_opts);
     Tensor dh_state = grad_h_n.has_value() ? grad_h_n->to(acc_opts, false, /*copy=*/true,
                                                           at::MemoryFormat::Contiguous)
                                            : at::zeros({B, P}, acc_opts);
@@ -337,11 +318,19 @@ class Recurrence {
             : at::zeros({Cell::kHasCellState ? B : 0, H}, acc_opts);
     // d(unprojected output) or d(r * h): [B, H]
     Tensor d_aux = at::empty({(Cell::kResetBefore || projection_) ? B * H : 0}, acc_opts);
+    // The gradients summed over chunks, in the compute type.
+    Tensor grad_w_ih = at::zeros({mask[1] ? GH_ : 0, I}, acc_opts);
+    Tensor grad_w_hh = at::zeros({mask[2] ? GH_ : 0, P}, acc_opts);
+    Tensor grad_w_hr = at::zeros({mask[7] && projection_ ? P : 0, H}, acc_opts);
+    std::vector<acc_t> input_bias_sums(mask[3] || mask[4] ? GH_ : 0, acc_t(0));
+    std::vector<acc_t> recurrent_bias_sums(mask[4] ? SH : 0, acc_t(0));
+    Tensor grad_input = mask[0] ? at::empty(input.sizes(), opts) : at::empty({0}, opts);
 
     const scalar_t* g_out = g_out_t.defined() ? g_out_t.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* out = out_t.const_data_ptr<scalar_t>();
     const scalar_t* sv = S > 0 ? saved_t.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* h0 = h0_t.const_data_ptr<scalar_t>();
+    const scalar_t* x = x_t.const_data_ptr<scalar_t>();
     scalar_t* dgx = d_gates_x.data_ptr<scalar_t>();
     scalar_t* dgh = d_gates_h.data_ptr<scalar_t>();
     scalar_t* hp = h_prevs.data_ptr<scalar_t>();
@@ -351,14 +340,15 @@ class Recurrence {
     acc_t* dh = dh_state.data_ptr<acc_t>();
     acc_t* dc = dc_state.data_ptr<acc_t>();
     acc_t* daux = d_aux.data_ptr<acc_t>();
-    const int64_t batch_ld = seq_.batch_step();
     // Rows of W_hh whose share of dh_prev comes from dgx (the reset-before GRU's n rows
     // act on r * h and are handled through d(r * h)).
     const int64_t x_rows = Cell::kResetBefore ? 2 * H : kSplit * H;
-    Tensor w_hh_storage, w_hr_storage;
+    Tensor w_hh_storage, w_hr_storage, w_ih_storage;
     const MatrixRef<scalar_t> w_hh = matrix_ref<scalar_t>(weight_hh_, w_hh_storage);
     const MatrixRef<scalar_t> w_hr =
         projection_ ? matrix_ref<scalar_t>(*weight_hr_, w_hr_storage) : MatrixRef<scalar_t>{};
+    const MatrixRef<scalar_t> w_ih =
+        mask[0] ? matrix_ref<scalar_t>(weight_ih, w_ih_storage) : MatrixRef<scalar_t>{};
     const PackedMatrix<scalar_t> recurrent_t(B, P, x_rows, w_hh);
     const PackedMatrix<scalar_t> split_recurrent_t(SH > 0 ? B : 0, P, SH,
                                                    from_row(w_hh, kSplit * H));
@@ -366,122 +356,66 @@ class Recurrence {
                                                    from_row(w_hh, 2 * H));
     const PackedMatrix<scalar_t> projection_t(projection_ ? B : 0, H, P, projection_ ? w_hr : w_hh);
 
-    for (int64_t step = T - 1; step >= 0; --step) {
-      const int64_t t = reverse_ ? T - 1 - step : step;
-      if (projection_) {
-        // dh += grad_output[t]; keep it per step for d(weight_hr); d(unprojected) = dh W_hr.
-        for_each_row(B, P, [&](int64_t b) {
-          const int64_t row = seq_.row(t, b);
-          if (!active(t, b)) {
-            zero_row(dproj + row * P, P);
-            return;
-          }
-          for (int64_t j = 0; j < P; ++j) {
-            if (g_out) dh[b * P + j] += static_cast<acc_t>(g_out[row * P + j]);
-            dproj[row * P + j] = static_cast<scalar_t>(dh[b * P + j]);
-          }
-        });
-        projection_t.multiply(dense<scalar_t>(dproj + seq_.row(t, 0) * P, batch_ld * P), 0.f, daux,
-                              H);
+    for (int64_t done = 0; done < T; done += chunk) {
+      const int64_t steps = std::min(chunk, T - done);
+      // Backward visits step T-1-done down to T-done-steps; t0: the chunk's smallest t.
+      const int64_t step_hi = T - 1 - done, step_lo = step_hi - steps + 1;
+      const int64_t t0 = reverse_ ? T - 1 - step_hi : step_lo;
+      for (int64_t step = step_hi; step >= step_lo; --step) {
+        const int64_t t = reverse_ ? T - 1 - step : step;
+        backward_step(t, (t - t0) * B, g_out, out, sv, h0, dgx, dgh, hp, rh, um, dproj, dh, dc,
+                      daux, recurrent_t, split_recurrent_t, reset_recurrent_t, projection_t);
       }
-      for_each_row(B, GH_, [&](int64_t b) {
-        const int64_t row = seq_.row(t, b);
-        if (!active(t, b)) {
-          zero_row(dgx + row * GH_, GH_);
-          if (SH > 0) zero_row(dgh + row * SH, SH);
-          zero_row(hp + row * P, P);
-          if (Cell::kResetBefore) zero_row(rh + row * H, H);
-          if (projection_) zero_row(um + row * H, H);
-          return;
+      // This chunk's share of the gradients: GEMMs over its steps * B rows.
+      const int64_t rows = steps * B;
+      const MatrixRef<scalar_t> dgx_t{dgx, GH_, true};  // [GH, rows] as dgx^T
+      if (mask[2]) {
+        acc_t* gw = grad_w_hh.data_ptr<acc_t>();
+        gemm<scalar_t>(x_rows, P, rows, dgx_t, dense<scalar_t>(hp, P), 1.f, gw, P);
+        if (SH > 0) {
+          gemm<scalar_t>(SH, P, rows, {dgh, SH, true}, dense<scalar_t>(hp, P), 1.f,
+                         gw + kSplit * H * P, P);
         }
-        const scalar_t* h_prev_row =
-            first_step(t, b) ? h0 + b * P : out + seq_.row(reverse_ ? t + 1 : t - 1, b) * P;
-        std::copy(h_prev_row, h_prev_row + P, hp + row * P);
-        const scalar_t* out_row = out + row * P;
-        const scalar_t* g_out_row = g_out ? g_out + row * P : nullptr;
-        const scalar_t* saved_row = sv ? sv + row * S * H : nullptr;
-        for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
-          V vsaved[kSavedSlots], vdgx[G], vdgh[G];
-          for (int k = 0; k < S; ++k) vsaved[k] = load(saved_row + k * H + j, n);
-          // The gradient w.r.t. this step's (unprojected) output.
-          V d_out = projection_ ? load(daux + b * H + j, n) : load(dh + b * P + j, n);
-          if (!projection_ && g_out_row) d_out = d_out + load(g_out_row + j, n);
-          const V dc_out = Cell::kHasCellState ? load(dc + b * H + j, n) : V(0);
-          // The LSTM reads neither (its output may be projected to another size).
-          const V h_prev = Cell::kHasCellState ? V(0) : load(h_prev_row + j, n);
-          const V h_out = Cell::kHasCellState ? V(0) : load(out_row + j, n);
-          V dh_prev, dc_prev;
-          Cell::backward(vsaved, h_prev, h_out, d_out, dc_out, vdgx, vdgh, dh_prev, dc_prev);
-          for (int g = 0; g < G; ++g) {
-            store(dgx + row * GH_ + g * H + j, vdgx[g], n);
-            if (g >= kSplit) store(dgh + row * SH + (g - kSplit) * H + j, vdgh[g], n);
-          }
-          if (!projection_) store(dh + b * P + j, dh_prev, n);
-          if constexpr (Cell::kHasCellState) {
-            store(dc + b * H + j, dc_prev, n);
-            if (projection_) store(um + row * H + j, Cell::unprojected_output(vsaved), n);
-          }
-        });
-        // With the projection, all of dh_prev goes through W_hh.
-        if (projection_) zero_row(dh + b * P, P);
-      });
-      if constexpr (Cell::kResetBefore) {
-        // d(r * h_prev) = dn_pre W_hn; then r's gradient and r's share of dh_prev.
-        reset_recurrent_t.multiply(
-            dense<scalar_t>(dgx + seq_.row(t, 0) * GH_ + 2 * H, batch_ld * GH_), 0.f, daux, H);
-        for_each_row(B, H, [&](int64_t b) {
-          const int64_t row = seq_.row(t, b);
-          if (!active(t, b)) return;
-          for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
-            const V r = load(sv + row * S * H + j, n);
-            const V h_prev = load(hp + row * P + j, n);
-            V dh_prev = load(dh + b * P + j, n);
-            const V dr_pre = Cell::reset_backward(r, h_prev, load(daux + b * H + j, n), dh_prev);
-            store(dh + b * P + j, dh_prev, n);
-            store(dgx + row * GH_ + j, dr_pre, n);
-            store(rh + row * H + j, r * h_prev, n);
-          });
-        });
+        if constexpr (Cell::kResetBefore) {  // rows n multiply r * h_prev
+          gemm<scalar_t>(H, P, rows, {dgx + 2 * H, GH_, true}, dense<scalar_t>(rh, H), 1.f,
+                         gw + 2 * H * P, P);
+        }
       }
-      // dh_prev += dG W_hh, the gates before the split from the input-side gradients.
-      recurrent_t.multiply(dense<scalar_t>(dgx + seq_.row(t, 0) * GH_, batch_ld * GH_), 1.f, dh, P);
-      if (SH > 0) {
-        split_recurrent_t.multiply(dense<scalar_t>(dgh + seq_.row(t, 0) * SH, batch_ld * SH), 1.f,
-                                   dh, P);
+      if (!input_bias_sums.empty()) add_column_sums(dgx, rows, GH_, input_bias_sums.data());
+      if (!recurrent_bias_sums.empty()) add_column_sums(dgh, rows, SH, recurrent_bias_sums.data());
+      if (grad_w_hr.numel() > 0) {
+        gemm<scalar_t>(P, H, rows, {dproj, P, true}, dense<scalar_t>(um, H), 1.f,
+                       grad_w_hr.data_ptr<acc_t>(), H);
+      }
+      if (mask[1]) {
+        gemm<scalar_t>(GH_, I, rows, dgx_t, chunk_input(x, t0, steps, x_rows_buffer), 1.f,
+                       grad_w_ih.data_ptr<acc_t>(), I);
+      }
+      if (mask[0]) {
+        acc_t* dx = dx_rows.data_ptr<acc_t>();
+        gemm<scalar_t>(rows, I, GH_, dense<scalar_t>(dgx, GH_), w_ih, 0.f, dx, I);
+        scalar_t* gi = grad_input.data_ptr<scalar_t>();
+        for (int64_t k = 0; k < steps; ++k) {
+          for (int64_t b = 0; b < B; ++b) {
+            const acc_t* src = dx + (k * B + b) * I;
+            std::copy(src, src + I, gi + seq_.row(t0 + k, b) * I);
+          }
+        }
       }
     }
 
-    // The weight gradients as GEMMs over all steps. Buffers are dropped as soon as they are
-    // used, so the input gradient is formed with only d_gates_x left besides it.
     std::array<Tensor, 8> grads;
-    if (mask[2]) {
-      grads[2] = at::empty({GH_, P}, opts);
-      Tensor from_x = grads[2].narrow(0, 0, x_rows);
-      at::mm_out(from_x, d_gates_x.narrow(1, 0, x_rows).t(), h_prevs);
-      if (SH > 0) {
-        Tensor from_h = grads[2].narrow(0, kSplit * H, SH);
-        at::mm_out(from_h, d_gates_h.t(), h_prevs);
-      }
-      if constexpr (Cell::kResetBefore) {  // rows n multiply r * h_prev
-        Tensor n_rows = grads[2].narrow(0, 2 * H, H);
-        at::mm_out(n_rows, d_gates_x.narrow(1, 2 * H, H).t(), reset_h);
-      }
-    }
-    if (mask[3]) grads[3] = column_sums<scalar_t>(d_gates_x, 0, GH_);
+    if (mask[0]) grads[0] = grad_input;
+    if (mask[1]) grads[1] = grad_w_ih.to(opts.dtype());
+    if (mask[2]) grads[2] = grad_w_hh.to(opts.dtype());
+    if (mask[3]) grads[3] = sums_tensor(input_bias_sums, 0, GH_, opts);
     if (mask[4]) {
-      grads[4] = column_sums<scalar_t>(d_gates_x, 0, kSplit * H);
-      if (SH > 0) grads[4] = at::cat({grads[4], column_sums<scalar_t>(d_gates_h, 0, SH)});
+      grads[4] = sums_tensor(input_bias_sums, 0, kSplit * H, opts);
+      if (SH > 0) grads[4] = at::cat({grads[4], sums_tensor(recurrent_bias_sums, 0, SH, opts)});
     }
-    if (mask[7] && projection_) grads[7] = matmul<scalar_t>(d_projected.t(), unprojected);
-    h_prevs.reset();
-    reset_h.reset();
-    d_gates_h.reset();
-    unprojected.reset();
-    d_projected.reset();
-    if (mask[1]) grads[1] = matmul<scalar_t>(d_gates_x.t(), without_padding(input));
-    if (mask[0]) grads[0] = matmul<scalar_t>(d_gates_x, weight_ih).view(input.sizes());
     if (mask[5]) grads[5] = dh_state.to(opts.dtype());
     if (mask[6] && Cell::kHasCellState) grads[6] = dc_state.to(opts.dtype());
+    if (mask[7] && projection_) grads[7] = grad_w_hr.to(opts.dtype());
     for (auto& g : grads) {
       if (!g.defined()) g = at::empty({0}, opts);
     }
@@ -489,22 +423,138 @@ class Recurrence {
   }
 
  private:
-  bool active(int64_t t, int64_t b) const { return !lengths_ || t < lengths_[b]; }
+  // One step of the reverse loop. Rows of the chunk buffers (dgx, dgh, hp, rh, um, dproj) start
+  // at `first_row` (= (t - the chunk's first t) * B); out, g_out and sv hold all T steps in the
+  // caller's layout.
+  void backward_step(int64_t t, int64_t first_row, const scalar_t* g_out, const scalar_t* out,
+                     const scalar_t* sv, const scalar_t* h0, scalar_t* dgx, scalar_t* dgh,
+                     scalar_t* hp, scalar_t* rh, scalar_t* um, scalar_t* dproj, acc_t* dh,
+                     acc_t* dc, acc_t* daux, const PackedMatrix<scalar_t>& recurrent_t,
+                     const PackedMatrix<scalar_t>& split_recurrent_t,
+                     const PackedMatrix<scalar_t>& reset_recurrent_t,
+                     const PackedMatrix<scalar_t>& projection_t) const {
+    const int64_t B = s_.B, H = s_.H, P = s_.P, SH = (G - kSplit) * H;
+    if (projection_) {
+      // dh += grad_output[t]; keep it per step for d(weight_hr); d(unprojected) = dh W_hr.
+      for_each_row(B, P, [&](int64_t b) {
+        const int64_t row = seq_.row(t, b), local = first_row + b;
+        if (!active(t, b)) {
+          zero_row(dproj + local * P, P);
+          return;
+        }
+        for (int64_t j = 0; j < P; ++j) {
+          if (g_out) dh[b * P + j] += static_cast<acc_t>(g_out[row * P + j]);
+          dproj[local * P + j] = static_cast<scalar_t>(dh[b * P + j]);
+        }
+      });
+      projection_t.multiply(dense<scalar_t>(dproj + first_row * P, P), 0.f, daux, H);
+    }
+    for_each_row(B, GH_, [&](int64_t b) {
+      const int64_t row = seq_.row(t, b), local = first_row + b;
+      if (!active(t, b)) {
+        zero_row(dgx + local * GH_, GH_);
+        if (SH > 0) zero_row(dgh + local * SH, SH);
+        zero_row(hp + local * P, P);
+        if (Cell::kResetBefore) zero_row(rh + local * H, H);
+        if (projection_) zero_row(um + local * H, H);
+        return;
+      }
+      const scalar_t* h_prev_row =
+          first_step(t, b) ? h0 + b * P : out + seq_.row(reverse_ ? t + 1 : t - 1, b) * P;
+      std::copy(h_prev_row, h_prev_row + P, hp + local * P);
+      const scalar_t* out_row = out + row * P;
+      const scalar_t* g_out_row = g_out ? g_out + row * P : nullptr;
+      const scalar_t* saved_row = sv ? sv + row * S * H : nullptr;
+      for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
+        V vsaved[kSavedSlots], vdgx[G], vdgh[G];
+        for (int k = 0; k < S; ++k) vsaved[k] = load(saved_row + k * H + j, n);
+        // The gradient w.r.t. this step's (unprojected) output.
+        V d_out = projection_ ? load(daux + b * H + j, n) : load(dh + b * P + j, n);
+        if (!projection_ && g_out_row) d_out = d_out + load(g_out_row + j, n);
+        const V dc_out = Cell::kHasCellState ? load(dc + b * H + j, n) : V(0);
+        // The LSTM reads neither (its output may be projected to another size).
+        const V h_prev = Cell::kHasCellState ? V(0) : load(h_prev_row + j, n);
+        const V h_out = Cell::kHasCellState ? V(0) : load(out_row + j, n);
+        V dh_prev, dc_prev;
+        Cell::backward(vsaved, h_prev, h_out, d_out, dc_out, vdgx, vdgh, dh_prev, dc_prev);
+        for (int g = 0; g < G; ++g) {
+          store(dgx + local * GH_ + g * H + j, vdgx[g], n);
+          if (g >= kSplit) store(dgh + local * SH + (g - kSplit) * H + j, vdgh[g], n);
+        }
+        if (!projection_) store(dh + b * P + j, dh_prev, n);
+        if constexpr (Cell::kHasCellState) {
+          store(dc + b * H + j, dc_prev, n);
+          if (projection_) store(um + local * H + j, Cell::unprojected_output(vsaved), n);
+        }
+      });
+      // With the projection, all of dh_prev goes through W_hh.
+      if (projection_) zero_row(dh + b * P, P);
+    });
+    if constexpr (Cell::kResetBefore) {
+      // d(r * h_prev) = dn_pre W_hn; then r's gradient and r's share of dh_prev.
+      reset_recurrent_t.multiply(dense<scalar_t>(dgx + first_row * GH_ + 2 * H, GH_), 0.f, daux, H);
+      for_each_row(B, H, [&](int64_t b) {
+        const int64_t row = seq_.row(t, b), local = first_row + b;
+        if (!active(t, b)) return;
+        for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
+          const V r = load(sv + row * S * H + j, n);
+          const V h_prev = load(hp + local * P + j, n);
+          V dh_prev = load(dh + b * P + j, n);
+          const V dr_pre = Cell::reset_backward(r, h_prev, load(daux + b * H + j, n), dh_prev);
+          store(dh + b * P + j, dh_prev, n);
+          store(dgx + local * GH_ + j, dr_pre, n);
+          store(rh + local * H + j, r * h_prev, n);
+        });
+      });
+    }
+    // dh_prev += dG W_hh, the gates before the split from the input-side gradients.
+    recurrent_t.multiply(dense<scalar_t>(dgx + first_row * GH_, GH_), 1.f, dh, P);
+    if (SH > 0) {
+      split_recurrent_t.multiply(dense<scalar_t>(dgh + first_row * SH, SH), 1.f, dh, P);
+    }
+  }
 
-  // input as [N, I] with the steps past each sequence's end zeroed, so that whatever the
-  // padding holds (NaN included) cannot reach d(weight_ih) through 0 * x.
-  Tensor without_padding(const Tensor& input) const {
-    const Tensor x = input.reshape({s_.T * s_.B, s_.I});
-    if (!lengths_) return x;
-    Tensor masked = x.clone(at::MemoryFormat::Contiguous);
-    scalar_t* p = masked.data_ptr<scalar_t>();
-    for (int64_t t = 0; t < s_.T; ++t) {
-      for (int64_t b = 0; b < s_.B; ++b) {
-        if (!active(t, b)) zero_row(p + seq_.row(t, b) * s_.I, s_.I);
+  // The input rows of steps [t0, t0 + steps) as one time-major [steps * B, I] matrix, with the
+  // steps past each sequence's end zeroed, so that whatever the padding holds (NaN included)
+  // cannot reach d(weight_ih) through 0 * x. In place where the layout allows, else copied
+  // into `buffer`.
+  MatrixRef<scalar_t> chunk_input(const scalar_t* x, int64_t t0, int64_t steps,
+                                  Tensor& buffer) const {
+    const int64_t B = s_.B, I = s_.I;
+    if (!seq_.batch_first && !lengths_) return dense(x + t0 * B * I, I);
+    scalar_t* dst = buffer.data_ptr<scalar_t>();
+    for (int64_t k = 0; k < steps; ++k) {
+      for (int64_t b = 0; b < B; ++b) {
+        scalar_t* d = dst + (k * B + b) * I;
+        if (!active(t0 + k, b)) {
+          zero_row(d, I);
+        } else {
+          const scalar_t* src = x + seq_.row(t0 + k, b) * I;
+          std::copy(src, src + I, d);
+        }
       }
     }
-    return masked;
+    return dense<scalar_t>(dst, I);
   }
+
+  // sums[j] += column j of a contiguous [rows, W] matrix, for j < W.
+  static void add_column_sums(const scalar_t* m, int64_t rows, int64_t W, acc_t* sums) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for_each_chunk<scalar_t>(W, [&](int64_t j, int64_t n) {
+        store(sums + j, load(sums + j, n) + load(m + r * W + j, n), n);
+      });
+    }
+  }
+
+  static Tensor sums_tensor(const std::vector<acc_t>& sums, int64_t c0, int64_t W,
+                            const at::TensorOptions& opts) {
+    Tensor out = at::empty({W}, opts);
+    scalar_t* o = out.data_ptr<scalar_t>();
+    for (int64_t j = 0; j < W; ++j) o[j] = static_cast<scalar_t>(sums[c0 + j]);
+    return out;
+  }
+
+  bool active(int64_t t, int64_t b) const { return !lengths_ || t < lengths_[b]; }
 
   bool first_step(int64_t t, int64_t b) const {
     if (!reverse_) return t == 0;
