@@ -75,6 +75,8 @@ __global__ void forward_step_kernel(StepGeometry geo, int64_t t, ForwardStep arg
       if (saved) {
         for (int k = 0; k < S; ++k) store(saved + row * S * H + k * H + j, A(0));
       }
+      // The projection GEMM multiplies every row; keep this one's input initialised.
+      if (unprojected) store(unprojected + b * H + j, A(0));
       continue;
     }
     A vgx[G], vgh[G], vsaved[S > 0 ? S : 1];
