@@ -41,11 +41,15 @@ void* element_at(at::Tensor& t, int64_t offset) {
   return static_cast<char*>(t.data_ptr()) + offset * t.element_size();
 }
 
-void gemm(at::ScalarType ab_type, at::ScalarType c_type, int64_t M, int64_t N, int64_t K,
-          double alpha, Operand a, Operand b, double beta, void* c, int64_t ldc) {
+// The handle comes bound to the current stream, with torch's workspace.
+Blas::Blas()
+    : handle_(at::cuda::getCurrentCUDABlasHandle()),
+      allow_tf32_(at::globalContext().allowTF32CuBLAS()) {}
+
+void Blas::gemm(at::ScalarType ab_type, at::ScalarType c_type, int64_t M, int64_t N, int64_t K,
+                double alpha, Operand a, Operand b, double beta, void* c, int64_t ldc) const {
   if (M == 0 || N == 0) return;
-  // The handle comes bound to the current stream, with torch's workspace.
-  cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
+  cublasHandle_t handle = handle_;
   // cuBLAS is column-major: the row-major c is the column-major c^T = op(b)^T op(a)^T, so b
   // goes first, and a row-major operand read without `trans` is its column-major transpose.
   const cublasOperation_t op_b = b.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -60,9 +64,8 @@ void gemm(at::ScalarType ab_type, at::ScalarType c_type, int64_t M, int64_t N, i
     return;
   }
   const float alpha_f = static_cast<float>(alpha), beta_f = static_cast<float>(beta);
-  const cublasComputeType_t compute = ab_type == at::kFloat && at::globalContext().allowTF32CuBLAS()
-                                          ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                          : CUBLAS_COMPUTE_32F;
+  const cublasComputeType_t compute =
+      ab_type == at::kFloat && allow_tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   const cudaDataType_t t = cuda_type(ab_type);
   TORCH_CUDABLAS_CHECK(cublasGemmEx(handle, op_b, op_a, m, n, k, &alpha_f, b.data, t, ld_b, a.data,
                                     t, ld_a, &beta_f, c, cuda_type(c_type), ld_c, compute,

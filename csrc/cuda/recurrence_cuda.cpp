@@ -88,6 +88,7 @@ class CudaRecurrence {
         element_(element_type(input)),
         acc_(acc_type(input)),
         stream_(at::cuda::getCurrentCUDAStream()),
+        blas_(),
         weight_hh_(weight_hh.contiguous()),
         projection_(weight_hr.has_value()) {
     if (projection_) weight_hr_ = weight_hr->contiguous();
@@ -138,8 +139,8 @@ class CudaRecurrence {
     const auto [input_bias, recurrent_bias] = split_biases(bias_ih, bias_hh, acc_opts);
 
     // gx = x W_ih^T for all steps at once.
-    gemm(type_, acc_, N, GH_, I, 1.0, rows(x.const_data_ptr(), I),
-         transposed(w_ih.const_data_ptr(), I), 0.0, gx.data_ptr(), GH_);
+    blas_.gemm(type_, acc_, N, GH_, I, 1.0, rows(x.const_data_ptr(), I),
+               transposed(w_ih.const_data_ptr(), I), 0.0, gx.data_ptr(), GH_);
 
     ForwardStep args{};
     args.gx = gx.const_data_ptr();
@@ -157,20 +158,21 @@ class CudaRecurrence {
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = geo_.reverse ? T - 1 - step : step;
       // gh = h W_hh^T
-      gemm(type_, acc_, B, gh_cols, P, 1.0, rows(h_n.const_data_ptr(), P),
-           transposed(weight_hh_.const_data_ptr(), P), 0.0, gh.data_ptr(), GH_);
+      blas_.gemm(type_, acc_, B, gh_cols, P, 1.0, rows(h_n.const_data_ptr(), P),
+                 transposed(weight_hh_.const_data_ptr(), P), 0.0, gh.data_ptr(), GH_);
       if (cell_.reset_before) {
         C10_CUDA_CHECK(
             launch_reset_forward(s_.kind, element_, geo_, t, args, step_input.data_ptr(), stream_));
         // gh[:, 2H:3H] = (r * h) W_hn^T
-        gemm(type_, acc_, B, H, H, 1.0, rows(step_input.const_data_ptr(), H),
-             transposed(element_at(weight_hh_, 2 * H * P), P), 0.0, element_at(gh, 2 * H), GH_);
+        blas_.gemm(type_, acc_, B, H, H, 1.0, rows(step_input.const_data_ptr(), H),
+                   transposed(element_at(weight_hh_, 2 * H * P), P), 0.0, element_at(gh, 2 * H),
+                   GH_);
       }
       C10_CUDA_CHECK(launch_forward_step(s_.kind, element_, geo_, t, args, stream_));
       if (projection_) {
         // projected = (o * tanh(c')) W_hr^T, then into h and output for the active rows.
-        gemm(type_, acc_, B, P, H, 1.0, rows(step_input.const_data_ptr(), H),
-             transposed(weight_hr_.const_data_ptr(), H), 0.0, projected.data_ptr(), P);
+        blas_.gemm(type_, acc_, B, P, H, 1.0, rows(step_input.const_data_ptr(), H),
+                   transposed(weight_hr_.const_data_ptr(), H), 0.0, projected.data_ptr(), P);
         C10_CUDA_CHECK(launch_store_projection(element_, geo_, t, projected.const_data_ptr(),
                                                h_n.data_ptr(), output.data_ptr(), stream_));
       }
@@ -240,24 +242,26 @@ class CudaRecurrence {
                                               dh_state.data_ptr(), d_projected.data_ptr(),
                                               stream_));
         // d(unprojected) = dh W_hr
-        gemm(type_, acc_, B, H, P, 1.0, rows(element_at(d_projected, row0 * P), batch_ld * P),
-             rows(weight_hr_.const_data_ptr(), H), 0.0, d_aux.data_ptr(), H);
+        blas_.gemm(type_, acc_, B, H, P, 1.0, rows(element_at(d_projected, row0 * P), batch_ld * P),
+                   rows(weight_hr_.const_data_ptr(), H), 0.0, d_aux.data_ptr(), H);
       }
       C10_CUDA_CHECK(launch_backward_step(s_.kind, element_, geo_, t, args, stream_));
       if (cell_.reset_before) {
         // d(r * h_prev) = dn_pre W_hn; then r's gradient and r's share of dh_prev.
-        gemm(type_, acc_, B, H, H, 1.0,
-             rows(element_at(d_gates_x, row0 * GH_ + 2 * H), batch_ld * GH_),
-             rows(element_at(weight_hh_, 2 * H * P), P), 0.0, d_aux.data_ptr(), H);
+        blas_.gemm(type_, acc_, B, H, H, 1.0,
+                   rows(element_at(d_gates_x, row0 * GH_ + 2 * H), batch_ld * GH_),
+                   rows(element_at(weight_hh_, 2 * H * P), P), 0.0, d_aux.data_ptr(), H);
         C10_CUDA_CHECK(launch_reset_backward(s_.kind, element_, geo_, t, args,
                                              d_aux.const_data_ptr(), stream_));
       }
       // dh_prev += dG W_hh, the gates before the split from the input-side gradients.
-      gemm(type_, acc_, B, P, x_rows, 1.0, rows(element_at(d_gates_x, row0 * GH_), batch_ld * GH_),
-           rows(weight_hh_.const_data_ptr(), P), 1.0, dh_state.data_ptr(), P);
+      blas_.gemm(type_, acc_, B, P, x_rows, 1.0,
+                 rows(element_at(d_gates_x, row0 * GH_), batch_ld * GH_),
+                 rows(weight_hh_.const_data_ptr(), P), 1.0, dh_state.data_ptr(), P);
       if (SH > 0) {
-        gemm(type_, acc_, B, P, SH, 1.0, rows(element_at(d_gates_h, row0 * SH), batch_ld * SH),
-             rows(element_at(weight_hh_, split * H * P), P), 1.0, dh_state.data_ptr(), P);
+        blas_.gemm(type_, acc_, B, P, SH, 1.0,
+                   rows(element_at(d_gates_h, row0 * SH), batch_ld * SH),
+                   rows(element_at(weight_hh_, split * H * P), P), 1.0, dh_state.data_ptr(), P);
       }
     }
 
@@ -339,6 +343,7 @@ class CudaRecurrence {
   ElementType element_;
   at::ScalarType acc_;
   cudaStream_t stream_;
+  Blas blas_;
   Tensor weight_hh_;
   Tensor weight_hr_;
   bool projection_;
