@@ -1,6 +1,7 @@
 """A small case of each op, for compute-sanitizer (scripts/gpu-check runs it under memcheck,
-racecheck and initcheck): every cell, forward and backward, lengths on the device (with a zero and a
-full length), reverse, batch-first, the LSTM projection, float32 and bfloat16."""
+racecheck and initcheck): every cell, forward and backward, lengths on the device (a zero
+and a full length among them), reverse, batch-first, the LSTM projection, float32 and
+bfloat16."""
 
 import sys
 
