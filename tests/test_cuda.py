@@ -217,3 +217,33 @@ def test_against_torch_nn_cudnn(F, kind, use_lengths, monkeypatch):
     names = ["input"] + [n for n, _ in m.named_parameters()]
     for n, a, b in zip(names, gg, ge):
         assert_close(a, b, "grad of " + n, what, scaled=True, **tol)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("batch_first", [False, True], ids=["tmajor", "bfirst"])
+def test_forward_op_same_as_cpu_op(cell, batch_first):
+    """The forward op's four results, `saved` included (same layout on every backend), equal
+    the CPU op's in float64; with need_saved=False, saved is empty."""
+    import rnnfast  # noqa: F401
+
+    op = torch.ops.rnnfast.recurrent_forward.default
+    P = 3 if cell == "lstm" else None
+    case = make_case(cell, T=6, B=5, I=4, H=7, P=P, lengths="random", reverse=True,
+                     batch_first=batch_first, seed=90)
+    dev = on_device(case, "cuda", lengths_on_device=True)
+
+    def args(c, need_saved):
+        t = c.tensors()
+        return (t["input"], t["weight_ih"], t["weight_hh"], t.get("bias_ih"), t.get("bias_hh"),
+                t.get("h0"), t.get("c0"), t.get("weight_hr"), c.lengths, c.cell, c.reverse,
+                c.batch_first, need_saved)
+
+    expected = op(*args(case, True))
+    got = op(*args(dev, True))
+    for name, g, e in zip(["output", "h_n", "c_n", "saved"], got, expected):
+        assert g.device.type == "cuda"
+        assert_close(g.cpu(), e, name, case, rtol=1e-9, atol=1e-10)
+    got_no_saved = op(*args(dev, False))
+    assert got_no_saved[3].numel() == 0
+    for name, g, e in zip(["output", "h_n", "c_n"], got_no_saved, expected):
+        assert_close(g.cpu(), e, name, case, rtol=1e-9, atol=1e-10)
