@@ -41,6 +41,13 @@ def cpu_capability():
     return wanted
 
 
+def cxx_standard():
+    """The C++ standard torch's headers ask for: C++17 up to torch 2.13, C++20 from 2.14 on."""
+    aten_h = os.path.join(os.path.dirname(torch.__file__), "include", "ATen", "ATen.h")
+    with open(aten_h) as f:
+        return "c++20" if "C++20 or later" in f.read() else "c++17"
+
+
 def sources(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
@@ -48,7 +55,8 @@ def sources(pattern):
 def extension():
     debug = os.environ.get("RNNFAST_DEBUG") == "1"
     cxx_flags = ["-O0", "-g"] if debug else ["-O3"]
-    cxx_flags += ["-std=c++17", "-fdiagnostics-color=always"]
+    std = cxx_standard()
+    cxx_flags += [f"-std={std}", "-fdiagnostics-color=always"]
     cxx_flags += CPU_CAPABILITY_FLAGS[cpu_capability()]
     common = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
 
@@ -57,7 +65,7 @@ def extension():
         os.environ.get("FORCE_CUDA") == "1" or (torch.cuda.is_available() and CUDA_HOME))
     if use_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-        nvcc_flags = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        nvcc_flags = ["-O3", f"-std={std}", "--expt-relaxed-constexpr", "-lineinfo"]
         return CUDAExtension(
             "rnnfast._C", common + cuda_sources,
             extra_compile_args={"cxx": cxx_flags + ["-DRNNFAST_WITH_CUDA"], "nvcc": nvcc_flags},

@@ -147,3 +147,10 @@ def test_error_does_not_depend_on_requires_grad(F):
     leaves = {n: t.detach().requires_grad_(True) for n, t in bad.tensors().items()}
     with pytest.raises(ERRORS, match=r"weight_hh"):
         call(F, bad, leaves)
+
+
+def test_float16_only_on_cuda(F):
+    """float16 has CUDA kernels only; on the CPU it is a TypeError naming the dtypes."""
+    case = make_case("gru", T=3, B=2, I=3, H=4, seed=1).to(torch.float16)
+    with pytest.raises(TypeError, match="float16"):
+        call(F, case)

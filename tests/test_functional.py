@@ -9,8 +9,6 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import reference
 from conftest import (CELLS, LOOSE, OUTPUT_NAMES, assert_close, call, compare, make_case, num_gates, run,
@@ -508,36 +506,6 @@ def test_seed_d2l_gru(F):
     gg = torch.autograd.grad((got * up).sum(), leaves)
     for k, (a, e) in enumerate(zip(gg, ge)):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10, msg=lambda m: f"grad {k}\n{m}")
-
-
-# ----------------------------------------------------------------------------------
-# randomized
-
-
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow,
-                                 HealthCheck.function_scoped_fixture])
-@given(
-    cell=st.sampled_from(CELLS),
-    T=st.integers(1, 7),
-    B=st.integers(1, 6),
-    I=st.integers(1, 9),
-    H=st.integers(1, 19),
-    bias=st.booleans(),
-    hx=st.booleans(),
-    reverse=st.booleans(),
-    batch_first=st.booleans(),
-    use_lengths=st.booleans(),
-    proj=st.booleans(),
-    seed=st.integers(0, 2**16),
-)
-def test_random_cases(F, cell, T, B, I, H, bias, hx, reverse, batch_first, use_lengths,
-                      proj, seed):
-    P = max(1, H // 2) if (cell == "lstm" and proj) else None
-    case = make_case(cell, T=T, B=B, I=I, H=H, P=P, bias=bias, hx=hx,
-                     lengths="random" if use_lengths else None, reverse=reverse,
-                     batch_first=batch_first, seed=seed)
-    compare(F, case)
 
 
 @pytest.mark.parametrize("batch_first, reverse", [(False, True), (True, False)])

@@ -1,0 +1,75 @@
+#include "blas_cuda.h"
+
+#include <ATen/Context.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/Exceptions.h>
+#include <c10/util/Exception.h>
+
+#include <limits>
+
+namespace rnnfast::cuda {
+namespace {
+
+cudaDataType_t cuda_type(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat:
+      return CUDA_R_32F;
+    case at::kDouble:
+      return CUDA_R_64F;
+    case at::kHalf:
+      return CUDA_R_16F;
+    case at::kBFloat16:
+      return CUDA_R_16BF;
+    default:
+      TORCH_CHECK(false, "rnnfast: no cuBLAS type for ", t);
+  }
+}
+
+int as_int(int64_t v, const char* what) {
+  TORCH_CHECK(v >= 0 && v <= std::numeric_limits<int>::max(), "rnnfast: GEMM ", what, " = ", v,
+              " exceeds what cuBLAS takes (2^31 - 1)");
+  return static_cast<int>(v);
+}
+
+}  // namespace
+
+const void* element_at(const at::Tensor& t, int64_t offset) {
+  return static_cast<const char*>(t.const_data_ptr()) + offset * t.element_size();
+}
+
+void* element_at(at::Tensor& t, int64_t offset) {
+  return static_cast<char*>(t.data_ptr()) + offset * t.element_size();
+}
+
+// The handle comes bound to the current stream, with torch's workspace.
+Blas::Blas()
+    : handle_(at::cuda::getCurrentCUDABlasHandle()),
+      allow_tf32_(at::globalContext().allowTF32CuBLAS()) {}
+
+void Blas::gemm(at::ScalarType ab_type, at::ScalarType c_type, int64_t M, int64_t N, int64_t K,
+                double alpha, Operand a, Operand b, double beta, void* c, int64_t ldc) const {
+  if (M == 0 || N == 0) return;
+  cublasHandle_t handle = handle_;
+  // cuBLAS is column-major: the row-major c is the column-major c^T = op(b)^T op(a)^T, so b
+  // goes first, and a row-major operand read without `trans` is its column-major transpose.
+  const cublasOperation_t op_b = b.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_a = a.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int m = as_int(N, "N"), n = as_int(M, "M"), k = as_int(K, "K");
+  const int ld_b = as_int(b.ld, "ld"), ld_a = as_int(a.ld, "ld"), ld_c = as_int(ldc, "ldc");
+  if (ab_type == at::kDouble) {
+    const double alpha_d = alpha, beta_d = beta;
+    TORCH_CUDABLAS_CHECK(cublasGemmEx(handle, op_b, op_a, m, n, k, &alpha_d, b.data, CUDA_R_64F,
+                                      ld_b, a.data, CUDA_R_64F, ld_a, &beta_d, c, CUDA_R_64F, ld_c,
+                                      CUBLAS_COMPUTE_64F, CUBLAS_GEMM_DEFAULT));
+    return;
+  }
+  const float alpha_f = static_cast<float>(alpha), beta_f = static_cast<float>(beta);
+  const cublasComputeType_t compute =
+      ab_type == at::kFloat && allow_tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const cudaDataType_t t = cuda_type(ab_type);
+  TORCH_CUDABLAS_CHECK(cublasGemmEx(handle, op_b, op_a, m, n, k, &alpha_f, b.data, t, ld_b, a.data,
+                                    t, ld_a, &beta_f, c, cuda_type(c_type), ld_c, compute,
+                                    CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace rnnfast::cuda

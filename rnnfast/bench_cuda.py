@@ -1,0 +1,275 @@
+"""GPU benchmark: rnnfast against torch.nn (cuDNN) and the seeds' hand-written loops.
+
+    python -m rnnfast.bench_cuda --out DIR [--budget-s 240] [--quick]
+
+Single layer, unidirectional, I = H, the input projection included on every side, the same
+dtype on every side: float32 (TF32 off, for cuBLAS and cuDNN) and bfloat16. Passes:
+``fwd`` (inference, under no_grad) and ``fwdbwd`` (forward, then backward of the sum of
+the output into the input and every parameter). Every timed call ends with
+``torch.cuda.synchronize()``; a figure is the median of the timed runs after a warm-up.
+
+rnnfast and cuDNN run on the whole grid (B in 1, 8, 64, 256; T in 100, 1024; H in 128,
+256, 512, 1024). The seed loops (one Python-level step per time step, a few hundred
+microseconds a step) run at T = 100 on the whole grid and at T = 1024 on a few shapes
+only, with a single timed run, and only while the time budget lasts; what was left out is
+listed in the report. GRU: cuDNN's cell is reset-after, the seed's reset-before, so each is
+compared with the rnnfast cell of the same math.
+
+Writes DIR/bench_cuda.json (every figure) and DIR/bench_cuda.txt (a short table with the
+speedups and the targets: >= 20x the seed loops, >= 0.9x cuDNN where B >= 64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+
+from . import _bench_cases as cases
+from . import baselines
+from . import functional as RF
+
+BATCHES = (1, 8, 64, 256)
+STEPS = (100, 1024)
+HIDDEN = (128, 256, 512, 1024)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+PASSES = ("fwd", "fwdbwd")
+# Shapes (B, H) at which the seed loops are also timed at T = 1024.
+SEED_LONG_SHAPES = ((1, 128), (64, 512), (256, 1024))
+SEED_TARGET = 20.0
+CUDNN_TARGET = 0.9
+
+
+def make_impls(cell, B, T, H, dtype, device):
+    """name -> (forward(x) -> y, params, math), all from one set of torch.nn weights."""
+    shape = cases.Shape("g", B, T, H, H, warmup=1, repeat=3)
+    module = cases.make_torch_module(cell, shape, device).to(dtype)
+    weights = cases.torch_weights(module)
+    batch_first = cases.BATCH_FIRST[cell]
+    impls = {}
+
+    def rnnfast_impl(reset_after):
+        op = getattr(RF, cell)
+        kw = {"batch_first": batch_first}
+        if cell == "gru":
+            kw["reset_after"] = reset_after
+
+        def forward(x):
+            output, h_n = op(x, *weights, **kw)
+            return h_n if cell == "rnn" else output
+
+        return forward, list(weights)
+
+    impls["rnnfast"] = rnnfast_impl(True) + ("rb" if cell == "rnn" else "ra",)
+    if cell == "gru":
+        impls["rnnfast_rb"] = rnnfast_impl(False) + ("rb",)
+
+    def torch_forward(x):
+        # Without grad, cuDNN's inference forward (no reserve space): its best case.
+        module.train(torch.is_grad_enabled())
+        output, h_n = module(x)
+        return h_n if cell == "rnn" else output
+
+    impls["torch_nn"] = (torch_forward, list(module.parameters()), "ra")
+
+    if cell == "rnn":
+        srn = baselines.seed_srn_from_torch(*weights).to(dtype)
+        h0 = torch.zeros(B, H, dtype=dtype, device=device)
+        impls["seed"] = (lambda x: srn(x, h0), list(srn.parameters()), "rb")
+    else:
+        if cell == "gru":
+            params = baselines.seed_gru_params_from_torch(*weights)
+            loop = baselines.seed_gru
+        else:
+            params = baselines.seed_lstm_params_from_torch(*weights)
+            loop = baselines.seed_lstm
+        n_states = 1 if cell == "gru" else 2
+        state = tuple(torch.zeros(B, H, dtype=dtype, device=device) for _ in range(n_states))
+        impls["seed"] = (lambda x: loop(x, state, params)[0], params, "rb" if cell == "gru" else "ra")
+    return impls
+
+
+def make_step(forward, params, x, pass_):
+    leaves = [x, *params]
+    if pass_ == "fwd":
+
+        def step():
+            with torch.no_grad():
+                forward(x)
+            torch.cuda.synchronize()
+
+    else:
+
+        def step():
+            for t in leaves:
+                t.grad = None
+            forward(x).float().sum().backward()
+            torch.cuda.synchronize()
+
+    return step
+
+
+def time_ms(step, repeat):
+    step()  # warm-up: allocator, cuBLAS/cuDNN plans
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), times
+
+
+def agreement(impls, x, dtype):
+    """Max relative difference of y between rnnfast and the baselines of the same math."""
+    ys = {}
+    with torch.no_grad():
+        for name, (forward, _, _) in impls.items():
+            ys[name] = forward(x).float()
+    out = {}
+    for name, (_, _, math) in impls.items():
+        if name.startswith("rnnfast"):
+            continue
+        ours = "rnnfast_rb" if (math == "rb" and "rnnfast_rb" in impls) else "rnnfast"
+        diff = (ys[name] - ys[ours]).abs().max().item()
+        out[f"{ours} vs {name}"] = diff / max(1.0, ys[name].abs().max().item())
+    return out
+
+
+def run(args):
+    device = "cuda"
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    started = time.perf_counter()
+    results, skipped, checks = [], [], {}
+    grid = [(c, d, B, T, H) for d in args.dtypes for c in args.cells for T in args.steps
+            for B in args.batches for H in args.hidden]
+
+    def over_budget():
+        return time.perf_counter() - started > args.budget_s
+
+    # First rnnfast and cuDNN everywhere, then the seeds while the budget lasts.
+    for phase in ("fast", "seed"):
+        for cell, dname, B, T, H in grid:
+            dtype = DTYPES[dname]
+            seed_here = T <= 100 or (B, H) in SEED_LONG_SHAPES
+            if phase == "seed" and not seed_here:
+                continue
+            if over_budget():
+                skipped.append(dict(cell=cell, dtype=dname, B=B, T=T, H=H, phase=phase,
+                                    why="time budget"))
+                continue
+            torch.manual_seed(0)
+            impls = make_impls(cell, B, T, H, dtype, device)
+            dims = (B, T, H) if cases.BATCH_FIRST[cell] else (T, B, H)
+            x = torch.randn(dims, device=device, dtype=dtype).requires_grad_()
+            if phase == "fast" and (B, T, H) == (8, 100, 256):
+                checks[f"{cell} {dname} B=8 T=100 H=256"] = agreement(impls, x, dtype)
+            names = ["seed"] if phase == "seed" else [n for n in impls if n != "seed"]
+            for name in names:
+                forward, params, math = impls[name]
+                for pass_ in args.passes:
+                    repeat = 1 if name == "seed" else args.repeat
+                    try:
+                        ms, runs = time_ms(make_step(forward, params, x, pass_), repeat)
+                    except torch.cuda.OutOfMemoryError:
+                        torch.cuda.empty_cache()
+                        skipped.append(dict(cell=cell, dtype=dname, B=B, T=T, H=H, impl=name,
+                                            pass_=pass_, why="out of memory"))
+                        continue
+                    results.append(dict(cell=cell, dtype=dname, B=B, T=T, H=H, impl=name,
+                                        math=math, pass_=pass_, ms=ms, runs_ms=runs))
+            del impls, x
+            torch.cuda.empty_cache()
+    return dict(
+        machine=dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                     cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version()),
+        plan=dict(batches=args.batches, steps=args.steps, hidden=args.hidden, cells=args.cells,
+                  dtypes=args.dtypes, passes=args.passes, repeat=args.repeat,
+                  seed_repeat=1, seed_long_shapes=SEED_LONG_SHAPES, budget_s=args.budget_s),
+        results=results, skipped=skipped, agreement=checks,
+        seconds=time.perf_counter() - started)
+
+
+def speedups(report):
+    """Rows (cell, dtype, pass, B, T, H, ms rnnfast, x vs cuDNN, x vs seed)."""
+    ms = {(r["cell"], r["dtype"], r["pass_"], r["B"], r["T"], r["H"], r["impl"]): r["ms"]
+          for r in report["results"]}
+    rows = []
+    for (cell, dtype, pass_, B, T, H, impl), t in sorted(ms.items()):
+        if impl != "rnnfast":
+            continue
+        key = (cell, dtype, pass_, B, T, H)
+        cudnn = ms.get(key + ("torch_nn",))
+        seed = ms.get(key + ("seed",))
+        same_as_seed = ms.get(key + ("rnnfast_rb",), t)
+        rows.append(dict(cell=cell, dtype=dtype, pass_=pass_, B=B, T=T, H=H, ms=t,
+                         vs_cudnn=None if cudnn is None else cudnn / t,
+                         vs_seed=None if seed is None else seed / same_as_seed))
+    return rows
+
+
+def table(report):
+    rows = speedups(report)
+    lines = [f"rnnfast on {report['machine']['device']}, torch {report['machine']['torch']}, "
+             f"cuDNN {report['machine']['cudnn']}; speedup = baseline time / rnnfast time",
+             f"targets: >= {SEED_TARGET:g}x seed loops everywhere, >= {CUDNN_TARGET:g}x cuDNN "
+             "where B >= 64 (! marks a miss)", ""]
+    head = f"{'cell':5} {'dtype':9} {'pass':6} {'B':>4} {'T':>5} {'H':>5} {'ms':>9} " \
+           f"{'x cuDNN':>8} {'x seed':>8}"
+    lines += [head, "-" * len(head)]
+    misses = 0
+    for r in rows:
+        def fmt(v, target, applies):
+            if v is None:
+                return f"{'-':>8}"
+            miss = applies and v < target
+            return f"{v:7.2f}{'!' if miss else ' '}"
+
+        cudnn_miss = r["vs_cudnn"] is not None and r["B"] >= 64 and r["vs_cudnn"] < CUDNN_TARGET
+        seed_miss = r["vs_seed"] is not None and r["vs_seed"] < SEED_TARGET
+        misses += cudnn_miss + seed_miss
+        lines.append(f"{r['cell']:5} {r['dtype']:9} {r['pass_']:6} {r['B']:>4} {r['T']:>5} "
+                     f"{r['H']:>5} {r['ms']:9.3f} {fmt(r['vs_cudnn'], CUDNN_TARGET, r['B'] >= 64)} "
+                     f"{fmt(r['vs_seed'], SEED_TARGET, True)}")
+    lines += ["", f"target misses: {misses}; skipped: {len(report['skipped'])}; "
+              f"agreement (max rel. diff of y): {json.dumps(report['agreement'])}",
+              f"took {report['seconds']:.0f} s"]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="folder for bench_cuda.json and bench_cuda.txt")
+    p.add_argument("--budget-s", type=float, default=240.0,
+                   help="stop starting new cases after this many seconds")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs of rnnfast and cuDNN")
+    p.add_argument("--quick", action="store_true", help="a few small shapes (smoke test)")
+    args = p.parse_args(argv)
+    args.cells, args.dtypes, args.passes = list(cases.CELLS), list(DTYPES), list(PASSES)
+    args.batches, args.steps, args.hidden = list(BATCHES), list(STEPS), list(HIDDEN)
+    if args.quick:
+        args.batches, args.steps, args.hidden, args.repeat = [8, 64], [100], [256], 1
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("rnnfast.bench_cuda: no CUDA GPU")
+    os.makedirs(args.out, exist_ok=True)
+    report = run(args)
+    text = table(report)
+    with open(os.path.join(args.out, "bench_cuda.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(args.out, "bench_cuda.txt"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    return report
+
+
+if __name__ == "__main__":
+    main()
