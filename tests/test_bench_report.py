@@ -1,6 +1,7 @@
 """The benchmark report: --plot, --compare, --from-json and the CLI's argument errors."""
 
 import copy
+import importlib.util
 import json
 import os
 import re
@@ -12,6 +13,9 @@ from rnnfast import _bench_report, bench
 RECORDED = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results",
                         "2026-11-23_cpu-xeon-2c_full.json")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# The plots need matplotlib (in requirements.txt); a bare GPU machine may lack it.
+needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                                      reason="needs matplotlib")
 
 
 def _recorded():
@@ -32,6 +36,7 @@ def test_speedups_match_the_printed_table():
         ms[("gru", "M", "fwd", "seed")] / ms[("gru", "M", "fwd", "rnnfast_rb")])
 
 
+@needs_matplotlib
 def test_plot_writes_an_image(tmp_path):
     path = tmp_path / "speedup.png"
     _bench_report.plot_report(_recorded(), str(path))
@@ -44,6 +49,7 @@ def test_plot_title_names_device_and_versions():
     assert "Xeon" in title and "torch 2.13.0" in title and "Python" in title
 
 
+@needs_matplotlib
 def test_plot_refuses_a_report_without_baselines(tmp_path):
     report = _recorded()
     report["timings"] = [t for t in report["timings"] if t["impl"] == "rnnfast"]
@@ -79,6 +85,7 @@ def test_compare_marks_what_changed():
     assert f"cases only in the old run: {dropped}; only in the new run: 0" in text
 
 
+@needs_matplotlib
 def test_cli_runs_plots_and_compares(tmp_path, capsys):
     """A real (quick, small) run, written, drawn, compared with the recorded one, and read
     back with --from-json."""
