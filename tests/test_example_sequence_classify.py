@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from example_helpers import EXAMPLES, REPO
 
 import sequence_classify  # noqa: E402  (from examples/, put on sys.path by example_helpers)
@@ -32,3 +34,10 @@ def test_sequence_classify_cli():
     bad = subprocess.run(command + ["--dataset", "cifar"], env=env, capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 2 and "invalid choice: 'cifar'" in bad.stderr
+
+
+def test_missing_dependency_is_named(monkeypatch):
+    """Without scikit-learn (or matplotlib) an example stops and says what to install."""
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import now raises ImportError
+    with pytest.raises(SystemExit, match="needs scikit-learn .*pip install scikit-learn"):
+        sequence_classify.load_digits(0)
