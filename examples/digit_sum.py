@@ -15,7 +15,7 @@ next to them. The SRN is then trained again with the seed's hand-written loop
 (``rnnfast.baselines.SeedSRN``, the same math, the same initial weights and the same batches)
 to compare wall times.
 
-    python examples/digit_sum.py                 # all lengths and models, ~10 min on 1 core
+    python examples/digit_sum.py                 # all lengths and models, ~6 min on 1 core
     python examples/digit_sum.py --quick         # lengths 5 and 10, 40 epochs, ~20 s
     python examples/digit_sum.py --models srn residual_srn --lengths 5 35 --epochs 30
 """

@@ -1,6 +1,5 @@
 """examples/digit_sum.py: the DigitSum data, a --quick run's table and plots, its errors."""
 
-import pytest
 import torch
 
 from example_helpers import assert_bad_argument, assert_png_image
