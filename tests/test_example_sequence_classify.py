@@ -8,6 +8,8 @@ import pytest
 
 from example_helpers import EXAMPLES, REPO
 
+pytest.importorskip("sklearn")
+
 import sequence_classify  # noqa: E402  (from examples/, put on sys.path by example_helpers)
 
 
