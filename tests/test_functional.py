@@ -511,7 +511,7 @@ def test_seed_d2l_gru(F):
 @pytest.mark.parametrize("batch_first, reverse", [(False, True), (True, False)])
 def test_input_projection_in_chunks(F, batch_first, reverse):
     """A layer large enough that the input projection is formed a few steps at a time
-    (B * 3H floats per step: 7 steps to a chunk here, so 3 chunks): the chunks, taken
+    (about 8 MiB of B * 3H floats: 3 steps to a chunk here, so 6 chunks): the chunks, taken
     from a time-major copy of a batch-first input, join up exactly, with lengths."""
     c64 = make_case("gru", T=16, B=384, I=3, H=512, lengths="random", reverse=reverse,
                     batch_first=batch_first, seed=31)

@@ -151,9 +151,9 @@ class Recurrence {
     Tensor saved = (S > 0 && need_saved)
                        ? at::empty(sequence_shape(s_, S * H, seq_.batch_first), opts)
                        : at::empty({0}, opts);
-    // The input projection is formed for a chunk of steps at a time: a buffer of a few MiB
-    // that stays in cache, instead of one the size of the sequence.
-    const int64_t chunk = std::clamp<int64_t>((1 << 22) / std::max<int64_t>(B * GH_, 1), 1, T);
+    // The input projection is formed for a chunk of steps at a time: a buffer of about 8 MiB,
+    // mostly cache-resident, instead of one the size of the sequence (and of the peak memory).
+    const int64_t chunk = std::clamp<int64_t>((1 << 21) / std::max<int64_t>(B * GH_, 1), 1, T);
     // Chunks need the input time-major (the rows of a run of steps as one matrix); a single
     // chunk takes it in the caller's layout, without a copy.
     const bool one_chunk = chunk == T;
