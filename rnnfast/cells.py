@@ -8,15 +8,15 @@ from typing import Optional, Tuple
 
 from torch import Tensor, nn
 
-from .functional import recurrent_forward
+from ._conversion import TorchConversion
+from .functional import gru_cell_name, recurrent_forward, rnn_cell_name
 
 __all__ = ["RNNCell", "GRUCell", "LSTMCell"]
 
 
-class RecurrentCell(nn.RNNCellBase):
+class RecurrentCell(TorchConversion, nn.RNNCellBase):
     """What the three cells share. Subclasses set ``_torch_class`` and ``cell``."""
 
-    _torch_class: type
     _has_cell_state = False
 
     def _check(self, input: Tensor, h: Optional[Tensor], c: Optional[Tensor]) -> None:
@@ -58,28 +58,8 @@ class RecurrentCell(nn.RNNCellBase):
             c_next = c_next.squeeze(0) if self._has_cell_state else c_next
         return h_next, c_next
 
-    @classmethod
-    def from_torch(cls, module: nn.Module) -> "RecurrentCell":
-        """The rnnfast cell equivalent to ``module`` (a torch.nn cell of this class's kind),
-        sharing its Parameter objects, device, dtype and training mode."""
-        from .layers import _adopt_parameters
-
-        if not isinstance(module, cls._torch_class) or isinstance(module, RecurrentCell):
-            raise TypeError(f"rnnfast.{cls.__name__}.from_torch: expected a torch.nn."
-                            f"{cls._torch_class.__name__}; got {type(module).__name__}")
-        return _adopt_parameters(cls, cls._config(module), module)
-
-    def to_torch(self) -> nn.RNNCellBase:
-        """The torch.nn namesake sharing this cell's Parameter objects and training mode."""
-        from .layers import _adopt_parameters
-
-        return _adopt_parameters(self._torch_class, self._torch_config(), self)
-
     def _config(self) -> dict:
         return dict(input_size=self.input_size, hidden_size=self.hidden_size, bias=self.bias)
-
-    def _torch_config(self) -> dict:
-        return self._config()
 
 
 class RNNCell(RecurrentCell):
@@ -101,7 +81,7 @@ class RNNCell(RecurrentCell):
 
     @property
     def cell(self) -> str:
-        return f"rnn_{self.nonlinearity}" + ("_residual" if self.residual else "")
+        return rnn_cell_name(self.nonlinearity, self.residual)
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
         return self._step(input, hx, None)[0]
@@ -133,7 +113,7 @@ class GRUCell(RecurrentCell):
 
     @property
     def cell(self) -> str:
-        return "gru" if self.reset_after else "gru_reset_before"
+        return gru_cell_name(self.reset_after)
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
         return self._step(input, hx, None)[0]

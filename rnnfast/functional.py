@@ -24,6 +24,21 @@ _RNN_CELLS = {
 Lengths = Optional[Union[Tensor, Sequence[int]]]
 
 
+def rnn_cell_name(nonlinearity: str, residual: bool) -> str:
+    """The op's cell name of an Elman RNN: rnn_tanh, rnn_relu, or their _residual forms."""
+    try:
+        return _RNN_CELLS[(nonlinearity, bool(residual))]
+    except KeyError:
+        raise ValueError(
+            f"rnnfast.functional.rnn: nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}"
+        ) from None
+
+
+def gru_cell_name(reset_after: bool) -> str:
+    """The op's cell name of a GRU: gru (reset after, torch.nn) or gru_reset_before."""
+    return "gru" if reset_after else "gru_reset_before"
+
+
 def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths,
                       cell, reverse, batch_first):
     """rnnfast::recurrent_forward. In plain eager mode through the extension's direct entry
@@ -64,12 +79,7 @@ def rnn(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[T
     Returns:
         ``(output, h_n)``: ``output`` ``[T, B, H]`` (or batch-first), ``h_n`` ``[B, H]``.
     """
-    try:
-        cell = _RNN_CELLS[(nonlinearity, bool(residual))]
-    except KeyError:
-        raise ValueError(
-            f"rnnfast.functional.rnn: nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}"
-        ) from None
+    cell = rnn_cell_name(nonlinearity, residual)
     output, h_n, _, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
                                           None, None, _lengths(lengths), cell, reverse,
                                           batch_first)
@@ -89,7 +99,7 @@ def gru(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[T
     Shapes as in :func:`rnn` with ``weight_ih`` ``[3H, I]``, ``weight_hh`` ``[3H, H]``, biases
     ``[3H]``. Returns ``(output, h_n)``.
     """
-    cell = "gru" if reset_after else "gru_reset_before"
+    cell = gru_cell_name(reset_after)
     output, h_n, _, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
                                           None, None, _lengths(lengths), cell, reverse,
                                           batch_first)

@@ -8,7 +8,6 @@ They derive from ``torch.nn.RNNBase`` (parameters, checks, ``repr``, pickling) b
 ``nn.RNN``/``nn.GRU``/``nn.LSTM`` themselves: torch.compile refuses to trace those three.
 """
 
-import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -16,17 +15,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .functional import recurrent_forward
+from ._conversion import TorchConversion
+from .functional import gru_cell_name, recurrent_forward, rnn_cell_name
 
 __all__ = ["RNN", "GRU", "LSTM"]
 
 _PARAM_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 
 
-class RecurrentLayer(nn.RNNBase):
+class RecurrentLayer(TorchConversion, nn.RNNBase):
     """What rnnfast.RNN, GRU and LSTM share. Subclasses set ``_torch_class`` and ``cell``."""
-
-    _torch_class: type
 
     def __init__(self, mode: str, *args, **kwargs):
         super().__init__(mode, *args, **kwargs)
@@ -176,47 +174,10 @@ class RecurrentLayer(nn.RNNBase):
                     num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
                     dropout=self.dropout, bidirectional=self.bidirectional)
 
-    @classmethod
-    def from_torch(cls, module: nn.Module) -> "RecurrentLayer":
-        """The rnnfast layer equivalent to ``module`` (a torch.nn ``RNN``/``GRU``/``LSTM`` of this
-        class's kind). It shares ``module``'s Parameter objects (optimisers that hold them keep
-        working, and no memory is copied), device, dtype and training mode."""
-        if not isinstance(module, cls._torch_class) or isinstance(module, RecurrentLayer):
-            raise TypeError(f"rnnfast.{cls.__name__}.from_torch: expected a torch.nn."
-                            f"{cls._torch_class.__name__}; got {type(module).__name__}")
-        config = cls._config(module)
-        return _adopt_parameters(cls, config, module)
-
-    def to_torch(self) -> nn.RNNBase:
-        """The torch.nn namesake sharing this layer's Parameter objects and training mode."""
-        return _adopt_parameters(self._torch_class, self._torch_config(), self)
-
-    def _torch_config(self) -> dict:
-        return self._config()
-
 
 def _stack(states):
     # One state needs no copy (and a view costs a third of a stack op at small sizes).
     return states[0].unsqueeze(0) if len(states) == 1 else torch.stack(states)
-
-
-def _adopt_parameters(cls, config: dict, source: nn.Module) -> nn.Module:
-    """A new ``cls(**config)`` whose parameters are ``source``'s own Parameter objects."""
-    if torch.nn.utils.parametrize.is_parametrized(source):
-        raise ValueError(f"rnnfast: cannot convert {type(source).__name__} with parametrized "
-                         "weights (e.g. weight_norm); remove the parametrization first")
-    first = next(iter(source._parameters.values()))
-    with warnings.catch_warnings():  # the dropout warning was given when source was built
-        warnings.simplefilter("ignore")
-        target = cls(**config, device="meta", dtype=first.dtype)
-    if set(target._parameters) != set(source._parameters):
-        raise ValueError(f"rnnfast: {type(source).__name__} has parameters "
-                         f"{sorted(source._parameters)}; expected {sorted(target._parameters)}")
-    for name, param in source._parameters.items():
-        setattr(target, name, param)
-    if isinstance(target, nn.RNNBase):
-        target._init_flat_weights()
-    return target.train(source.training)
 
 
 class RNN(RecurrentLayer):
@@ -248,7 +209,7 @@ class RNN(RecurrentLayer):
 
     @property
     def cell(self) -> str:
-        return f"rnn_{self.nonlinearity}" + ("_residual" if self.residual else "")
+        return rnn_cell_name(self.nonlinearity, self.residual)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -286,7 +247,7 @@ class GRU(RecurrentLayer):
 
     @property
     def cell(self) -> str:
-        return "gru" if self.reset_after else "gru_reset_before"
+        return gru_cell_name(self.reset_after)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
