@@ -119,3 +119,19 @@ def test_from_json_refuses_what_is_not_a_report(tmp_path):
     path.write_text(json.dumps({"hello": 1}))
     with pytest.raises(SystemExit, match="not a report"):
         bench.main(["--from-json", str(path)])
+
+
+def test_timing_table_relates_rnnfast_and_torch_nn_to_the_gemm_floor():
+    report = _recorded()
+    ms = {(t["cell"], t["shape"], t["pass"], t["impl"]): t["median_ms"] for t in report["timings"]}
+    lines = bench.timing_table(report).splitlines()
+    header = lines[0].split("  ")
+    header = [h.strip() for h in header if h.strip()]
+    assert header[-3:] == ["GEMM floor", "rnnfast / floor", "torch.nn / floor"]
+    row = next(line.split() for line in lines if line.split()[:3] == ["lstm", "L", "fwdbwd"])
+    floor = ms[("lstm", "L", "fwdbwd", "gemm_floor")]
+    assert row[-2] == f"{ms[('lstm', 'L', 'fwdbwd', 'rnnfast')] / floor:.2f}x"
+    assert row[-1] == f"{ms[('lstm', 'L', 'fwdbwd', 'torch_nn')] / floor:.2f}x"
+    # Shapes without a floor show dashes in its three columns.
+    row = next(line.split() for line in lines if line.split()[:3] == ["rnn", "S", "fwd"])
+    assert row[-3:] == ["-", "-", "-"]

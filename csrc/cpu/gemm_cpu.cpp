@@ -165,15 +165,24 @@ void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float
 }
 
 template <class T>
-PackedMatrix<T>::PackedMatrix(int64_t M, int64_t N, int64_t K, MatrixRef<T> B)
-    : M_(M), N_(N), K_(K), B_(B) {
+bool PackedMatrix<T>::packs(int64_t M, int64_t N, int64_t K) {
   if constexpr (std::is_same_v<T, float>) {
     const bool available = cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
                            cblas_sgemm_compute != nullptr;
-    if (available && M * N * K >= kPackMacs && fits_int({M, N, K, B.ld})) {
-      packed_.resize(cblas_sgemm_pack_get_size(kCblasBMatrix, M, N, K) / sizeof(float) + 1);
+    return available && M * N * K >= kPackMacs && fits_int({M, N, K});
+  }
+  return false;
+}
+
+template <class T>
+PackedMatrix<T>::PackedMatrix(int64_t M, int64_t N, int64_t K, MatrixRef<T> B)
+    : M_(M), N_(N), K_(K), B_(B) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (packs(M, N, K) && fits_int({B.ld})) {
+      const size_t bytes = cblas_sgemm_pack_get_size(kCblasBMatrix, M, N, K);
+      packed_ = at::empty({static_cast<int64_t>(bytes / sizeof(float) + 1)}, at::kFloat);
       cblas_sgemm_pack(kCblasRowMajor, kCblasBMatrix, B.trans ? kCblasTrans : kCblasNoTrans, M, N,
-                       K, 1.f, B.data, B.ld, packed_.data());
+                       K, 1.f, B.data, B.ld, packed_.data_ptr<float>());
     }
   }
 }
@@ -182,9 +191,9 @@ template <class T>
 void PackedMatrix<T>::multiply(MatrixRef<T> A, float beta, at::opmath_type<T>* C,
                                int64_t ldc) const {
   if constexpr (std::is_same_v<T, float>) {
-    if (!packed_.empty() && fits_int({A.ld, ldc})) {
+    if (packed_.defined() && fits_int({A.ld, ldc})) {
       cblas_sgemm_compute(kCblasRowMajor, A.trans ? kCblasTrans : kCblasNoTrans, kCblasPacked, M_,
-                          N_, K_, A.data, A.ld, packed_.data(), N_, beta, C, ldc);
+                          N_, K_, A.data, A.ld, packed_.const_data_ptr<float>(), N_, beta, C, ldc);
       return;
     }
   }

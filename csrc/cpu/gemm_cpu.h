@@ -5,8 +5,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 
-#include <vector>
-
 namespace rnnfast::cpu {
 
 // A matrix operand: row-major with leading dimension ld, transposed if `trans`.
@@ -49,11 +47,15 @@ class PackedMatrix {
   PackedMatrix(int64_t M, int64_t N, int64_t K, MatrixRef<T> B);
   // C[M, N] = op(A)[M, K] * B + beta * C.
   void multiply(MatrixRef<T> A, float beta, at::opmath_type<T>* C, int64_t ldc) const;
+  // Whether products of these sizes are packed (then B's own layout does not matter).
+  static bool packs(int64_t M, int64_t N, int64_t K);
 
  private:
   int64_t M_, N_, K_;
   MatrixRef<T> B_;
-  std::vector<float> packed_;  // empty when not packed
+  // MKL's packed layout, uninitialised (its size is several times the matrix's, and
+  // zero-filling it cost more than the packing); undefined when not packed.
+  at::Tensor packed_;
 };
 
 }  // namespace rnnfast::cpu

@@ -88,10 +88,12 @@ MatrixRef<T> weight_transposed(const Tensor& w, bool copy, Tensor& storage) {
 }
 
 // Runs f(b) for every batch row, in parallel where a step's pointwise work is large enough
-// to pay for waking the other threads (the GEMMs are threaded by BLAS itself).
+// to pay for waking the other threads (the GEMMs are threaded by BLAS itself): from about
+// 32k gate values a step. Large layers gain twice: their outputs are fresh memory, whose page
+// faults are then taken on every thread instead of one.
 template <class F>
 void for_each_row(int64_t B, int64_t width, const F& f) {
-  const int64_t grain = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(width, 1));
+  const int64_t grain = std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(width, 1));
   at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) f(b);
   });
@@ -166,14 +168,21 @@ class Recurrence {
     acc_t* gx = scratch.data_ptr<acc_t>();
     acc_t* gh = gx + chunk * B * GH_;
     acc_t* projected = gh + B * GH_;
+    // The n part of the reset-before GRU's recurrent product waits for r * h.
+    const int64_t gh_cols = Cell::kResetBefore ? 2 * H : GH_;
     const bool copy_weights = T * B >= 16;
+    // A packed weight is copied into the packed layout anyway, from any layout.
+    using Packed = PackedMatrix<scalar_t>;
+    const bool w_hh_packed =
+        Packed::packs(B, gh_cols, P) && (!Cell::kResetBefore || Packed::packs(B, H, H));
     Tensor w_ih_storage, w_hh_storage, w_hr_storage;
     const MatrixRef<scalar_t> w_ih_ref =  // [I, G*H]
         weight_transposed<scalar_t>(weight_ih, copy_weights, w_ih_storage);
     const MatrixRef<scalar_t> w_hh_ref =  // [P, G*H]
-        weight_transposed<scalar_t>(weight_hh_, copy_weights, w_hh_storage);
+        weight_transposed<scalar_t>(weight_hh_, copy_weights && !w_hh_packed, w_hh_storage);
     const MatrixRef<scalar_t> w_hr_ref =  // [H, P]
-        projection_ ? weight_transposed<scalar_t>(*weight_hr_, copy_weights, w_hr_storage)
+        projection_ ? weight_transposed<scalar_t>(
+                          *weight_hr_, copy_weights && !Packed::packs(B, P, H), w_hr_storage)
                     : w_hh_ref;
     int64_t chunk_t0 = 0;  // the first (smallest) step of the chunk held in gx
     const std::vector<acc_t> biases = split_biases(bias_ih, bias_hh);
@@ -186,12 +195,9 @@ class Recurrence {
     acc_t* c = Cell::kHasCellState ? c_state.data_ptr<acc_t>() : nullptr;
     scalar_t* sv = saved.numel() > 0 ? saved.data_ptr<scalar_t>() : nullptr;
     scalar_t* aux = step_input.data_ptr<scalar_t>();
-    // The n part of the reset-before GRU's recurrent product waits for r * h.
-    const int64_t gh_cols = Cell::kResetBefore ? 2 * H : GH_;
-    const PackedMatrix<scalar_t> recurrent(B, gh_cols, P, w_hh_ref);
-    const PackedMatrix<scalar_t> reset_recurrent(Cell::kResetBefore ? B : 0, H, H,
-                                                 from_column(w_hh_ref, 2 * H));
-    const PackedMatrix<scalar_t> projection(projection_ ? B : 0, P, H, w_hr_ref);
+    const Packed recurrent(B, gh_cols, P, w_hh_ref);
+    const Packed reset_recurrent(Cell::kResetBefore ? B : 0, H, H, from_column(w_hh_ref, 2 * H));
+    const Packed projection(projection_ ? B : 0, P, H, w_hr_ref);
 
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse_ ? T - 1 - step : step;
@@ -308,7 +314,8 @@ class Recurrence {
     Tensor unprojected = at::empty({projection_ ? R : 0, H}, opts);
     Tensor d_projected = at::empty({projection_ ? R : 0, P}, opts);
     Tensor x_rows_buffer = at::empty({mask[1] ? R : 0, I}, opts);
-    Tensor dx_rows = at::empty({mask[0] ? R : 0, I}, acc_opts);
+    // Only where grad_input cannot take the products directly (see input_gradient).
+    Tensor dx_rows = at::empty({mask[0] && !std::is_same_v<scalar_t, acc_t> ? R : 0, I}, acc_opts);
     Tensor dh_state = grad_h_n.has_value() ? grad_h_n->to(acc_opts, false, /*copy=*/true,
                                                           at::MemoryFormat::Contiguous)
                                            : at::zeros({B, P}, acc_opts);
@@ -318,10 +325,11 @@ class Recurrence {
             : at::zeros({Cell::kHasCellState ? B : 0, H}, acc_opts);
     // d(unprojected output) or d(r * h): [B, H]
     Tensor d_aux = at::empty({(Cell::kResetBefore || projection_) ? B * H : 0}, acc_opts);
-    // The gradients summed over chunks, in the compute type.
-    Tensor grad_w_ih = at::zeros({mask[1] ? GH_ : 0, I}, acc_opts);
-    Tensor grad_w_hh = at::zeros({mask[2] ? GH_ : 0, P}, acc_opts);
-    Tensor grad_w_hr = at::zeros({mask[7] && projection_ ? P : 0, H}, acc_opts);
+    // The gradients summed over chunks, in the compute type; the first chunk's products
+    // overwrite them (every row of them), the later ones add.
+    Tensor grad_w_ih = at::empty({mask[1] ? GH_ : 0, I}, acc_opts);
+    Tensor grad_w_hh = at::empty({mask[2] ? GH_ : 0, P}, acc_opts);
+    Tensor grad_w_hr = at::empty({mask[7] && projection_ ? P : 0, H}, acc_opts);
     std::vector<acc_t> input_bias_sums(mask[3] || mask[4] ? GH_ : 0, acc_t(0));
     std::vector<acc_t> recurrent_bias_sums(mask[4] ? SH : 0, acc_t(0));
     Tensor grad_input = mask[0] ? at::empty(input.sizes(), opts) : at::empty({0}, opts);
@@ -368,40 +376,31 @@ class Recurrence {
       }
       // This chunk's share of the gradients: GEMMs over its steps * B rows.
       const int64_t rows = steps * B;
+      const float beta = done == 0 ? 0.f : 1.f;
       const MatrixRef<scalar_t> dgx_t{dgx, GH_, true};  // [GH, rows] as dgx^T
       if (mask[2]) {
         acc_t* gw = grad_w_hh.data_ptr<acc_t>();
-        gemm<scalar_t>(x_rows, P, rows, dgx_t, dense<scalar_t>(hp, P), 1.f, gw, P);
+        gemm<scalar_t>(x_rows, P, rows, dgx_t, dense<scalar_t>(hp, P), beta, gw, P);
         if (SH > 0) {
-          gemm<scalar_t>(SH, P, rows, {dgh, SH, true}, dense<scalar_t>(hp, P), 1.f,
+          gemm<scalar_t>(SH, P, rows, {dgh, SH, true}, dense<scalar_t>(hp, P), beta,
                          gw + kSplit * H * P, P);
         }
         if constexpr (Cell::kResetBefore) {  // rows n multiply r * h_prev
-          gemm<scalar_t>(H, P, rows, {dgx + 2 * H, GH_, true}, dense<scalar_t>(rh, H), 1.f,
+          gemm<scalar_t>(H, P, rows, {dgx + 2 * H, GH_, true}, dense<scalar_t>(rh, H), beta,
                          gw + 2 * H * P, P);
         }
       }
       if (!input_bias_sums.empty()) add_column_sums(dgx, rows, GH_, input_bias_sums.data());
       if (!recurrent_bias_sums.empty()) add_column_sums(dgh, rows, SH, recurrent_bias_sums.data());
       if (grad_w_hr.numel() > 0) {
-        gemm<scalar_t>(P, H, rows, {dproj, P, true}, dense<scalar_t>(um, H), 1.f,
+        gemm<scalar_t>(P, H, rows, {dproj, P, true}, dense<scalar_t>(um, H), beta,
                        grad_w_hr.data_ptr<acc_t>(), H);
       }
       if (mask[1]) {
-        gemm<scalar_t>(GH_, I, rows, dgx_t, chunk_input(x, t0, steps, x_rows_buffer), 1.f,
+        gemm<scalar_t>(GH_, I, rows, dgx_t, chunk_input(x, t0, steps, x_rows_buffer), beta,
                        grad_w_ih.data_ptr<acc_t>(), I);
       }
-      if (mask[0]) {
-        acc_t* dx = dx_rows.data_ptr<acc_t>();
-        gemm<scalar_t>(rows, I, GH_, dense<scalar_t>(dgx, GH_), w_ih, 0.f, dx, I);
-        scalar_t* gi = grad_input.data_ptr<scalar_t>();
-        for (int64_t k = 0; k < steps; ++k) {
-          for (int64_t b = 0; b < B; ++b) {
-            const acc_t* src = dx + (k * B + b) * I;
-            std::copy(src, src + I, gi + seq_.row(t0 + k, b) * I);
-          }
-        }
-      }
+      if (mask[0]) input_gradient(dgx, t0, steps, w_ih, dx_rows, grad_input);
     }
 
     std::array<Tensor, 8> grads;
@@ -511,6 +510,41 @@ class Recurrence {
     recurrent_t.multiply(dense<scalar_t>(dgx + first_row * GH_, GH_), 1.f, dh, P);
     if (SH > 0) {
       split_recurrent_t.multiply(dense<scalar_t>(dgh + first_row * SH, SH), 1.f, dh, P);
+    }
+  }
+
+  // grad_input rows of steps [t0, t0 + steps) = dgx W_ih. Where the compute type is the
+  // storage type the products go straight into grad_input (a copy of it less, and its fresh
+  // pages faulted in by every BLAS thread): one GEMM in the time-major layout; batch-first,
+  // one GEMM per step or per batch entry, whichever has more rows. Otherwise through
+  // `buffer` [steps * B, I] in the compute type.
+  void input_gradient(const scalar_t* dgx, int64_t t0, int64_t steps, MatrixRef<scalar_t> w_ih,
+                      Tensor& buffer, Tensor& grad_input) const {
+    const int64_t B = s_.B, I = s_.I, T = s_.T;
+    scalar_t* gi = grad_input.data_ptr<scalar_t>();
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      if (!seq_.batch_first) {
+        gemm<scalar_t>(steps * B, I, GH_, dense(dgx, GH_), w_ih, 0.f, gi + t0 * B * I, I);
+      } else if (B >= steps) {
+        for (int64_t k = 0; k < steps; ++k) {
+          gemm<scalar_t>(B, I, GH_, dense(dgx + k * B * GH_, GH_), w_ih, 0.f,
+                         gi + seq_.row(t0 + k, 0) * I, T * I);
+        }
+      } else {
+        for (int64_t b = 0; b < B; ++b) {
+          gemm<scalar_t>(steps, I, GH_, dense(dgx + b * GH_, B * GH_), w_ih, 0.f,
+                         gi + seq_.row(t0, b) * I, I);
+        }
+      }
+      return;
+    }
+    acc_t* dx = buffer.data_ptr<acc_t>();
+    gemm<scalar_t>(steps * B, I, GH_, dense(dgx, GH_), w_ih, 0.f, dx, I);
+    for (int64_t k = 0; k < steps; ++k) {
+      for (int64_t b = 0; b < B; ++b) {
+        const acc_t* src = dx + (k * B + b) * I;
+        std::copy(src, src + I, gi + seq_.row(t0 + k, b) * I);
+      }
     }
   }
 
