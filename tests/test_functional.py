@@ -508,12 +508,14 @@ def test_seed_d2l_gru(F):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10, msg=lambda m: f"grad {k}\n{m}")
 
 
+@pytest.mark.parametrize("B, T", [(384, 16), (16, 100)])
 @pytest.mark.parametrize("batch_first, reverse", [(False, True), (True, False)])
-def test_input_projection_in_chunks(F, batch_first, reverse):
+def test_input_projection_in_chunks(F, batch_first, reverse, B, T):
     """A layer large enough that the input projection is formed a few steps at a time
-    (about 8 MiB of B * 3H floats: 3 steps to a chunk here, so 6 chunks): the chunks, taken
-    from a time-major copy of a batch-first input, join up exactly, with lengths."""
-    c64 = make_case("gru", T=16, B=384, I=3, H=512, lengths="random", reverse=reverse,
+    (about 8 MiB of B * 3H floats: 3 steps to a chunk at B=384, so 6 chunks; 85 at B=16,
+    so 2): the chunks join up exactly, with lengths. Batch-first, B=384 projects each step
+    of a chunk from the input in place and B=16 the chunk from a time-major copy."""
+    c64 = make_case("gru", T=T, B=B, I=3, H=512, lengths="random", reverse=reverse,
                     batch_first=batch_first, seed=31)
     compare(F, c64.to(torch.float32), ref_case=c64, **LOOSE)
 

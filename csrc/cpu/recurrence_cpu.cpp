@@ -156,10 +156,14 @@ class Recurrence {
     // The input projection is formed for a chunk of steps at a time: a buffer of about 8 MiB,
     // mostly cache-resident, instead of one the size of the sequence (and of the peak memory).
     const int64_t chunk = std::clamp<int64_t>((1 << 21) / std::max<int64_t>(B * GH_, 1), 1, T);
-    // Chunks need the input time-major (the rows of a run of steps as one matrix); a single
-    // chunk takes it in the caller's layout, without a copy.
+    // Chunks are formed time-major. A single chunk takes the input in the caller's layout; a
+    // batch-first one is projected a step at a time (a step's rows are evenly strided) where
+    // a step has rows enough for an efficient GEMM, else from a time-major copy of the input.
     const bool one_chunk = chunk == T;
-    const Tensor x = (seq_.batch_first && !one_chunk ? input.transpose(0, 1) : input).contiguous();
+    const bool per_step_projection = seq_.batch_first && !one_chunk && B >= 32;
+    const Tensor x =
+        (seq_.batch_first && !one_chunk && !per_step_projection ? input.transpose(0, 1) : input)
+            .contiguous();
     // gx [chunk * B, G*H] | gh [B, G*H] | projected h [B, P], all in the compute type.
     Tensor scratch = at::empty({chunk * B * GH_ + B * GH_ + (projection_ ? B * P : 0)}, acc_opts);
     // r * h for the reset-before GRU, or the unprojected LSTM output: [B, H].
@@ -204,10 +208,17 @@ class Recurrence {
       if (step % chunk == 0) {
         const int64_t steps = std::min(chunk, T - step);
         chunk_t0 = reverse_ ? t - steps + 1 : t;
-        gemm<scalar_t>(
-            steps * B, GH_, s_.I,
-            dense(x.const_data_ptr<scalar_t>() + (one_chunk ? 0 : chunk_t0 * B * s_.I), s_.I),
-            w_ih_ref, 0.f, gx, GH_);
+        const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+        if (per_step_projection) {
+          for (int64_t k = 0; k < steps; ++k) {
+            gemm<scalar_t>(B, GH_, s_.I, dense(x_data + seq_.row(chunk_t0 + k, 0) * s_.I, T * s_.I),
+                           w_ih_ref, 0.f, gx + k * B * GH_, GH_);
+          }
+        } else {
+          gemm<scalar_t>(steps * B, GH_, s_.I,
+                         dense(x_data + (one_chunk ? 0 : chunk_t0 * B * s_.I), s_.I), w_ih_ref, 0.f,
+                         gx, GH_);
+        }
       }
       // Row b of this step's input projection [G*H].
       const auto gx_row_of = [&](int64_t b) {
