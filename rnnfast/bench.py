@@ -7,7 +7,8 @@
 
 Times are the median of ``--repeat`` runs (default per shape, see
 ``rnnfast._bench_cases.SHAPES``) after warm-up runs, in milliseconds, measured with
-``time.perf_counter`` (synchronizing CUDA). For the shapes M and L the table of
+``time.perf_counter`` (synchronizing CUDA). Except at S, the implementations of a case run
+in rounds, one run of each per round (see ``Shape.interleaved``). For the shapes M and L the table of
 forward+backward memory follows: the peak above the level before the step (CPU: peak
 RSS, ``VmHWM`` after resetting it through ``/proc/self/clear_refs``; CUDA:
 ``torch.cuda.max_memory_allocated``) and the bytes of the tensors autograd saves for
@@ -42,13 +43,19 @@ BASELINES = ("torch_nn", "seed")
 # --------------------------------------------------------------------------- measuring
 def time_ms(step, warmup: int, repeat: int) -> list[float]:
     """Run ``step`` ``warmup`` times, then return the times of ``repeat`` runs (ms)."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - start) * 1e3)
+    return time_rounds({None: step}, warmup, repeat)[None]
+
+
+def time_rounds(steps: dict, warmup: int, repeat: int) -> dict:
+    """The times (ms) of ``repeat`` runs of each of ``steps``, taken in rounds of one run of
+    each, after ``warmup`` untimed rounds."""
+    times = {name: [] for name in steps}
+    for round_ in range(warmup + repeat):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if round_ >= warmup:
+                times[name].append((time.perf_counter() - start) * 1e3)
     return times
 
 
@@ -185,8 +192,9 @@ def run_case(cell: str, shape: cases.Shape, args, report: dict):
     x = cases.make_input(cell, shape, args.device)
     _check(cell, shape, impls, x, report)
     for pass_ in args.passes:
-        for name in cases.impl_names(cell, shape.name):
-            _time(cell, shape, pass_, name, impls, x, args, report)
+        names = cases.impl_names(cell, shape.name)
+        for group in [names] if shape.interleaved else [[name] for name in names]:
+            _time(cell, shape, pass_, group, impls, x, args, report)
     if shape.name in cases.MEMORY_SHAPES and not args.no_memory:
         for name, impl in impls.items():
             _memory(cell, shape, name, impl, x, args.device, report)
@@ -220,25 +228,28 @@ def _check(cell, shape, impls, x, report):
             _log(f"  WARNING {cell} {shape.name}: {a} and {b} differ in {what} by {diff:.3g}")
 
 
-def _time(cell, shape, pass_, name, impls, x, args, report):
-    step = cases.case_step(cell, shape, pass_, name, impls, x)
+def _time(cell, shape, pass_, names, impls, x, args, report):
+    """Times the implementations ``names`` of one case together, in rounds (time_rounds)."""
+    steps = {name: cases.case_step(cell, shape, pass_, name, impls, x) for name in names}
     with OtherLoad() as load:
-        times = time_ms(step, *_plan(shape, args))
-    median = statistics.median(times)
-    report["timings"].append(
-        {
-            "cell": cell,
-            "shape": shape.name,
-            "pass": pass_,
-            "impl": name,
-            "median_ms": median,
-            "times_ms": times,
-            "gemm_gflop": cases.gemm_flops(cell, shape, pass_) / 1e9,
-            "other_load": load.fraction,
-        }
-    )
-    _log(f"  {pass_:10s} {cases.LABELS[name]:10s} {median:10.3f} ms" + _busy_mark(load.fraction))
-    _progress.advance()
+        all_times = time_rounds(steps, *_plan(shape, args))
+    del steps  # the GEMM floor's buffers
+    for name, times in all_times.items():
+        median = statistics.median(times)
+        report["timings"].append(
+            {
+                "cell": cell,
+                "shape": shape.name,
+                "pass": pass_,
+                "impl": name,
+                "median_ms": median,
+                "times_ms": times,
+                "gemm_gflop": cases.gemm_flops(cell, shape, pass_) / 1e9,
+                "other_load": load.fraction,
+            }
+        )
+        _log(f"  {pass_:10s} {cases.LABELS[name]:10s} {median:10.3f} ms" + _busy_mark(load.fraction))
+        _progress.advance()
 
 
 def _memory(cell, shape, name, impl, x, device, report):
