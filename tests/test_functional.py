@@ -509,7 +509,7 @@ def test_seed_d2l_gru(F):
 
 
 @pytest.mark.parametrize("B, T", [(384, 16), (16, 100)])
-@pytest.mark.parametrize("batch_first, reverse", [(False, True), (True, False)])
+@pytest.mark.parametrize("batch_first, reverse", [(False, True), (True, False), (True, True)])
 def test_input_projection_in_chunks(F, batch_first, reverse, B, T):
     """A layer large enough that the input projection is formed a few steps at a time
     (about 8 MiB of B * 3H floats: 3 steps to a chunk at B=384, so 6 chunks; 85 at B=16,
