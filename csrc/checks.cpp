@@ -157,10 +157,16 @@ LayerSizes check_forward_args(const at::Tensor& input, const at::Tensor& weight_
   return s;
 }
 
-void check_backward_args(const LayerSizes& s, const std::optional<at::Tensor>& grad_output,
-                         const std::optional<at::Tensor>& grad_h_n,
-                         const std::optional<at::Tensor>& grad_c_n, const at::Tensor& output,
-                         const at::Tensor& saved, bool batch_first) {
+LayerSizes check_backward_args(const std::optional<at::Tensor>& grad_output,
+                               const std::optional<at::Tensor>& grad_h_n,
+                               const std::optional<at::Tensor>& grad_c_n, const at::Tensor& input,
+                               const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                               const std::optional<at::Tensor>& hx,
+                               const std::optional<at::Tensor>& weight_hr,
+                               const std::optional<at::Tensor>& lengths, const at::Tensor& output,
+                               const at::Tensor& saved, const std::string& cell, bool batch_first) {
+  const LayerSizes s = check_forward_args(input, weight_ih, weight_hh, std::nullopt, std::nullopt,
+                                          hx, std::nullopt, weight_hr, lengths, cell, batch_first);
   const CellInfo info = cell_info(s.kind);
   check_shape(output, "output", sequence_shape(s, s.P, batch_first), "the forward's output");
   if (grad_output.has_value()) {
@@ -181,6 +187,7 @@ void check_backward_args(const LayerSizes& s, const std::optional<at::Tensor>& g
     check_shape(saved, "saved", sequence_shape(s, info.saved * s.H, batch_first),
                 "what the forward saved");
   }
+  return s;
 }
 
 }  // namespace rnnfast

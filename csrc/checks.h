@@ -28,11 +28,16 @@ LayerSizes check_forward_args(const at::Tensor& input, const at::Tensor& weight_
                               const std::optional<at::Tensor>& lengths, const std::string& cell,
                               bool batch_first);
 
-// Checks what backward receives against the forward's sizes.
-void check_backward_args(const LayerSizes& sizes, const std::optional<at::Tensor>& grad_output,
-                         const std::optional<at::Tensor>& grad_h_n,
-                         const std::optional<at::Tensor>& grad_c_n, const at::Tensor& output,
-                         const at::Tensor& saved, bool batch_first);
+// Checks backward's arguments: the forward's inputs it gets again (as check_forward_args),
+// then what it receives against the forward's sizes.
+LayerSizes check_backward_args(const std::optional<at::Tensor>& grad_output,
+                               const std::optional<at::Tensor>& grad_h_n,
+                               const std::optional<at::Tensor>& grad_c_n, const at::Tensor& input,
+                               const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                               const std::optional<at::Tensor>& hx,
+                               const std::optional<at::Tensor>& weight_hr,
+                               const std::optional<at::Tensor>& lengths, const at::Tensor& output,
+                               const at::Tensor& saved, const std::string& cell, bool batch_first);
 
 // [T, B, X] or [B, T, X]: the shape of a per-step tensor in the caller's layout.
 std::vector<int64_t> sequence_shape(const LayerSizes& sizes, int64_t width, bool batch_first);

@@ -178,6 +178,31 @@ def compare(F, case, ref_case=None, rtol=1e-9, atol=1e-10, grads=True):
     return outs
 
 
+def compile_and_compare(F, case, backend):
+    """``torch.compile(fullgraph=True)`` of a function calling the op on ``case``: outputs
+    and the gradients of every tensor argument match eager."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    names = list(case.tensors())
+
+    def fn(*ts):
+        outs = call(F, case, dict(zip(names, ts)))
+        return tuple(o * 2 for o in outs)
+
+    compiled = torch.compile(fn, backend=backend, fullgraph=True)
+    leaves_e = [t.detach().clone().requires_grad_(True) for t in case.tensors().values()]
+    leaves_c = [t.detach().clone().requires_grad_(True) for t in case.tensors().values()]
+    expected, got = fn(*leaves_e), compiled(*leaves_c)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+    ups = [torch.randn_like(e) for e in expected]
+    ge = torch.autograd.grad(sum((e * u).sum() for e, u in zip(expected, ups)), leaves_e)
+    gc = torch.autograd.grad(sum((g * u).sum() for g, u in zip(got, ups)), leaves_c)
+    for n, e, g in zip(names, ge, gc):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6, msg=lambda m: f"grad {n}\n{m}")
+
+
 def uniform(shape, k, dtype=torch.float64, generator=None):
     return (torch.rand(shape, dtype=dtype, generator=generator) * 2 - 1) * k
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import reference
-from conftest import CELLS, OUTPUT_NAMES, assert_close, call, make_case
+from conftest import CELLS, OUTPUT_NAMES, assert_close, call, compile_and_compare, make_case
 from cuda_helpers import on_device, requires_cuda
 
 pytestmark = requires_cuda
@@ -78,24 +78,7 @@ def test_compile_fullgraph(F, cell, backend):
     P = 3 if cell == "lstm" else None
     case = on_device(make_case(cell, T=6, B=5, I=4, H=7, P=P, lengths="random", reverse=True,
                                seed=40, dtype=torch.float32), "cuda", lengths_on_device=True)
-    names = list(case.tensors())
-
-    def fn(*ts):
-        outs = call(F, case, dict(zip(names, ts)))
-        return tuple(o * 2 for o in outs)
-
-    torch._dynamo.reset()
-    compiled = torch.compile(fn, backend=backend, fullgraph=True)
-    leaves_e = [t.detach().clone().requires_grad_(True) for t in case.tensors().values()]
-    leaves_c = [t.detach().clone().requires_grad_(True) for t in case.tensors().values()]
-    expected, got = fn(*leaves_e), compiled(*leaves_c)
-    for e, g in zip(expected, got):
-        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
-    ups = [torch.randn_like(e) for e in expected]
-    ge = torch.autograd.grad(sum((e * u).sum() for e, u in zip(expected, ups)), leaves_e)
-    gc = torch.autograd.grad(sum((g * u).sum() for g, u in zip(got, ups)), leaves_c)
-    for n, e, g in zip(names, ge, gc):
-        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6, msg=lambda m: f"grad {n}\n{m}")
+    compile_and_compare(F, case, backend)
 
 
 def _fill_random(case, seed):

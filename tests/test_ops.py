@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import reference
-from conftest import CELLS, assert_close, call, make_case, run
+from conftest import CELLS, assert_close, call, compile_and_compare, make_case, run
 
 # ----------------------------------------------------------------------------------
 # gradcheck (float64, finite differences) through the functional API
@@ -163,37 +163,14 @@ def test_backward_op_matches_reference(cell):
 # torch.compile
 
 
-def _compile_check(F, cell, backend, dynamic=False, case=None):
-    import torch._dynamo
-
-    torch._dynamo.reset()
-    if case is None:
-        case = make_case(cell, T=5, B=3, I=4, H=6, P=3 if cell == "lstm" else None,
-                         lengths=[5, 2, 0], reverse=True, seed=34, dtype=torch.float32)
-    names = list(case.tensors())
-
-    def fn(*ts):
-        outs = call(F, case, dict(zip(names, ts)))
-        return tuple(o * 2 for o in outs)
-
-    compiled = torch.compile(fn, backend=backend, fullgraph=True, dynamic=dynamic)
-    leaves_e = [t.detach().clone().requires_grad_(True) for t in case.tensors().values()]
-    leaves_c = [t.detach().clone().requires_grad_(True) for t in case.tensors().values()]
-    expected = fn(*leaves_e)
-    got = compiled(*leaves_c)
-    for e, g in zip(expected, got):
-        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
-    ups = [torch.randn_like(e) for e in expected]
-    ge = torch.autograd.grad(sum((e * u).sum() for e, u in zip(expected, ups)), leaves_e)
-    gc = torch.autograd.grad(sum((g * u).sum() for g, u in zip(got, ups)), leaves_c)
-    for n, e, g in zip(names, ge, gc):
-        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6, msg=lambda m: f"grad {n}\n{m}")
-    return compiled, names
+def _compile_case(cell):
+    return make_case(cell, T=5, B=3, I=4, H=6, P=3 if cell == "lstm" else None,
+                     lengths=[5, 2, 0], reverse=True, seed=34, dtype=torch.float32)
 
 
 @pytest.mark.parametrize("cell", ["rnn_relu_residual", "gru_reset_before", "lstm"])
 def test_compile_aot_eager(F, cell):
-    _compile_check(F, cell, "aot_eager")
+    compile_and_compare(F, _compile_case(cell), "aot_eager")
 
 
 def test_compile_aot_eager_dynamic(F):
@@ -220,4 +197,4 @@ def test_compile_aot_eager_dynamic(F):
 def test_compile_inductor(F):
     """One inductor case (C++ codegen on CPU) around the op: LSTM with projection,
     lengths and reverse, forward and backward."""
-    _compile_check(F, "lstm", "inductor")
+    compile_and_compare(F, _compile_case("lstm"), "inductor")

@@ -370,9 +370,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recur
     const optional<Tensor>& lengths, const Tensor& output, const Tensor& saved,
     c10::string_view cell, bool reverse, bool batch_first, std::array<bool, 8> output_mask) {
   const LayerSizes sizes =
-      check_forward_args(input, weight_ih, weight_hh, std::nullopt, std::nullopt, hx, std::nullopt,
-                         weight_hr, lengths, std::string(cell), batch_first);
-  check_backward_args(sizes, grad_output, grad_h_n, grad_c_n, output, saved, batch_first);
+      check_backward_args(grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, hx,
+                          weight_hr, lengths, output, saved, std::string(cell), batch_first);
   const c10::cuda::CUDAGuard device_guard(input.device());
   CudaRecurrence layer(sizes, reverse, batch_first, input, weight_hh, weight_hr, lengths);
   const auto g = layer.backward(grad_output, grad_h_n, grad_c_n, input, weight_ih, hx, output,
