@@ -45,7 +45,7 @@ void check_lengths(const at::Tensor& lengths, const at::Tensor& input, int64_t T
   TORCH_CHECK(lengths.device().is_cpu() || lengths.device() == input.device(),
               "rnnfast: lengths must be on the CPU or on the device of input (", input.device(),
               "); got ", lengths.device());
-  if (lengths.device().is_cpu()) {
+  if (lengths.device().is_cpu() && B > 0) {
     const auto bounds = at::aminmax(lengths);
     const int64_t lo = std::get<0>(bounds).item<int64_t>();
     const int64_t hi = std::get<1>(bounds).item<int64_t>();
@@ -98,10 +98,6 @@ LayerSizes check_forward_args(const at::Tensor& input, const at::Tensor& weight_
   TORCH_CHECK_VALUE(s.T > 0,
                     "rnnfast: input must hold at least one time step; got an empty "
                     "sequence, input of shape ",
-                    shape_of(input), " ", layout);
-  TORCH_CHECK_VALUE(s.B > 0,
-                    "rnnfast: input must hold at least one sequence; got batch size "
-                    "0, input of shape ",
                     shape_of(input), " ", layout);
   TORCH_CHECK_VALUE(s.I > 0, "rnnfast: input must have input_size > 0; got shape ",
                     shape_of(input));

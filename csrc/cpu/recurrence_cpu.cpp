@@ -17,6 +17,7 @@
 
 #include "../cell_kind.h"
 #include "../checks.h"
+#include "../empty_batch.h"
 #include "gemm_cpu.h"
 #include "vec_math.h"
 
@@ -667,6 +668,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward_cpu(
     c10::string_view cell, bool reverse, bool batch_first, bool need_saved) {
   const LayerSizes sizes = check_forward_args(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
                                               weight_hr, lengths, std::string(cell), batch_first);
+  if (sizes.B == 0) return empty_batch_forward(sizes, input, batch_first, need_saved);
   return dispatch_cell(sizes.kind, [&](auto cell_type) {
     using Cell = decltype(cell_type);
     return dispatch_dtype(input, [&](auto scalar) {
@@ -686,15 +688,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recur
   const LayerSizes sizes =
       check_backward_args(grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, hx,
                           weight_hr, lengths, output, saved, std::string(cell), batch_first);
-  const auto grads = dispatch_cell(sizes.kind, [&](auto cell_type) {
-    using Cell = decltype(cell_type);
-    return dispatch_dtype(input, [&](auto scalar) {
-      using scalar_t = decltype(scalar);
-      Recurrence<Cell, scalar_t> layer(sizes, reverse, batch_first, weight_hh, weight_hr, lengths);
-      return layer.backward(grad_output, grad_h_n, grad_c_n, input, weight_ih, hx, output, saved,
-                            output_mask);
-    });
-  });
+  const auto grads = sizes.B == 0
+                         ? empty_batch_backward(sizes, input, weight_hr.has_value(), output_mask)
+                         : dispatch_cell(sizes.kind, [&](auto cell_type) {
+                             using Cell = decltype(cell_type);
+                             return dispatch_dtype(input, [&](auto scalar) {
+                               using scalar_t = decltype(scalar);
+                               Recurrence<Cell, scalar_t> layer(sizes, reverse, batch_first,
+                                                                weight_hh, weight_hr, lengths);
+                               return layer.backward(grad_output, grad_h_n, grad_c_n, input,
+                                                     weight_ih, hx, output, saved, output_mask);
+                             });
+                           });
   return {grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], grads[7]};
 }
 

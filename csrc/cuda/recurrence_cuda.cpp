@@ -23,6 +23,7 @@
 
 #include "../cell_kind.h"
 #include "../checks.h"
+#include "../empty_batch.h"
 #include "blas_cuda.h"
 #include "recurrence_kernels.h"
 
@@ -359,6 +360,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward_cuda(
   const LayerSizes sizes = check_forward_args(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
                                               weight_hr, lengths, std::string(cell), batch_first);
   const c10::cuda::CUDAGuard device_guard(input.device());
+  if (sizes.B == 0) return empty_batch_forward(sizes, input, batch_first, need_saved);
   CudaRecurrence layer(sizes, reverse, batch_first, input, weight_hh, weight_hr, lengths);
   return layer.forward(input, weight_ih, bias_ih, bias_hh, hx, cx, need_saved);
 }
@@ -373,6 +375,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recur
       check_backward_args(grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, hx,
                           weight_hr, lengths, output, saved, std::string(cell), batch_first);
   const c10::cuda::CUDAGuard device_guard(input.device());
+  if (sizes.B == 0) {
+    const auto g = empty_batch_backward(sizes, input, weight_hr.has_value(), output_mask);
+    return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
+  }
   CudaRecurrence layer(sizes, reverse, batch_first, input, weight_hh, weight_hr, lengths);
   const auto g = layer.backward(grad_output, grad_h_n, grad_c_n, input, weight_ih, hx, output,
                                 saved, output_mask);
