@@ -171,7 +171,7 @@ def test_padding_values_are_never_read(F, cell, reverse, batch_first, fill):
     lengths = [4, 1, 6, 0, 2]
     T = 6
     case = make_case(cell, T=T, B=5, I=3, H=5, lengths=lengths, reverse=reverse,
-                     batch_first=batch_first, seed=8)
+                     batch_first=batch_first, seed=8, scale=0.5)
 
     def time_major(x):
         return x.transpose(0, 1) if batch_first else x
@@ -531,4 +531,52 @@ def test_backward_in_chunks(F, cell, batch_first, reverse):
     case = make_case(cell, T=200, B=64, I=4, H=64, P=P, lengths="random", reverse=reverse,
                      batch_first=batch_first, seed=7)
     compare(F, case)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh_residual", "gru", "gru_reset_before", "lstm"])
+@pytest.mark.parametrize("batch_first, reverse, lengths", [
+    (False, False, None), (False, True, None), (True, False, None), (True, True, None),
+    (False, False, "random"), (True, False, "random")])
+def test_weight_gradients_from_rows_in_place(F, cell, batch_first, reverse, lengths):
+    """Backward over 2 chunks (46 to 73 steps to a chunk here), its weight-gradient GEMMs
+    reading h_prev from the output and the input where they lie: time-major in one GEMM per
+    chunk (h0 apart), batch-first at 128 rows or more a step in one GEMM per step. With
+    lengths, h_prev is still read in place in the forward direction; the input is copied
+    with its padding zeroed."""
+    P = 24 if cell == "lstm" else None
+    case = make_case(cell, T=80, B=136, I=5, H=40, P=P, lengths=lengths, reverse=reverse,
+                     batch_first=batch_first, seed=8, scale=0.5)
+    compare(F, case)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("batch_first", [False, True], ids=["tmajor", "bfirst"])
+@pytest.mark.parametrize("broadcast", ["scalar", "per_step", "per_sequence", "per_unit"])
+def test_broadcast_output_gradient(cell, batch_first, broadcast):
+    """A gradient reaching the output broadcast (from output.sum(), or a sum over some of its
+    dimensions) is read in place, with only its distinct values materialised: the backward
+    op gives exactly what it gives for a dense copy of it (with the LSTM projection too)."""
+    from test_ops import backward_args, backward_op
+
+    T, B, P = 6, 5, 3
+    case = make_case(cell, T=T, B=B, I=3, H=4, P=P if cell == "lstm" else None,
+                     batch_first=batch_first, seed=9)
+    args, values = backward_args(case)
+    shape = values["output"].shape
+    t_dim, b_dim = (1, 0) if batch_first else (0, 1)
+    distinct_shape = [1, 1, 1]
+    if broadcast == "per_step":
+        distinct_shape[t_dim] = T
+    elif broadcast == "per_sequence":
+        distinct_shape[b_dim] = B
+    elif broadcast == "per_unit":
+        distinct_shape[2] = shape[2]
+    grad = torch.randn(distinct_shape, dtype=torch.float64).expand(shape)
+    position = [a.name for a in backward_op()._schema.arguments].index("grad_output")
+    with_broadcast = list(args)
+    with_broadcast[position] = grad
+    dense = list(args)
+    dense[position] = grad.contiguous()
+    for got, expected in zip(backward_op()(*with_broadcast), backward_op()(*dense)):
+        assert torch.equal(got, expected)
 

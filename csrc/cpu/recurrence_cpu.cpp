@@ -35,6 +35,15 @@ struct Seq {
   int64_t batch_step() const { return batch_first ? T : 1; }
 };
 
+// The rows of a [T, B, X] or [B, T, X] tensor by (step, batch entry), with any strides along
+// T and B and unit stride along X.
+template <class T>
+struct StridedRows {
+  const T* data;
+  int64_t stride_t, stride_b;
+  const T* row(int64_t t, int64_t b) const { return data + t * stride_t + b * stride_b; }
+};
+
 // Rows [r0, ...) of a matrix, keeping its layout.
 template <class T>
 MatrixRef<T> from_row(MatrixRef<T> m, int64_t r0) {
@@ -107,6 +116,12 @@ void for_each_row(int64_t B, int64_t width, const F& f) {
     for (int64_t b = b0; b < b1; ++b) f(b);
   });
 }
+
+// Batch-first steps of at least this many rows are GEMM operands of their own in the weight
+// gradients (strided rows, in place); fewer are copied into one time-major matrix first, as
+// GEMMs over so few rows run well below BLAS's rate (at 64 rows, a GEMM per step and the copy
+// measured the same).
+constexpr int64_t kStepGemmRows = 128;
 
 template <class T>
 void zero_row(T* p, int64_t n) {
@@ -313,7 +328,7 @@ class Recurrence {
     const int64_t T = s_.T, B = s_.B, H = s_.H, P = s_.P, I = s_.I;
     const auto opts = output.options();
     const auto acc_opts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
-    const Tensor g_out_t = grad_output.has_value() ? grad_output->contiguous() : Tensor();
+    const Tensor g_out_t = grad_output.has_value() ? row_addressable(*grad_output) : Tensor();
     const Tensor out_t = output.contiguous();
     const Tensor saved_t = saved.contiguous();
     const Tensor h0_t = hx.has_value() ? hx->contiguous() : at::zeros({B, P}, opts);
@@ -327,13 +342,20 @@ class Recurrence {
     const int64_t chunk = std::clamp<int64_t>(
         std::max((1 << 21) / std::max<int64_t>(B * row_width, 1), (1023 + B) / B), 1, T);
     const int64_t R = chunk * B;  // rows of a chunk, time-major: (t - first t) * B + b
+    // The weight gradients' GEMMs read h_prev from the output, and the input, where they lie,
+    // and from a copy of the chunk's rows otherwise: where reversed sequences of different
+    // lengths start from h0 at different steps, or where padding must be zeroed, or where
+    // batch-first steps have too few rows for efficient GEMMs of their own.
+    const bool rows_per_step = !seq_.batch_first || B >= kStepGemmRows;
+    const bool h_prev_in_place = rows_per_step && !(reverse_ && lengths_);
+    const bool x_in_place = rows_per_step && !lengths_;
     Tensor d_gates_x = at::empty({R, GH_}, opts);
     Tensor d_gates_h = at::empty({SH > 0 ? R : 0, SH}, opts);
-    Tensor h_prevs = at::empty({R, P}, opts);
+    Tensor h_prevs = at::empty({h_prev_in_place ? 0 : R, P}, opts);
     Tensor reset_h = at::empty({Cell::kResetBefore ? R : 0, H}, opts);
     Tensor unprojected = at::empty({projection_ ? R : 0, H}, opts);
     Tensor d_projected = at::empty({projection_ ? R : 0, P}, opts);
-    Tensor x_rows_buffer = at::empty({mask[1] ? R : 0, I}, opts);
+    Tensor x_rows_buffer = at::empty({mask[1] && !x_in_place ? R : 0, I}, opts);
     // Only where grad_input cannot take the products directly (see input_gradient).
     Tensor dx_rows = at::empty({mask[0] && !std::is_same_v<scalar_t, acc_t> ? R : 0, I}, acc_opts);
     Tensor dh_state = grad_h_n.has_value() ? grad_h_n->to(acc_opts, false, /*copy=*/true,
@@ -354,14 +376,14 @@ class Recurrence {
     std::vector<acc_t> recurrent_bias_sums(mask[4] ? SH : 0, acc_t(0));
     Tensor grad_input = mask[0] ? at::empty(input.sizes(), opts) : at::empty({0}, opts);
 
-    const scalar_t* g_out = g_out_t.defined() ? g_out_t.const_data_ptr<scalar_t>() : nullptr;
+    const StridedRows<scalar_t> g_out = strided_rows(g_out_t);
     const scalar_t* out = out_t.const_data_ptr<scalar_t>();
     const scalar_t* sv = S > 0 ? saved_t.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* h0 = h0_t.const_data_ptr<scalar_t>();
     const scalar_t* x = x_t.const_data_ptr<scalar_t>();
     scalar_t* dgx = d_gates_x.data_ptr<scalar_t>();
     scalar_t* dgh = d_gates_h.data_ptr<scalar_t>();
-    scalar_t* hp = h_prevs.data_ptr<scalar_t>();
+    scalar_t* hp = h_prev_in_place ? nullptr : h_prevs.data_ptr<scalar_t>();
     scalar_t* rh = reset_h.data_ptr<scalar_t>();
     scalar_t* um = unprojected.data_ptr<scalar_t>();
     scalar_t* dproj = d_projected.data_ptr<scalar_t>();
@@ -400,10 +422,10 @@ class Recurrence {
       const MatrixRef<scalar_t> dgx_t{dgx, GH_, true};  // [GH, rows] as dgx^T
       if (mask[2]) {
         acc_t* gw = grad_w_hh.data_ptr<acc_t>();
-        gemm<scalar_t>(x_rows, P, rows, dgx_t, dense<scalar_t>(hp, P), beta, gw, P);
+        add_h_prev_products(x_rows, dgx_t, t0, steps, out, h0, hp, beta, gw);
         if (SH > 0) {
-          gemm<scalar_t>(SH, P, rows, {dgh, SH, true}, dense<scalar_t>(hp, P), beta,
-                         gw + kSplit * H * P, P);
+          add_h_prev_products(SH, {dgh, SH, true}, t0, steps, out, h0, hp, beta,
+                              gw + kSplit * H * P);
         }
         if constexpr (Cell::kResetBefore) {  // rows n multiply r * h_prev
           gemm<scalar_t>(H, P, rows, {dgx + 2 * H, GH_, true}, dense<scalar_t>(rh, H), beta,
@@ -417,8 +439,13 @@ class Recurrence {
                        grad_w_hr.data_ptr<acc_t>(), H);
       }
       if (mask[1]) {
-        gemm<scalar_t>(GH_, I, rows, dgx_t, chunk_input(x, t0, steps, x_rows_buffer), beta,
-                       grad_w_ih.data_ptr<acc_t>(), I);
+        acc_t* gw = grad_w_ih.data_ptr<acc_t>();
+        if (x_in_place) {
+          add_step_products(GH_, I, dgx_t, x, t0, 0, 0, steps, beta, gw);
+        } else {
+          gemm<scalar_t>(GH_, I, rows, dgx_t, chunk_input(x, t0, steps, x_rows_buffer), beta, gw,
+                         I);
+        }
       }
       if (mask[0]) input_gradient(dgx, t0, steps, w_ih, dx_rows, grad_input);
     }
@@ -444,8 +471,8 @@ class Recurrence {
  private:
   // One step of the reverse loop. Rows of the chunk buffers (dgx, dgh, hp, rh, um, dproj) start
   // at `first_row` (= (t - the chunk's first t) * B); out, g_out and sv hold all T steps in the
-  // caller's layout.
-  void backward_step(int64_t t, int64_t first_row, const scalar_t* g_out, const scalar_t* out,
+  // caller's layout. hp is null where the weight gradients read h_prev in place.
+  void backward_step(int64_t t, int64_t first_row, StridedRows<scalar_t> g_out, const scalar_t* out,
                      const scalar_t* sv, const scalar_t* h0, scalar_t* dgx, scalar_t* dgh,
                      scalar_t* hp, scalar_t* rh, scalar_t* um, scalar_t* dproj, acc_t* dh,
                      acc_t* dc, acc_t* daux, const PackedMatrix<scalar_t>& recurrent_t,
@@ -456,13 +483,13 @@ class Recurrence {
     if (projection_) {
       // dh += grad_output[t]; keep it per step for d(weight_hr); d(unprojected) = dh W_hr.
       for_each_row(B, P, [&](int64_t b) {
-        const int64_t row = seq_.row(t, b), local = first_row + b;
+        const int64_t local = first_row + b;
         if (!active(t, b)) {
           zero_row(dproj + local * P, P);
           return;
         }
         for (int64_t j = 0; j < P; ++j) {
-          if (g_out) dh[b * P + j] += static_cast<acc_t>(g_out[row * P + j]);
+          if (g_out.data) dh[b * P + j] += static_cast<acc_t>(g_out.row(t, b)[j]);
           dproj[local * P + j] = static_cast<scalar_t>(dh[b * P + j]);
         }
       });
@@ -473,16 +500,15 @@ class Recurrence {
       if (!active(t, b)) {
         zero_row(dgx + local * GH_, GH_);
         if (SH > 0) zero_row(dgh + local * SH, SH);
-        zero_row(hp + local * P, P);
+        if (hp) zero_row(hp + local * P, P);
         if (Cell::kResetBefore) zero_row(rh + local * H, H);
         if (projection_) zero_row(um + local * H, H);
         return;
       }
-      const scalar_t* h_prev_row =
-          first_step(t, b) ? h0 + b * P : out + seq_.row(reverse_ ? t + 1 : t - 1, b) * P;
-      std::copy(h_prev_row, h_prev_row + P, hp + local * P);
+      const scalar_t* h_prev_row = h_prev_of(t, b, out, h0);
+      if (hp) std::copy(h_prev_row, h_prev_row + P, hp + local * P);
       const scalar_t* out_row = out + row * P;
-      const scalar_t* g_out_row = g_out ? g_out + row * P : nullptr;
+      const scalar_t* g_out_row = g_out.data ? g_out.row(t, b) : nullptr;
       const scalar_t* saved_row = sv ? sv + row * S * H : nullptr;
       for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
         V vsaved[kSavedSlots], vdgx[G], vdgh[G];
@@ -517,7 +543,7 @@ class Recurrence {
         if (!active(t, b)) return;
         for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
           const V r = load(sv + row * S * H + j, n);
-          const V h_prev = load(hp + local * P + j, n);
+          const V h_prev = load(h_prev_of(t, b, out, h0) + j, n);
           V dh_prev = load(dh + b * P + j, n);
           const V dr_pre = Cell::reset_backward(r, h_prev, load(daux + b * H + j, n), dh_prev);
           store(dh + b * P + j, dh_prev, n);
@@ -531,6 +557,54 @@ class Recurrence {
     if (SH > 0) {
       split_recurrent_t.multiply(dense<scalar_t>(dgh + first_row * SH, SH), 1.f, dh, P);
     }
+  }
+
+  // The state before step t of batch entry b: a row of the output, or of h0 at the first step.
+  const scalar_t* h_prev_of(int64_t t, int64_t b, const scalar_t* out, const scalar_t* h0) const {
+    return first_step(t, b) ? h0 + b * s_.P : out + seq_.row(reverse_ ? t + 1 : t - 1, b) * s_.P;
+  }
+
+  // C[M, N] = beta * C + the sum over the chunk's steps k in [k0, k1) of dG_k^T X_k: dG_k the B
+  // rows of step k in a chunk buffer (dG_t: its transpose, [M, chunk rows]), X_k the rows of
+  // step t0 + k + shift of x ([T*B, N] in the caller's layout). The rows of consecutive
+  // time-major steps form one matrix, and one GEMM; batch-first steps take a GEMM each.
+  void add_step_products(int64_t M, int64_t N, MatrixRef<scalar_t> dG_t, const scalar_t* x,
+                         int64_t t0, int64_t shift, int64_t k0, int64_t k1, float beta,
+                         acc_t* C) const {
+    const int64_t B = s_.B;
+    if (k1 <= k0) return;
+    if (!seq_.batch_first) {
+      gemm<scalar_t>(M, N, (k1 - k0) * B, from_column(dG_t, k0 * B),
+                     dense(x + seq_.row(t0 + k0 + shift, 0) * N, N), beta, C, N);
+      return;
+    }
+    for (int64_t k = k0; k < k1; ++k) {
+      gemm<scalar_t>(M, N, B, from_column(dG_t, k * B),
+                     dense(x + seq_.row(t0 + k + shift, 0) * N, seq_.batch_step() * N),
+                     k == k0 ? beta : 1.f, C, N);
+    }
+  }
+
+  // C[M, P] = beta * C + dG^T h_prev over the chunk's steps [t0, t0 + steps): from the chunk's
+  // copy hp where there is one, else from the output rows of the neighbouring steps and from
+  // h0 for the sequences' first step (the same step for every sequence here).
+  void add_h_prev_products(int64_t M, MatrixRef<scalar_t> dG_t, int64_t t0, int64_t steps,
+                           const scalar_t* out, const scalar_t* h0, const scalar_t* hp, float beta,
+                           acc_t* C) const {
+    const int64_t B = s_.B, P = s_.P;
+    if (hp) {
+      gemm<scalar_t>(M, P, steps * B, dG_t, dense(hp, P), beta, C, P);
+      return;
+    }
+    int64_t k0 = 0, k1 = steps;
+    int64_t first = -1;  // the chunk's step that starts from h0, if any
+    if (!reverse_ && t0 == 0) first = k0++;
+    if (reverse_ && t0 + steps == s_.T) first = --k1;
+    if (first >= 0) {
+      gemm<scalar_t>(M, P, B, from_column(dG_t, first * B), dense(h0, P), beta, C, P);
+      beta = 1.f;
+    }
+    add_step_products(M, P, dG_t, out, t0, reverse_ ? 1 : -1, k0, k1, beta, C);
   }
 
   // grad_input rows of steps [t0, t0 + steps) = dgx W_ih. Where the compute type is the
@@ -568,14 +642,12 @@ class Recurrence {
     }
   }
 
-  // The input rows of steps [t0, t0 + steps) as one time-major [steps * B, I] matrix, with the
-  // steps past each sequence's end zeroed, so that whatever the padding holds (NaN included)
-  // cannot reach d(weight_ih) through 0 * x. In place where the layout allows, else copied
-  // into `buffer`.
+  // The input rows of steps [t0, t0 + steps) copied into `buffer` as one time-major
+  // [steps * B, I] matrix, with the steps past each sequence's end zeroed, so that whatever the
+  // padding holds (NaN included) cannot reach d(weight_ih) through 0 * x.
   MatrixRef<scalar_t> chunk_input(const scalar_t* x, int64_t t0, int64_t steps,
                                   Tensor& buffer) const {
     const int64_t B = s_.B, I = s_.I;
-    if (!seq_.batch_first && !lengths_) return dense(x + t0 * B * I, I);
     scalar_t* dst = buffer.data_ptr<scalar_t>();
     for (int64_t k = 0; k < steps; ++k) {
       for (int64_t b = 0; b < B; ++b) {
@@ -589,6 +661,24 @@ class Recurrence {
       }
     }
     return dense<scalar_t>(dst, I);
+  }
+
+  // grad_output with unit stride along its last dimension, so that its rows can be read in
+  // place. A broadcast gradient (that of output.sum(), say) stays broadcast: only its distinct
+  // values are materialised, not the whole sequence.
+  static Tensor row_addressable(const Tensor& g) {
+    if (g.stride(2) == 1 || g.size(2) == 1) return g;
+    Tensor distinct = g;
+    for (int64_t d = 0; d < 2; ++d) {
+      if (g.stride(d) == 0) distinct = distinct.narrow(d, 0, 1);
+    }
+    return distinct.contiguous().expand(g.sizes());
+  }
+
+  StridedRows<scalar_t> strided_rows(const Tensor& g) const {
+    if (!g.defined()) return {nullptr, 0, 0};
+    const int64_t t_dim = seq_.batch_first ? 1 : 0;
+    return {g.const_data_ptr<scalar_t>(), g.stride(t_dim), g.stride(1 - t_dim)};
   }
 
   // sums[j] += column j of a contiguous [rows, W] matrix, for j < W.
