@@ -169,13 +169,17 @@ def test_second_device(F, cell):
 
 
 def test_large_batch_times_hidden(F):
-    """B*H and N*G*H past 2^24 elements: index math and grid-stride loops hold."""
-    T, B, I, H = 3, 4099, 8, 1031
+    """B*H past 2^24 = 2^16 blocks of 256 threads, the most blocks a pointwise kernel gets:
+    the grid-stride loops take a second turn; index math holds."""
+    T, B, I, H = 3, 16411, 8, 1031
+    assert B * H > 2**24
     case = make_case("lstm", T=T, B=B, I=I, H=H, lengths="random", seed=80, dtype=torch.float32)
+    case.lengths[-1] = T  # the last row, in the loops' second turn, runs every step
     dev = on_device(case, "cuda")
     with torch.no_grad():
         outs = call(F, dev)
-    sub = list(range(0, B, 997))  # a few rows, checked against the reference
+    # A few rows, checked against the reference; the last ones lie past 2^24 elements.
+    sub = list(range(0, B, 997)) + [B - 2, B - 1]
     small = case.replace(input=case.input[:, sub], h0=case.h0[sub], c0=case.c0[sub],
                          lengths=case.lengths[sub]).to(torch.float64)
     with torch.no_grad():
