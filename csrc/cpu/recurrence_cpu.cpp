@@ -681,11 +681,33 @@ class Recurrence {
     return {g.const_data_ptr<scalar_t>(), g.stride(t_dim), g.stride(1 - t_dim)};
   }
 
-  // sums[j] += column j of a contiguous [rows, W] matrix, for j < W.
+  // sums[j] += column j of a contiguous [rows, W] matrix, for j < W. Blocks of 8 vectors of
+  // columns are summed down the rows in registers, in parallel (a bias gradient of a large
+  // layer is a pass over megabytes); the columns past the last full block, row by row.
   static void add_column_sums(const scalar_t* m, int64_t rows, int64_t W, acc_t* sums) {
+    constexpr int64_t kVecs = 8, kWidth = V::size(), kBlock = kVecs * kWidth;
+    const int64_t blocks = W / kBlock;
+    const int64_t grain = std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(rows * kBlock, 1));
+    at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+      for (int64_t block = b0; block < b1; ++block) {
+        const int64_t c0 = block * kBlock;
+        V acc[kVecs];
+        for (int v = 0; v < kVecs; ++v) acc[v] = V(0);
+        for (int64_t r = 0; r < rows; ++r) {
+          const scalar_t* row = m + r * W + c0;
+          for (int v = 0; v < kVecs; ++v) acc[v] = acc[v] + load(row + v * kWidth, kWidth);
+        }
+        for (int v = 0; v < kVecs; ++v) {
+          acc_t* out = sums + c0 + v * kWidth;
+          store(out, load(out, kWidth) + acc[v], kWidth);
+        }
+      }
+    });
+    const int64_t rest = blocks * kBlock;
+    if (rest == W) return;
     for (int64_t r = 0; r < rows; ++r) {
-      for_each_chunk<scalar_t>(W, [&](int64_t j, int64_t n) {
-        store(sums + j, load(sums + j, n) + load(m + r * W + j, n), n);
+      for_each_chunk<scalar_t>(W - rest, [&](int64_t j, int64_t n) {
+        store(sums + rest + j, load(sums + rest + j, n) + load(m + r * W + rest + j, n), n);
       });
     }
   }
