@@ -310,7 +310,17 @@ def test_bfloat16_against_float64_reference(F, cell, lengths):
     """bfloat16 storage, float32 accumulation: within a few bfloat16 ulps (2^-8) of the
     float64 result, relative to each tensor's largest entry."""
     P = 3 if cell == "lstm" else None
-    c64 = make_case(cell, T=8, B=5, I=6, H=13, P=P, lengths=lengths, seed=21)
+    assert_bfloat16_close(F, make_case(cell, T=8, B=5, I=6, H=13, P=P, lengths=lengths, seed=21))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_bfloat16_batch_first_rows_in_place(F, cell):
+    """bfloat16, batch-first with 128 rows or more a step: the weight gradients' GEMMs read
+    the input and h_prev where they lie, a step at a time."""
+    assert_bfloat16_close(F, make_case(cell, T=6, B=130, I=6, H=13, batch_first=True, seed=22))
+
+
+def assert_bfloat16_close(F, c64):
     cbf = c64.to(torch.bfloat16)
     ref_outs, ref_grads, up = run(reference, cbf.to(torch.float64))
     outs, got_grads, _ = run(F, cbf, upstream=up)
