@@ -25,7 +25,9 @@ def convert(model: nn.Module) -> nn.Module:
     ``model``.
 
     The replacements share the originals' Parameter objects (so an optimiser built before the
-    conversion keeps training them), and keep their device, dtype and training mode. A module
+    conversion keeps training them), keep their device, dtype and training mode, and take
+    over their module hooks (forward, backward and state_dict hooks keep firing, and their
+    handles still remove them). A module
     reached through several paths is replaced by one shared rnnfast module. If ``model`` itself
     is one of these modules, the converted module is returned (it cannot be replaced in place).
     Subclasses of these classes are left alone.
@@ -38,6 +40,7 @@ def convert(model: nn.Module) -> nn.Module:
         key = id(module)
         if key not in converted:
             converted[key] = _REPLACEMENTS[type(module)].from_torch(module)
+            _take_over_hooks(module, converted[key])
         return converted[key]
 
     if type(model) in _REPLACEMENTS:
@@ -47,3 +50,12 @@ def convert(model: nn.Module) -> nn.Module:
             if child is not None and type(child) in _REPLACEMENTS:
                 parent._modules[name] = replacement(child)
     return model
+
+
+def _take_over_hooks(source: nn.Module, target: nn.Module) -> None:
+    """Give ``target`` the hook dictionaries of ``source`` themselves (not copies): a handle
+    returned by ``register_forward_hook`` and the like refers to its dictionary, so it still
+    removes its hook from the module that replaced ``source``."""
+    for name, value in vars(source).items():
+        if "hook" in name:
+            target.__dict__[name] = value

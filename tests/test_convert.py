@@ -140,3 +140,36 @@ def test_from_torch_refuses_parametrized_weights():
     lstm = nn.utils.parametrizations.weight_norm(nn.LSTM(3, 4), "weight_hh_l0")
     with pytest.raises(ValueError, match="parametrized"):
         rnnfast.LSTM.from_torch(lstm)
+
+
+def test_convert_keeps_module_hooks():
+    """Hooks registered on the torch.nn modules before the conversion fire on their
+    replacements, with the replacement as the module, and their handles still remove them."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.GRU(4, 5, batch_first=True))
+    calls = []
+    pre = model[1].register_forward_pre_hook(lambda m, args: calls.append(("pre", type(m))))
+    post = model[1].register_forward_hook(
+        lambda m, args, kwargs, out: calls.append(("forward", type(m), len(kwargs))),
+        with_kwargs=True)
+    back = model[1].register_full_backward_hook(
+        lambda m, grad_in, grad_out: calls.append(("backward", type(m))))
+    saved = model[1].register_state_dict_post_hook(
+        lambda m, state, prefix, local: calls.append(("state_dict", type(m))))
+
+    rnnfast.convert(model)
+    assert isinstance(model[1], rnnfast.GRU)
+    x = torch.randn(2, 3, 4, requires_grad=True)
+    output, _ = model[1](model[0](x))
+    output.sum().backward()
+    model.state_dict()
+    assert calls == [("pre", rnnfast.GRU), ("forward", rnnfast.GRU, 0),
+                     ("backward", rnnfast.GRU), ("state_dict", rnnfast.GRU)]
+
+    calls.clear()
+    for handle in (pre, post, back, saved):
+        handle.remove()
+    output, _ = model[1](model[0](x))
+    output.sum().backward()
+    model.state_dict()
+    assert calls == []
