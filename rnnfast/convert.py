@@ -27,10 +27,9 @@ def convert(model: nn.Module) -> nn.Module:
     The replacements share the originals' Parameter objects (so an optimiser built before the
     conversion keeps training them), keep their device, dtype and training mode, and take
     over their module hooks (forward, backward and state_dict hooks keep firing, and their
-    handles still remove them). A module
-    reached through several paths is replaced by one shared rnnfast module. If ``model`` itself
-    is one of these modules, the converted module is returned (it cannot be replaced in place).
-    Subclasses of these classes are left alone.
+    handles still remove them). A module reached through several paths is replaced by one
+    shared rnnfast module. If ``model`` itself is one of these modules, the converted module
+    is returned (it cannot be replaced in place). Subclasses of these classes are left alone.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"rnnfast.convert: expected an nn.Module; got {type(model).__name__}")
