@@ -137,3 +137,22 @@ def test_timing_table_relates_rnnfast_and_torch_nn_to_the_gemm_floor():
     # Shapes without a floor show dashes in its three columns.
     row = next(line.split() for line in lines if line.split()[:3] == ["rnn", "S", "fwd"])
     assert row[-3:] == ["-", "-", "-"]
+
+
+def test_ab_builds_compares_two_checkouts():
+    """scripts/ab_builds.py with one checkout as both builds: a row per case with each
+    build's rounds, minima and their ratio."""
+    import subprocess
+    import sys
+
+    import rnnfast
+
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(rnnfast.__file__)))
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "ab_builds.py")
+    out = subprocess.run([sys.executable, script, checkout, checkout, "rnn:S:fwd_nograd",
+                          "--rounds", "2", "--runs", "2"],
+                         check=True, capture_output=True, text=True).stdout
+    row = next(line for line in out.splitlines() if line.startswith("rnn:S:fwd_nograd"))
+    numbers = [float(v) for v in row.split()[1:-1]]
+    assert len(numbers) == 2 + 2 + 2 and all(v > 0 for v in numbers)
+    assert row.endswith("x") and float(row.split()[-1][:-1]) > 0
