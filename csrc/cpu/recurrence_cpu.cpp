@@ -800,18 +800,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recur
   const LayerSizes sizes =
       check_backward_args(grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, hx,
                           weight_hr, lengths, output, saved, std::string(cell), batch_first);
-  const auto grads = sizes.B == 0
-                         ? empty_batch_backward(sizes, input, weight_hr.has_value(), output_mask)
-                         : dispatch_cell(sizes.kind, [&](auto cell_type) {
-                             using Cell = decltype(cell_type);
-                             return dispatch_dtype(input, [&](auto scalar) {
-                               using scalar_t = decltype(scalar);
-                               Recurrence<Cell, scalar_t> layer(sizes, reverse, batch_first,
-                                                                weight_hh, weight_hr, lengths);
-                               return layer.backward(grad_output, grad_h_n, grad_c_n, input,
-                                                     weight_ih, hx, output, saved, output_mask);
-                             });
-                           });
+  if (sizes.B == 0) {
+    const auto g = empty_batch_backward(sizes, input, weight_hr.has_value(), output_mask);
+    return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
+  }
+  const auto grads = dispatch_cell(sizes.kind, [&](auto cell_type) {
+    using Cell = decltype(cell_type);
+    return dispatch_dtype(input, [&](auto scalar) {
+      using scalar_t = decltype(scalar);
+      Recurrence<Cell, scalar_t> layer(sizes, reverse, batch_first, weight_hh, weight_hr, lengths);
+      return layer.backward(grad_output, grad_h_n, grad_c_n, input, weight_ih, hx, output, saved,
+                            output_mask);
+    });
+  });
   return {grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6], grads[7]};
 }
 
