@@ -9,10 +9,13 @@ Environment:
   RNNFAST_CPU_CAPABILITY     AVX512, AVX2 or DEFAULT: the SIMD level of the CPU kernels
                              (default: what torch detects on the building machine)
   RNNFAST_DEBUG=1            -O0 -g
+  RNNFAST_OPENMP=0           build without -fopenmp (every at::parallel_for loop then runs on
+                             the calling thread)
 """
 
 import glob
 import os
+import sys
 
 import torch
 from setuptools import find_packages, setup
@@ -48,6 +51,20 @@ def cxx_standard():
         return "c++20" if "C++20 or later" in f.read() else "c++17"
 
 
+def openmp_flags():
+    """-fopenmp on Linux where torch runs its parallel loops on OpenMP (its pip wheels do).
+
+    ATen's at::parallel_for is a header template: compiled without -fopenmp, every loop of the
+    extension runs on the calling thread. Linked with -fopenmp, the extension needs libgomp.so.1
+    and gets the copy torch has already loaded (the same soname): one OpenMP runtime, not two.
+    """
+    if os.environ.get("RNNFAST_OPENMP", "1") == "0":
+        return []
+    if not sys.platform.startswith("linux") or not torch.backends.openmp.is_available():
+        return []
+    return ["-fopenmp"]
+
+
 def sources(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
@@ -58,6 +75,8 @@ def extension():
     std = cxx_standard()
     cxx_flags += [f"-std={std}", "-fdiagnostics-color=always"]
     cxx_flags += CPU_CAPABILITY_FLAGS[cpu_capability()]
+    openmp = openmp_flags()
+    cxx_flags += openmp
     common = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
 
     cuda_sources = sources("csrc/cuda/*.cu") + sources("csrc/cuda/*.cpp")
@@ -69,8 +88,9 @@ def extension():
         return CUDAExtension(
             "rnnfast._C", common + cuda_sources,
             extra_compile_args={"cxx": cxx_flags + ["-DRNNFAST_WITH_CUDA"], "nvcc": nvcc_flags},
-            define_macros=[("RNNFAST_WITH_CUDA", None)])
-    return CppExtension("rnnfast._C", common, extra_compile_args={"cxx": cxx_flags})
+            define_macros=[("RNNFAST_WITH_CUDA", None)], extra_link_args=openmp)
+    return CppExtension("rnnfast._C", common, extra_compile_args={"cxx": cxx_flags},
+                        extra_link_args=openmp)
 
 
 setup(
