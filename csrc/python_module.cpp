@@ -3,9 +3,11 @@
 // parsing of torch.ops (about half the fixed cost of a small layer). The call still goes
 // through the dispatcher, so autograd, autocast and dispatch modes apply as for torch.ops.
 // Under no_grad it asks the op not to keep what only a backward would read.
+// Also a test hook, _cpu_batch_slices.
 // Only the pip build compiles this file: the CMake library for libtorch users has no Python.
 #include <torch/extension.h>
 
+#include "cpu/batch_slices.h"
 #include "op_handles.h"
 
 namespace {
@@ -29,4 +31,12 @@ PYBIND11_MODULE(_C, m) {
   m.def("recurrent_forward", &recurrent_forward,
         "rnnfast::recurrent_forward, called directly (eager mode only)",
         pybind11::call_guard<pybind11::gil_scoped_release>());
+  // For the tests: how the CPU engine would split a batch over the current threads.
+  m.def(
+      "_cpu_batch_slices",
+      [](int64_t B, int64_t T, int64_t weight_elements, int64_t weight_bytes) {
+        const auto slices = rnnfast::cpu::batch_slices(B, T, {weight_elements, weight_bytes});
+        return std::make_tuple(slices.count, slices.rows);
+      },
+      "(count, rows) of the batch slices of B rows over T steps with the given recurrent weights");
 }

@@ -60,24 +60,6 @@ at::Tensor view_of(MatrixRef<T> X, int64_t rows, int64_t cols) {
 // whose smallest BLAS products have 2M multiply-adds, was unchanged.
 constexpr int64_t kThreadedGemmMacs = 1 << 20;
 
-// Holds MKL to the calling thread for the guard's life, where the product is small.
-class SmallProductThreads {
- public:
-  explicit SmallProductThreads(int64_t macs) {
-    if (macs < kThreadedGemmMacs && MKL_Set_Num_Threads_Local != nullptr) {
-      previous_ = MKL_Set_Num_Threads_Local(1);
-    }
-  }
-  ~SmallProductThreads() {
-    if (previous_ >= 0) MKL_Set_Num_Threads_Local(previous_);
-  }
-  SmallProductThreads(const SmallProductThreads&) = delete;
-  SmallProductThreads& operator=(const SmallProductThreads&) = delete;
-
- private:
-  int previous_ = -1;
-};
-
 // Below this many multiply-adds a register-blocked loop beats a BLAS call's fixed cost
 // (the per-step product of a small layer: B = 8, H = 32 is 8k; its input projection 160k).
 constexpr int64_t kSmallGemmMacs = 1 << 18;
@@ -163,7 +145,7 @@ void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float
     }
   }
   const bool blas_sized = fits_int({M, N, K, A.ld, B.ld, ldc});
-  const SmallProductThreads threads(M * N * K);
+  const SingleThreadedBlas threads(M * N * K < kThreadedGemmMacs);
   if constexpr (std::is_same_v<T, at::BFloat16>) {
     if (cblas_gemm_bf16bf16f32 != nullptr && blas_sized) {
       cblas_gemm_bf16bf16f32(kCblasRowMajor, A.trans ? kCblasTrans : kCblasNoTrans,
@@ -190,6 +172,14 @@ void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float
     }
   }
   gemm_fallback(M, N, K, A, B, beta, C, ldc);
+}
+
+SingleThreadedBlas::SingleThreadedBlas(bool active) {
+  if (active && MKL_Set_Num_Threads_Local != nullptr) previous_ = MKL_Set_Num_Threads_Local(1);
+}
+
+SingleThreadedBlas::~SingleThreadedBlas() {
+  if (previous_ >= 0) MKL_Set_Num_Threads_Local(previous_);
 }
 
 template <class T>

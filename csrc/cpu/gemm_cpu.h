@@ -37,6 +37,19 @@ template <class T>
 void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float beta,
           at::opmath_type<T>* C, int64_t ldc);
 
+// Holds the calling thread's BLAS calls to that thread alone for the guard's life, where the
+// BLAS allows it (MKL's thread-local setting); `active` false makes it do nothing.
+class SingleThreadedBlas {
+ public:
+  explicit SingleThreadedBlas(bool active = true);
+  ~SingleThreadedBlas();
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
 // The right-hand operand of a GEMM that is applied many times (W_hh at every step), packed
 // once into BLAS's internal layout where the BLAS offers it (MKL, float32) and the product
 // is large enough to gain; otherwise a plain reference to it.

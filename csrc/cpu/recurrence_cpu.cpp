@@ -1,9 +1,11 @@
 // The CPU recurrence engine: one layer in one direction, for every cell of cells.h.
 //
-// Forward: the input projection as one GEMM per chunk of steps; per step one recurrent GEMM
-// into preallocated memory and one fused, vectorised pointwise pass over the batch rows.
-// Backward: the reverse loop (pointwise pass, then the recurrent GEMM for dh), then the weight
-// gradients as GEMMs over all steps. Nothing is allocated and no op is dispatched per step.
+// Forward: the input projection as one GEMM per chunk of steps; then per step one recurrent
+// GEMM into preallocated memory and one fused, vectorised pointwise pass over the batch rows,
+// each thread taking a slice of the rows through the chunk's steps where the batch is large
+// enough (batch_slices.h). Backward: the reverse loop (pointwise pass, then the recurrent GEMM
+// for dh), sliced the same way, then the weight gradients as GEMMs over all steps. Nothing is
+// allocated and no op is dispatched per step.
 //
 // Per-step tensors are kept in the caller's layout ([T, B, X] or [B, T, X]); Seq maps a
 // (step, batch) pair to its row.
@@ -13,11 +15,13 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
 #include <vector>
 
 #include "../cell_kind.h"
 #include "../checks.h"
 #include "../empty_batch.h"
+#include "batch_slices.h"
 #include "gemm_cpu.h"
 #include "vec_math.h"
 
@@ -105,15 +109,17 @@ MatrixRef<T> weight_transposed(const Tensor& w, bool copy, Tensor& storage) {
   return {m.data, m.ld, !m.trans};
 }
 
-// Runs f(b) for every batch row, in parallel where a step's pointwise work is large enough
-// to pay for waking the other threads (the GEMMs are threaded by BLAS itself): from about
-// 32k gate values a step. Large layers gain twice: their outputs are fresh memory, whose page
-// faults are then taken on every thread instead of one.
+// Runs f(b) for the batch rows b in [b0, b1), in parallel where a step's pointwise work is
+// large enough to pay for waking the other threads (the GEMMs are threaded by BLAS itself):
+// from about 8k gate values a step, 4k a thread (at LM, B = 32 rows of 768 or 1024, the
+// forward took 15 % less than with the rows on one thread). Large layers gain twice: their
+// outputs are fresh memory, whose page faults are then taken on every thread instead of one.
+// Inside a batch slice (below) it runs on the calling thread.
 template <class F>
-void for_each_row(int64_t B, int64_t width, const F& f) {
-  const int64_t grain = std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(width, 1));
-  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) f(b);
+void for_each_row(int64_t b0, int64_t b1, int64_t width, const F& f) {
+  const int64_t grain = std::max<int64_t>(1, (1 << 12) / std::max<int64_t>(width, 1));
+  at::parallel_for(b0, b1, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t b = r0; b < r1; ++b) f(b);
   });
 }
 
@@ -198,19 +204,22 @@ class Recurrence {
     acc_t* projected = gh + B * GH_;
     // The n part of the reset-before GRU's recurrent product waits for r * h.
     const int64_t gh_cols = Cell::kResetBefore ? 2 * H : GH_;
+    const BatchSlices slices = batch_slices(B, T, recurrent_weights());
+    const int64_t slice_rows = slices.rows;
     const bool copy_weights = T * B >= 16;
     // A packed weight is copied into the packed layout anyway, from any layout.
     using Packed = PackedMatrix<scalar_t>;
-    const bool w_hh_packed =
-        Packed::packs(B, gh_cols, P) && (!Cell::kResetBefore || Packed::packs(B, H, H));
+    const bool w_hh_packed = Packed::packs(slice_rows, gh_cols, P) &&
+                             (!Cell::kResetBefore || Packed::packs(slice_rows, H, H));
     Tensor w_ih_storage, w_hh_storage, w_hr_storage;
     const MatrixRef<scalar_t> w_ih_ref =  // [I, G*H]
         weight_transposed<scalar_t>(weight_ih, copy_weights, w_ih_storage);
     const MatrixRef<scalar_t> w_hh_ref =  // [P, G*H]
         weight_transposed<scalar_t>(weight_hh_, copy_weights && !w_hh_packed, w_hh_storage);
     const MatrixRef<scalar_t> w_hr_ref =  // [H, P]
-        projection_ ? weight_transposed<scalar_t>(
-                          *weight_hr_, copy_weights && !Packed::packs(B, P, H), w_hr_storage)
+        projection_ ? weight_transposed<scalar_t>(*weight_hr_,
+                                                  copy_weights && !Packed::packs(slice_rows, P, H),
+                                                  w_hr_storage)
                     : w_hh_ref;
     int64_t chunk_t0 = 0;  // the first (smallest) step of the chunk held in gx
     const std::vector<acc_t> biases = split_biases(bias_ih, bias_hh);
@@ -223,34 +232,27 @@ class Recurrence {
     acc_t* c = Cell::kHasCellState ? c_state.data_ptr<acc_t>() : nullptr;
     scalar_t* sv = saved.numel() > 0 ? saved.data_ptr<scalar_t>() : nullptr;
     scalar_t* aux = step_input.data_ptr<scalar_t>();
-    const Packed recurrent(B, gh_cols, P, w_hh_ref);
-    const Packed reset_recurrent(Cell::kResetBefore ? B : 0, H, H, from_column(w_hh_ref, 2 * H));
-    const Packed projection(projection_ ? B : 0, P, H, w_hr_ref);
+    // The per-step products of a slice of `rows` batch rows, packed for that row count.
+    struct StepProducts {
+      Packed recurrent, reset_recurrent, projection;
+    };
+    const auto step_products = [&](int64_t rows) {
+      return StepProducts{Packed(rows, gh_cols, P, w_hh_ref),
+                          Packed(Cell::kResetBefore ? rows : 0, H, H, from_column(w_hh_ref, 2 * H)),
+                          Packed(projection_ ? rows : 0, P, H, w_hr_ref)};
+    };
+    // Each slice's, made by the thread that runs it (in its cache) at the first chunk.
+    std::vector<std::optional<StepProducts>> slice_products(slices.count);
 
-    for (int64_t step = 0; step < T; ++step) {
-      const int64_t t = reverse_ ? T - 1 - step : step;
-      if (step % chunk == 0) {
-        const int64_t steps = std::min(chunk, T - step);
-        chunk_t0 = reverse_ ? t - steps + 1 : t;
-        const scalar_t* x_data = x.const_data_ptr<scalar_t>();
-        if (per_step_projection) {
-          for (int64_t k = 0; k < steps; ++k) {
-            gemm<scalar_t>(B, GH_, s_.I, dense(x_data + seq_.row(chunk_t0 + k, 0) * s_.I, T * s_.I),
-                           w_ih_ref, 0.f, gx + k * B * GH_, GH_);
-          }
-        } else {
-          gemm<scalar_t>(steps * B, GH_, s_.I,
-                         dense(x_data + (one_chunk ? 0 : chunk_t0 * B * s_.I), s_.I), w_ih_ref, 0.f,
-                         gx, GH_);
-        }
-      }
+    // Step t of the batch rows [b0, b1).
+    const auto step_rows = [&](int64_t t, int64_t b0, int64_t b1, const StepProducts& products) {
       // Row b of this step's input projection [G*H].
       const auto gx_row_of = [&](int64_t b) {
         return gx + (one_chunk ? seq_.row(t, b) : (t - chunk_t0) * B + b) * GH_;
       };
-      recurrent.multiply(dense<scalar_t>(h, P), 0.f, gh, GH_);
+      products.recurrent.multiply(dense<scalar_t>(h + b0 * P, P), 0.f, gh + b0 * GH_, GH_);
       if constexpr (Cell::kResetBefore) {
-        for_each_row(B, H, [&](int64_t b) {
+        for_each_row(b0, b1, H, [&](int64_t b) {
           if (!active(t, b)) return;
           const acc_t* gx_row = gx_row_of(b);
           for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
@@ -260,9 +262,10 @@ class Recurrence {
                   Cell::reset_forward(gx_r, load(gh + b * GH_ + j, n), load(h + b * P + j, n)), n);
           });
         });
-        reset_recurrent.multiply(dense<scalar_t>(aux, H), 0.f, gh + 2 * H, GH_);
+        products.reset_recurrent.multiply(dense<scalar_t>(aux + b0 * H, H), 0.f,
+                                          gh + b0 * GH_ + 2 * H, GH_);
       }
-      for_each_row(B, GH_, [&](int64_t b) {
+      for_each_row(b0, b1, GH_, [&](int64_t b) {
         const int64_t row = seq_.row(t, b);
         if (!active(t, b)) {
           zero_row(out + row * P, P);
@@ -299,8 +302,8 @@ class Recurrence {
         });
       });
       if (projection_) {
-        projection.multiply(dense<scalar_t>(aux, H), 0.f, projected, P);
-        for_each_row(B, P, [&](int64_t b) {
+        products.projection.multiply(dense<scalar_t>(aux + b0 * H, H), 0.f, projected + b0 * P, P);
+        for_each_row(b0, b1, P, [&](int64_t b) {
           if (!active(t, b)) return;
           for (int64_t j = 0; j < P; ++j) {
             const scalar_t v = static_cast<scalar_t>(projected[b * P + j]);
@@ -309,6 +312,30 @@ class Recurrence {
           }
         });
       }
+    };
+
+    for (int64_t done = 0; done < T; done += chunk) {
+      const int64_t steps = std::min(chunk, T - done);
+      chunk_t0 = reverse_ ? T - done - steps : done;
+      const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+      if (per_step_projection) {
+        for (int64_t k = 0; k < steps; ++k) {
+          gemm<scalar_t>(B, GH_, s_.I, dense(x_data + seq_.row(chunk_t0 + k, 0) * s_.I, T * s_.I),
+                         w_ih_ref, 0.f, gx + k * B * GH_, GH_);
+        }
+      } else {
+        gemm<scalar_t>(steps * B, GH_, s_.I,
+                       dense(x_data + (one_chunk ? 0 : chunk_t0 * B * s_.I), s_.I), w_ih_ref, 0.f,
+                       gx, GH_);
+      }
+      for_each_slice(slices, [&](int64_t i) {
+        const int64_t b0 = slices.begin(i), b1 = slices.end(i, B);
+        if (!slice_products[i]) slice_products[i].emplace(step_products(b1 - b0));
+        for (int64_t k = 0; k < steps; ++k) {
+          const int64_t t = reverse_ ? chunk_t0 + steps - 1 - k : chunk_t0 + k;
+          step_rows(t, b0, b1, *slice_products[i]);
+        }
+      });
     }
     Tensor c_n = Cell::kHasCellState ? c_state.to(opts.dtype()) : at::empty({0}, opts);
     return {output, h_n, c_n, saved};
@@ -399,23 +426,32 @@ class Recurrence {
         projection_ ? matrix_ref<scalar_t>(*weight_hr_, w_hr_storage) : MatrixRef<scalar_t>{};
     const MatrixRef<scalar_t> w_ih =
         mask[0] ? matrix_ref<scalar_t>(weight_ih, w_ih_storage) : MatrixRef<scalar_t>{};
-    const PackedMatrix<scalar_t> recurrent_t(B, P, x_rows, w_hh);
-    const PackedMatrix<scalar_t> split_recurrent_t(SH > 0 ? B : 0, P, SH,
-                                                   from_row(w_hh, kSplit * H));
-    const PackedMatrix<scalar_t> reset_recurrent_t(Cell::kResetBefore ? B : 0, H, H,
-                                                   from_row(w_hh, 2 * H));
-    const PackedMatrix<scalar_t> projection_t(projection_ ? B : 0, H, P, projection_ ? w_hr : w_hh);
+    const BatchSlices slices = batch_slices(B, T, recurrent_weights());
+    const auto reverse_products = [&](int64_t rows) {
+      using Packed = PackedMatrix<scalar_t>;
+      return ReverseProducts{
+          Packed(rows, P, x_rows, w_hh),
+          Packed(SH > 0 ? rows : 0, P, SH, from_row(w_hh, kSplit * H)),
+          Packed(Cell::kResetBefore ? rows : 0, H, H, from_row(w_hh, 2 * H)),
+          Packed(projection_ ? rows : 0, H, P, projection_ ? w_hr : w_hh)};
+    };
+    // Each slice's, made by the thread that runs it at the first chunk.
+    std::vector<std::optional<ReverseProducts>> slice_products(slices.count);
 
     for (int64_t done = 0; done < T; done += chunk) {
       const int64_t steps = std::min(chunk, T - done);
       // Backward visits step T-1-done down to T-done-steps; t0: the chunk's smallest t.
       const int64_t step_hi = T - 1 - done, step_lo = step_hi - steps + 1;
       const int64_t t0 = reverse_ ? T - 1 - step_hi : step_lo;
-      for (int64_t step = step_hi; step >= step_lo; --step) {
-        const int64_t t = reverse_ ? T - 1 - step : step;
-        backward_step(t, (t - t0) * B, g_out, out, sv, h0, dgx, dgh, hp, rh, um, dproj, dh, dc,
-                      daux, recurrent_t, split_recurrent_t, reset_recurrent_t, projection_t);
-      }
+      for_each_slice(slices, [&](int64_t i) {
+        const int64_t b0 = slices.begin(i), b1 = slices.end(i, B);
+        if (!slice_products[i]) slice_products[i].emplace(reverse_products(b1 - b0));
+        for (int64_t step = step_hi; step >= step_lo; --step) {
+          const int64_t t = reverse_ ? T - 1 - step : step;
+          backward_step(t, (t - t0) * B, b0, b1, g_out, out, sv, h0, dgx, dgh, hp, rh, um, dproj,
+                        dh, dc, daux, *slice_products[i]);
+        }
+      });
       // This chunk's share of the gradients: GEMMs over its steps * B rows.
       const int64_t rows = steps * B;
       const float beta = done == 0 ? 0.f : 1.f;
@@ -469,20 +505,27 @@ class Recurrence {
   }
 
  private:
-  // One step of the reverse loop. Rows of the chunk buffers (dgx, dgh, hp, rh, um, dproj) start
-  // at `first_row` (= (t - the chunk's first t) * B); out, g_out and sv hold all T steps in the
-  // caller's layout. hp is null where the weight gradients read h_prev in place.
-  void backward_step(int64_t t, int64_t first_row, StridedRows<scalar_t> g_out, const scalar_t* out,
-                     const scalar_t* sv, const scalar_t* h0, scalar_t* dgx, scalar_t* dgh,
-                     scalar_t* hp, scalar_t* rh, scalar_t* um, scalar_t* dproj, acc_t* dh,
-                     acc_t* dc, acc_t* daux, const PackedMatrix<scalar_t>& recurrent_t,
-                     const PackedMatrix<scalar_t>& split_recurrent_t,
-                     const PackedMatrix<scalar_t>& reset_recurrent_t,
-                     const PackedMatrix<scalar_t>& projection_t) const {
-    const int64_t B = s_.B, H = s_.H, P = s_.P, SH = (G - kSplit) * H;
+  // The per-step products of the reverse loop, packed for a slice's row count:
+  // dh_prev += dG W_hh (the gates before the split, then those after it), d(r * h) = dn W_hn
+  // (reset-before GRU), d(unprojected output) = dh W_hr (LSTM projection).
+  struct ReverseProducts {
+    PackedMatrix<scalar_t> recurrent, split_recurrent, reset_recurrent, projection;
+  };
+
+  // Step t of the reverse loop for the batch rows [b0, b1). Rows of the chunk buffers (dgx, dgh,
+  // hp, rh, um, dproj) start at `first_row` (= (t - the chunk's first t) * B); out, g_out and sv
+  // hold all T steps in the caller's layout. hp is null where the weight gradients read h_prev
+  // in place.
+  void backward_step(int64_t t, int64_t first_row, int64_t b0, int64_t b1,
+                     StridedRows<scalar_t> g_out, const scalar_t* out, const scalar_t* sv,
+                     const scalar_t* h0, scalar_t* dgx, scalar_t* dgh, scalar_t* hp, scalar_t* rh,
+                     scalar_t* um, scalar_t* dproj, acc_t* dh, acc_t* dc, acc_t* daux,
+                     const ReverseProducts& products) const {
+    const int64_t P = s_.P, H = s_.H, SH = (G - kSplit) * H;
+    const int64_t slice_row = first_row + b0;  // the chunk-buffer row of batch entry b0
     if (projection_) {
       // dh += grad_output[t]; keep it per step for d(weight_hr); d(unprojected) = dh W_hr.
-      for_each_row(B, P, [&](int64_t b) {
+      for_each_row(b0, b1, P, [&](int64_t b) {
         const int64_t local = first_row + b;
         if (!active(t, b)) {
           zero_row(dproj + local * P, P);
@@ -493,9 +536,10 @@ class Recurrence {
           dproj[local * P + j] = static_cast<scalar_t>(dh[b * P + j]);
         }
       });
-      projection_t.multiply(dense<scalar_t>(dproj + first_row * P, P), 0.f, daux, H);
+      products.projection.multiply(dense<scalar_t>(dproj + slice_row * P, P), 0.f, daux + b0 * H,
+                                   H);
     }
-    for_each_row(B, GH_, [&](int64_t b) {
+    for_each_row(b0, b1, GH_, [&](int64_t b) {
       const int64_t row = seq_.row(t, b), local = first_row + b;
       if (!active(t, b)) {
         zero_row(dgx + local * GH_, GH_);
@@ -537,8 +581,9 @@ class Recurrence {
     });
     if constexpr (Cell::kResetBefore) {
       // d(r * h_prev) = dn_pre W_hn; then r's gradient and r's share of dh_prev.
-      reset_recurrent_t.multiply(dense<scalar_t>(dgx + first_row * GH_ + 2 * H, GH_), 0.f, daux, H);
-      for_each_row(B, H, [&](int64_t b) {
+      products.reset_recurrent.multiply(dense<scalar_t>(dgx + slice_row * GH_ + 2 * H, GH_), 0.f,
+                                        daux + b0 * H, H);
+      for_each_row(b0, b1, H, [&](int64_t b) {
         const int64_t row = seq_.row(t, b), local = first_row + b;
         if (!active(t, b)) return;
         for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
@@ -553,9 +598,10 @@ class Recurrence {
       });
     }
     // dh_prev += dG W_hh, the gates before the split from the input-side gradients.
-    recurrent_t.multiply(dense<scalar_t>(dgx + first_row * GH_, GH_), 1.f, dh, P);
+    products.recurrent.multiply(dense<scalar_t>(dgx + slice_row * GH_, GH_), 1.f, dh + b0 * P, P);
     if (SH > 0) {
-      split_recurrent_t.multiply(dense<scalar_t>(dgh + first_row * SH, SH), 1.f, dh, P);
+      products.split_recurrent.multiply(dense<scalar_t>(dgh + slice_row * SH, SH), 1.f, dh + b0 * P,
+                                        P);
     }
   }
 
@@ -721,6 +767,12 @@ class Recurrence {
   }
 
   bool active(int64_t t, int64_t b) const { return !lengths_ || t < lengths_[b]; }
+
+  // The weights that every step multiplies: W_hh [G*H, P], and W_hr [P, H] if any.
+  RecurrentWeights recurrent_weights() const {
+    const int64_t elements = GH_ * s_.P + (projection_ ? s_.P * s_.H : 0);
+    return {elements, elements * static_cast<int64_t>(weight_hh_.element_size())};
+  }
 
   bool first_step(int64_t t, int64_t b) const {
     if (!reverse_) return t == 0;
