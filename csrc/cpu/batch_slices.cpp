@@ -14,10 +14,20 @@ constexpr int64_t kMinSplitMacs = 1 << 21;
 constexpr int64_t kCachedWeightBytes = 1 << 20;
 constexpr int64_t kTallSliceRows = 64;
 
+// With torch's OpenMP backend, at::parallel_for (a header template) runs serially in a file
+// compiled without OpenMP (RNNFAST_OPENMP=0): slices would run one after another, each with
+// BLAS held to one thread.
+#if AT_PARALLEL_OPENMP && !defined(_OPENMP)
+constexpr bool kSlicesRunInParallel = false;
+#else
+constexpr bool kSlicesRunInParallel = true;
+#endif
+
 }  // namespace
 
 BatchSlices batch_slices(int64_t B, int64_t T, RecurrentWeights weights) {
-  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  if (!kSlicesRunInParallel || at::in_parallel_region()) return {1, B};
+  const int64_t threads = at::get_num_threads();
   int64_t count = std::min<int64_t>(threads, B / kMinSliceRows);
   if (weights.bytes > kCachedWeightBytes) count = std::min(count, B / kTallSliceRows);
   if (count <= 1 || B * T * weights.elements < kMinSplitMacs) return {1, B};
