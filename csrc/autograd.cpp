@@ -1,5 +1,6 @@
 // Autograd for recurrent_forward, registered at the Autograd key for every backend. Its
 // backward is the recurrent_backward op, so torch.compile sees both as single nodes.
+// recurrent_backward has no derivative of its own: a backward through it raises.
 //
 // This lives in C++ rather than in torch.library.register_autograd because a Python autograd
 // wrapper costs about 80 us per call here, more than a whole small layer takes.
@@ -74,6 +75,68 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
   }
 };
 
+// The derivative of recurrent_backward, which rnnfast does not have: a second backward through
+// a layer (create_graph=True, then backward again, as for a gradient penalty) raises here.
+// Without this node the dispatcher's fallback lets it through with a warning and a second
+// derivative of zero.
+class RecurrentBackwardFunction : public torch::autograd::Function<RecurrentBackwardFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const optional<Tensor>& grad_output,
+                               const optional<Tensor>& grad_h_n, const optional<Tensor>& grad_c_n,
+                               const Tensor& input, const Tensor& weight_ih,
+                               const Tensor& weight_hh, const optional<Tensor>& hx,
+                               const optional<Tensor>& weight_hr, const optional<Tensor>& lengths,
+                               const Tensor& output, const Tensor& saved, c10::string_view cell,
+                               bool reverse, bool batch_first, std::array<bool, 8> output_mask) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    const auto g = backward_op().call(grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh,
+                                      hx, weight_hr, lengths, output, saved, cell, reverse,
+                                      batch_first, output_mask);
+    return {std::get<0>(g), std::get<1>(g), std::get<2>(g), std::get<3>(g),
+            std::get<4>(g), std::get<5>(g), std::get<6>(g), std::get<7>(g)};
+  }
+
+  static variable_list backward(AutogradContext*, variable_list) {
+    TORCH_CHECK(false,
+                "rnnfast: the second derivative of a recurrent layer is not implemented (a "
+                "backward through the gradients of rnnfast's RNN, GRU or LSTM, as after "
+                "torch.autograd.grad(..., create_graph=True)); use torch.nn's layers where a "
+                "double backward is needed");
+  }
+};
+
+// recurrent_backward at the Autograd key: straight below autograd (the usual backward runs
+// with grad mode off), through the node above only where a graph of the gradients is recorded.
+// An unboxed kernel, too: the dispatcher's boxed fallback took its 15 arguments apart at every
+// backward.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>
+recurrent_backward_autograd(const optional<Tensor>& grad_output, const optional<Tensor>& grad_h_n,
+                            const optional<Tensor>& grad_c_n, const Tensor& input,
+                            const Tensor& weight_ih, const Tensor& weight_hh,
+                            const optional<Tensor>& hx, const optional<Tensor>& weight_hr,
+                            const optional<Tensor>& lengths, const Tensor& output,
+                            const Tensor& saved, c10::string_view cell, bool reverse,
+                            bool batch_first, std::array<bool, 8> output_mask) {
+  const auto requires_grad = [](const optional<Tensor>& t) {
+    return t.has_value() && t->requires_grad();
+  };
+  const bool records_graph =
+      at::GradMode::is_enabled() &&
+      (requires_grad(grad_output) || requires_grad(grad_h_n) || requires_grad(grad_c_n) ||
+       input.requires_grad() || weight_ih.requires_grad() || weight_hh.requires_grad() ||
+       requires_grad(hx) || requires_grad(weight_hr) || output.requires_grad());
+  if (!records_graph) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return backward_op().call(grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, hx,
+                              weight_hr, lengths, output, saved, cell, reverse, batch_first,
+                              output_mask);
+  }
+  const variable_list g = RecurrentBackwardFunction::apply(
+      grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, hx, weight_hr, lengths, output,
+      saved, cell, reverse, batch_first, output_mask);
+  return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
+}
+
 std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward_autograd(
     const Tensor& input, const Tensor& weight_ih, const Tensor& weight_hh,
     const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh, const optional<Tensor>& hx,
@@ -105,4 +168,5 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward_autograd(
 
 TORCH_LIBRARY_IMPL(rnnfast, Autograd, m) {
   m.impl("recurrent_forward", &rnnfast::recurrent_forward_autograd);
+  m.impl("recurrent_backward", &rnnfast::recurrent_backward_autograd);
 }
