@@ -59,6 +59,11 @@ at::Tensor view_of(MatrixRef<T> X, int64_t rows, int64_t cols) {
 // the GRU's forward op went from 51 to 35-38 us, its backward from 79-86 to 51-67 us; LM,
 // whose smallest BLAS products have 2M multiply-adds, was unchanged.
 constexpr int64_t kThreadedGemmMacs = 1 << 20;
+// ... unless the right-hand operand (a weight) is this large: a product of few rows, such as
+// a cell's step in a generation loop (B = 1), then mostly reads the weight, and (presumably)
+// each core keeps and reads its half in its own cache. 200 steps of an LSTM cell, B = 1,
+// H = 256: 6.5-6.9 ms with one thread, 5.2-5.3 ms with two.
+constexpr int64_t kThreadedWeightElements = 1 << 16;
 
 // Below this many multiply-adds a register-blocked loop beats a BLAS call's fixed cost
 // (the per-step product of a small layer: B = 8, H = 32 is 8k; its input projection 160k).
@@ -145,7 +150,8 @@ void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float
     }
   }
   const bool blas_sized = fits_int({M, N, K, A.ld, B.ld, ldc});
-  const SingleThreadedBlas threads(M * N * K < kThreadedGemmMacs);
+  const SingleThreadedBlas threads(M * N * K < kThreadedGemmMacs &&
+                                   N * K < kThreadedWeightElements);
   if constexpr (std::is_same_v<T, at::BFloat16>) {
     if (cblas_gemm_bf16bf16f32 != nullptr && blas_sized) {
       cblas_gemm_bf16bf16f32(kCblasRowMajor, A.trans ? kCblasTrans : kCblasNoTrans,
