@@ -42,14 +42,12 @@ def num_threads(n):
 
 def slices_of(case):
     """(count, rows) of the engine's split of ``case`` on the current threads."""
-    from rnnfast import _C
-
     T, B = case.input.shape[:2]
     if case.batch_first:
         T, B = B, T
     GH, P = case.weight_hh.shape
     elements = GH * P + (case.weight_hr.numel() if case.weight_hr is not None else 0)
-    return _C._cpu_batch_slices(B, T, elements, elements * case.weight_hh.element_size())
+    return rnnfast._C._cpu_batch_slices(B, T, elements, elements * case.weight_hh.element_size())
 
 
 def split_case(cell, B, threads, H=64, **options):
@@ -112,18 +110,17 @@ def test_split_batch_bfloat16(F, cell):
 def test_split_policy():
     """No split on one thread, with too few rows (4 a slice at least) or too little work;
     weights beyond the cache (1 MiB) are split only into tall slices (64 rows)."""
-    from rnnfast import _C
-
+    slices = rnnfast._C._cpu_batch_slices
     with num_threads(1):
-        assert _C._cpu_batch_slices(1000, 100, 1000, 4000) == (1, 1000)
+        assert slices(1000, 100, 1000, 4000) == (1, 1000)
     with num_threads(2):
-        assert _C._cpu_batch_slices(7, 10**4, 1000, 4000) == (1, 7)
-        assert _C._cpu_batch_slices(9, 10**4, 1000, 4000) == (2, 5)
-        assert _C._cpu_batch_slices(9, 1, 1000, 4000) == (1, 9)
+        assert slices(7, 10**4, 1000, 4000) == (1, 7)
+        assert slices(9, 10**4, 1000, 4000) == (2, 5)
+        assert slices(9, 1, 1000, 4000) == (1, 9)
         big = 3 * 256 * 256  # W_hh of a GRU with H = 256: 1.5 MiB in float64, 768 KiB in float32
-        assert _C._cpu_batch_slices(100, 10, big, big * 8) == (1, 100)
-        assert _C._cpu_batch_slices(131, 10, big, big * 8) == (2, 66)
-        assert _C._cpu_batch_slices(100, 10, big, big * 4) == (2, 50)
+        assert slices(100, 10, big, big * 8) == (1, 100)
+        assert slices(131, 10, big, big * 8) == (2, 66)
+        assert slices(100, 10, big, big * 4) == (2, 50)
 
 
 def test_split_batch_large_weights_tall_slices(F):
