@@ -7,6 +7,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <tuple>
+
 #include "op_handles.h"
 
 namespace rnnfast {
@@ -19,6 +21,14 @@ using torch::autograd::variable_list;
 
 optional<Tensor> present(const Tensor& t) {
   return t.defined() ? optional<Tensor>(t) : std::nullopt;
+}
+
+bool requires_grad(const optional<Tensor>& t) { return t.has_value() && t->requires_grad(); }
+
+// The ops' tuple of tensors as the list an autograd Function returns.
+template <class... Ts>
+variable_list as_list(const std::tuple<Ts...>& tensors) {
+  return std::apply([](const auto&... t) { return variable_list{t...}; }, tensors);
 }
 
 class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
@@ -65,9 +75,8 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
         present(grads[0]), present(grads[1]), cell == "lstm" ? present(grads[2]) : std::nullopt,
         s[0], s[1], s[2], present(s[3]), present(s[4]), present(s[5]), s[6], s[7], cell,
         ctx->saved_data["reverse"].toBool(), ctx->saved_data["batch_first"].toBool(), mask);
-    variable_list out = {std::get<0>(g), std::get<1>(g), std::get<2>(g), std::get<3>(g),
-                         std::get<4>(g), std::get<5>(g), std::get<6>(g), std::get<7>(g),
-                         Tensor(),       Tensor(),       Tensor(),       Tensor()};
+    variable_list out = as_list(g);
+    out.resize(12);  // no gradients for lengths, cell, reverse, batch_first
     for (size_t k = 0; k < mask.size(); ++k) {
       if (!mask[k]) out[k] = Tensor();
     }
@@ -89,11 +98,9 @@ class RecurrentBackwardFunction : public torch::autograd::Function<RecurrentBack
                                const Tensor& output, const Tensor& saved, c10::string_view cell,
                                bool reverse, bool batch_first, std::array<bool, 8> output_mask) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    const auto g = backward_op().call(grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh,
-                                      hx, weight_hr, lengths, output, saved, cell, reverse,
-                                      batch_first, output_mask);
-    return {std::get<0>(g), std::get<1>(g), std::get<2>(g), std::get<3>(g),
-            std::get<4>(g), std::get<5>(g), std::get<6>(g), std::get<7>(g)};
+    return as_list(backward_op().call(grad_output, grad_h_n, grad_c_n, input, weight_ih,
+                                      weight_hh, hx, weight_hr, lengths, output, saved, cell,
+                                      reverse, batch_first, output_mask));
   }
 
   static variable_list backward(AutogradContext*, variable_list) {
@@ -117,9 +124,6 @@ recurrent_backward_autograd(const optional<Tensor>& grad_output, const optional<
                             const optional<Tensor>& lengths, const Tensor& output,
                             const Tensor& saved, c10::string_view cell, bool reverse,
                             bool batch_first, std::array<bool, 8> output_mask) {
-  const auto requires_grad = [](const optional<Tensor>& t) {
-    return t.has_value() && t->requires_grad();
-  };
   const bool records_graph =
       at::GradMode::is_enabled() &&
       (requires_grad(grad_output) || requires_grad(grad_h_n) || requires_grad(grad_c_n) ||
@@ -142,9 +146,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward_autograd(
     const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh, const optional<Tensor>& hx,
     const optional<Tensor>& cx, const optional<Tensor>& weight_hr, const optional<Tensor>& lengths,
     c10::string_view cell, bool reverse, bool batch_first, bool need_saved) {
-  const auto requires_grad = [](const optional<Tensor>& t) {
-    return t.has_value() && t->requires_grad();
-  };
   const bool needs_backward =
       at::GradMode::is_enabled() &&
       (input.requires_grad() || weight_ih.requires_grad() || weight_hh.requires_grad() ||

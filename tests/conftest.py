@@ -41,6 +41,17 @@ def num_gates(cell):
     return {"rnn": 1, "gru": 3, "lstm": 4}[cell.split("_")[0]]
 
 
+def extension_calls_openmp():
+    """Whether the built extension calls into the OpenMP runtime (GNU's entry, or the
+    LLVM/Intel one): compiled without -fopenmp, its at::parallel_for loops (a header
+    template) all run on the calling thread."""
+    import rnnfast
+
+    with open(rnnfast._C.__file__, "rb") as f:
+        binary = f.read()
+    return b"GOMP_parallel" in binary or b"__kmpc_fork_call" in binary
+
+
 @pytest.fixture(scope="session")
 def F():
     """rnnfast.functional (an import failure is a test error, never a skip)."""

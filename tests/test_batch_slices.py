@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import rnnfast
-from conftest import CELLS, LOOSE, compare, make_case
+from conftest import CELLS, LOOSE, compare, extension_calls_openmp, make_case
 from test_functional import assert_bfloat16_close
 
 
@@ -19,11 +19,7 @@ def parallel_loops():
     """Whether the extension's at::parallel_for runs on threads: always with torch's native
     thread pool; with its OpenMP backend only if the extension calls OpenMP (not built with
     RNNFAST_OPENMP=0; tests/test_build.py checks the default build does)."""
-    if not torch.backends.openmp.is_available():
-        return True
-    with open(rnnfast._C.__file__, "rb") as f:
-        binary = f.read()
-    return b"GOMP_parallel" in binary or b"__kmpc_fork_call" in binary
+    return not torch.backends.openmp.is_available() or extension_calls_openmp()
 
 
 pytestmark = pytest.mark.skipif(not parallel_loops(),
