@@ -3,11 +3,12 @@
 // parsing of torch.ops (about half the fixed cost of a small layer). The call still goes
 // through the dispatcher, so autograd, autocast and dispatch modes apply as for torch.ops.
 // Under no_grad it asks the op not to keep what only a backward would read.
-// Also a test hook, _cpu_batch_slices.
+// Also test hooks: _cpu_batch_slices, _cpu_step_gemm / _set_cpu_step_gemm and _cpu_panel_gemm.
 // Only the pip build compiles this file: the CMake library for libtorch users has no Python.
 #include <torch/extension.h>
 
 #include "cpu/batch_slices.h"
+#include "cpu/panel_gemm.h"
 #include "op_handles.h"
 
 namespace {
@@ -39,4 +40,30 @@ PYBIND11_MODULE(_C, m) {
         return std::make_tuple(slices.count, slices.rows);
       },
       "(count, rows) of the batch slices of B rows over T steps with the given recurrent weights");
+  // For the tests: which code runs the CPU engine's packed float32 step products.
+  m.def("_cpu_step_gemm", [] {
+    return rnnfast::cpu::step_gemm() == rnnfast::cpu::StepGemm::kPanels ? "panels" : "blas";
+  });
+  m.def(
+      "_cpu_panel_gemm",
+      [](const Tensor& A, const Tensor& B, Tensor& C, bool accumulate) {
+        TORCH_CHECK(A.dim() == 2 && B.dim() == 2 && C.dim() == 2 && A.size(1) == B.size(0) &&
+                        C.size(0) == A.size(0) && C.size(1) == B.size(1),
+                    "_cpu_panel_gemm: expected A [M, K], B [K, N], C [M, N]");
+        TORCH_CHECK(A.scalar_type() == at::kFloat && B.scalar_type() == at::kFloat &&
+                        C.scalar_type() == at::kFloat && C.stride(1) == 1,
+                    "_cpu_panel_gemm: expected float32 tensors, C with unit column stride");
+        Tensor a_storage, b_storage;
+        const auto a = rnnfast::cpu::matrix_ref<float>(A, a_storage);
+        const auto b = rnnfast::cpu::matrix_ref<float>(B, b_storage);
+        rnnfast::cpu::PanelMatrix(B.size(1), B.size(0), b)
+            .multiply(A.size(0), a, accumulate, C.data_ptr<float>(), C.stride(0));
+      },
+      "C = A B (+ C if accumulate) through the CPU engine's panel product");
+  m.def("_set_cpu_step_gemm", [](const std::string& name) {
+    TORCH_CHECK(name == "blas" || name == "panels",
+                "_set_cpu_step_gemm: expected 'blas' or 'panels', got '", name, "'");
+    rnnfast::cpu::set_step_gemm(name == "panels" ? rnnfast::cpu::StepGemm::kPanels
+                                                 : rnnfast::cpu::StepGemm::kBlas);
+  });
 }

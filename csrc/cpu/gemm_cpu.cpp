@@ -36,6 +36,8 @@ constexpr int kCblasRowMajor = 101, kCblasNoTrans = 111, kCblasTrans = 112;
 constexpr int kCblasPacked = 151, kCblasBMatrix = 162;
 // Packing pays off from about this many multiply-adds per product.
 constexpr int64_t kPackMacs = 1 << 20;
+// ... and, for a product packed for itself alone, from this many rows of A.
+constexpr int64_t kPanelRows = 64;
 
 bool fits_int(std::initializer_list<int64_t> values) {
   for (int64_t v : values) {
@@ -149,6 +151,15 @@ void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float
       return;
     }
   }
+  if constexpr (std::is_same_v<T, float>) {
+    // The operand B is copied into panels for this product alone: worth it where many rows
+    // of A reuse it.
+    if (step_gemm() == StepGemm::kPanels && M >= kPanelRows && M * N * K >= kPackMacs &&
+        (beta == 0.f || beta == 1.f)) {
+      PanelMatrix(N, K, B).multiply(M, A, beta == 1.f, C, ldc);
+      return;
+    }
+  }
   const bool blas_sized = fits_int({M, N, K, A.ld, B.ld, ldc});
   const SingleThreadedBlas threads(M * N * K < kThreadedGemmMacs &&
                                    N * K < kThreadedWeightElements);
@@ -191,8 +202,9 @@ SingleThreadedBlas::~SingleThreadedBlas() {
 template <class T>
 bool PackedMatrix<T>::packs(int64_t M, int64_t N, int64_t K) {
   if constexpr (std::is_same_v<T, float>) {
-    const bool available = cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
-                           cblas_sgemm_compute != nullptr;
+    const bool available = step_gemm() == StepGemm::kPanels ||
+                           (cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
+                            cblas_sgemm_compute != nullptr);
     return available && M * N * K >= kPackMacs && fits_int({M, N, K});
   }
   return false;
@@ -202,7 +214,9 @@ template <class T>
 PackedMatrix<T>::PackedMatrix(int64_t M, int64_t N, int64_t K, MatrixRef<T> B)
     : M_(M), N_(N), K_(K), B_(B) {
   if constexpr (std::is_same_v<T, float>) {
-    if (packs(M, N, K) && fits_int({B.ld})) {
+    if (packs(M, N, K) && step_gemm() == StepGemm::kPanels) {
+      panels_ = PanelMatrix(N, K, B);
+    } else if (packs(M, N, K) && fits_int({B.ld})) {
       const size_t bytes = cblas_sgemm_pack_get_size(kCblasBMatrix, M, N, K);
       packed_ = at::empty({static_cast<int64_t>(bytes / sizeof(float) + 1)}, at::kFloat);
       cblas_sgemm_pack(kCblasRowMajor, kCblasBMatrix, B.trans ? kCblasTrans : kCblasNoTrans, M, N,
@@ -215,6 +229,10 @@ template <class T>
 void PackedMatrix<T>::multiply(MatrixRef<T> A, float beta, at::opmath_type<T>* C,
                                int64_t ldc) const {
   if constexpr (std::is_same_v<T, float>) {
+    if (panels_.defined() && (beta == 0.f || beta == 1.f)) {
+      panels_.multiply(M_, A, beta == 1.f, C, ldc);
+      return;
+    }
     if (packed_.defined() && fits_int({A.ld, ldc})) {
       cblas_sgemm_compute(kCblasRowMajor, A.trans ? kCblasTrans : kCblasNoTrans, kCblasPacked, M_,
                           N_, K_, A.data, A.ld, packed_.const_data_ptr<float>(), N_, beta, C, ldc);

@@ -5,30 +5,10 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 
+#include "matrix_ref.h"
+#include "panel_gemm.h"
+
 namespace rnnfast::cpu {
-
-// A matrix operand: row-major with leading dimension ld, transposed if `trans`.
-template <class T>
-struct MatrixRef {
-  const T* data;
-  int64_t ld;
-  bool trans;
-};
-
-// View a 2-D tensor [rows, cols] as a MatrixRef without copying where its strides allow
-// (row-major, or column-major as for W.t()); `storage` keeps a contiguous copy otherwise.
-template <class T>
-MatrixRef<T> matrix_ref(const at::Tensor& m, at::Tensor& storage) {
-  const int64_t rows = m.size(0), cols = m.size(1);
-  if ((m.stride(1) == 1 || cols == 1) && (rows == 1 || m.stride(0) >= std::max<int64_t>(cols, 1))) {
-    return {m.const_data_ptr<T>(), rows == 1 ? std::max<int64_t>(cols, 1) : m.stride(0), false};
-  }
-  if ((m.stride(0) == 1 || rows == 1) && (cols == 1 || m.stride(1) >= std::max<int64_t>(rows, 1))) {
-    return {m.const_data_ptr<T>(), cols == 1 ? std::max<int64_t>(rows, 1) : m.stride(1), true};
-  }
-  storage = m.contiguous();
-  return {storage.const_data_ptr<T>(), std::max<int64_t>(cols, 1), false};
-}
 
 // C[M, N] = op(A)[M, K] * op(B)[K, N] + beta * C, all row-major; C has leading dimension
 // ldc and the compute type (float for bfloat16 operands). Defined for float, double and
@@ -51,8 +31,8 @@ class SingleThreadedBlas {
 };
 
 // The right-hand operand of a GEMM that is applied many times (W_hh at every step), packed
-// once into BLAS's internal layout where the BLAS offers it (MKL, float32) and the product
-// is large enough to gain; otherwise a plain reference to it.
+// once where the product is large enough to gain (float32): into column panels (panel_gemm.h)
+// or into MKL's internal layout, as step_gemm() says; otherwise a plain reference to it.
 template <class T>
 class PackedMatrix {
  public:
@@ -67,8 +47,9 @@ class PackedMatrix {
   int64_t M_, N_, K_;
   MatrixRef<T> B_;
   // MKL's packed layout, uninitialised (its size is several times the matrix's, and
-  // zero-filling it cost more than the packing); undefined when not packed.
+  // zero-filling it cost more than the packing); undefined when not packed by MKL.
   at::Tensor packed_;
+  PanelMatrix panels_;
 };
 
 }  // namespace rnnfast::cpu

@@ -1,0 +1,175 @@
+#include "panel_gemm.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
+namespace rnnfast::cpu {
+namespace {
+
+using Vec = at::vec::Vectorized<float>;
+// Two vectors of columns per panel: with 4 rows, 8 independent accumulators cover the FMA
+// latency, and every loaded element of B feeds 4 FMAs.
+constexpr int64_t kVecWidth = Vec::size();
+constexpr int64_t kPanelWidth = 2 * kVecWidth;
+constexpr int64_t kBlockRows = 4;
+// The least work (multiply-adds) worth handing to another thread.
+constexpr int64_t kTaskMacs = 1 << 17;
+
+bool cpu_is_intel() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  char vendor[13] = {};
+  std::memcpy(vendor, &ebx, 4);
+  std::memcpy(vendor + 4, &edx, 4);
+  std::memcpy(vendor + 8, &ecx, 4);
+  return std::string(vendor) == "GenuineIntel";
+#else
+  return false;
+#endif
+}
+
+StepGemm default_step_gemm() {
+  if (const char* wanted = std::getenv("RNNFAST_CPU_STEP_GEMM")) {
+    const std::string name(wanted);
+    if (name == "blas") return StepGemm::kBlas;
+    if (name == "panels") return StepGemm::kPanels;
+    TORCH_WARN("RNNFAST_CPU_STEP_GEMM must be 'blas' or 'panels'; got '", name,
+               "', which is ignored");
+  }
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  return cpu_is_intel() ? StepGemm::kBlas : StepGemm::kPanels;
+#else
+  return StepGemm::kBlas;
+#endif
+}
+
+std::atomic<StepGemm>& step_gemm_choice() {
+  static std::atomic<StepGemm> choice{default_step_gemm()};
+  return choice;
+}
+
+// C[kRows, n_valid] = A[kRows, K] panel[K, kPanelWidth] (+ C): kRows x 2 vector accumulators,
+// held in registers across the k loop (the unroll pragmas let GCC keep them out of memory:
+// without them it stored all eight to the stack at every k, and ran at a third of the speed).
+// A(r, k) is A[r * lda + k], or A[k * lda + r] where kTransA.
+template <int kRows, bool kTransA>
+inline void panel_block(int64_t K, const float* A, int64_t lda, const float* panel,
+                        bool accumulate, float* C, int64_t ldc, int64_t n_valid) {
+  const int64_t lanes0 = std::min(n_valid, kVecWidth);
+  const int64_t lanes1 = std::max<int64_t>(n_valid - kVecWidth, 0);
+  Vec acc0[kRows], acc1[kRows];
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r) {
+    acc0[r] = accumulate ? Vec::loadu(C + r * ldc, lanes0) : Vec(0.f);
+    acc1[r] = accumulate && lanes1 > 0 ? Vec::loadu(C + r * ldc + kVecWidth, lanes1) : Vec(0.f);
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const Vec b0 = Vec::loadu(panel + k * kPanelWidth);
+    const Vec b1 = Vec::loadu(panel + k * kPanelWidth + kVecWidth);
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r) {
+      const Vec a(kTransA ? A[k * lda + r] : A[r * lda + k]);
+      acc0[r] = at::vec::fmadd(a, b0, acc0[r]);
+      acc1[r] = at::vec::fmadd(a, b1, acc1[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r) {
+    acc0[r].store(C + r * ldc, lanes0);
+    if (lanes1 > 0) acc1[r].store(C + r * ldc + kVecWidth, lanes1);
+  }
+}
+
+// Rows [i0, i1) of column panel p.
+template <bool kTransA>
+void multiply_panel(int64_t p, int64_t i0, int64_t i1, int64_t N, int64_t K, MatrixRef<float> A,
+                    const float* panels, bool accumulate, float* C, int64_t ldc) {
+  const float* panel = panels + p * K * kPanelWidth;
+  const int64_t n_valid = std::min(kPanelWidth, N - p * kPanelWidth);
+  float* c = C + p * kPanelWidth;
+  const auto a_rows = [&](int64_t i) { return A.data + (kTransA ? i : i * A.ld); };
+  int64_t i = i0;
+  for (; i + kBlockRows <= i1; i += kBlockRows) {
+    panel_block<kBlockRows, kTransA>(K, a_rows(i), A.ld, panel, accumulate, c + i * ldc, ldc,
+                                     n_valid);
+  }
+  for (; i < i1; ++i) {
+    panel_block<1, kTransA>(K, a_rows(i), A.ld, panel, accumulate, c + i * ldc, ldc, n_valid);
+  }
+}
+
+}  // namespace
+
+StepGemm step_gemm() { return step_gemm_choice().load(std::memory_order_relaxed); }
+
+void set_step_gemm(StepGemm choice) {
+  step_gemm_choice().store(choice, std::memory_order_relaxed);
+}
+
+PanelMatrix::PanelMatrix(int64_t N, int64_t K, MatrixRef<float> B) : N_(N), K_(K) {
+  const int64_t count = (N + kPanelWidth - 1) / kPanelWidth;
+  panels_ = at::empty({count, K, kPanelWidth}, at::kFloat);
+  float* out = panels_.data_ptr<float>();
+  // B(k, n) is B.data[k * ld + n], or B.data[n * ld + k] where transposed.
+  for (int64_t p = 0; p < count; ++p) {
+    const int64_t n0 = p * kPanelWidth, width = std::min(kPanelWidth, N - n0);
+    float* panel = out + p * K * kPanelWidth;
+    for (int64_t k = 0; k < K; ++k) {
+      float* row = panel + k * kPanelWidth;
+      if (B.trans) {
+        for (int64_t j = 0; j < width; ++j) row[j] = B.data[(n0 + j) * B.ld + k];
+      } else {
+        std::memcpy(row, B.data + k * B.ld + n0, width * sizeof(float));
+      }
+      std::fill(row + width, row + kPanelWidth, 0.f);
+    }
+  }
+}
+
+void PanelMatrix::multiply(int64_t M, MatrixRef<float> A, bool accumulate, float* C,
+                           int64_t ldc) const {
+  const int64_t count = panels_.size(0);
+  const float* panels = panels_.const_data_ptr<float>();
+  // Tasks are (panel, row range) pairs, panel-major; rows are split only where the panels
+  // alone are too few for the threads (a weight gradient of few columns).
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  const int64_t row_splits =
+      std::min((2 * threads + count - 1) / count, (M + kBlockRows - 1) / kBlockRows);
+  const int64_t task_rows = ((M + row_splits - 1) / row_splits + kBlockRows - 1) /
+                            kBlockRows * kBlockRows;
+  const int64_t tasks_per_panel = (M + task_rows - 1) / task_rows;
+  const int64_t tasks = count * tasks_per_panel;
+  const int64_t task_macs = std::max<int64_t>(task_rows * K_ * kPanelWidth, 1);
+  const int64_t grain = std::max<int64_t>(1, kTaskMacs / task_macs);
+  const auto run = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t p = t / tasks_per_panel, i0 = t % tasks_per_panel * task_rows;
+      const int64_t i1 = std::min(M, i0 + task_rows);
+      if (A.trans) {
+        multiply_panel<true>(p, i0, i1, N_, K_, A, panels, accumulate, C, ldc);
+      } else {
+        multiply_panel<false>(p, i0, i1, N_, K_, A, panels, accumulate, C, ldc);
+      }
+    }
+  };
+  if (threads == 1 || tasks <= grain) {
+    run(0, tasks);
+  } else {
+    at::parallel_for(0, tasks, grain, run);
+  }
+}
+
+}  // namespace rnnfast::cpu
