@@ -1,5 +1,7 @@
 #include "panel_gemm.h"
 
+#include "scratch_pool.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
@@ -24,8 +26,10 @@ using Vec = at::vec::Vectorized<float>;
 constexpr int64_t kVecWidth = Vec::size();
 constexpr int64_t kPanelWidth = 2 * kVecWidth;
 constexpr int64_t kBlockRows = 4;
-// The least work (multiply-adds) worth handing to another thread.
+// The least work (multiply-adds, or elements copied into panels) worth handing to another
+// thread.
 constexpr int64_t kTaskMacs = 1 << 17;
+constexpr int64_t kPackTaskElements = 1 << 16;
 
 bool cpu_is_intel() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -121,22 +125,31 @@ void set_step_gemm(StepGemm choice) {
 
 PanelMatrix::PanelMatrix(int64_t N, int64_t K, MatrixRef<float> B) : N_(N), K_(K) {
   const int64_t count = (N + kPanelWidth - 1) / kPanelWidth;
-  panels_ = at::empty({count, K, kPanelWidth}, at::kFloat);
+  panels_ = scratch_empty({count, K, kPanelWidth}, at::kFloat);
   float* out = panels_.data_ptr<float>();
-  // B(k, n) is B.data[k * ld + n], or B.data[n * ld + k] where transposed.
-  for (int64_t p = 0; p < count; ++p) {
-    const int64_t n0 = p * kPanelWidth, width = std::min(kPanelWidth, N - n0);
-    float* panel = out + p * K * kPanelWidth;
-    for (int64_t k = 0; k < K; ++k) {
-      float* row = panel + k * kPanelWidth;
+  // B(k, n) is B.data[k * ld + n], or B.data[n * ld + k] where transposed: then each column
+  // is read in order and scattered down its panel (which stays in L1), not gathered across
+  // the rows of B.
+  const auto pack = [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t n0 = p * kPanelWidth, width = std::min(kPanelWidth, N - n0);
+      float* panel = out + p * K * kPanelWidth;
+      if (width < kPanelWidth) std::fill(panel, panel + K * kPanelWidth, 0.f);
       if (B.trans) {
-        for (int64_t j = 0; j < width; ++j) row[j] = B.data[(n0 + j) * B.ld + k];
+        for (int64_t j = 0; j < width; ++j) {
+          const float* column = B.data + (n0 + j) * B.ld;
+          for (int64_t k = 0; k < K; ++k) panel[k * kPanelWidth + j] = column[k];
+        }
       } else {
-        std::memcpy(row, B.data + k * B.ld + n0, width * sizeof(float));
+        for (int64_t k = 0; k < K; ++k) {
+          std::memcpy(panel + k * kPanelWidth, B.data + k * B.ld + n0, width * sizeof(float));
+        }
       }
-      std::fill(row + width, row + kPanelWidth, 0.f);
     }
-  }
+  };
+  // at::parallel_for runs inline inside a parallel region (a batch slice packing its own).
+  const int64_t panel_elements = std::max<int64_t>(K * kPanelWidth, 1);
+  at::parallel_for(0, count, std::max<int64_t>(1, kPackTaskElements / panel_elements), pack);
 }
 
 void PanelMatrix::multiply(int64_t M, MatrixRef<float> A, bool accumulate, float* C,

@@ -23,6 +23,7 @@
 #include "../empty_batch.h"
 #include "batch_slices.h"
 #include "gemm_cpu.h"
+#include "scratch_pool.h"
 #include "vec_math.h"
 
 namespace rnnfast::cpu {
@@ -138,6 +139,8 @@ template <class Cell, class scalar_t>
 class Recurrence {
   using acc_t = at::opmath_type<scalar_t>;
   using V = VecOf<scalar_t>;
+  static constexpr auto kScalar = c10::CppTypeToScalarType<scalar_t>::value;
+  static constexpr auto kAcc = c10::CppTypeToScalarType<acc_t>::value;
   static constexpr int G = Cell::kGates;
   static constexpr int S = Cell::kSaved;
   static constexpr int kSavedSlots = S > 0 ? S : 1;
@@ -195,9 +198,9 @@ class Recurrence {
         (seq_.batch_first && !one_chunk && !per_step_projection ? input.transpose(0, 1) : input)
             .contiguous();
     // gx [chunk * B, G*H] | gh [B, G*H] | projected h [B, P], all in the compute type.
-    Tensor scratch = at::empty({chunk * B * GH_ + B * GH_ + (projection_ ? B * P : 0)}, acc_opts);
+    Tensor scratch = scratch_empty({chunk * B * GH_ + B * GH_ + (projection_ ? B * P : 0)}, kAcc);
     // r * h for the reset-before GRU, or the unprojected LSTM output: [B, H].
-    Tensor step_input = at::empty({(Cell::kResetBefore || projection_) ? B * H : 0}, opts);
+    Tensor step_input = scratch_empty({(Cell::kResetBefore || projection_) ? B * H : 0}, kScalar);
 
     acc_t* gx = scratch.data_ptr<acc_t>();
     acc_t* gh = gx + chunk * B * GH_;
@@ -376,15 +379,16 @@ class Recurrence {
     const bool rows_per_step = !seq_.batch_first || B >= kStepGemmRows;
     const bool h_prev_in_place = rows_per_step && !(reverse_ && lengths_);
     const bool x_in_place = rows_per_step && !lengths_;
-    Tensor d_gates_x = at::empty({R, GH_}, opts);
-    Tensor d_gates_h = at::empty({SH > 0 ? R : 0, SH}, opts);
-    Tensor h_prevs = at::empty({h_prev_in_place ? 0 : R, P}, opts);
-    Tensor reset_h = at::empty({Cell::kResetBefore ? R : 0, H}, opts);
-    Tensor unprojected = at::empty({projection_ ? R : 0, H}, opts);
-    Tensor d_projected = at::empty({projection_ ? R : 0, P}, opts);
-    Tensor x_rows_buffer = at::empty({mask[1] && !x_in_place ? R : 0, I}, opts);
+    Tensor d_gates_x = scratch_empty({R, GH_}, kScalar);
+    Tensor d_gates_h = scratch_empty({SH > 0 ? R : 0, SH}, kScalar);
+    Tensor h_prevs = scratch_empty({h_prev_in_place ? 0 : R, P}, kScalar);
+    Tensor reset_h = scratch_empty({Cell::kResetBefore ? R : 0, H}, kScalar);
+    Tensor unprojected = scratch_empty({projection_ ? R : 0, H}, kScalar);
+    Tensor d_projected = scratch_empty({projection_ ? R : 0, P}, kScalar);
+    Tensor x_rows_buffer = scratch_empty({mask[1] && !x_in_place ? R : 0, I}, kScalar);
     // Only where grad_input cannot take the products directly (see input_gradient).
-    Tensor dx_rows = at::empty({mask[0] && !std::is_same_v<scalar_t, acc_t> ? R : 0, I}, acc_opts);
+    Tensor dx_rows =
+        scratch_empty({mask[0] && !std::is_same_v<scalar_t, acc_t> ? R : 0, I}, kAcc);
     Tensor dh_state = grad_h_n.has_value() ? grad_h_n->to(acc_opts, false, /*copy=*/true,
                                                           at::MemoryFormat::Contiguous)
                                            : at::zeros({B, P}, acc_opts);
@@ -393,7 +397,7 @@ class Recurrence {
             ? grad_c_n->to(acc_opts, false, /*copy=*/true, at::MemoryFormat::Contiguous)
             : at::zeros({Cell::kHasCellState ? B : 0, H}, acc_opts);
     // d(unprojected output) or d(r * h): [B, H]
-    Tensor d_aux = at::empty({(Cell::kResetBefore || projection_) ? B * H : 0}, acc_opts);
+    Tensor d_aux = scratch_empty({(Cell::kResetBefore || projection_) ? B * H : 0}, kAcc);
     // The gradients summed over chunks, in the compute type; the first chunk's products
     // overwrite them (every row of them), the later ones add.
     Tensor grad_w_ih = at::empty({mask[1] ? GH_ : 0, I}, acc_opts);
