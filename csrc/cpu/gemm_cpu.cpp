@@ -36,8 +36,12 @@ constexpr int kCblasRowMajor = 101, kCblasNoTrans = 111, kCblasTrans = 112;
 constexpr int kCblasPacked = 151, kCblasBMatrix = 162;
 // Packing pays off from about this many multiply-adds per product.
 constexpr int64_t kPackMacs = 1 << 20;
-// ... and, for a product packed for itself alone, from this many rows of A.
-constexpr int64_t kPanelRows = 64;
+// A product of at least this many rows of A, beyond small_gemm's reach, goes through panels
+// packed for itself alone (where step_gemm() says panels): copying B costs a fraction 1 / M of
+// its multiply-adds. At S (8 x 20 x 32 x 32) MKL's generic path took a fifth of the LSTM's
+// forward+backward in such products (the input projection, dx and the weight gradients,
+// 0.3-0.7M multiply-adds each).
+constexpr int64_t kPanelRows = 8;
 
 bool fits_int(std::initializer_list<int64_t> values) {
   for (int64_t v : values) {
@@ -153,9 +157,8 @@ void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float
   }
   if constexpr (std::is_same_v<T, float>) {
     // The operand B is copied into panels for this product alone: worth it where many rows
-    // of A reuse it.
-    if (step_gemm() == StepGemm::kPanels && M >= kPanelRows && M * N * K >= kPackMacs &&
-        (beta == 0.f || beta == 1.f)) {
+    // of A reuse it (small dense products went to small_gemm above).
+    if (step_gemm() == StepGemm::kPanels && M >= kPanelRows && (beta == 0.f || beta == 1.f)) {
       PanelMatrix(N, K, B).multiply(M, A, beta == 1.f, C, ldc);
       return;
     }

@@ -27,8 +27,10 @@ constexpr int64_t kVecWidth = Vec::size();
 constexpr int64_t kPanelWidth = 2 * kVecWidth;
 constexpr int64_t kBlockRows = 4;
 // The least work (multiply-adds, or elements copied into panels) worth handing to another
-// thread.
+// thread; products under kThreadedMacs stay on the calling thread, as gemm_cpu.cpp's do (the
+// next step's pointwise loop would read the other core's share of the output).
 constexpr int64_t kTaskMacs = 1 << 17;
+constexpr int64_t kThreadedMacs = 1 << 20;
 constexpr int64_t kPackTaskElements = 1 << 16;
 
 bool cpu_is_intel() {
@@ -158,7 +160,8 @@ void PanelMatrix::multiply(int64_t M, MatrixRef<float> A, bool accumulate, float
   const float* panels = panels_.const_data_ptr<float>();
   // Tasks are (panel, row range) pairs, panel-major; rows are split only where the panels
   // alone are too few for the threads (a weight gradient of few columns).
-  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  const int64_t threads =
+      at::in_parallel_region() || M * N_ * K_ < kThreadedMacs ? 1 : at::get_num_threads();
   const int64_t row_splits =
       std::min((2 * threads + count - 1) / count, (M + kBlockRows - 1) / kBlockRows);
   const int64_t task_rows = ((M + row_splits - 1) / row_splits + kBlockRows - 1) /
