@@ -3,12 +3,14 @@
 // parsing of torch.ops (about half the fixed cost of a small layer). The call still goes
 // through the dispatcher, so autograd, autocast and dispatch modes apply as for torch.ops.
 // Under no_grad it asks the op not to keep what only a backward would read.
-// Also test hooks: _cpu_batch_slices, _cpu_step_gemm / _set_cpu_step_gemm and _cpu_panel_gemm.
+// Also the CPU scratch pool (_empty_cpu_cache, _cpu_idle_scratch_bytes) and test hooks:
+// _cpu_batch_slices, _cpu_step_gemm / _set_cpu_step_gemm and _cpu_panel_gemm.
 // Only the pip build compiles this file: the CMake library for libtorch users has no Python.
 #include <torch/extension.h>
 
 #include "cpu/batch_slices.h"
 #include "cpu/panel_gemm.h"
+#include "cpu/scratch_pool.h"
 #include "op_handles.h"
 
 namespace {
@@ -40,7 +42,11 @@ PYBIND11_MODULE(_C, m) {
         return std::make_tuple(slices.count, slices.rows);
       },
       "(count, rows) of the batch slices of B rows over T steps with the given recurrent weights");
-  // For the tests: which code runs the CPU engine's packed float32 step products.
+  m.def("_empty_cpu_cache", &rnnfast::cpu::release_idle_scratch,
+        "frees the CPU scratch pool's idle buffers; returns the bytes freed");
+  m.def("_cpu_idle_scratch_bytes", &rnnfast::cpu::idle_scratch_bytes,
+        "bytes the CPU scratch pool holds idle");
+  // For the tests: which code runs the CPU engine's float32 products.
   m.def("_cpu_step_gemm", [] {
     return rnnfast::cpu::step_gemm() == rnnfast::cpu::StepGemm::kPanels ? "panels" : "blas";
   });

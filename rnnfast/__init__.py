@@ -6,7 +6,8 @@ and their fake kernels and autograd formulas.
 - ``rnnfast.RNN``, ``GRU``, ``LSTM``: drop-in replacements for torch.nn's layers;
 - ``rnnfast.RNNCell``, ``GRUCell``, ``LSTMCell``: drop-in replacements for torch.nn's cells;
 - ``rnnfast.convert(model)``: swaps those torch.nn modules inside a model for rnnfast's;
-- ``rnnfast.functional``: one layer in one direction as a function.
+- ``rnnfast.functional``: one layer in one direction as a function;
+- ``rnnfast.empty_cpu_cache()``: frees the CPU engine's idle scratch memory.
 """
 
 from . import _ops  # noqa: F401  (registers ops, fake kernels and autograd)
@@ -15,5 +16,16 @@ from .cells import GRUCell, LSTMCell, RNNCell
 from .convert import convert
 from .layers import GRU, LSTM, RNN
 
-__all__ = ["functional", "RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell", "convert"]
+__all__ = ["functional", "RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell", "convert",
+           "empty_cpu_cache"]
+
+
+def empty_cpu_cache() -> int:
+    """Free the scratch buffers that the CPU engine keeps between calls (at most 64 MiB: the
+    chunk buffers of forward and backward, reused so that each call does not fault in fresh
+    pages), as ``torch.cuda.empty_cache()`` does for CUDA's cache. Returns the bytes freed.
+    Later calls allocate again."""
+    from . import _C
+
+    return _C._empty_cpu_cache()
 __version__ = "0.1.0"

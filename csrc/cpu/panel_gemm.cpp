@@ -1,7 +1,5 @@
 #include "panel_gemm.h"
 
-#include "scratch_pool.h"
-
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
@@ -16,6 +14,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+
+#include "scratch_pool.h"
 
 namespace rnnfast::cpu {
 namespace {
@@ -157,6 +157,7 @@ PanelMatrix::PanelMatrix(int64_t N, int64_t K, MatrixRef<float> B) : N_(N), K_(K
 void PanelMatrix::multiply(int64_t M, MatrixRef<float> A, bool accumulate, float* C,
                            int64_t ldc) const {
   const int64_t count = panels_.size(0);
+  if (M == 0 || count == 0) return;
   const float* panels = panels_.const_data_ptr<float>();
   // Tasks are (panel, row range) pairs, panel-major; rows are split only where the panels
   // alone are too few for the threads (a weight gradient of few columns).

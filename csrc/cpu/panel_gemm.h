@@ -1,10 +1,11 @@
-// The per-step product of a recurrence, C[M, N] (+)= A[M, K] B[K, N], with B (a recurrent
-// weight) copied once per call into column panels that a register-blocked loop reads in order.
+// rnnfast's own float32 GEMM, C[M, N] (+)= op(A)[M, K] B[K, N], with B (a recurrent weight
+// for every step, or the right operand of one large product) copied into column panels that
+// a register-blocked loop reads in order.
 //
-// Why not MKL's packed GEMM everywhere: on CPUs other than Intel's, MKL runs its generic code
-// path. On a Zen 4 core its packed product of an LSTM step slice (16 x 1024 x 256) ran at
-// 75-80 GF/s, this loop at 110-115 GF/s (close to the core's peak), and torch.nn's LSTM
-// (oneDNN) was faster than rnnfast there. On Intel's CPUs MKL's packed path stays the default.
+// Why not MKL everywhere: on CPUs other than Intel's, MKL runs its generic code path. On a
+// Zen 4 core its packed product of an LSTM step slice (16 x 1024 x 256) ran at 75-80 GF/s,
+// this loop at 110-115 GF/s (close to the core's peak), and torch.nn's LSTM (oneDNN) was
+// faster than rnnfast there. On Intel's CPUs MKL stays the default.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -15,13 +16,14 @@
 
 namespace rnnfast::cpu {
 
-// Which code runs the packed step products of float32 recurrences.
+// Which code runs the CPU engine's float32 products: MKL, or these panels.
 enum class StepGemm { kBlas, kPanels };
 
 // The choice of this process: RNNFAST_CPU_STEP_GEMM=blas or =panels if set, else panels
 // where the build has AVX2 or AVX-512 vectors and the CPU is not Intel's.
 StepGemm step_gemm();
-// For the tests: changes the choice for later calls (a call in flight keeps its own).
+// For the tests: changes the choice for later products (a call in flight may then run some
+// of its products each way; both are correct).
 void set_step_gemm(StepGemm choice);
 
 class PanelMatrix {

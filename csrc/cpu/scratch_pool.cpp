@@ -40,6 +40,26 @@ class ScratchPool {
     return {c10::alloc_cpu(bytes), bytes};
   }
 
+  int64_t release_idle() {
+    std::vector<std::pair<void*, size_t>> idle;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      idle.swap(free_);
+      cached_bytes_ = 0;
+    }
+    int64_t bytes = 0;
+    for (const auto& [data, capacity] : idle) {
+      c10::free_cpu(data);
+      bytes += static_cast<int64_t>(capacity);
+    }
+    return bytes;
+  }
+
+  int64_t idle_bytes() {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    return static_cast<int64_t>(cached_bytes_);
+  }
+
   void release(void* data, size_t capacity) {
     {
       const std::lock_guard<std::mutex> lock(mutex_);
@@ -65,11 +85,16 @@ class ScratchPool {
 at::Tensor scratch_empty(at::IntArrayRef sizes, at::ScalarType dtype) {
   int64_t elements = 1;
   for (const int64_t size : sizes) elements *= size;
-  const size_t bytes = std::max<size_t>(elements * c10::elementSize(dtype), 1);
+  if (elements == 0) return at::empty(sizes, at::TensorOptions().dtype(dtype));
+  const size_t bytes = elements * c10::elementSize(dtype);
   const auto [data, capacity] = ScratchPool::instance().acquire(bytes);
   return at::from_blob(
       data, sizes, [capacity = capacity](void* p) { ScratchPool::instance().release(p, capacity); },
       at::TensorOptions().dtype(dtype));
 }
+
+int64_t release_idle_scratch() { return ScratchPool::instance().release_idle(); }
+
+int64_t idle_scratch_bytes() { return ScratchPool::instance().idle_bytes(); }
 
 }  // namespace rnnfast::cpu

@@ -16,4 +16,9 @@ namespace rnnfast::cpu {
 // tensors handed to the caller: their storage would not be resizable.
 at::Tensor scratch_empty(at::IntArrayRef sizes, at::ScalarType dtype);
 
+// Frees the pool's idle buffers (rnnfast.empty_cpu_cache()); returns the bytes freed.
+int64_t release_idle_scratch();
+// Bytes the pool holds idle.
+int64_t idle_scratch_bytes();
+
 }  // namespace rnnfast::cpu
