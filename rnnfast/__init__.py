@@ -18,6 +18,7 @@ from .layers import GRU, LSTM, RNN
 
 __all__ = ["functional", "RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell", "convert",
            "empty_cpu_cache"]
+__version__ = "0.1.0"
 
 
 def empty_cpu_cache() -> int:
@@ -28,4 +29,3 @@ def empty_cpu_cache() -> int:
     from . import _C
 
     return _C._empty_cpu_cache()
-__version__ = "0.1.0"

@@ -1,6 +1,7 @@
-"""The CPU engine's own step product (csrc/cpu/panel_gemm.*): a weight copied into column
-panels once per call and multiplied by a register-blocked loop. It runs the float32 products
-on CPUs other than Intel's (MKL's packed product on Intel's); RNNFAST_CPU_STEP_GEMM chooses.
+"""The CPU engine's own float32 GEMM (csrc/cpu/panel_gemm.*): the right operand (a weight)
+copied into column panels once per call and multiplied by a register-blocked loop. It runs
+the float32 products on CPUs other than Intel's (MKL on Intel's); RNNFAST_CPU_STEP_GEMM
+chooses.
 
 The product itself is checked against float64 at sizes around its blocks (4 rows, panels of
 two vectors), then the engine's float32 results with either choice against the float64
@@ -43,7 +44,7 @@ def test_panel_product(M, N, K, trans_a, trans_b, accumulate, threads):
     torch.testing.assert_close(C.double(), expected, rtol=1e-5, atol=1e-5 * K ** 0.5)
 
 
-def test_panel_product_leaves_rows_beyond_c_alone():
+def test_panel_product_leaves_columns_beyond_n_alone():
     """C as rows of a wider buffer: the columns past N (the panels' zero padding) stay as
     they were."""
     g = torch.Generator().manual_seed(0)
