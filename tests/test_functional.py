@@ -591,7 +591,6 @@ def test_broadcast_output_gradient(cell, batch_first, broadcast):
         assert torch.equal(got, expected)
 
 
-
 @pytest.mark.parametrize("cell", CELLS)
 def test_double_backward_raises(F, cell):
     """rnnfast has no second derivative: a backward through the gradients (create_graph=True)

@@ -3,7 +3,7 @@
 namespace rnnfast::cpu {
 namespace {
 
-// The fewest rows worth a slice: a row block of small_gemm (gemm_cpu.cpp).
+// The fewest rows worth a slice: a row block of the GEMMs (kBlockRows, register_block.h).
 constexpr int64_t kMinSliceRows = 4;
 // Below this many recurrent multiply-adds per call, waking the other threads costs more than
 // the split saves (at S, 8 x 20 x 32 x 32, the LSTM's forward+backward took 3 % longer split).

@@ -7,6 +7,8 @@
 #include <climits>
 #include <cstdint>
 
+#include "register_block.h"
+
 // The BLAS entry points that torch's x86 builds export (MKL, LP64). Declared weak: where a
 // torch build lacks one, its address is null and gemm falls back to ATen's mm.
 extern "C" {
@@ -75,57 +77,15 @@ constexpr int64_t kThreadedWeightElements = 1 << 16;
 // (the per-step product of a small layer: B = 8, H = 32 is 8k; its input projection 160k).
 constexpr int64_t kSmallGemmMacs = 1 << 18;
 
-// kRows x kVecs block of C = A B (+ C): kRows * kVecs independent accumulators hide the
-// FMA latency that a single row's chain would expose. n_last: lanes used in the last vector.
-template <int kRows, int kVecs, class T>
-inline void small_gemm_block(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
-                             bool accumulate, T* C, int64_t ldc, int64_t n_last) {
-  using V = at::vec::Vectorized<T>;
-  constexpr int64_t W = V::size();
-  const auto lanes = [&](int v) { return v == kVecs - 1 ? n_last : W; };
-  V acc[kRows][kVecs];
-  for (int r = 0; r < kRows; ++r) {
-    for (int v = 0; v < kVecs; ++v) {
-      acc[r][v] = accumulate ? V::loadu(C + r * ldc + v * W, lanes(v)) : V(0);
-    }
-  }
-  for (int64_t k = 0; k < K; ++k) {
-    V b[kVecs];
-    for (int v = 0; v < kVecs; ++v) b[v] = V::loadu(B + k * ldb + v * W, lanes(v));
-    for (int r = 0; r < kRows; ++r) {
-      const V a(A[r * lda + k]);
-      for (int v = 0; v < kVecs; ++v) acc[r][v] = at::vec::fmadd(a, b[v], acc[r][v]);
-    }
-  }
-  for (int r = 0; r < kRows; ++r) {
-    for (int v = 0; v < kVecs; ++v) acc[r][v].store(C + r * ldc + v * W, lanes(v));
-  }
-}
-
-// C = A B (+ C if accumulate) for small dense row-major operands: blocks of 4 rows by
-// 2 vectors of columns.
+// C = A B (+ C if accumulate) for small dense row-major operands: column blocks of 2 vectors.
 template <class T>
 void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
                 bool accumulate, T* C, int64_t ldc) {
   constexpr int64_t W = at::vec::Vectorized<T>::size();
   for (int64_t j = 0; j < N; j += 2 * W) {
-    const int64_t width = std::min(2 * W, N - j);
-    const bool two = width > W;
-    const int64_t n_last = two ? width - W : width;
-    // Rows [i, i + kRows) of this column block, with one or two vectors of columns.
-    const auto rows = [&](auto rows_tag, int64_t i) {
-      constexpr int kRows = decltype(rows_tag)::value;
-      const T* a = A + i * lda;
-      T* c = C + i * ldc + j;
-      if (two) {
-        small_gemm_block<kRows, 2>(K, a, lda, B + j, ldb, accumulate, c, ldc, n_last);
-      } else {
-        small_gemm_block<kRows, 1>(K, a, lda, B + j, ldb, accumulate, c, ldc, n_last);
-      }
-    };
-    int64_t i = 0;
-    for (; i + 4 <= M; i += 4) rows(std::integral_constant<int, 4>{}, i);
-    for (; i < M; ++i) rows(std::integral_constant<int, 1>{}, i);
+    column_block</*kTransA=*/false, /*kPaddedB=*/false>(M, K, A, lda, B + j, ldb,
+                                                       std::min(2 * W, N - j), accumulate,
+                                                       C + j, ldc);
   }
 }
 
@@ -217,9 +177,10 @@ template <class T>
 PackedMatrix<T>::PackedMatrix(int64_t M, int64_t N, int64_t K, MatrixRef<T> B)
     : M_(M), N_(N), K_(K), B_(B) {
   if constexpr (std::is_same_v<T, float>) {
-    if (packs(M, N, K) && step_gemm() == StepGemm::kPanels) {
+    if (!packs(M, N, K)) return;
+    if (step_gemm() == StepGemm::kPanels) {
       panels_ = PanelMatrix(N, K, B);
-    } else if (packs(M, N, K) && fits_int({B.ld})) {
+    } else if (fits_int({B.ld})) {
       const size_t bytes = cblas_sgemm_pack_get_size(kCblasBMatrix, M, N, K);
       packed_ = at::empty({static_cast<int64_t>(bytes / sizeof(float) + 1)}, at::kFloat);
       cblas_sgemm_pack(kCblasRowMajor, kCblasBMatrix, B.trans ? kCblasTrans : kCblasNoTrans, M, N,

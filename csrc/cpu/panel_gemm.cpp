@@ -15,17 +15,16 @@
 #include <cpuid.h>
 #endif
 
+#include "register_block.h"
 #include "scratch_pool.h"
 
 namespace rnnfast::cpu {
 namespace {
 
 using Vec = at::vec::Vectorized<float>;
-// Two vectors of columns per panel: with 4 rows, 8 independent accumulators cover the FMA
-// latency, and every loaded element of B feeds 4 FMAs.
-constexpr int64_t kVecWidth = Vec::size();
-constexpr int64_t kPanelWidth = 2 * kVecWidth;
-constexpr int64_t kBlockRows = 4;
+// Two vectors of columns per panel, the width of column_block (register_block.h): with 4 rows,
+// 8 independent accumulators cover the FMA latency, and every loaded element of B feeds 4 FMAs.
+constexpr int64_t kPanelWidth = 2 * Vec::size();
 // The least work (multiply-adds, or elements copied into panels) worth handing to another
 // thread; products under kThreadedMacs stay on the calling thread, as gemm_cpu.cpp's do (the
 // next step's pointwise loop would read the other core's share of the output).
@@ -67,54 +66,14 @@ std::atomic<StepGemm>& step_gemm_choice() {
   return choice;
 }
 
-// C[kRows, n_valid] = A[kRows, K] panel[K, kPanelWidth] (+ C): kRows x 2 vector accumulators,
-// held in registers across the k loop (the unroll pragmas let GCC keep them out of memory:
-// without them it stored all eight to the stack at every k, and ran at a third of the speed).
-// A(r, k) is A[r * lda + k], or A[k * lda + r] where kTransA.
-template <int kRows, bool kTransA>
-inline void panel_block(int64_t K, const float* A, int64_t lda, const float* panel,
-                        bool accumulate, float* C, int64_t ldc, int64_t n_valid) {
-  const int64_t lanes0 = std::min(n_valid, kVecWidth);
-  const int64_t lanes1 = std::max<int64_t>(n_valid - kVecWidth, 0);
-  Vec acc0[kRows], acc1[kRows];
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r) {
-    acc0[r] = accumulate ? Vec::loadu(C + r * ldc, lanes0) : Vec(0.f);
-    acc1[r] = accumulate && lanes1 > 0 ? Vec::loadu(C + r * ldc + kVecWidth, lanes1) : Vec(0.f);
-  }
-  for (int64_t k = 0; k < K; ++k) {
-    const Vec b0 = Vec::loadu(panel + k * kPanelWidth);
-    const Vec b1 = Vec::loadu(panel + k * kPanelWidth + kVecWidth);
-#pragma GCC unroll 8
-    for (int r = 0; r < kRows; ++r) {
-      const Vec a(kTransA ? A[k * lda + r] : A[r * lda + k]);
-      acc0[r] = at::vec::fmadd(a, b0, acc0[r]);
-      acc1[r] = at::vec::fmadd(a, b1, acc1[r]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r) {
-    acc0[r].store(C + r * ldc, lanes0);
-    if (lanes1 > 0) acc1[r].store(C + r * ldc + kVecWidth, lanes1);
-  }
-}
-
 // Rows [i0, i1) of column panel p.
 template <bool kTransA>
 void multiply_panel(int64_t p, int64_t i0, int64_t i1, int64_t N, int64_t K, MatrixRef<float> A,
                     const float* panels, bool accumulate, float* C, int64_t ldc) {
-  const float* panel = panels + p * K * kPanelWidth;
-  const int64_t n_valid = std::min(kPanelWidth, N - p * kPanelWidth);
-  float* c = C + p * kPanelWidth;
-  const auto a_rows = [&](int64_t i) { return A.data + (kTransA ? i : i * A.ld); };
-  int64_t i = i0;
-  for (; i + kBlockRows <= i1; i += kBlockRows) {
-    panel_block<kBlockRows, kTransA>(K, a_rows(i), A.ld, panel, accumulate, c + i * ldc, ldc,
-                                     n_valid);
-  }
-  for (; i < i1; ++i) {
-    panel_block<1, kTransA>(K, a_rows(i), A.ld, panel, accumulate, c + i * ldc, ldc, n_valid);
-  }
+  const float* a = A.data + (kTransA ? i0 : i0 * A.ld);
+  column_block<kTransA, /*kPaddedB=*/true>(i1 - i0, K, a, A.ld, panels + p * K * kPanelWidth,
+                                           kPanelWidth, std::min(kPanelWidth, N - p * kPanelWidth),
+                                           accumulate, C + i0 * ldc + p * kPanelWidth, ldc);
 }
 
 }  // namespace
