@@ -23,6 +23,7 @@ parameters require grad, and their ``.grad`` is reset before each step.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -275,6 +276,39 @@ def gemm_flops(cell: str, shape: Shape, pass_: str) -> int:
     G, (B, T, I, H) = GATES[cell], (shape.B, shape.T, shape.I, shape.H)
     forward = 2 * T * B * G * H * (I + H)
     return 3 * forward if pass_ == "fwdbwd" else forward
+
+
+PEAK_SIZE = {"cpu": 2048, "cuda": 8192}  # n of the n x n x n product that measures the peak
+
+
+def gemm_peak(device="cpu", runs: int = 5) -> dict:
+    """The machine's float32 matrix-product rate: the best of ``runs`` products of two
+    ``n x n`` matrices through ``torch.mm`` on every thread (TF32 off on CUDA), after two
+    untimed ones. No implementation of a case runs its GEMM FLOPs (:func:`gemm_flops`) much
+    faster than at this rate, so ``flops / rate`` bounds the case's time from below, and
+    ``torch.nn time / bound`` is the most any implementation can gain over torch.nn.
+
+    Returns ``{"n", "gflops", "times_ms"}``."""
+    dev = torch.device(device)
+    n = PEAK_SIZE.get(dev.type, PEAK_SIZE["cpu"])
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=gen).to(dev) for _ in range(2))
+    c = torch.empty(n, n, device=dev)
+    sync = _sync(dev)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        times = []
+        for i in range(2 + runs):
+            sync()
+            start = time.perf_counter()
+            torch.mm(a, b, out=c)
+            sync()
+            if i >= 2:
+                times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return {"n": n, "gflops": 2 * n**3 / min(times) / 1e6, "times_ms": times}
 
 
 def case_step(cell: str, shape: Shape, pass_: str, impl_name: str, impls: dict, x: Tensor):

@@ -13,7 +13,9 @@ forward+backward memory follows: the peak above the level before the step (CPU: 
 RSS, ``VmHWM`` after resetting it through ``/proc/self/clear_refs``; CUDA:
 ``torch.cuda.max_memory_allocated``) and the bytes of the tensors autograd saves for
 backward (unique storages packed by ``saved_tensors_hooks``, not counting the input
-and the parameters).
+and the parameters). For the shapes with a GEMM floor (LM, M, L) a table of the compute
+bound follows: each case's GEMM FLOPs at the machine's peak matrix-product rate, measured in
+the same run (``_bench_cases.gemm_peak``), the least time any implementation could take.
 """
 
 from __future__ import annotations
@@ -362,6 +364,28 @@ def module_table(report: dict) -> str:
     return _table(header, rows, text_cols=3)
 
 
+def compute_bound_table(report: dict) -> str:
+    """Per case with GEMM FLOPs counted (LM, M, L): the bound (those FLOPs at the measured
+    peak rate), rnnfast's and torch.nn's medians as shares of the peak rate, and torch.nn
+    over the bound: the most any implementation could gain over torch.nn on this machine."""
+    peak = report.get("gemm_peak")
+    if not peak:
+        return ""
+    ms = {(t["cell"], t["shape"], t["pass"], t["impl"]): t for t in report["timings"]}
+    keys = sorted({k[:3] for k in ms if k[1] in cases.FLOOR_SHAPES}, key=_case_order)
+    header = ["cell", "shape", "pass", "GFLOP", "bound ms", "rnnfast % of peak",
+              "torch.nn % of peak", "torch.nn / bound"]
+    rows = []
+    for cell, shape, pass_ in keys:
+        gflop = cases.gemm_flops(cell, cases.SHAPES[shape], pass_) / 1e9
+        bound = {"median_ms": gflop / peak["gflops"] * 1e3, "other_load": None}
+        share = lambda n: ("-" if (cell, shape, pass_, n) not in ms else  # noqa: E731
+                           f"{bound['median_ms'] / ms[(cell, shape, pass_, n)]['median_ms']:.0%}")
+        rows.append([cell, shape, pass_, f"{gflop:.3g}", _fmt_ms(bound), share("rnnfast"),
+                     share("torch_nn"), _fmt_x(ms.get((cell, shape, pass_, "torch_nn")), bound)])
+    return _table(header, rows, text_cols=3) if rows else ""
+
+
 def memory_table(report: dict) -> str:
     mem = {(m["cell"], m["shape"], m["impl"]): m for m in report["memory"]}
     keys = sorted({k[:2] for k in mem}, key=_case_order)
@@ -401,6 +425,15 @@ def print_report(report: dict):
         "x torch.nn: torch.nn time / rnnfast time; x seed loop: seed time / rnnfast time "
         "(gru: rnnfast rb = reset_after=False, the seed's cell; rnnfast = nn.GRU's cell)"
     )
+    bound = compute_bound_table(report)
+    if bound:
+        peak = report["gemm_peak"]
+        print(f"\ncompute bound: peak {peak['gflops']:.0f} GF/s (the fastest of "
+              f"{len(peak['times_ms'])} float32 products {peak['n']}^3 through torch.mm, "
+              f"{m['threads']} threads); bound = the case's GEMM FLOPs at that rate")
+        print(bound)
+        print("torch.nn / bound: the most any implementation doing these FLOPs could gain over "
+              "torch.nn here")
     if report["memory"]:
         print("\nforward+backward memory, MiB: peak above the level before the step / saved for backward")
         print(memory_table(report))
@@ -479,7 +512,10 @@ def main(argv=None) -> dict:
     global _progress
     _progress = _Progress(_case_count(args))
     start = time.perf_counter()
+    measure_peak = any(s in cases.FLOOR_SHAPES for s in args.shapes)
     try:
+        if measure_peak:  # at the start and at the end: a bound takes the faster spell
+            report["gemm_peak"] = cases.gemm_peak(args.device)
         for shape_name in args.shapes:
             for cell in args.cells:
                 shape = cases.SHAPES[shape_name]
@@ -488,6 +524,11 @@ def main(argv=None) -> dict:
         if not args.no_modules:
             _log("layers and cells")
             run_modules(args, report)
+        if measure_peak:
+            again = cases.gemm_peak(args.device)
+            peak = report["gemm_peak"]
+            peak["times_ms"] += again["times_ms"]
+            peak["gflops"] = max(peak["gflops"], again["gflops"])
     finally:
         _progress.close()
     report["settings"]["wall_s"] = time.perf_counter() - start

@@ -1,7 +1,7 @@
 """Compare two builds of rnnfast on the benchmark cases, in alternating processes.
 
     python scripts/ab_builds.py BASE_CHECKOUT NEW_CHECKOUT gru:M:fwdbwd rnn:L:fwdbwd \
-        [--rounds 4] [--runs 5]
+        [--rounds 4] [--runs 5] [--base-env NAME=VALUE] [--new-env NAME=VALUE]
 
 Each checkout must hold a built extension (``python setup.py build_ext --inplace``; for the
 base, for instance, ``git worktree add /tmp/base HEAD~1`` and build there). Per round and
@@ -10,6 +10,9 @@ case, one process per build times rnnfast alone on the case of ``rnnfast/_bench_
 run; the builds alternate, so that the slower and faster spells of a shared machine touch
 both alike. The table gives each build's minimum over the rounds and their ratio: on a
 noisy machine, minima over alternating processes are what tell a change from the noise.
+With the same checkout twice and ``--base-env``/``--new-env``, it compares one build under
+two settings, e.g. ``--base-env RNNFAST_CPU_STEP_GEMM=blas --new-env
+RNNFAST_CPU_STEP_GEMM=panels``.
 """
 
 import argparse
@@ -41,9 +44,10 @@ print(json.dumps(min(times) * 1e3))
 """
 
 
-def fastest_run_ms(checkout: str, case: str, runs: int) -> float:
+def fastest_run_ms(checkout: str, case: str, runs: int, env: dict) -> float:
     out = subprocess.run([sys.executable, "-c", _CHILD, checkout, case, str(runs)],
-                         check=True, capture_output=True, text=True).stdout
+                         check=True, capture_output=True, text=True,
+                         env={**os.environ, **env}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -54,7 +58,18 @@ def main(argv=None) -> None:
     p.add_argument("cases", nargs="+", help="cell:shape:pass, e.g. gru:M:fwdbwd")
     p.add_argument("--rounds", type=int, default=4, help="processes per build and case")
     p.add_argument("--runs", type=int, default=5, help="timed runs per process")
+    p.add_argument("--base-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="environment variable for the base processes (repeatable); with the "
+                        "same checkout twice, compares one build under two settings")
+    p.add_argument("--new-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="environment variable for the new processes (repeatable)")
     args = p.parse_args(argv)
+    envs = {}
+    for name, pairs in (("base", args.base_env), ("new", args.new_env)):
+        bad = [pair for pair in pairs if "=" not in pair]
+        if bad:
+            p.error(f"--{name}-env expects NAME=VALUE, got {bad[0]!r}")
+        envs[name] = dict(pair.split("=", 1) for pair in pairs)
     checkouts = {"base": os.path.abspath(args.base), "new": os.path.abspath(args.new)}
     for name, path in checkouts.items():
         if not os.path.isdir(os.path.join(path, "rnnfast")):
@@ -67,7 +82,7 @@ def main(argv=None) -> None:
         mins = {"base": [], "new": []}
         for _ in range(args.rounds):
             for name in ("base", "new"):
-                mins[name].append(fastest_run_ms(checkouts[name], case, args.runs))
+                mins[name].append(fastest_run_ms(checkouts[name], case, args.runs, envs[name]))
         base, new = min(mins["base"]), min(mins["new"])
         rounds = {k: " ".join(f"{v:.4g}" for v in vs) for k, vs in mins.items()}
         print(f"{case:<16} {rounds['base']:<34} {rounds['new']:<34} {base:>9.4g} {new:>9.4g} "

@@ -156,3 +156,38 @@ def test_ab_builds_compares_two_checkouts():
     numbers = [float(v) for v in row.split()[1:-1]]
     assert len(numbers) == 2 + 2 + 2 and all(v > 0 for v in numbers)
     assert row.endswith("x") and float(row.split()[-1][:-1]) > 0
+
+
+def test_compute_bound_table_relates_the_medians_to_the_peak_rate():
+    """The compute bound: a case's GEMM FLOPs at the measured peak rate, both medians as
+    shares of that rate, and torch.nn over the bound; none without a measured peak."""
+    from rnnfast import _bench_cases as cases
+
+    report = _recorded()
+    assert "gemm_peak" not in report and bench.compute_bound_table(report) == ""
+    report["gemm_peak"] = {"n": 2048, "gflops": 250.0, "times_ms": [68.7]}
+    ms = {(t["cell"], t["shape"], t["pass"], t["impl"]): t["median_ms"] for t in report["timings"]}
+    lines = bench.compute_bound_table(report).splitlines()
+    header = [h.strip() for h in lines[0].split("  ") if h.strip()]
+    assert header == ["cell", "shape", "pass", "GFLOP", "bound ms", "rnnfast % of peak",
+                      "torch.nn % of peak", "torch.nn / bound"]
+    rows = {tuple(line.split()[:3]): line.split() for line in lines[2:]}
+    assert all(shape in cases.FLOOR_SHAPES for _, shape, _ in rows)  # no S rows
+    gflop = cases.gemm_flops("gru", cases.SHAPES["M"], "fwdbwd") / 1e9
+    bound_ms = gflop / 250.0 * 1e3
+    row = rows[("gru", "M", "fwdbwd")]
+    assert float(row[3]) == pytest.approx(gflop, rel=1e-2)
+    assert float(row[4]) == pytest.approx(bound_ms, rel=1e-2)
+    assert row[5] == f"{bound_ms / ms[('gru', 'M', 'fwdbwd', 'rnnfast')]:.0%}"
+    assert row[6] == f"{bound_ms / ms[('gru', 'M', 'fwdbwd', 'torch_nn')]:.0%}"
+    assert row[7] == f"{ms[('gru', 'M', 'fwdbwd', 'torch_nn')] / bound_ms:.2f}x"
+
+
+def test_gemm_peak_measures_a_plausible_rate():
+    from rnnfast import _bench_cases as cases
+
+    peak = cases.gemm_peak("cpu", runs=2)
+    assert peak["n"] == cases.PEAK_SIZE["cpu"] and len(peak["times_ms"]) == 2
+    # 2 n^3 FLOPs in the fastest run
+    assert peak["gflops"] == pytest.approx(2 * peak["n"] ** 3 / min(peak["times_ms"]) / 1e6)
+    assert 0.1 < peak["gflops"] < 1e5
