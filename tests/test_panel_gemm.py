@@ -30,8 +30,8 @@ def operand(rows, cols, transposed, generator):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("accumulate", [False, True])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
-@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (3, 15, 7), (4, 16, 1), (5, 17, 9), (8, 32, 64),
-                                   (17, 33, 31), (64, 100, 256), (130, 7, 300), (0, 5, 3),
+@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (3, 15, 7), (4, 16, 1), (5, 17, 9), (7, 20, 3),
+                                   (8, 32, 64), (12, 48, 16), (13, 31, 5), (17, 33, 31), (64, 100, 256), (130, 7, 300), (0, 5, 3),
                                    (3, 0, 4), (2, 3, 0)])
 def test_panel_product(M, N, K, trans_a, trans_b, accumulate, threads):
     g = torch.Generator().manual_seed(M * 1000 + N * 10 + K + 1)
