@@ -164,6 +164,8 @@ LayerSizes check_backward_args(const std::optional<at::Tensor>& grad_output,
   const LayerSizes s = check_forward_args(input, weight_ih, weight_hh, std::nullopt, std::nullopt,
                                           hx, std::nullopt, weight_hr, lengths, cell, batch_first);
   const CellInfo info = cell_info(s.kind);
+  // The kernels read output and saved as the input's element type.
+  check_same_dtype_and_device(input, output, "output");
   check_shape(output, "output", sequence_shape(s, s.P, batch_first), "the forward's output");
   if (grad_output.has_value()) {
     check_shape(*grad_output, "grad_output", sequence_shape(s, s.P, batch_first),
@@ -180,6 +182,7 @@ LayerSizes check_backward_args(const std::optional<at::Tensor>& grad_output,
     check_same_dtype_and_device(output, *grad_c_n, "grad_c_n");
   }
   if (info.saved > 0) {
+    check_same_dtype_and_device(input, saved, "saved");
     check_shape(saved, "saved", sequence_shape(s, info.saved * s.H, batch_first),
                 "what the forward saved");
   }

@@ -283,8 +283,8 @@ PEAK_SIZE = {"cpu": 2048, "cuda": 8192}  # n of the n x n x n product that measu
 
 def gemm_peak(device="cpu", runs: int = 5) -> dict:
     """The machine's float32 matrix-product rate: the best of ``runs`` products of two
-    ``n x n`` matrices through ``torch.mm`` on every thread (TF32 off on CUDA), after two
-    untimed ones. No implementation of a case runs its GEMM FLOPs (:func:`gemm_flops`) much
+    ``n x n`` matrices through ``torch.mm`` on every thread (on CUDA with torch's TF32
+    setting, off unless the caller turned it on), after two untimed ones. No implementation of a case runs its GEMM FLOPs (:func:`gemm_flops`) much
     faster than at this rate, so ``flops / rate`` bounds the case's time from below, and
     ``torch.nn time / bound`` is the most any implementation can gain over torch.nn.
 
@@ -295,19 +295,14 @@ def gemm_peak(device="cpu", runs: int = 5) -> dict:
     a, b = (torch.randn(n, n, generator=gen).to(dev) for _ in range(2))
     c = torch.empty(n, n, device=dev)
     sync = _sync(dev)
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        times = []
-        for i in range(2 + runs):
-            sync()
-            start = time.perf_counter()
-            torch.mm(a, b, out=c)
-            sync()
-            if i >= 2:
-                times.append((time.perf_counter() - start) * 1e3)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+    times = []
+    for i in range(2 + runs):
+        sync()
+        start = time.perf_counter()
+        torch.mm(a, b, out=c)
+        sync()
+        if i >= 2:
+            times.append((time.perf_counter() - start) * 1e3)
     return {"n": n, "gflops": 2 * n**3 / min(times) / 1e6, "times_ms": times}
 
 

@@ -143,6 +143,10 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
         dropout = self.dropout if self.training else 0.0
         h_n, c_n = [], []
         layer_input = x
+        if lengths is not None and lengths.device != x.device:
+            # Once here, not in each op call of each layer and direction, forward and backward
+            # (pad_packed_sequence's lengths live on the CPU; a copy to the GPU waits for it).
+            lengths = lengths.to(x.device, non_blocking=True)
         for k, names in enumerate(self._op_weight_names):
             # The registered parameters, or what replaced them (torch.func.functional_call);
             # _parameters first: Module.__getattr__ costs 0.7 us a name.

@@ -159,6 +159,19 @@ def test_backward_op_matches_reference(cell):
     assert_close(grads[0], ref["input"], "grad of input (mask input only)", case, 1e-9, 1e-10)
 
 
+@pytest.mark.parametrize("name", ["output", "saved"])
+def test_backward_op_refuses_output_or_saved_of_another_dtype(name):
+    """The kernels read output and saved as the input's element type: called directly with
+    either in another dtype, the backward op says so instead of reading past its end."""
+    case = op_case("gru", "full")
+    args, values = backward_args(case)
+    names = [a.name for a in backward_op()._schema.arguments]
+    args = list(args)
+    args[names.index(name)] = values[name].float()
+    with pytest.raises(TypeError, match=f"rnnfast: {name} must have the dtype of input"):
+        backward_op()(*args)
+
+
 # ----------------------------------------------------------------------------------
 # torch.compile
 

@@ -1,6 +1,5 @@
 #include "blas_cuda.h"
 
-#include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/Exceptions.h>
 #include <c10/util/Exception.h>
@@ -41,10 +40,25 @@ void* element_at(at::Tensor& t, int64_t offset) {
   return static_cast<char*>(t.data_ptr()) + offset * t.element_size();
 }
 
-// The handle comes bound to the current stream, with torch's workspace.
+namespace {
+
+// Whether torch set the handle up for TF32. Read from the handle rather than through
+// Context::allowTF32CuBLAS(): that getter is deprecated, raises once a program has set TF32
+// through torch's newer fp32_precision API, and ignores at::NoTF32Guard, all of which torch
+// weighed when it set the handle's math mode.
+bool handle_allows_tf32(cublasHandle_t handle) {
+  cublasMath_t mode;
+  TORCH_CUDABLAS_CHECK(cublasGetMathMode(handle, &mode));
+  // The low bits are the mode; higher ones are flags (such as disallowing reduced-precision
+  // reductions).
+  return (static_cast<int>(mode) & 0xF) == static_cast<int>(CUBLAS_TF32_TENSOR_OP_MATH);
+}
+
+}  // namespace
+
+// The handle comes bound to the current stream, with torch's workspace and math mode.
 Blas::Blas()
-    : handle_(at::cuda::getCurrentCUDABlasHandle()),
-      allow_tf32_(at::globalContext().allowTF32CuBLAS()) {}
+    : handle_(at::cuda::getCurrentCUDABlasHandle()), allow_tf32_(handle_allows_tf32(handle_)) {}
 
 void Blas::gemm(at::ScalarType ab_type, at::ScalarType c_type, int64_t M, int64_t N, int64_t K,
                 double alpha, Operand a, Operand b, double beta, void* c, int64_t ldc) const {
