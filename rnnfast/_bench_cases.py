@@ -284,9 +284,10 @@ PEAK_SIZE = {"cpu": 2048, "cuda": 8192}  # n of the n x n x n product that measu
 def gemm_peak(device="cpu", runs: int = 5) -> dict:
     """The machine's float32 matrix-product rate: the best of ``runs`` products of two
     ``n x n`` matrices through ``torch.mm`` on every thread (on CUDA with torch's TF32
-    setting, off unless the caller turned it on), after two untimed ones. No implementation of a case runs its GEMM FLOPs (:func:`gemm_flops`) much
-    faster than at this rate, so ``flops / rate`` bounds the case's time from below, and
-    ``torch.nn time / bound`` is the most any implementation can gain over torch.nn.
+    setting, off unless the caller turned it on), after two untimed ones. No implementation
+    of a case runs its GEMM FLOPs (:func:`gemm_flops`) much faster than at this rate, so
+    ``flops / rate`` bounds the case's time from below, and ``torch.nn time / bound`` is the
+    most any implementation can gain over torch.nn.
 
     Returns ``{"n", "gflops", "times_ms"}``."""
     dev = torch.device(device)
