@@ -191,3 +191,20 @@ def test_gemm_peak_measures_a_plausible_rate():
     # 2 n^3 FLOPs in the fastest run
     assert peak["gflops"] == pytest.approx(2 * peak["n"] ** 3 / min(peak["times_ms"]) / 1e6)
     assert 0.1 < peak["gflops"] < 1e5
+
+
+def test_cli_measures_the_peak_and_prints_the_compute_bound(capsys):
+    """A run with a shape that has a GEMM floor measures the peak at its start and end and
+    prints the compute bound; an S-only run does neither."""
+    report = bench.main(["--shapes", "LM", "--cells", "rnn", "--passes", "fwd_nograd",
+                         "--repeat", "1", "--no-memory", "--no-modules"])
+    printed = capsys.readouterr().out
+    peak = report["gemm_peak"]
+    assert len(peak["times_ms"]) == 10 and peak["gflops"] > 0
+    assert "compute bound: peak" in printed
+    row = next(line.split() for line in printed.splitlines()
+               if line.split()[:3] == ["rnn", "LM", "fwd_nograd"] and "%" in line)
+    assert row[5].endswith("%") and row[7].endswith("x")
+    report = bench.main(["--quick", "--cells", "rnn", "--passes", "fwd_nograd", "--no-memory",
+                         "--no-modules"])
+    assert "gemm_peak" not in report and "compute bound" not in capsys.readouterr().out
