@@ -266,33 +266,53 @@ class CudaRecurrence {
       }
     }
 
-    // The weight gradients as GEMMs over all steps (ATen: outside the step loop).
+    // The weight gradients as GEMMs over all steps, each a sum over N = T * B rows: into
+    // compute-type buffers (float for 16-bit storage, as on the CPU), rounded to the storage
+    // type once at the end. A 16-bit result from cuBLAS could have had its partial sums
+    // reduced in 16 bits (torch's default allows it for half and bfloat16 matmuls).
+    // C [M, cols] = A^T B with A [N, M] (leading dimension lda) and B [N, cols].
+    const auto sum_over_rows = [&](int64_t M, int64_t cols, const void* a, int64_t lda,
+                                   const void* b, int64_t ldb, void* c, int64_t ldc) {
+      blas_.gemm(type_, acc_, M, cols, N, 1.0, transposed(a, lda), rows(b, ldb), 0.0, c, ldc);
+    };
     std::array<Tensor, 8> grads;
     if (mask[2]) {
-      grads[2] = at::empty({GH_, P}, opts);
-      Tensor from_x = grads[2].narrow(0, 0, x_rows);
-      at::mm_out(from_x, d_gates_x.narrow(1, 0, x_rows).t(), h_prevs);
+      Tensor grad_w_hh = at::empty({GH_, P}, acc_opts);
+      sum_over_rows(x_rows, P, d_gates_x.const_data_ptr(), GH_, h_prevs.const_data_ptr(), P,
+                    grad_w_hh.data_ptr(), P);
       if (SH > 0) {
-        Tensor from_h = grads[2].narrow(0, split * H, SH);
-        at::mm_out(from_h, d_gates_h.t(), h_prevs);
+        sum_over_rows(SH, P, d_gates_h.const_data_ptr(), SH, h_prevs.const_data_ptr(), P,
+                      element_at(grad_w_hh, split * H * P), P);
       }
-      if (cell_.reset_before) {  // rows n multiply r * h_prev
-        Tensor n_rows = grads[2].narrow(0, 2 * H, H);
-        at::mm_out(n_rows, d_gates_x.narrow(1, 2 * H, H).t(), reset_h);
+      if (cell_.reset_before) {  // rows n multiply r * h_prev (no projection here: P == H)
+        sum_over_rows(H, P, element_at(d_gates_x, 2 * H), GH_, reset_h.const_data_ptr(), H,
+                      element_at(grad_w_hh, 2 * H * P), P);
       }
+      grads[2] = grad_w_hh.to(type_);
     }
     if (mask[3]) grads[3] = d_gates_x.sum(0);
     if (mask[4]) {
       grads[4] = d_gates_x.narrow(1, 0, split * H).sum(0);
       if (SH > 0) grads[4] = at::cat({grads[4], d_gates_h.sum(0)});
     }
-    if (mask[7] && projection_) grads[7] = at::mm(d_projected.t(), unprojected);
+    if (mask[7] && projection_) {
+      Tensor grad_w_hr = at::empty({P, H}, acc_opts);
+      sum_over_rows(P, H, d_projected.const_data_ptr(), P, unprojected.const_data_ptr(), H,
+                    grad_w_hr.data_ptr(), H);
+      grads[7] = grad_w_hr.to(type_);
+    }
     h_prevs.reset();
     reset_h.reset();
     d_gates_h.reset();
     unprojected.reset();
     d_projected.reset();
-    if (mask[1]) grads[1] = at::mm(d_gates_x.t(), without_padding(input));
+    if (mask[1]) {
+      const Tensor x = without_padding(input).contiguous();  // [N, I]
+      Tensor grad_w_ih = at::empty({GH_, s_.I}, acc_opts);
+      sum_over_rows(GH_, s_.I, d_gates_x.const_data_ptr(), GH_, x.const_data_ptr(), s_.I,
+                    grad_w_ih.data_ptr(), s_.I);
+      grads[1] = grad_w_ih.to(type_);
+    }
     if (mask[0]) grads[0] = at::mm(d_gates_x, weight_ih).view(input.sizes());
     if (mask[5]) grads[5] = dh_state.to(type_);
     if (mask[6] && cell_.has_cell_state) grads[6] = dc_state.to(type_);
