@@ -1,6 +1,8 @@
 // Autograd for recurrent_forward, registered at the Autograd key for every backend. Its
-// backward is the recurrent_backward op, so torch.compile sees both as single nodes.
-// recurrent_backward has no derivative of its own: a backward through it raises.
+// backward is the recurrent_backward op, so torch.compile sees both as single nodes. Where a
+// backward records a graph (create_graph=True), the gradients come instead from the layer
+// recomputed as ATen ops (differentiable_recurrence.h), which autograd differentiates again.
+// recurrent_backward has no derivative of its own: a backward through a direct call raises.
 //
 // This lives in C++ rather than in torch.library.register_autograd because a Python autograd
 // wrapper costs about 80 us per call here, more than a whole small layer takes.
@@ -8,7 +10,9 @@
 #include <torch/library.h>
 
 #include <tuple>
+#include <utility>
 
+#include "differentiable_recurrence.h"
 #include "op_handles.h"
 
 namespace rnnfast {
@@ -43,9 +47,11 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
     auto [output, h_n, c_n, saved] =
         forward_op().call(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths,
                           cell, reverse, batch_first, /*need_saved=*/true);
+    // The biases and c0 serve only a backward that records a graph (graphed_gradients).
     ctx->save_for_backward({input, weight_ih, weight_hh, hx.value_or(Tensor()),
                             weight_hr.value_or(Tensor()), lengths.value_or(Tensor()), output,
-                            saved});
+                            saved, bias_ih.value_or(Tensor()), bias_hh.value_or(Tensor()),
+                            cx.value_or(Tensor())});
     ctx->saved_data["cell"] = std::string(cell);
     ctx->saved_data["reverse"] = reverse;
     ctx->saved_data["batch_first"] = batch_first;
@@ -70,24 +76,66 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
     for (size_t k = 0; k < mask.size(); ++k) {
       mask[k] = edges[k] >= 0 && ctx->needs_input_grad(edges[k]);
     }
+    // Grad mode is on in a backward only where it records a graph (create_graph=True).
+    if (at::GradMode::is_enabled()) return graphed_gradients(ctx, grads, mask);
     const std::string cell = ctx->saved_data["cell"].toStringRef();
     auto g = backward_op().call(
         present(grads[0]), present(grads[1]), cell == "lstm" ? present(grads[2]) : std::nullopt,
         s[0], s[1], s[2], present(s[3]), present(s[4]), present(s[5]), s[6], s[7], cell,
         ctx->saved_data["reverse"].toBool(), ctx->saved_data["batch_first"].toBool(), mask);
     variable_list out = as_list(g);
-    out.resize(12);  // no gradients for lengths, cell, reverse, batch_first
+    out.resize(kArguments);  // no gradients for lengths, cell, reverse, batch_first
     for (size_t k = 0; k < mask.size(); ++k) {
       if (!mask[k]) out[k] = Tensor();
     }
     return out;
   }
+
+ private:
+  static constexpr size_t kArguments = 12;
+
+  // The gradients as differentiable functions of the forward's arguments and of `grads`: the
+  // layer is recomputed as ATen ops (differentiable_recurrence.h) and autograd differentiates
+  // that, so a later backward through these gradients gets the second derivative. Slow (a
+  // few ops per step, each recorded), and only taken where a graph of the gradients is wanted.
+  static variable_list graphed_gradients(AutogradContext* ctx, const variable_list& grads,
+                                         const std::array<bool, 8>& mask) {
+    const variable_list s = ctx->get_saved_variables();
+    const auto [output, h_n, c_n] = differentiable_recurrence(
+        s[0], s[1], s[2], present(s[8]), present(s[9]), present(s[3]), present(s[10]),
+        present(s[4]), present(s[5]), parse_cell(ctx->saved_data["cell"].toStringRef()),
+        ctx->saved_data["reverse"].toBool(), ctx->saved_data["batch_first"].toBool());
+    variable_list results, grad_results;
+    for (const auto& [result, grad] : {std::pair{output, grads[0]}, std::pair{h_n, grads[1]},
+                                       std::pair{c_n, grads[2]}}) {
+      if (result.defined() && grad.defined()) {
+        results.push_back(result);
+        grad_results.push_back(grad);
+      }
+    }
+    // The forward's differentiable arguments, in the order of `mask`.
+    const std::array<Tensor, 8> arguments = {s[0], s[1], s[2], s[8], s[9], s[3], s[10], s[4]};
+    variable_list wanted;
+    for (size_t k = 0; k < mask.size(); ++k) {
+      if (mask[k]) wanted.push_back(arguments[k]);
+    }
+    variable_list out(kArguments);
+    if (results.empty() || wanted.empty()) return out;
+    const variable_list g =
+        torch::autograd::grad(results, wanted, grad_results, /*retain_graph=*/true,
+                              /*create_graph=*/true, /*allow_unused=*/true);
+    for (size_t k = 0, next = 0; k < mask.size(); ++k) {
+      if (mask[k]) out[k] = g[next++];
+    }
+    return out;
+  }
 };
 
-// The derivative of recurrent_backward, which rnnfast does not have: a second backward through
-// a layer (create_graph=True, then backward again, as for a gradient penalty) raises here.
-// Without this node the dispatcher's fallback lets it through with a warning and a second
-// derivative of zero.
+// The derivative of the recurrent_backward op, which rnnfast does not have. A backward through
+// a layer's gradients never comes here (RecurrentFunction::backward recomputes the layer as
+// differentiable ATen ops instead); a graph recorded through a direct call of the op raises at
+// its backward, where the dispatcher's fallback would let it through with a warning and a
+// second derivative of zero.
 class RecurrentBackwardFunction : public torch::autograd::Function<RecurrentBackwardFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const optional<Tensor>& grad_output,
@@ -105,10 +153,10 @@ class RecurrentBackwardFunction : public torch::autograd::Function<RecurrentBack
 
   static variable_list backward(AutogradContext*, variable_list) {
     TORCH_CHECK(false,
-                "rnnfast: the second derivative of a recurrent layer is not implemented (a "
-                "backward through the gradients of rnnfast's RNN, GRU or LSTM, as after "
-                "torch.autograd.grad(..., create_graph=True)); use torch.nn's layers where a "
-                "double backward is needed");
+                "rnnfast: the recurrent_backward op has no derivative. For second derivatives "
+                "differentiate the forward (rnnfast's layers and functions, or "
+                "rnnfast::recurrent_forward) with create_graph=True, not a direct call of "
+                "recurrent_backward");
   }
 };
 

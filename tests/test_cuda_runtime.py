@@ -58,6 +58,20 @@ def test_gradcheck(F, cell, lengths, reverse, batch_first):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_gradgradcheck(F, cell):
+    """Second derivatives on the GPU (the layer recomputed as ATen ops under create_graph)."""
+    case = on_device(make_case(cell, T=3, B=3, I=2, H=3, P=2 if cell == "lstm" else None,
+                               lengths=[3, 0, 2], reverse=True, seed=31), "cuda")
+    names = list(case.tensors())
+    leaves = [t.detach().clone().requires_grad_(True) for t in case.tensors().values()]
+
+    def fn(*ts):
+        return tuple(call(F, case, dict(zip(names, ts))))
+
+    assert torch.autograd.gradgradcheck(fn, leaves)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_opcheck(cell, dtype):
     case = on_device(make_case(cell, T=4, B=3, I=2, H=5, P=2 if cell == "lstm" else None,

@@ -589,23 +589,3 @@ def test_broadcast_output_gradient(cell, batch_first, broadcast):
     dense[position] = grad.contiguous()
     for got, expected in zip(backward_op()(*with_broadcast), backward_op()(*dense)):
         assert torch.equal(got, expected)
-
-
-@pytest.mark.parametrize("cell", CELLS)
-def test_double_backward_raises(F, cell):
-    """rnnfast has no second derivative: a backward through the gradients (create_graph=True)
-    must raise, not give zero. The gradients themselves, taken with create_graph=True, are
-    the usual ones."""
-    P = 2 if cell == "lstm" else None
-    case = make_case(cell, T=3, B=2, I=3, H=4, P=P, lengths=[3, 1], seed=40)
-    leaves = {n: t.detach().requires_grad_(True) for n, t in case.tensors().items()}
-    loss = sum(o.sum() for o in call(F, case, leaves))
-    names = list(leaves)
-    graphed = torch.autograd.grad(loss, [leaves[n] for n in names], create_graph=True)
-    plain = torch.autograd.grad(sum(o.sum() for o in call(F, case, leaves)),
-                                [leaves[n] for n in names])
-    for name, g, p in zip(names, graphed, plain):
-        assert g.requires_grad, name
-        torch.testing.assert_close(g.detach(), p, rtol=0, atol=0, msg=name)
-    with pytest.raises(RuntimeError, match="second derivative of a recurrent layer is not"):
-        torch.autograd.grad(graphed[0].pow(2).sum(), [leaves["weight_hh"]])

@@ -1,0 +1,29 @@
+// A layer's recurrence as ordinary ATen ops, which autograd differentiates to any order. The
+// fused kernels have a first derivative only; where a backward itself records a graph
+// (create_graph=True, as for a gradient penalty), autograd.cpp takes the gradients through
+// this instead, so that a second backward gets the second derivative.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <tuple>
+
+#include "cell_kind.h"
+
+namespace rnnfast {
+
+// The arguments and results of rnnfast::recurrent_forward (without `saved`): input [T, B, I]
+// (or [B, T, I] batch-first), weight_ih [G*H, I], weight_hh [G*H, P], biases [G*H],
+// hx [B, P], cx [B, H], weight_hr [P, H], lengths [B]. Returns output [T, B, P] (or
+// batch-first), h_n [B, P] and c_n [B, H] (undefined for cells without a cell state).
+// Reduced-precision inputs are computed in float32, as the kernels do, and the results cast
+// back. No checks: it is called on arguments the op has accepted.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> differentiable_recurrence(
+    const at::Tensor& input, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+    const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
+    const std::optional<at::Tensor>& hx, const std::optional<at::Tensor>& cx,
+    const std::optional<at::Tensor>& weight_hr, const std::optional<at::Tensor>& lengths,
+    CellKind kind, bool reverse, bool batch_first);
+
+}  // namespace rnnfast
