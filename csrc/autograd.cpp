@@ -6,6 +6,7 @@
 //
 // This lives in C++ rather than in torch.library.register_autograd because a Python autograd
 // wrapper costs about 80 us per call here, more than a whole small layer takes.
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -189,11 +190,41 @@ recurrent_backward_autograd(const optional<Tensor>& grad_output, const optional<
   return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
 }
 
+// Whether t is a dual tensor of forward-mode AD. The autograd meta is read first: _fw_grad
+// goes through a virtual hook, which on every argument of every call cost 1-2 % of a small
+// layer's forward.
+bool has_forward_grad(const optional<Tensor>& t) {
+  if (!t.has_value() || !t->defined()) return false;
+  const auto* meta =
+      static_cast<torch::autograd::AutogradMeta*>(t->unsafeGetTensorImpl()->autograd_meta());
+  return meta != nullptr && meta->fw_grad_ != nullptr && t->_fw_grad(/*level=*/0).defined();
+}
+
+// Where the layer must run as ATen ops (forward_as_ops): under a differentiating torch.func
+// transform (grad, vjp, jvp, jacrev, ...), which cannot run a C++ autograd Function, and for
+// forward-mode AD's dual tensors, for which the fused op has no formula. functorch keeps its
+// back-mode key included while any transform is active (vmap alone does not reach this
+// kernel: it excludes the autograd keys).
+bool needs_ops(const Tensor& input, const Tensor& weight_ih, const Tensor& weight_hh,
+               const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh,
+               const optional<Tensor>& hx, const optional<Tensor>& cx,
+               const optional<Tensor>& weight_hr) {
+  return c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerBackMode) ||
+         has_forward_grad(input) ||
+         has_forward_grad(weight_ih) || has_forward_grad(weight_hh) || has_forward_grad(bias_ih) ||
+         has_forward_grad(bias_hh) || has_forward_grad(hx) || has_forward_grad(cx) ||
+         has_forward_grad(weight_hr);
+}
+
 std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward_autograd(
     const Tensor& input, const Tensor& weight_ih, const Tensor& weight_hh,
     const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh, const optional<Tensor>& hx,
     const optional<Tensor>& cx, const optional<Tensor>& weight_hr, const optional<Tensor>& lengths,
     c10::string_view cell, bool reverse, bool batch_first, bool need_saved) {
+  if (needs_ops(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr)) {
+    return forward_as_ops(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
+                          lengths, cell, reverse, batch_first);
+  }
   const bool needs_backward =
       at::GradMode::is_enabled() &&
       (input.requires_grad() || weight_ih.requires_grad() || weight_hh.requires_grad() ||

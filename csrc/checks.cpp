@@ -1,6 +1,7 @@
 #include "checks.h"
 
 #include <ATen/ATen.h>
+#include <ATen/functorch/BatchedTensorImpl.h>
 #include <c10/util/Exception.h>
 
 #include <sstream>
@@ -45,8 +46,15 @@ void check_lengths(const at::Tensor& lengths, const at::Tensor& input, int64_t T
   TORCH_CHECK(lengths.device().is_cpu() || lengths.device() == input.device(),
               "rnnfast: lengths must be on the CPU or on the device of input (", input.device(),
               "); got ", lengths.device());
-  if (lengths.device().is_cpu() && B > 0) {
-    const auto bounds = at::aminmax(lengths);
+  // Under vmap the values lie in the batched tensor's own storage. Under torch.func.grad they
+  // are wrapped in a way C++ extensions cannot unwrap: rnnfast.functional checks those.
+  at::Tensor values = lengths;
+  while (const auto* batched = at::functorch::maybeGetBatchedImpl(values)) {
+    values = batched->value();
+  }
+  if (lengths.device().is_cpu() && B > 0 &&
+      !values.key_set().has(c10::DispatchKey::FuncTorchGradWrapper)) {
+    const auto bounds = at::aminmax(values);
     const int64_t lo = std::get<0>(bounds).item<int64_t>();
     const int64_t hi = std::get<1>(bounds).item<int64_t>();
     TORCH_CHECK_VALUE(lo >= 0 && hi <= T, "rnnfast: lengths must lie in [0, T] = [0, ", T,

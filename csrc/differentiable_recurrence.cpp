@@ -3,7 +3,10 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 
+#include <string>
 #include <vector>
+
+#include "checks.h"
 
 namespace rnnfast {
 namespace {
@@ -154,6 +157,21 @@ std::tuple<Tensor, Tensor, Tensor> differentiable_recurrence(
     return recurrence<decltype(cell)>(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
                                       weight_hr, lengths, reverse, batch_first);
   });
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> forward_as_ops(
+    const Tensor& input, const Tensor& weight_ih, const Tensor& weight_hh,
+    const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh, const optional<Tensor>& hx,
+    const optional<Tensor>& cx, const optional<Tensor>& weight_hr,
+    const optional<Tensor>& lengths, c10::string_view cell, bool reverse, bool batch_first) {
+  const LayerSizes sizes = check_forward_args(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
+                                              cx, weight_hr, lengths, std::string(cell),
+                                              batch_first);
+  auto [output, h_n, c_n] =
+      differentiable_recurrence(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
+                                lengths, sizes.kind, reverse, batch_first);
+  const Tensor empty = at::empty({0}, output.options());
+  return {output, h_n, c_n.defined() ? c_n : empty, empty};
 }
 
 }  // namespace rnnfast

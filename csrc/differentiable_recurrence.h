@@ -26,4 +26,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> differentiable_recurrence(
     const std::optional<at::Tensor>& weight_hr, const std::optional<at::Tensor>& lengths,
     CellKind kind, bool reverse, bool batch_first);
 
+// rnnfast::recurrent_forward as ATen ops, for where the fused op cannot serve: torch.func's
+// transforms (which cannot run a C++ autograd Function, and vmap, which would otherwise loop
+// over the batch) and forward-mode AD. Checks the arguments as the op does; returns
+// (output, h_n, c_n, saved) with c_n empty for cells without a cell state and `saved` empty
+// (nothing reads it: autograd differentiates the ops themselves).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_as_ops(
+    const at::Tensor& input, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+    const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
+    const std::optional<at::Tensor>& hx, const std::optional<at::Tensor>& cx,
+    const std::optional<at::Tensor>& weight_hr, const std::optional<at::Tensor>& lengths,
+    c10::string_view cell, bool reverse, bool batch_first);
+
 }  // namespace rnnfast

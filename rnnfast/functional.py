@@ -9,6 +9,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
+from torch._C import _functorch
 from torch.overrides import has_torch_function
 
 from . import _C
@@ -49,7 +50,25 @@ def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, wei
     if torch.compiler.is_compiling() or has_torch_function(
             (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr)):
         return _recurrent_forward_op(*args)
+    if lengths is not None and _functorch.is_functorch_wrapped_tensor(lengths):
+        _check_wrapped_lengths(lengths, input.shape[1 if batch_first else 0])
     return _C.recurrent_forward(*args)
+
+
+def _check_wrapped_lengths(lengths: Tensor, T: int) -> None:
+    """The range check of lengths that torch.func's transforms have wrapped (the op cannot read
+    them: a transform forbids .item() on its tensors, and C++ cannot unwrap them)."""
+    values = lengths
+    while _functorch.is_functorch_wrapped_tensor(values):
+        values = _functorch.get_unwrapped(values)
+    if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+        return  # the op names the dtype
+    if values.numel() and values.device.type == "cpu":
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi > T:
+            raise ValueError(
+                f"rnnfast: lengths must lie in [0, T] = [0, {T}] (T: the number of time steps "
+                f"of input); got values from {lo} to {hi}")
 
 
 def _lengths(lengths: Lengths) -> Optional[Tensor]:
