@@ -86,6 +86,24 @@ def test_compile_fullgraph_unbatched_and_with_state():
         torch.testing.assert_close(a, e)
 
 
+def test_torch_export_with_dynamic_shapes_save_and_load(tmp_path):
+    """torch.export of a model holding every kind of rnnfast module: one op node per layer and
+    direction, batch and time dynamic, and the saved program runs after loading."""
+    torch.manual_seed(0)
+    model = Classifier().eval()
+    x = torch.randn(3, 7, 4)
+    batch, steps = torch.export.Dim("batch"), torch.export.Dim("steps", min=3)
+    exported = torch.export.export(model, (x,), dynamic_shapes={"x": {0: batch, 1: steps}})
+    nodes = [n.target for n in exported.graph.nodes if n.op == "call_function"]
+    assert nodes.count(torch.ops.rnnfast.recurrent_forward.default) == 4 + 1 + 1 + 3
+    path = tmp_path / "classifier.pt2"
+    torch.export.save(exported, path)
+    loaded = torch.export.load(path).module()
+    for shape in [(3, 7, 4), (5, 4, 4), (1, 9, 4)]:
+        inputs = torch.randn(shape)
+        torch.testing.assert_close(loaded(inputs), model(inputs), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["rnn_tanh", "gru", "lstm"])
 def test_autocast_cpu_bfloat16_like_torch_nn(kind):
     """Under CPU autocast a layer runs in bfloat16, from float32 weights, and its gradients
