@@ -230,8 +230,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward_autograd(
       (input.requires_grad() || weight_ih.requires_grad() || weight_hh.requires_grad() ||
        requires_grad(bias_ih) || requires_grad(bias_hh) || requires_grad(hx) || requires_grad(cx) ||
        requires_grad(weight_hr));
-  // No graph to record: the caller's need_saved stands (false only from eager inference
-  // calls; traced graphs keep the default, as their forward may later feed a backward).
+  // No graph to record: the caller's need_saved stands (rnnfast.functional passes whether
+  // grad mode is on; where a graph is recorded, below, the forward always keeps it).
   if (!needs_backward) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return forward_op().call(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,

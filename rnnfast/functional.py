@@ -44,12 +44,16 @@ def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, wei
                       cell, reverse, batch_first):
     """rnnfast::recurrent_forward. In plain eager mode through the extension's direct entry
     (the same op and dispatcher, without torch.ops' boxed argument parsing); under
-    torch.compile, or where __torch_function__ applies, through torch.ops."""
+    torch.compile, or where __torch_function__ applies, through torch.ops.
+
+    Either way the op is told not to keep what only a backward reads where grad mode is off
+    (need_saved; the Autograd kernel keeps it anyway wherever it records a graph). A graph
+    that torch.compile traces under no_grad runs only under no_grad: Dynamo guards on it."""
     args = (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths, cell,
             reverse, batch_first)
     if torch.compiler.is_compiling() or has_torch_function(
             (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr)):
-        return _recurrent_forward_op(*args)
+        return _recurrent_forward_op(*args, torch.is_grad_enabled())
     if lengths is not None and _functorch.is_functorch_wrapped_tensor(lengths):
         _check_wrapped_lengths(lengths, input.shape[1 if batch_first else 0])
     return _C.recurrent_forward(*args)

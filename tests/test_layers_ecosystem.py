@@ -86,6 +86,42 @@ def test_compile_fullgraph_unbatched_and_with_state():
         torch.testing.assert_close(a, e)
 
 
+@pytest.mark.parametrize("grad_enabled", [False, True], ids=["no_grad", "grad"])
+def test_compiled_graph_keeps_saved_only_for_backward(grad_enabled):
+    """A graph compiled under no_grad asks the op not to keep what only a backward reads (as
+    eager inference does); one compiled for training keeps it, and its backward is right."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    torch.manual_seed(0)
+    model = rnnfast.GRU(4, 6, num_layers=2).train(grad_enabled)
+    x = torch.randn(5, 3, 4)
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return make_boxed_func(gm.forward)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend=aot_autograd(fw_compiler=capture))
+    with torch.set_grad_enabled(grad_enabled):
+        out = compiled(x)[0]
+        torch.testing.assert_close(out, model(x)[0])
+    calls = [n for n in graphs[0].graph.nodes
+             if n.target == torch.ops.rnnfast.recurrent_forward.default]
+    assert len(calls) == 2
+    for node in calls:
+        need_saved = node.args[12] if len(node.args) > 12 else True
+        assert need_saved is grad_enabled
+    if grad_enabled:
+        out.square().sum().backward()
+        got = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        model(x)[0].square().sum().backward()
+        for g, p in zip(got, model.parameters()):
+            torch.testing.assert_close(g, p.grad)
+
+
 def test_torch_export_with_dynamic_shapes_save_and_load(tmp_path):
     """torch.export of a model holding every kind of rnnfast module: one op node per layer and
     direction, batch and time dynamic, and the saved program runs after loading."""
