@@ -115,7 +115,7 @@ PanelMatrix::PanelMatrix(int64_t N, int64_t K, MatrixRef<float> B) : N_(N), K_(K
 
 void PanelMatrix::multiply(int64_t M, MatrixRef<float> A, bool accumulate, float* C,
                            int64_t ldc) const {
-  const int64_t count = panels_.size(0);
+  const int64_t count = (N_ + kPanelWidth - 1) / kPanelWidth;  // panels_ is [0] where K = 0
   if (M == 0 || count == 0) return;
   const float* panels = panels_.const_data_ptr<float>();
   // Tasks are (panel, row range) pairs, panel-major; rows are split only where the panels

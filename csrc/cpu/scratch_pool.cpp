@@ -4,6 +4,7 @@
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <mutex>
 #include <vector>
@@ -85,7 +86,15 @@ class ScratchPool {
 at::Tensor scratch_empty(at::IntArrayRef sizes, at::ScalarType dtype) {
   int64_t elements = 1;
   for (const int64_t size : sizes) elements *= size;
-  if (elements == 0) return at::empty(sizes, at::TensorOptions().dtype(dtype));
+  if (elements == 0) {
+    // The engine asks for buffers it does not need at zero size (a dozen per small layer's
+    // forward+backward) and only takes their (null) data pointer: one shared empty tensor per
+    // thread and dtype spares each a TensorImpl and a StorageImpl from malloc.
+    thread_local std::array<at::Tensor, static_cast<size_t>(at::ScalarType::NumOptions)> empty;
+    at::Tensor& shared = empty[static_cast<size_t>(dtype)];
+    if (!shared.defined()) shared = at::empty({0}, at::TensorOptions().dtype(dtype));
+    return shared;
+  }
   const size_t bytes = elements * c10::elementSize(dtype);
   const auto [data, capacity] = ScratchPool::instance().acquire(bytes);
   return at::from_blob(

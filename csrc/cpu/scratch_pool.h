@@ -13,7 +13,8 @@ namespace rnnfast::cpu {
 
 // An uninitialised tensor whose memory returns to a process-wide pool when its last
 // reference goes, for a later call of a similar size. The pool keeps at most 64 MiB. Not for
-// tensors handed to the caller: their storage would not be resizable.
+// tensors handed to the caller: their storage would not be resizable. A request for zero
+// elements gets a shared tensor of shape [0], whose data pointer is null.
 at::Tensor scratch_empty(at::IntArrayRef sizes, at::ScalarType dtype);
 
 // Frees the pool's idle buffers (rnnfast.empty_cpu_cache()); returns the bytes freed.
