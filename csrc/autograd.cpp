@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "differentiable_recurrence.h"
+#include "graphed_gradients.h"
 #include "op_handles.h"
 
 namespace rnnfast {
@@ -48,7 +49,7 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
     auto [output, h_n, c_n, saved] =
         forward_op().call(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths,
                           cell, reverse, batch_first, /*need_saved=*/true);
-    // The biases and c0 serve only a backward that records a graph (graphed_gradients).
+    // The biases and c0 serve only a backward that records a graph (graphed_gradients.h).
     ctx->save_for_backward({input, weight_ih, weight_hh, hx.value_or(Tensor()),
                             weight_hr.value_or(Tensor()), lengths.value_or(Tensor()), output,
                             saved, bias_ih.value_or(Tensor()), bias_hh.value_or(Tensor()),
@@ -78,7 +79,15 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
       mask[k] = edges[k] >= 0 && ctx->needs_input_grad(edges[k]);
     }
     // Grad mode is on in a backward only where it records a graph (create_graph=True).
-    if (at::GradMode::is_enabled()) return graphed_gradients(ctx, grads, mask);
+    if (at::GradMode::is_enabled()) {
+      const std::array<Tensor, 8> g = graphed_gradients(
+          {s[0], s[1], s[2], s[8], s[9], s[3], s[10], s[4]}, s[5],
+          parse_cell(ctx->saved_data["cell"].toStringRef()), ctx->saved_data["reverse"].toBool(),
+          ctx->saved_data["batch_first"].toBool(), mask, {grads[0], grads[1], grads[2]});
+      variable_list out(g.begin(), g.end());
+      out.resize(kArguments);
+      return out;
+    }
     const std::string cell = ctx->saved_data["cell"].toStringRef();
     auto g = backward_op().call(
         present(grads[0]), present(grads[1]), cell == "lstm" ? present(grads[2]) : std::nullopt,
@@ -95,41 +104,6 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
  private:
   static constexpr size_t kArguments = 12;
 
-  // The gradients as differentiable functions of the forward's arguments and of `grads`: the
-  // layer is recomputed as ATen ops (differentiable_recurrence.h) and autograd differentiates
-  // that, so a later backward through these gradients gets the second derivative. Slow (a
-  // few ops per step, each recorded), and only taken where a graph of the gradients is wanted.
-  static variable_list graphed_gradients(AutogradContext* ctx, const variable_list& grads,
-                                         const std::array<bool, 8>& mask) {
-    const variable_list s = ctx->get_saved_variables();
-    const auto [output, h_n, c_n] = differentiable_recurrence(
-        s[0], s[1], s[2], present(s[8]), present(s[9]), present(s[3]), present(s[10]),
-        present(s[4]), present(s[5]), parse_cell(ctx->saved_data["cell"].toStringRef()),
-        ctx->saved_data["reverse"].toBool(), ctx->saved_data["batch_first"].toBool());
-    variable_list results, grad_results;
-    for (const auto& [result, grad] : {std::pair{output, grads[0]}, std::pair{h_n, grads[1]},
-                                       std::pair{c_n, grads[2]}}) {
-      if (result.defined() && grad.defined()) {
-        results.push_back(result);
-        grad_results.push_back(grad);
-      }
-    }
-    // The forward's differentiable arguments, in the order of `mask`.
-    const std::array<Tensor, 8> arguments = {s[0], s[1], s[2], s[8], s[9], s[3], s[10], s[4]};
-    variable_list wanted;
-    for (size_t k = 0; k < mask.size(); ++k) {
-      if (mask[k]) wanted.push_back(arguments[k]);
-    }
-    variable_list out(kArguments);
-    if (results.empty() || wanted.empty()) return out;
-    const variable_list g =
-        torch::autograd::grad(results, wanted, grad_results, /*retain_graph=*/true,
-                              /*create_graph=*/true, /*allow_unused=*/true);
-    for (size_t k = 0, next = 0; k < mask.size(); ++k) {
-      if (mask[k]) out[k] = g[next++];
-    }
-    return out;
-  }
 };
 
 // The derivative of the recurrent_backward op, which rnnfast does not have. A backward through

@@ -174,6 +174,76 @@ def test_layers_against_torch_nn(kind, kwargs, packed):
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("cell", ["rnn_tanh_residual", "gru_reset_before", "lstm"])
+def test_chained_calls_sharing_weights(F, cell):
+    """The same weights twice in a chain (the second call starts from the first's final
+    state): the gradients taken with create_graph=True and the penalty gradient must count
+    each path once, also where a weight reaches the second call through its initial state."""
+    case = make_case(cell, T=3, B=2, I=3, H=4, lengths=[3, 2], seed=31)
+
+    def penalty(impl):
+        leaves = leaves_of(case)
+        first = call(impl, case, leaves)
+        state = {"h0": first[1]} | ({"c0": first[2]} if cell == "lstm" else {})
+        second = call(impl, case, leaves | state)
+        loss = sum((o * u).sum() for o, u in zip(first + second, upstream_for(first + second)))
+        names = list(leaves)
+        grads = torch.autograd.grad(loss, [leaves[n] for n in names], create_graph=True)
+        plain = torch.autograd.grad(loss, [leaves[n] for n in names], retain_graph=True)
+        second_order = torch.autograd.grad(sum(g.pow(2).sum() for g in grads),
+                                           [leaves[n] for n in names])
+        return dict(zip(names, grads)), dict(zip(names, plain)), dict(zip(names, second_order))
+
+    got, got_plain, got_second = penalty(F)
+    expected, _, expected_second = penalty(reference)
+    for name in expected:
+        assert_close(got[name], expected[name], "gradient of " + name, case, rtol=1e-10,
+                     atol=1e-12)
+        assert_close(got_plain[name], expected[name], "fused gradient of " + name, case,
+                     rtol=1e-10, atol=1e-12)
+        assert_close(got_second[name], expected_second[name], "penalty gradient of " + name,
+                     case, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])
+def test_third_derivative(F, cell):
+    case = make_case(cell, T=3, B=2, I=2, H=3, lengths=[3, 1], reverse=True, seed=32)
+
+    def third(impl):
+        leaves = leaves_of(case)
+        w = leaves["weight_hh"]
+        outs = call(impl, case, leaves)
+        loss = sum((o * u).sum() for o, u in zip(outs, upstream_for(outs)))
+        (g1,) = torch.autograd.grad(loss, [w], create_graph=True)
+        (g2,) = torch.autograd.grad(g1.pow(2).sum(), [w], create_graph=True)
+        return torch.autograd.grad(g2.sin().sum(), [w, leaves["input"], leaves["h0"]])
+
+    for got, expected, name in zip(third(F), third(reference), ["weight_hh", "input", "h0"]):
+        assert_close(got, expected, "third derivative, " + name, case, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["RNNCell", "GRUCell", "LSTMCell"])
+def test_cells_against_torch_nn(kind):
+    """A gradient penalty through a few steps of a cell, as in a generation loop."""
+    torch.manual_seed(30)
+    theirs = getattr(nn, kind)(3, 4).double()
+    ours = getattr(rnnfast, kind).from_torch(theirs)
+    xs = torch.randn(3, 2, 3, dtype=torch.float64)
+
+    def penalty(cell):
+        inp = xs.clone().requires_grad_(True)
+        state, total = None, 0
+        for x in inp:
+            state = cell(x, state)
+            total = total + (state[0] if kind == "LSTMCell" else state).pow(2).sum()
+        params = list(cell.parameters())
+        grads = torch.autograd.grad(total, [inp, *params], create_graph=True)
+        return torch.autograd.grad(sum(g.pow(2).sum() for g in grads), [inp, *params])
+
+    for got, expected in zip(penalty(ours), penalty(theirs)):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
+
+
 def test_backward_op_has_no_derivative():
     """The recurrent_backward op itself stays first-order: a graph recorded through a direct
     call of it raises at the second backward instead of giving zero."""
