@@ -120,6 +120,21 @@ def test_jvp_and_forward_ad_against_reference(F, cell):
                          case, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("cell", ["rnn_relu_residual", "gru_reset_before", "lstm"])
+def test_hessian_against_reference(F, cell):
+    """torch.func.hessian (jacfwd over jacrev): forward-mode over reverse-mode AD."""
+    case = case_for(cell, "lengths_reverse")
+    t = case.tensors()
+
+    def loss(impl):
+        # no random weights: hessian vmaps, which forbids random ops inside
+        return lambda w: sum((o.pow(2) + o).sum() for o in call(impl, case, t | {"weight_hh": w}))
+
+    got = torch.func.hessian(loss(F))(t["weight_hh"])
+    expected = torch.func.hessian(loss(reference))(t["weight_hh"])
+    assert_close(got, expected, "hessian", case, rtol=1e-9, atol=1e-10)
+
+
 def test_jacrev_of_a_layer():
     torch.manual_seed(42)
     layer = rnnfast.LSTM(3, 4, num_layers=2, bidirectional=True).double()
