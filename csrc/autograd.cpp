@@ -11,7 +11,6 @@
 #include <torch/library.h>
 
 #include <tuple>
-#include <utility>
 
 #include "differentiable_recurrence.h"
 #include "graphed_gradients.h"
@@ -103,7 +102,6 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
 
  private:
   static constexpr size_t kArguments = 12;
-
 };
 
 // The derivative of the recurrent_backward op, which rnnfast does not have. A backward through
@@ -183,11 +181,11 @@ bool needs_ops(const Tensor& input, const Tensor& weight_ih, const Tensor& weigh
                const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh,
                const optional<Tensor>& hx, const optional<Tensor>& cx,
                const optional<Tensor>& weight_hr) {
-  return c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerBackMode) ||
-         has_forward_grad(input) ||
-         has_forward_grad(weight_ih) || has_forward_grad(weight_hh) || has_forward_grad(bias_ih) ||
-         has_forward_grad(bias_hh) || has_forward_grad(hx) || has_forward_grad(cx) ||
-         has_forward_grad(weight_hr);
+  using c10::DispatchKey;
+  return c10::impl::tls_is_dispatch_key_included(DispatchKey::FuncTorchDynamicLayerBackMode) ||
+         has_forward_grad(input) || has_forward_grad(weight_ih) || has_forward_grad(weight_hh) ||
+         has_forward_grad(bias_ih) || has_forward_grad(bias_hh) || has_forward_grad(hx) ||
+         has_forward_grad(cx) || has_forward_grad(weight_hr);
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward_autograd(

@@ -258,3 +258,18 @@ def test_backward_op_has_no_derivative():
                      [True, True, True, False, False, True, False, False])
     with pytest.raises(RuntimeError, match="recurrent_backward op has no derivative"):
         grads[0].sum().backward()
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_saturated_gates_give_finite_second_derivatives(F, cell):
+    """Pre-activations of -1000: exp(1000) overflows, so the recomputation must use a sigmoid
+    whose derivative does not divide inf by inf."""
+    G = 3 if cell == "gru" else 4
+    x = torch.ones(2, 1, 1, dtype=torch.float64)
+    w_ih = torch.full((G * 4, 1), -1000.0, dtype=torch.float64, requires_grad=True)
+    w_hh = torch.zeros(G * 4, 4, dtype=torch.float64, requires_grad=True)
+    out = getattr(F, cell)(x, w_ih, w_hh)[0]
+    grads = torch.autograd.grad(out.sum(), [w_ih, w_hh], create_graph=True)
+    second = torch.autograd.grad(sum(g.pow(2).sum() for g in grads), [w_ih, w_hh])
+    for t in grads + second:
+        assert torch.isfinite(t).all()
