@@ -174,3 +174,20 @@ def test_bad_input_under_transforms_names_the_argument(F):
     with pytest.raises(ValueError, match=r"lengths must lie in \[0, T\] = \[0, 4\]"):
         vmap(grad(lambda w, lens: F.gru(t["input"], w, t["weight_hh"], lengths=lens)[0].sum()),
              in_dims=(None, 0))(t["weight_ih"], torch.tensor([[1, 2, 3], [1, -1, 2]]))
+
+
+def test_compiled_grad_transform():
+    """torch.compile of a torch.func.grad function: traced through the ATen form."""
+    torch.manual_seed(45)
+    model = rnnfast.LSTM(3, 4, proj_size=2)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    x = torch.randn(5, 2, 3)
+
+    def loss(p):
+        return functional_call(model, p, (x,))[0].pow(2).sum()
+
+    torch._dynamo.reset()
+    got = torch.compile(grad(loss), backend="aot_eager", fullgraph=True)(params)
+    expected = grad(loss)(params)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], msg=name)
