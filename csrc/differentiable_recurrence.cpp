@@ -170,8 +170,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_as_ops(
   auto [output, h_n, c_n] =
       differentiable_recurrence(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
                                 lengths, sizes.kind, reverse, batch_first);
-  const Tensor empty = at::empty({0}, output.options());
-  return {output, h_n, c_n.defined() ? c_n : empty, empty};
+  // Two distinct empty tensors: outputs of an op must not alias each other.
+  const auto empty = [&] { return at::empty({0}, output.options()); };
+  return {output, h_n, c_n.defined() ? c_n : empty(), empty()};
 }
 
 }  // namespace rnnfast

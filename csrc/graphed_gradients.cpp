@@ -55,6 +55,12 @@ variable_list gradients(const variable_list& values, const variable_list& grads,
   return result;
 }
 
+// The gradients of `values`, computed over `copies` of `originals`, against `grads` and with
+// respect to `targets` (some of the copies), as functions of the originals and of `grads`.
+variable_list reattached_gradients(const variable_list& values, const variable_list& grads,
+                                   const variable_list& targets, variable_list originals,
+                                   variable_list copies);
+
 // Values computed over copies of `originals`, as functions of the originals: forward gives the
 // values, backward differentiates their graph over the copies and passes the result on to the
 // originals (through a Reattached of its own where it records a graph, for the next order).
@@ -81,22 +87,29 @@ class Reattached : public torch::autograd::Function<Reattached> {
     if (!at::GradMode::is_enabled()) {
       out = gradients(values, grads, copies, /*create_graph=*/false);
     } else {
-      variable_list grad_copies, all_originals = originals, all_copies = copies;
-      for (const Tensor& g : grads) {
-        grad_copies.push_back(leaf_copy(g));
-        if (g.defined()) {
-          all_originals.push_back(g);
-          all_copies.push_back(grad_copies.back());
-        }
-      }
-      out = Reattached::apply(at::TensorList(all_originals),
-                              Graph{gradients(values, grad_copies, copies, true), all_copies});
+      out = reattached_gradients(values, grads, copies, originals, copies);
     }
     out.resize(originals.size());
     out.emplace_back();  // the graph argument
     return out;
   }
 };
+
+variable_list reattached_gradients(const variable_list& values, const variable_list& grads,
+                                   const variable_list& targets, variable_list originals,
+                                   variable_list copies) {
+  variable_list grad_copies;
+  for (const Tensor& g : grads) {
+    grad_copies.push_back(leaf_copy(g));
+    if (g.defined()) {
+      originals.push_back(g);
+      copies.push_back(grad_copies.back());
+    }
+  }
+  return Reattached::apply(at::TensorList(originals),
+                           Graph{gradients(values, grad_copies, targets, /*create_graph=*/true),
+                                 copies});
+}
 
 }  // namespace
 
@@ -124,18 +137,9 @@ std::array<Tensor, 8> graphed_gradients(const std::array<Tensor, 8>& arguments,
   const auto [output, h_n, c_n] = differentiable_recurrence(
       copies[0], copies[1], copies[2], present(copies[3]), present(copies[4]), present(copies[5]),
       present(copies[6]), present(copies[7]), present(lengths), kind, reverse, batch_first);
-  variable_list grad_copies;
-  for (const Tensor& g : grads) {
-    grad_copies.push_back(leaf_copy(g));
-    if (g.defined()) {
-      originals.push_back(g);
-      all_copies.push_back(grad_copies.back());
-    }
-  }
-  const variable_list values =
-      gradients({output, h_n, c_n}, grad_copies, wanted_copies, /*create_graph=*/true);
   const variable_list reattached =
-      Reattached::apply(at::TensorList(originals), Graph{values, all_copies});
+      reattached_gradients({output, h_n, c_n}, {grads.begin(), grads.end()}, wanted_copies,
+                           originals, all_copies);
   for (size_t k = 0, next = 0; k < arguments.size(); ++k) {
     if (wanted[k]) result[k] = reattached[next++];
   }
