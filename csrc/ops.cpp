@@ -12,6 +12,15 @@ TORCH_LIBRARY(rnnfast, m) {
       "Tensor? bias_hh, Tensor? hx, Tensor? cx, Tensor? weight_hr, Tensor? lengths, str cell, "
       "bool reverse, bool batch_first, bool need_saved=True) -> (Tensor output, Tensor h_n, "
       "Tensor c_n, Tensor saved)");
+  // A stack of layers, torch.nn.RNN/GRU/LSTM's forward: recurrent_forward per layer and
+  // direction (recurrent_layers.cpp). weights: (weight_ih, weight_hh, bias_ih, bias_hh,
+  // weight_hr) per layer and direction, the reverse direction after the forward one; hx
+  // [L*D, B, P], cx [L*D, B, H]; dropout applies between layers. output [T, B, D*P] (or
+  // batch-first), h_n [L*D, B, P], c_n [L*D, B, H] (LSTM; else [L*D, 0]).
+  m.def(
+      "recurrent_layers(Tensor input, Tensor?[] weights, Tensor? hx, Tensor? cx, "
+      "Tensor? lengths, str cell, bool bidirectional, bool batch_first, float dropout) -> "
+      "(Tensor output, Tensor h_n, Tensor c_n)");
   // Gradients of (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr); the
   // ones whose output_mask entry is false come back as empty tensors. A missing incoming
   // gradient (grad_output, grad_h_n, grad_c_n) counts as zero.

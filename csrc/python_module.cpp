@@ -1,8 +1,9 @@
-// The Python module rnnfast._C. Importing it runs the op registrations; it also offers a
-// direct, typed entry to the forward op for eager calls, which skips the boxed argument
-// parsing of torch.ops (about half the fixed cost of a small layer). The call still goes
-// through the dispatcher, so autograd, autocast and dispatch modes apply as for torch.ops.
-// Under no_grad it asks the op not to keep what only a backward would read.
+// The Python module rnnfast._C. Importing it runs the op registrations; it also offers direct,
+// typed entries to the forward ops for eager calls (a layer's direction, a stack of layers, a
+// cell's single step), which skip the boxed argument parsing of torch.ops (about half the
+// fixed cost of a small layer). The calls still go through the dispatcher, so autograd,
+// autocast and dispatch modes apply as for torch.ops. Under no_grad they ask the op not to keep
+// what only a backward would read.
 // Also the CPU scratch pool (_empty_cpu_cache, _cpu_idle_scratch_bytes) and test hooks:
 // _cpu_batch_slices, _cpu_step_gemm / _set_cpu_step_gemm and _cpu_panel_gemm.
 // Only the pip build compiles this file: the CMake library for libtorch users has no Python.
@@ -28,11 +29,48 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward(
                                     /*need_saved=*/at::GradMode::is_enabled());
 }
 
+// One step of a cell (RNNCell, GRUCell, LSTMCell): the op over a single time step, with the
+// step's time dimension added and dropped here rather than by two Python tensor calls (each
+// about 1 us, as much as the rest of a small step).
+// input [B, I]; hx [B, H] or None; cx [B, H] or None (LSTM only).
+// Returns (h' [B, H], c' [B, H] for LSTM, else empty).
+std::tuple<Tensor, Tensor> cell_forward(const Tensor& input, const Tensor& weight_ih,
+                                        const Tensor& weight_hh, const optional<Tensor>& bias_ih,
+                                        const optional<Tensor>& bias_hh,
+                                        const optional<Tensor>& hx, const optional<Tensor>& cx,
+                                        const std::string& cell) {
+  TORCH_CHECK(input.dim() == 2, "rnnfast: a cell's input must be 2-D [B, I]; got ", input.dim(),
+              "-D");
+  auto [output, h_next, c_next, saved] = rnnfast::forward_op().call(
+      input.unsqueeze(0), weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
+      /*weight_hr=*/std::nullopt, /*lengths=*/std::nullopt, cell, /*reverse=*/false,
+      /*batch_first=*/false, /*need_saved=*/at::GradMode::is_enabled());
+  return {std::move(h_next), std::move(c_next)};
+}
+
+// A stack of layers (rnnfast::recurrent_layers); weights as a Python list of tensors or None.
+std::tuple<Tensor, Tensor, Tensor> recurrent_layers(
+    const Tensor& input, const std::vector<optional<Tensor>>& weights, const optional<Tensor>& hx,
+    const optional<Tensor>& cx, const optional<Tensor>& lengths, const std::string& cell,
+    bool bidirectional, bool batch_first, double dropout) {
+  c10::List<optional<Tensor>> weight_list;
+  weight_list.reserve(weights.size());
+  for (const auto& w : weights) weight_list.push_back(w);
+  return rnnfast::layers_op().call(input, weight_list, hx, cx, lengths, cell, bidirectional,
+                                   batch_first, dropout);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.def("recurrent_forward", &recurrent_forward,
         "rnnfast::recurrent_forward, called directly (eager mode only)",
+        pybind11::call_guard<pybind11::gil_scoped_release>());
+  m.def("recurrent_layers", &recurrent_layers,
+        "rnnfast::recurrent_layers, called directly (eager mode only)",
+        pybind11::call_guard<pybind11::gil_scoped_release>());
+  m.def("cell_forward", &cell_forward,
+        "one step of a cell through rnnfast::recurrent_forward (eager mode only)",
         pybind11::call_guard<pybind11::gil_scoped_release>());
   // For the tests: how the CPU engine would split a batch over the current threads.
   m.def(

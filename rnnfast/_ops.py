@@ -22,6 +22,8 @@ CELLS = {
 
 recurrent_forward = torch.ops.rnnfast.recurrent_forward.default
 recurrent_backward = torch.ops.rnnfast.recurrent_backward.default
+# CompositeImplicitAutograd (csrc/recurrent_layers.cpp): calls recurrent_forward, needs no fake.
+recurrent_layers = torch.ops.rnnfast.recurrent_layers.default
 
 
 def _cell(cell):

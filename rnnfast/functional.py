@@ -14,6 +14,7 @@ from torch.overrides import has_torch_function
 
 from . import _C
 from ._ops import recurrent_forward as _recurrent_forward_op
+from ._ops import recurrent_layers as _recurrent_layers_op
 
 _RNN_CELLS = {
     ("tanh", False): "rnn_tanh",
@@ -40,6 +41,12 @@ def gru_cell_name(reset_after: bool) -> str:
     return "gru" if reset_after else "gru_reset_before"
 
 
+def _through_torch_ops(tensors) -> bool:
+    """Whether a call must go through torch.ops rather than the extension's direct entries:
+    under torch.compile, or where __torch_function__ applies."""
+    return torch.compiler.is_compiling() or has_torch_function(tensors)
+
+
 def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths,
                       cell, reverse, batch_first):
     """rnnfast::recurrent_forward. In plain eager mode through the extension's direct entry
@@ -51,12 +58,40 @@ def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, wei
     that torch.compile traces under no_grad runs only under no_grad: Dynamo guards on it."""
     args = (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths, cell,
             reverse, batch_first)
-    if torch.compiler.is_compiling() or has_torch_function(
-            (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr)):
+    if _through_torch_ops((input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr)):
         return _recurrent_forward_op(*args, torch.is_grad_enabled())
     if lengths is not None and _functorch.is_functorch_wrapped_tensor(lengths):
         _check_wrapped_lengths(lengths, input.shape[1 if batch_first else 0])
     return _C.recurrent_forward(*args)
+
+
+def recurrent_layers(input, weights, hx, cx, lengths, cell, bidirectional, batch_first, dropout):
+    """rnnfast::recurrent_layers, a stack of layers (the forward of rnnfast.RNN/GRU/LSTM):
+    through the extension's direct entry in plain eager mode, else through torch.ops.
+
+    ``weights``: ``(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)`` per layer and
+    direction, None where absent; ``hx`` ``[L*D, B, P]``, ``cx`` ``[L*D, B, H]`` or None;
+    ``dropout`` between layers. Returns ``(output, h_n, c_n)``, ``c_n`` ``[L*D, 0]`` for cells
+    without a cell state."""
+    if _through_torch_ops((input, *weights, hx, cx)):
+        return _recurrent_layers_op(input, weights, hx, cx, lengths, cell, bidirectional,
+                                    batch_first, dropout)
+    if lengths is not None and _functorch.is_functorch_wrapped_tensor(lengths):
+        _check_wrapped_lengths(lengths, input.shape[1 if batch_first else 0])
+    return _C.recurrent_layers(input, weights, hx, cx, lengths, cell, bidirectional, batch_first,
+                               dropout)
+
+
+def cell_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, cell):
+    """One step of a cell, ``input`` ``[B, I]``, ``hx`` and ``cx`` ``[B, H]`` or None: the op over
+    a single time step. Returns ``(h', c')``, ``c'`` empty for cells without a cell state."""
+    tensors = (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx)
+    if _through_torch_ops(tensors):
+        _, h_next, c_next, _ = _recurrent_forward_op(
+            input.unsqueeze(0), weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, None, None, cell,
+            False, False, torch.is_grad_enabled())
+        return h_next, c_next
+    return _C.cell_forward(*tensors, cell)
 
 
 def _check_wrapped_lengths(lengths: Tensor, T: int) -> None:

@@ -2,7 +2,8 @@
 
 They take torch.nn's constructor arguments and return what torch.nn returns; their parameters
 have torch.nn's names, shapes, gate order and initialisation, so ``state_dict``s move both ways.
-Each layer and direction runs as one fused ``rnnfast::recurrent_forward`` call.
+Each layer and direction runs as one fused ``rnnfast::recurrent_forward`` call, all of them from
+one ``rnnfast::recurrent_layers`` call.
 
 They derive from ``torch.nn.RNNBase`` (parameters, checks, ``repr``, pickling) but not from
 ``nn.RNN``/``nn.GRU``/``nn.LSTM`` themselves: torch.compile refuses to trace those three.
@@ -11,12 +12,11 @@ They derive from ``torch.nn.RNNBase`` (parameters, checks, ``repr``, pickling) b
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ._conversion import TorchConversion
-from .functional import gru_cell_name, recurrent_forward, rnn_cell_name
+from .functional import gru_cell_name, recurrent_layers, rnn_cell_name
 
 __all__ = ["RNN", "GRU", "LSTM"]
 
@@ -138,35 +138,15 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
     def _run_layers(self, x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor],
                     lengths: Optional[Tensor]):
         # x [T, B, I] (or batch-first); h0 [L*D, B, H_out], c0 [L*D, B, H] or None.
-        cell, batch_first, params = self.cell, self.batch_first, self._parameters
-        directions = 2 if self.bidirectional else 1
-        dropout = self.dropout if self.training else 0.0
-        h_n, c_n = [], []
-        layer_input = x
-        if lengths is not None and lengths.device != x.device:
-            # Once here, not in each op call of each layer and direction, forward and backward
-            # (pad_packed_sequence's lengths live on the CPU; a copy to the GPU waits for it).
-            lengths = lengths.to(x.device, non_blocking=True)
-        for k, names in enumerate(self._op_weight_names):
-            # The registered parameters, or what replaced them (torch.func.functional_call);
-            # _parameters first: Module.__getattr__ costs 0.7 us a name.
-            w_ih, w_hh, b_ih, b_hh, w_hr = [
-                None if n is None else params[n] if n in params else getattr(self, n)
-                for n in names]
-            direction = k % directions
-            output, h, c, _ = recurrent_forward(
-                layer_input, w_ih, w_hh, b_ih, b_hh, None if h0 is None else h0[k],
-                None if c0 is None else c0[k], w_hr, lengths, cell, direction == 1, batch_first)
-            h_n.append(h)
-            c_n.append(c)
-            if direction + 1 < directions:  # the forward half of a bidirectional layer
-                forward_output = output
-                continue
-            layer_output = output if directions == 1 else torch.cat((forward_output, output), -1)
-            if dropout and k + 1 < len(self._op_weight_names):  # between layers, not after
-                layer_output = F.dropout(layer_output, dropout, training=True)
-            layer_input = layer_output
-        return layer_input, _stack(h_n), _stack(c_n) if self._has_cell_state else None
+        # The registered parameters, or what replaced them (torch.func.functional_call,
+        # parametrizations); _parameters first: Module.__getattr__ costs 0.7 us a name.
+        params = self._parameters
+        weights = [None if n is None else params[n] if n in params else getattr(self, n)
+                   for names in self._op_weight_names for n in names]
+        dropout = self.dropout if self.training and self.num_layers > 1 else 0.0
+        output, h_n, c_n = recurrent_layers(x, weights, h0, c0, lengths, self.cell,
+                                            self.bidirectional, self.batch_first, dropout)
+        return output, h_n, c_n if self._has_cell_state else None
 
     _has_cell_state = False
 
@@ -177,11 +157,6 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
         return dict(input_size=self.input_size, hidden_size=self.hidden_size,
                     num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
                     dropout=self.dropout, bidirectional=self.bidirectional)
-
-
-def _stack(states):
-    # One state needs no copy (and a view costs a third of a stack op at small sizes).
-    return states[0].unsqueeze(0) if len(states) == 1 else torch.stack(states)
 
 
 class RNN(RecurrentLayer):

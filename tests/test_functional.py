@@ -68,6 +68,31 @@ def test_larger(F, cell, dtype):
         compare(F, c32, ref_case=c32.to(torch.float64), rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T,B,H", [(1, 1, 75), (1, 17, 75), (2, 9, 75), (4, 48, 230)],
+                         ids=["step-1row", "step-17rows", "2steps", "4steps-packed"])
+@pytest.mark.parametrize("weights", ["contiguous", "transposed-views"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_weights_in_place_copied_or_packed(F, cell, T, B, H, weights, dtype):
+    """Weights beyond the small ones (over 4096 elements; sizes that are not multiples of the
+    16 x 16 tiles of the transposed copy) each way the CPU engine takes them: read in place by
+    a single step, a cell's call (its rows: 1, or 17 beyond the copy threshold of 16);
+    copied transposed for several steps; packed for the recurrent products of float32 layers
+    of 4 steps and more (over 2^20 multiply-adds each, even on a batch slice of 24 rows). Also
+    weights given as transposed views (strided rows)."""
+    I = 41
+    case = make_case(cell, T=T, B=B, I=I, H=H, lengths="random", seed=T * 10 + B)
+    if weights == "transposed-views":
+        case = case.replace(weight_ih=case.weight_ih.t().contiguous().t(),
+                            weight_hh=case.weight_hh.t().contiguous().t())
+        assert not case.weight_ih.is_contiguous()
+    if dtype == torch.float64:
+        compare(F, case, ref_case=case.map(lambda t: t.contiguous()))
+    else:
+        c32 = case.to(torch.float32)
+        compare(F, c32, ref_case=c32.to(torch.float64).map(lambda t: t.contiguous()), **LOOSE)
+
+
 @pytest.mark.parametrize("P", [1, 3, 5])
 @pytest.mark.parametrize("hx", [True, False], ids=["hx", "nohx"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])

@@ -166,3 +166,16 @@ def test_lstm_cell_wrong_cell_state_and_bad_tuple():
         rnnfast.LSTMCell(3, 4)(x, (torch.randn(2, 4), torch.randn(2, 5)))
     with pytest.raises(TypeError, match=r"hx must be a tuple \(h, c\)"):
         rnnfast.LSTMCell(3, 4)(x, torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("name", list(CELL_PAIRS))
+@pytest.mark.parametrize("x_shape, h_shape", [((5, 3), (5,)), ((3,), (1, 4))],
+                         ids=["batched-input-unbatched-state", "unbatched-input-batched-state"])
+def test_cell_state_rank_unlike_input(name, x_shape, h_shape):
+    """A state of the other rank than the input: torch.nn's cells raise an IndexError or a
+    size message (5 rows of input against an unbatched state of 4); rnnfast names the ranks."""
+    x = torch.randn(x_shape)
+    h = torch.randn(h_shape)
+    hx = (h, h) if name == "LSTMCell" else h
+    with pytest.raises(ValueError, match=r"Expected hidden to be \dD like input"):
+        CELL_PAIRS[name][1](3, 4)(x, hx)

@@ -123,15 +123,25 @@ def test_compiled_graph_keeps_saved_only_for_backward(grad_enabled):
 
 
 def test_torch_export_with_dynamic_shapes_save_and_load(tmp_path):
-    """torch.export of a model holding every kind of rnnfast module: one op node per layer and
-    direction, batch and time dynamic, and the saved program runs after loading."""
+    """torch.export of a model holding every kind of rnnfast module, batch and time dynamic:
+    one recurrent_layers node per layer module and one recurrent_forward per cell call, which
+    decompose into one recurrent_forward per layer and direction; the saved program runs after
+    loading."""
     torch.manual_seed(0)
     model = Classifier().eval()
     x = torch.randn(3, 7, 4)
     batch, steps = torch.export.Dim("batch"), torch.export.Dim("steps", min=3)
     exported = torch.export.export(model, (x,), dynamic_shapes={"x": {0: batch, 1: steps}})
-    nodes = [n.target for n in exported.graph.nodes if n.op == "call_function"]
-    assert nodes.count(torch.ops.rnnfast.recurrent_forward.default) == 4 + 1 + 1 + 3
+
+    def op_nodes(program, op):
+        return [n for n in program.graph.nodes if n.target == op]
+
+    assert len(op_nodes(exported, torch.ops.rnnfast.recurrent_layers.default)) == 3
+    assert len(op_nodes(exported, torch.ops.rnnfast.recurrent_forward.default)) == 3
+    decomposed = exported.run_decompositions()
+    assert not op_nodes(decomposed, torch.ops.rnnfast.recurrent_layers.default)
+    assert len(op_nodes(decomposed, torch.ops.rnnfast.recurrent_forward.default)) == 4 + 1 + 1 + 3
+    torch.testing.assert_close(decomposed.module()(x), model(x), rtol=1e-6, atol=1e-6)
     path = tmp_path / "classifier.pt2"
     torch.export.save(exported, path)
     loaded = torch.export.load(path).module()

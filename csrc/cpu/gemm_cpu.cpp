@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "register_block.h"
+#include "scratch_pool.h"
 
 // The BLAS entry points that torch's x86 builds export (MKL, LP64). Declared weak: where a
 // torch build lacks one, its address is null and gemm falls back to ATen's mm.
@@ -36,8 +37,11 @@ namespace {
 
 constexpr int kCblasRowMajor = 101, kCblasNoTrans = 111, kCblasTrans = 112;
 constexpr int kCblasPacked = 151, kCblasBMatrix = 162;
-// Packing pays off from about this many multiply-adds per product.
+// Packing pays off from about this many multiply-adds per product, and from this many products:
+// it copies the whole operand, at the cost of several rows' product. A cell's step (one
+// product) with H = 1024, B = 1 spent 95 % of its time packing W_hh.
 constexpr int64_t kPackMacs = 1 << 20;
+constexpr int64_t kPackUses = 4;
 // A product of at least this many rows of A, beyond small_gemm's reach, goes through panels
 // packed for itself alone (where step_gemm() says panels): copying B costs a fraction 1 / M of
 // its multiply-adds. At S (8 x 20 x 32 x 32) MKL's generic path took a fifth of the LSTM's
@@ -163,26 +167,26 @@ SingleThreadedBlas::~SingleThreadedBlas() {
 }
 
 template <class T>
-bool PackedMatrix<T>::packs(int64_t M, int64_t N, int64_t K) {
+bool PackedMatrix<T>::packs(int64_t M, int64_t N, int64_t K, int64_t uses) {
   if constexpr (std::is_same_v<T, float>) {
     const bool available = step_gemm() == StepGemm::kPanels ||
                            (cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
                             cblas_sgemm_compute != nullptr);
-    return available && M * N * K >= kPackMacs && fits_int({M, N, K});
+    return available && M * N * K >= kPackMacs && uses >= kPackUses && fits_int({M, N, K});
   }
   return false;
 }
 
 template <class T>
-PackedMatrix<T>::PackedMatrix(int64_t M, int64_t N, int64_t K, MatrixRef<T> B)
+PackedMatrix<T>::PackedMatrix(int64_t M, int64_t N, int64_t K, MatrixRef<T> B, int64_t uses)
     : M_(M), N_(N), K_(K), B_(B) {
   if constexpr (std::is_same_v<T, float>) {
-    if (!packs(M, N, K)) return;
+    if (!packs(M, N, K, uses)) return;
     if (step_gemm() == StepGemm::kPanels) {
       panels_ = PanelMatrix(N, K, B);
     } else if (fits_int({B.ld})) {
       const size_t bytes = cblas_sgemm_pack_get_size(kCblasBMatrix, M, N, K);
-      packed_ = at::empty({static_cast<int64_t>(bytes / sizeof(float) + 1)}, at::kFloat);
+      packed_ = scratch_empty({static_cast<int64_t>(bytes / sizeof(float) + 1)}, at::kFloat);
       cblas_sgemm_pack(kCblasRowMajor, kCblasBMatrix, B.trans ? kCblasTrans : kCblasNoTrans, M, N,
                        K, 1.f, B.data, B.ld, packed_.data_ptr<float>());
     }

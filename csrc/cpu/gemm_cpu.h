@@ -31,23 +31,25 @@ class SingleThreadedBlas {
 };
 
 // The right-hand operand of a GEMM that is applied many times (W_hh at every step), packed
-// once where the product is large enough to gain (float32): into column panels (panel_gemm.h)
-// or into MKL's internal layout, as step_gemm() says; otherwise a plain reference to it.
+// once where the product is large enough and applied often enough to gain (float32): into
+// column panels (panel_gemm.h) or into MKL's internal layout, as step_gemm() says; otherwise a
+// plain reference to it.
 template <class T>
 class PackedMatrix {
  public:
-  // op(B) is [K, N]; M is the row count of every later product.
-  PackedMatrix(int64_t M, int64_t N, int64_t K, MatrixRef<T> B);
+  // op(B) is [K, N]; M is the row count of every later product, `uses` their number (steps).
+  PackedMatrix(int64_t M, int64_t N, int64_t K, MatrixRef<T> B, int64_t uses);
   // C[M, N] = op(A)[M, K] * B + beta * C.
   void multiply(MatrixRef<T> A, float beta, at::opmath_type<T>* C, int64_t ldc) const;
-  // Whether products of these sizes are packed (then B's own layout does not matter).
-  static bool packs(int64_t M, int64_t N, int64_t K);
+  // Whether `uses` products of these sizes are packed (then B's own layout does not matter).
+  static bool packs(int64_t M, int64_t N, int64_t K, int64_t uses);
 
  private:
   int64_t M_, N_, K_;
   MatrixRef<T> B_;
   // MKL's packed layout, uninitialised (its size is several times the matrix's, and
-  // zero-filling it cost more than the packing); undefined when not packed by MKL.
+  // zero-filling it cost more than the packing) and pooled (scratch_pool.h: fresh pages at
+  // every call cost as much again); undefined when not packed by MKL.
   at::Tensor packed_;
   PanelMatrix panels_;
 };

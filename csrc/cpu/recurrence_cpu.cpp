@@ -68,38 +68,40 @@ MatrixRef<T> dense(const T* data, int64_t ld) {
 
 // w [R, C] (any strides) copied to a contiguous [C, R]: BLAS runs faster on W^T laid out
 // row-major than on W transposed in place, and the copy is paid once per call, not per step.
+// In 16 x 16 tiles, through ATen's SIMD transpose where w's rows are contiguous (every
+// nn.Module weight): a plain loop took 9 us of the 70 of a small LSTM layer's forward (two
+// 128 x 32 weights), and ATen's copy of w.t() moved 3 GB/s here (1 ms for 1024 x 1024).
+// Into pooled memory: a fresh MiB would be new pages at every call (scratch_pool.h).
 template <class T>
 Tensor transposed_copy(const Tensor& w) {
-  // ATen's blocked transpose wins beyond a few thousand elements, tiles or a loop below.
-  if (w.numel() > 4096) return w.t().contiguous();
   const int64_t R = w.size(0), C = w.size(1), s0 = w.stride(0), s1 = w.stride(1);
-  Tensor out = at::empty({C, R}, w.options());
+  Tensor out = scratch_empty({C, R}, w.scalar_type());
   const T* src = w.const_data_ptr<T>();
   T* dst = out.data_ptr<T>();
-  if constexpr (std::is_same_v<T, float>) {
-    if (s1 == 1) {
-      // Row-major w (every nn.Module weight): ATen's SIMD 16x16 tiles. The loop below took
-      // 9 us of the 70 of a small LSTM layer's forward (two 128x32 weights).
-      at::vec::transpose_mxn<T>(src, s0, dst, R, static_cast<int>(R), static_cast<int>(C));
-      return out;
-    }
-  }
-  constexpr int64_t kBlock = 32;  // cache-sized tiles
-  for (int64_t r0 = 0; r0 < R; r0 += kBlock) {
-    for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
-      for (int64_t r = r0; r < std::min(R, r0 + kBlock); ++r) {
-        for (int64_t c = c0; c < std::min(C, c0 + kBlock); ++c)
-          dst[c * R + r] = src[r * s0 + c * s1];
+  constexpr int64_t kTile = 16;
+  for (int64_t r0 = 0; r0 < R; r0 += kTile) {
+    const int64_t rows = std::min(kTile, R - r0);
+    for (int64_t c0 = 0; c0 < C; c0 += kTile) {
+      const int64_t cols = std::min(kTile, C - c0);
+      if (s1 == 1) {
+        at::vec::transpose_mxn<T>(src + r0 * s0 + c0, s0, dst + c0 * R + r0, R,
+                                  static_cast<int>(rows), static_cast<int>(cols));
+        continue;
+      }
+      for (int64_t r = r0; r < r0 + rows; ++r) {
+        for (int64_t c = c0; c < c0 + cols; ++c) dst[c * R + r] = src[r * s0 + c * s1];
       }
     }
   }
   return out;
 }
 
+// Weights of at most this many elements are copied transposed even for a single step.
+constexpr int64_t kSmallWeightElements = 4096;
+
 // W^T for a weight w [R, C], as the right-hand operand of the products x @ W^T. A contiguous
 // copy makes those plain row-major GEMMs (faster, and the only kind the small-GEMM kernel
-// takes), which pays once the weight serves a few rows; a single step, the call of a cell in
-// a generation loop, uses w in place instead of copying it whole for one row.
+// takes), which pays once the weight serves a few rows over several steps (copy_weight below).
 template <class T>
 MatrixRef<T> weight_transposed(const Tensor& w, bool copy, Tensor& storage) {
   if (copy) {
@@ -209,21 +211,28 @@ class Recurrence {
     const int64_t gh_cols = Cell::kResetBefore ? 2 * H : GH_;
     const BatchSlices slices = batch_slices(B, T, recurrent_weights());
     const int64_t slice_rows = slices.rows;
-    const bool copy_weights = T * B >= 16;
+    // A single step (a cell's call) reads its weights in place unless they are small: BLAS takes
+    // them as they lie at the same speed, and copying a 512 x 512 weight for one product of 16
+    // rows took longer than the product.
+    const auto copy_weight = [&](const Tensor& w) {
+      return T * B >= 16 && (T > 1 || w.numel() <= kSmallWeightElements);
+    };
     // A packed weight is copied into the packed layout anyway, from any layout.
     using Packed = PackedMatrix<scalar_t>;
-    const bool w_hh_packed = Packed::packs(slice_rows, gh_cols, P) &&
-                             (!Cell::kResetBefore || Packed::packs(slice_rows, H, H));
+    const bool w_hh_packed = Packed::packs(slice_rows, gh_cols, P, T) &&
+                             (!Cell::kResetBefore || Packed::packs(slice_rows, H, H, T));
     Tensor w_ih_storage, w_hh_storage, w_hr_storage;
     const MatrixRef<scalar_t> w_ih_ref =  // [I, G*H]
-        weight_transposed<scalar_t>(weight_ih, copy_weights, w_ih_storage);
+        weight_transposed<scalar_t>(weight_ih, copy_weight(weight_ih), w_ih_storage);
     const MatrixRef<scalar_t> w_hh_ref =  // [P, G*H]
-        weight_transposed<scalar_t>(weight_hh_, copy_weights && !w_hh_packed, w_hh_storage);
+        weight_transposed<scalar_t>(weight_hh_, copy_weight(weight_hh_) && !w_hh_packed,
+                                    w_hh_storage);
     const MatrixRef<scalar_t> w_hr_ref =  // [H, P]
-        projection_ ? weight_transposed<scalar_t>(*weight_hr_,
-                                                  copy_weights && !Packed::packs(slice_rows, P, H),
-                                                  w_hr_storage)
-                    : w_hh_ref;
+        projection_
+            ? weight_transposed<scalar_t>(
+                  *weight_hr_, copy_weight(*weight_hr_) && !Packed::packs(slice_rows, P, H, T),
+                  w_hr_storage)
+            : w_hh_ref;
     int64_t chunk_t0 = 0;  // the first (smallest) step of the chunk held in gx
     const std::vector<acc_t> biases = split_biases(bias_ih, bias_hh);
     const acc_t* input_bias = biases.empty() ? nullptr : biases.data();
@@ -240,9 +249,10 @@ class Recurrence {
       Packed recurrent, reset_recurrent, projection;
     };
     const auto step_products = [&](int64_t rows) {
-      return StepProducts{Packed(rows, gh_cols, P, w_hh_ref),
-                          Packed(Cell::kResetBefore ? rows : 0, H, H, from_column(w_hh_ref, 2 * H)),
-                          Packed(projection_ ? rows : 0, P, H, w_hr_ref)};
+      return StepProducts{
+          Packed(rows, gh_cols, P, w_hh_ref, T),
+          Packed(Cell::kResetBefore ? rows : 0, H, H, from_column(w_hh_ref, 2 * H), T),
+          Packed(projection_ ? rows : 0, P, H, w_hr_ref, T)};
     };
     // Each slice's, made by the thread that runs it (in its cache) at the first chunk.
     std::vector<std::optional<StepProducts>> slice_products(slices.count);
@@ -434,10 +444,10 @@ class Recurrence {
     const auto reverse_products = [&](int64_t rows) {
       using Packed = PackedMatrix<scalar_t>;
       return ReverseProducts{
-          Packed(rows, P, x_rows, w_hh),
-          Packed(SH > 0 ? rows : 0, P, SH, from_row(w_hh, kSplit * H)),
-          Packed(Cell::kResetBefore ? rows : 0, H, H, from_row(w_hh, 2 * H)),
-          Packed(projection_ ? rows : 0, H, P, projection_ ? w_hr : w_hh)};
+          Packed(rows, P, x_rows, w_hh, T),
+          Packed(SH > 0 ? rows : 0, P, SH, from_row(w_hh, kSplit * H), T),
+          Packed(Cell::kResetBefore ? rows : 0, H, H, from_row(w_hh, 2 * H), T),
+          Packed(projection_ ? rows : 0, H, P, projection_ ? w_hr : w_hh, T)};
     };
     // Each slice's, made by the thread that runs it at the first chunk.
     std::vector<std::optional<ReverseProducts>> slice_products(slices.count);

@@ -1,5 +1,6 @@
 // A libtorch program that uses rnnfast's ops through the dispatcher, as a C++ user would:
-// the LSTM op against a step-by-step reference built from ATen ops, forward and backward.
+// the LSTM op against a step-by-step reference built from ATen ops, forward and backward, and
+// the stack-of-layers op against two chained calls of the layer op.
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -44,7 +45,33 @@ int main() {
     backward_error =
         std::max(backward_error, (grads[k] - reference_grads[k]).abs().max().item<double>());
   }
-  std::printf("rnnfast smoke: forward error %.3g, backward error %.3g\n", forward_error,
-              backward_error);
-  return (forward_error < 1e-12 && backward_error < 1e-12) ? 0 : 1;
+  // Two layers through recurrent_layers: the second takes the first's output.
+  auto w_ih2 = torch::randn({4 * H, H}, opts), w_hh2 = torch::randn({4 * H, H}, opts);
+  auto layers_op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("rnnfast::recurrent_layers", "")
+          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+              const at::Tensor&, const c10::List<std::optional<at::Tensor>>&,
+              const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+              const std::optional<at::Tensor>&, c10::string_view, bool, bool, double)>();
+  c10::List<std::optional<at::Tensor>> weights;
+  for (const std::optional<at::Tensor>& w :
+       {std::optional<at::Tensor>(w_ih), std::optional<at::Tensor>(w_hh),
+        std::optional<at::Tensor>(b), std::optional<at::Tensor>(), std::optional<at::Tensor>(),
+        std::optional<at::Tensor>(w_ih2), std::optional<at::Tensor>(w_hh2),
+        std::optional<at::Tensor>(), std::optional<at::Tensor>(), std::optional<at::Tensor>()}) {
+    weights.push_back(w);
+  }
+  auto [stack_output, stack_h, stack_c] = layers_op.call(
+      x, weights, std::nullopt, std::nullopt, std::nullopt, "lstm", false, false, 0.0);
+  auto [second_output, second_h, second_c, second_saved] =
+      op.call(output, w_ih2, w_hh2, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
+              std::nullopt, std::nullopt, "lstm", false, false, true);
+  const double layers_error = std::max(
+      (stack_output - second_output).abs().max().item<double>(),
+      (stack_h - torch::stack({h_n, second_h})).abs().max().item<double>());
+
+  std::printf("rnnfast smoke: forward error %.3g, backward error %.3g, layers error %.3g\n",
+              forward_error, backward_error, layers_error);
+  return (forward_error < 1e-12 && backward_error < 1e-12 && layers_error == 0) ? 0 : 1;
 }
