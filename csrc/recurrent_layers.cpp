@@ -102,3 +102,10 @@ std::tuple<Tensor, Tensor, Tensor> recurrent_layers(
 TORCH_LIBRARY_IMPL(rnnfast, CompositeImplicitAutograd, m) {
   m.impl("recurrent_layers", &rnnfast::recurrent_layers);
 }
+
+// vmap: the same kernel, run on vmap's batched tensors, whose ops have batching rules of their
+// own (recurrent_forward's in functorch_batched.cpp). The dispatcher does not decompose
+// composite ops for vmap: without this, vmap of a layer module raised.
+TORCH_LIBRARY_IMPL(rnnfast, FuncTorchBatched, m) {
+  m.impl("recurrent_layers", &rnnfast::recurrent_layers);
+}

@@ -135,15 +135,35 @@ def test_hessian_against_reference(F, cell):
     assert_close(got, expected, "hessian", case, rtol=1e-9, atol=1e-10)
 
 
+def layer_twins(kind, seed):
+    """An rnnfast layer (2 layers, bidirectional, float64) and torch.nn's with its weights."""
+    torch.manual_seed(seed)
+    ours = getattr(rnnfast, kind)(3, 4, num_layers=2, bidirectional=True).double()
+    theirs = getattr(torch.nn, kind)(3, 4, num_layers=2, bidirectional=True).double()
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
 def test_jacrev_of_a_layer():
-    torch.manual_seed(42)
-    layer = rnnfast.LSTM(3, 4, num_layers=2, bidirectional=True).double()
-    theirs = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True).double()
-    theirs.load_state_dict(layer.state_dict())
+    layer, theirs = layer_twins("LSTM", 42)
     x = torch.randn(5, 2, 3, dtype=torch.float64)
     got = jacrev(lambda inp: layer(inp)[0])(x)
     expected = jacrev(lambda inp: theirs(inp)[0])(x)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_jvp_and_hessian_of_a_layer():
+    layer, theirs = layer_twins("GRU", 45)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    v = torch.randn_like(x)
+    got = jvp(lambda inp: layer(inp)[0], (x,), (v,))
+    expected = jvp(lambda inp: theirs(inp)[0], (x,), (v,))
+    for a, e in zip(got, expected):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+    small = x[:3, :1]
+    torch.testing.assert_close(torch.func.hessian(lambda inp: layer(inp)[0].pow(2).sum())(small),
+                               torch.func.hessian(lambda inp: theirs(inp)[0].pow(2).sum())(small),
+                               rtol=1e-9, atol=1e-11)
 
 
 def test_functional_call_grad_of_a_module():
@@ -160,6 +180,49 @@ def test_functional_call_grad_of_a_module():
                                    list(model.parameters()))
     for (name, g), e in zip(got.items(), expected):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12, msg=name)
+
+
+LAYER_MODULES = {
+    "rnn": lambda: rnnfast.RNN(3, 4, num_layers=2, bidirectional=True, residual=True),
+    "gru": lambda: rnnfast.GRU(3, 4, num_layers=3, reset_after=False),
+    "lstm": lambda: rnnfast.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2),
+}
+
+
+@pytest.mark.parametrize("kind", list(LAYER_MODULES))
+def test_vmap_of_layer_modules_and_per_sample_gradients(kind):
+    """vmap over layer modules (their one recurrent_layers call runs on the batched tensors),
+    with an initial state mapped too, equals a loop and warns nothing; per-sample parameter
+    gradients through vmap(grad(functional_call)) equal a loop of autograd."""
+    torch.manual_seed(44)
+    model = LAYER_MODULES[kind]().double()
+    D = 2 if model.bidirectional else 1
+    P = model.proj_size or model.hidden_size
+    x = torch.randn(4, 5, 2, 3, dtype=torch.float64)  # 4 samples of [T=5, B=2, I=3]
+    h0 = torch.randn(4, model.num_layers * D, 2, P, dtype=torch.float64)
+    state = (lambda h: (h, torch.zeros(model.num_layers * D, 2, 4, dtype=torch.float64))
+             if kind == "lstm" else h)
+
+    def run(xi, hi):
+        return model(xi, state(hi))[0]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = vmap(run)(x, h0)
+    torch.testing.assert_close(got, torch.stack([run(xi, hi) for xi, hi in zip(x, h0)]),
+                               rtol=1e-10, atol=1e-12)
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p, xi):
+        return functional_call(model, p, (xi,))[0].pow(2).sum()
+
+    per_sample = vmap(grad(loss), in_dims=(None, 0))(params, x)
+    for i, xi in enumerate(x):
+        expected = torch.autograd.grad(loss(dict(model.named_parameters()), xi),
+                                       list(model.parameters()))
+        for (name, g), e in zip(per_sample.items(), expected):
+            torch.testing.assert_close(g[i], e, rtol=1e-9, atol=1e-11, msg=name)
 
 
 def test_bad_input_under_transforms_names_the_argument(F):
