@@ -69,12 +69,12 @@ std::tuple<Tensor, Tensor, Tensor> recurrent_layers(
     const auto weight = [&](int64_t i) -> optional<Tensor> {
       return weights.get(k * kWeightsPerDirection + i);
     };
+    const int64_t direction = k % directions;
     const optional<Tensor> weight_ih = weight(0), weight_hh = weight(1);
     TORCH_CHECK(weight_ih.has_value() && weight_hh.has_value(),
                 "rnnfast.recurrent_layers: weight_ih and weight_hh of layer ", k / directions,
-                ", direction ", k % directions, " (weights[", k * kWeightsPerDirection, "] and [",
+                ", direction ", direction, " (weights[", k * kWeightsPerDirection, "] and [",
                 k * kWeightsPerDirection + 1, "]) must be tensors; got None");
-    const int64_t direction = k % directions;
     auto [output, h, c, saved] = forward_op().call(
         layer_input, *weight_ih, *weight_hh, weight(2), weight(3),
         hx.has_value() ? optional<Tensor>(hx->select(0, k)) : std::nullopt,
@@ -87,7 +87,8 @@ std::tuple<Tensor, Tensor, Tensor> recurrent_layers(
       forward_output = std::move(output);
       continue;
     }
-    Tensor layer_output = directions == 1 ? std::move(output) : at::cat({forward_output, output}, -1);
+    Tensor layer_output =
+        directions == 1 ? std::move(output) : at::cat({forward_output, output}, -1);
     if (dropout > 0 && k + 1 < states) {  // between layers, not after the last
       layer_output = at::dropout(layer_output, dropout, /*train=*/true);
     }

@@ -143,7 +143,7 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
         params = self._parameters
         weights = [None if n is None else params[n] if n in params else getattr(self, n)
                    for names in self._op_weight_names for n in names]
-        dropout = self.dropout if self.training and self.num_layers > 1 else 0.0
+        dropout = self.dropout if self.training else 0.0  # the op applies it between layers
         output, h_n, c_n = recurrent_layers(x, weights, h0, c0, lengths, self.cell,
                                             self.bidirectional, self.batch_first, dropout)
         return output, h_n, c_n if self._has_cell_state else None
