@@ -32,23 +32,23 @@ struct Math;
 
 template <>
 struct Math<float> {
-  static RF_HD float exp(float x) { return ::expf(x); }
   static RF_HD float tanh(float x) { return ::tanhf(x); }
+  static RF_HD float sigmoid(float x) { return 1.f / (1.f + ::expf(-x)); }
   static RF_HD float relu(float x) { return x < 0.f ? 0.f : x; }
   static RF_HD float positive(float y) { return y > 0.f ? 1.f : 0.f; }
 };
 
 template <>
 struct Math<double> {
-  static RF_HD double exp(double x) { return ::exp(x); }
   static RF_HD double tanh(double x) { return ::tanh(x); }
+  static RF_HD double sigmoid(double x) { return 1.0 / (1.0 + ::exp(-x)); }
   static RF_HD double relu(double x) { return x < 0.0 ? 0.0 : x; }
   static RF_HD double positive(double y) { return y > 0.0 ? 1.0 : 0.0; }
 };
 
 template <class V>
 RF_HD V sigmoid(V x) {
-  return V(1) / (V(1) + Math<V>::exp(V(0) - x));
+  return Math<V>::sigmoid(x);
 }
 
 enum class Act { Tanh, Relu };

@@ -42,19 +42,14 @@ TensorValue operator-(const TensorValue& a, const TensorValue& b) {
 TensorValue operator*(const TensorValue& a, const TensorValue& b) {
   return binary(a, b, [](const auto& x, const auto& y) { return x * y; });
 }
-TensorValue operator/(const TensorValue& a, const TensorValue& b) {
-  return binary(a, b, [](const auto& x, const auto& y) { return x / y; });
-}
-
-// Found by argument-dependent lookup from cells.h and preferred to its template: 1 / (1 +
-// exp(-x)) differentiated by autograd gives inf / inf where exp(-x) overflows.
-TensorValue sigmoid(const TensorValue& x) { return at::sigmoid(x.tensor); }
 
 }  // namespace
 
 template <>
 struct Math<TensorValue> {
-  static TensorValue exp(const TensorValue& x) { return at::exp(x.tensor); }
+  // at::sigmoid: 1 / (1 + exp(-x)) differentiated by autograd gives inf / inf where exp(-x)
+  // overflows.
+  static TensorValue sigmoid(const TensorValue& x) { return at::sigmoid(x.tensor); }
   static TensorValue tanh(const TensorValue& x) { return at::tanh(x.tensor); }
   static TensorValue relu(const TensorValue& x) { return at::relu(x.tensor); }
 };
