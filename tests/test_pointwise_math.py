@@ -69,22 +69,31 @@ def test_float32_accuracy(name, kernel, exact, max_ulp):
     assert errors.mean() <= 1.0, f"{name}: mean error {errors.mean().item():.3f} ulp"
 
 
-@pytest.mark.parametrize("cell, gate, at_minus_inf, at_plus_inf", [
-    ("rnn", 0, -1.0, 1.0),  # tanh
-    ("gru", 1, 0.0, 1.0),  # sigmoid, as above
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("function, at_minus_inf, at_plus_inf", [
+    ("tanh", -1.0, 1.0),
+    ("relu", 0.0, float("inf")),
+    ("sigmoid", 0.0, 1.0),
 ])
-def test_float32_limits(cell, gate, at_minus_inf, at_plus_inf):
-    """Infinite pre-activations give the function's limits, and NaN stays NaN. They come in
-    through b_ih, as a product of the identity with an infinite input would form inf * 0."""
-    C, G = 3, 3 if cell == "gru" else 1
-    bias = torch.zeros(G, C)
-    bias[gate] = torch.tensor([-float("inf"), float("inf"), float("nan")])
-    x = torch.zeros(1, 1, C)
-    weight_ih, weight_hh = torch.zeros(G * C, C), torch.zeros(G * C, C)
+def test_limits_and_nan(function, at_minus_inf, at_plus_inf, dtype):
+    """Infinite pre-activations give the function's limits, and NaN stays NaN (a NaN turned
+    into a number would hide a diverged model). They come in through b_ih, as a product of
+    the identity with an infinite input would form inf * 0; 19 features put them in a full
+    vector and in a tail."""
+    C = 19
+    G = 3 if function == "sigmoid" else 1  # sigmoid: the GRU's update gate z, as above
+    values = torch.tensor([-float("inf"), float("inf"), float("nan")]).repeat(7)[:C]
+    bias = torch.zeros(G, C, dtype=dtype)
+    bias[G // 2] = values.to(dtype)
+    x = torch.zeros(1, 1, C, dtype=dtype)
+    weight_ih = torch.zeros(G * C, C, dtype=dtype)
+    weight_hh = torch.zeros(G * C, C, dtype=dtype)
     with torch.no_grad():
-        if cell == "rnn":
-            got = RF.rnn(x, weight_ih, weight_hh, bias.flatten())[0].flatten()
+        if function == "sigmoid":
+            got = RF.gru(x, weight_ih, weight_hh, bias.flatten(),
+                         hx=torch.ones(1, C, dtype=dtype))[0].flatten()
         else:
-            got = RF.gru(x, weight_ih, weight_hh, bias.flatten(), hx=torch.ones(1, C))[0].flatten()
-    assert got[0].item() == at_minus_inf and got[1].item() == at_plus_inf
-    assert got[2].isnan()
+            got = RF.rnn(x, weight_ih, weight_hh, bias.flatten(), nonlinearity=function)[0]
+            got = got.flatten()
+    expected = torch.tensor([at_minus_inf, at_plus_inf, float("nan")]).repeat(7)[:C]
+    torch.testing.assert_close(got.float(), expected, rtol=0, atol=0, equal_nan=True)
