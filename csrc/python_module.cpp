@@ -19,14 +19,17 @@ namespace {
 using at::Tensor;
 using std::optional;
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward(
+// Returns (output, h_n, c_n): what the op saves for backward stays in C++ (its Python object
+// would cost a wrap and a GC-tracked allocation at every call).
+std::tuple<Tensor, Tensor, Tensor> recurrent_forward(
     const Tensor& input, const Tensor& weight_ih, const Tensor& weight_hh,
     const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh, const optional<Tensor>& hx,
     const optional<Tensor>& cx, const optional<Tensor>& weight_hr, const optional<Tensor>& lengths,
     const std::string& cell, bool reverse, bool batch_first) {
-  return rnnfast::forward_op().call(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
-                                    weight_hr, lengths, cell, reverse, batch_first,
-                                    /*need_saved=*/at::GradMode::is_enabled());
+  auto [output, h_n, c_n, saved] = rnnfast::forward_op().call(
+      input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths, cell, reverse,
+      batch_first, /*need_saved=*/at::GradMode::is_enabled());
+  return {std::move(output), std::move(h_n), std::move(c_n)};
 }
 
 // One step of a cell (RNNCell, GRUCell, LSTMCell): the op over a single time step, with the

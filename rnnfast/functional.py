@@ -55,11 +55,14 @@ def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, wei
 
     Either way the op is told not to keep what only a backward reads where grad mode is off
     (need_saved; the Autograd kernel keeps it anyway wherever it records a graph). A graph
-    that torch.compile traces under no_grad runs only under no_grad: Dynamo guards on it."""
+    that torch.compile traces under no_grad runs only under no_grad: Dynamo guards on it.
+
+    Returns ``(output, h_n, c_n)``, ``c_n`` empty for cells without a cell state (the op's
+    fourth output, what it saves for backward, is not for the caller)."""
     args = (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths, cell,
             reverse, batch_first)
     if _through_torch_ops((input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr)):
-        return _recurrent_forward_op(*args, torch.is_grad_enabled())
+        return _recurrent_forward_op(*args, torch.is_grad_enabled())[:3]
     if lengths is not None and _functorch.is_functorch_wrapped_tensor(lengths):
         _check_wrapped_lengths(lengths, input.shape[1 if batch_first else 0])
     return _C.recurrent_forward(*args)
@@ -138,7 +141,7 @@ def rnn(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[T
         ``(output, h_n)``: ``output`` ``[T, B, H]`` (or batch-first), ``h_n`` ``[B, H]``.
     """
     cell = rnn_cell_name(nonlinearity, residual)
-    output, h_n, _, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
+    output, h_n, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
                                           None, None, _lengths(lengths), cell, reverse,
                                           batch_first)
     return output, h_n
@@ -158,7 +161,7 @@ def gru(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[T
     ``[3H]``. Returns ``(output, h_n)``.
     """
     cell = gru_cell_name(reset_after)
-    output, h_n, _, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
+    output, h_n, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
                                           None, None, _lengths(lengths), cell, reverse,
                                           batch_first)
     return output, h_n
@@ -185,7 +188,7 @@ def lstm(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[
         h0, c0 = hx
         if h0 is None or c0 is None:
             raise TypeError("rnnfast.functional.lstm: hx must hold both h0 and c0; got None")
-    output, h_n, c_n, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, h0,
+    output, h_n, c_n = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, h0,
                                             c0, weight_hr, _lengths(lengths), "lstm", reverse,
                                             batch_first)
     return output, (h_n, c_n)

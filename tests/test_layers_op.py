@@ -125,7 +125,7 @@ def test_dropout_draws_as_the_python_composition(cell):
         for direction in range(2):
             k = 2 * layer + direction
             w = weights[5 * k:5 * k + 5]
-            o, h, _, _ = RF.recurrent_forward(layer_input, w[0], w[1], w[2], w[3], None, None,
+            o, h, _ = RF.recurrent_forward(layer_input, w[0], w[1], w[2], w[3], None, None,
                                               w[4], None, cell, direction == 1, False)
             halves.append(o)
             expected_h.append(h)
