@@ -41,10 +41,13 @@ def gru_cell_name(reset_after: bool) -> str:
     return "gru" if reset_after else "gru_reset_before"
 
 
+_is_compiling = torch.compiler.is_compiling  # bound once: the lookups cost 0.1 us a call
+
+
 def _through_torch_ops(tensors) -> bool:
     """Whether a call must go through torch.ops rather than the extension's direct entries:
     under torch.compile, or where __torch_function__ applies."""
-    return torch.compiler.is_compiling() or has_torch_function(tensors)
+    return _is_compiling() or has_torch_function(tensors)
 
 
 def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths,
@@ -59,13 +62,14 @@ def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, wei
 
     Returns ``(output, h_n, c_n)``, ``c_n`` empty for cells without a cell state (the op's
     fourth output, what it saves for backward, is not for the caller)."""
-    args = (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths, cell,
-            reverse, batch_first)
     if _through_torch_ops((input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr)):
-        return _recurrent_forward_op(*args, torch.is_grad_enabled())[:3]
+        return _recurrent_forward_op(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
+                                     weight_hr, lengths, cell, reverse, batch_first,
+                                     torch.is_grad_enabled())[:3]
     if lengths is not None and _functorch.is_functorch_wrapped_tensor(lengths):
         _check_wrapped_lengths(lengths, input.shape[1 if batch_first else 0])
-    return _C.recurrent_forward(*args)
+    return _C.recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
+                                lengths, cell, reverse, batch_first)
 
 
 def recurrent_layers(input, weights, hx, cx, lengths, cell, bidirectional, batch_first, dropout):
@@ -114,7 +118,7 @@ def _check_wrapped_lengths(lengths: Tensor, T: int) -> None:
 
 
 def _lengths(lengths: Lengths) -> Optional[Tensor]:
-    if lengths is None or isinstance(lengths, Tensor):
+    if isinstance(lengths, Tensor):
         return lengths
     return torch.as_tensor(lengths, dtype=torch.int64)
 
@@ -141,8 +145,10 @@ def rnn(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[T
         ``(output, h_n)``: ``output`` ``[T, B, H]`` (or batch-first), ``h_n`` ``[B, H]``.
     """
     cell = rnn_cell_name(nonlinearity, residual)
+    if lengths is not None:
+        lengths = _lengths(lengths)
     output, h_n, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
-                                          None, None, _lengths(lengths), cell, reverse,
+                                          None, None, lengths, cell, reverse,
                                           batch_first)
     return output, h_n
 
@@ -161,8 +167,10 @@ def gru(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[T
     ``[3H]``. Returns ``(output, h_n)``.
     """
     cell = gru_cell_name(reset_after)
+    if lengths is not None:
+        lengths = _lengths(lengths)
     output, h_n, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
-                                          None, None, _lengths(lengths), cell, reverse,
+                                          None, None, lengths, cell, reverse,
                                           batch_first)
     return output, h_n
 
@@ -188,7 +196,9 @@ def lstm(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[
         h0, c0 = hx
         if h0 is None or c0 is None:
             raise TypeError("rnnfast.functional.lstm: hx must hold both h0 and c0; got None")
+    if lengths is not None:
+        lengths = _lengths(lengths)
     output, h_n, c_n = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, h0,
-                                            c0, weight_hr, _lengths(lengths), "lstm", reverse,
+                                            c0, weight_hr, lengths, "lstm", reverse,
                                             batch_first)
     return output, (h_n, c_n)
