@@ -66,8 +66,8 @@ def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, wei
         return _recurrent_forward_op(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
                                      weight_hr, lengths, cell, reverse, batch_first,
                                      torch.is_grad_enabled())[:3]
-    if lengths is not None and _functorch.is_functorch_wrapped_tensor(lengths):
-        _check_wrapped_lengths(lengths, input.shape[1 if batch_first else 0])
+    if lengths is not None:
+        _check_wrapped_lengths(lengths, input, batch_first)
     return _C.recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
                                 lengths, cell, reverse, batch_first)
 
@@ -83,8 +83,8 @@ def recurrent_layers(input, weights, hx, cx, lengths, cell, bidirectional, batch
     if _through_torch_ops((input, *weights, hx, cx)):
         return _recurrent_layers_op(input, weights, hx, cx, lengths, cell, bidirectional,
                                     batch_first, dropout)
-    if lengths is not None and _functorch.is_functorch_wrapped_tensor(lengths):
-        _check_wrapped_lengths(lengths, input.shape[1 if batch_first else 0])
+    if lengths is not None:
+        _check_wrapped_lengths(lengths, input, batch_first)
     return _C.recurrent_layers(input, weights, hx, cx, lengths, cell, bidirectional, batch_first,
                                dropout)
 
@@ -101,9 +101,13 @@ def cell_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, cell):
     return _C.cell_forward(*tensors, cell)
 
 
-def _check_wrapped_lengths(lengths: Tensor, T: int) -> None:
+def _check_wrapped_lengths(lengths: Tensor, input: Tensor, batch_first: bool) -> None:
     """The range check of lengths that torch.func's transforms have wrapped (the op cannot read
-    them: a transform forbids .item() on its tensors, and C++ cannot unwrap them)."""
+    them: a transform forbids .item() on its tensors, and C++ cannot unwrap them); nothing for
+    lengths that are not wrapped, which the op checks itself."""
+    if not _functorch.is_functorch_wrapped_tensor(lengths):
+        return
+    T = input.shape[1 if batch_first else 0]
     values = lengths
     while _functorch.is_functorch_wrapped_tensor(values):
         values = _functorch.get_unwrapped(values)
@@ -118,7 +122,7 @@ def _check_wrapped_lengths(lengths: Tensor, T: int) -> None:
 
 
 def _lengths(lengths: Lengths) -> Optional[Tensor]:
-    if isinstance(lengths, Tensor):
+    if lengths is None or isinstance(lengths, Tensor):
         return lengths
     return torch.as_tensor(lengths, dtype=torch.int64)
 
@@ -145,11 +149,8 @@ def rnn(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[T
         ``(output, h_n)``: ``output`` ``[T, B, H]`` (or batch-first), ``h_n`` ``[B, H]``.
     """
     cell = rnn_cell_name(nonlinearity, residual)
-    if lengths is not None:
-        lengths = _lengths(lengths)
-    output, h_n, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
-                                          None, None, lengths, cell, reverse,
-                                          batch_first)
+    output, h_n, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, None,
+                                       None, _lengths(lengths), cell, reverse, batch_first)
     return output, h_n
 
 
@@ -167,11 +168,8 @@ def gru(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[T
     ``[3H]``. Returns ``(output, h_n)``.
     """
     cell = gru_cell_name(reset_after)
-    if lengths is not None:
-        lengths = _lengths(lengths)
-    output, h_n, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
-                                          None, None, lengths, cell, reverse,
-                                          batch_first)
+    output, h_n, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, None,
+                                       None, _lengths(lengths), cell, reverse, batch_first)
     return output, h_n
 
 
@@ -196,9 +194,7 @@ def lstm(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[
         h0, c0 = hx
         if h0 is None or c0 is None:
             raise TypeError("rnnfast.functional.lstm: hx must hold both h0 and c0; got None")
-    if lengths is not None:
-        lengths = _lengths(lengths)
-    output, h_n, c_n = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, h0,
-                                            c0, weight_hr, lengths, "lstm", reverse,
-                                            batch_first)
+    output, h_n, c_n = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
+                                         weight_hr, _lengths(lengths), "lstm", reverse,
+                                         batch_first)
     return output, (h_n, c_n)
