@@ -35,23 +35,27 @@ struct Math<at::vec::Vectorized<T>> {
     return V::blendv(y, x, x.isnan());
   }
 
-  // tanh through one fast exp, tanh|x| = (1 - e) / (1 + e) with e = exp(-2|x|) in (0, 1], and
-  // an odd Taylor polynomial for |x| < 1/4, where 1 - e loses bits (up to 14 ulp past 1/16,
-  // 4.5 past 1/4): within 5 ulp everywhere (tests/test_pointwise_math.py), at a fraction of
-  // the cost of Sleef's tanh (the dominant pointwise cost of small layers). The sign is x's
-  // sign bit put back on tanh|x|. NaN stays NaN: exp_u20 clamps it to its overflow bound, so
-  // e = inf and (1 - e) / (1 + e) is NaN.
+  // tanh x = x P(x^2) / Q(x^2), a rational fit of degree 4 over 4 in x^2 on [-9, 9] (relative
+  // error 2e-8; past 9, tanh rounds to +-1 in float): eight FMAs and a division, half the time
+  // of the exp-based form (1 - e) / (1 + e), e = exp(-2|x|), used before (S, without grad: RNN
+  // 8 %, LSTM 10 % faster). Evaluated in float it is within 5.7 ulp of tanh: every float up to
+  // 9.5 was checked, 0.08 ulp on average, 1745 of 1.1e9 over 4 ulp, the worst near tanh = 1
+  // where each rounding of P and Q costs up to an ulp of the result. Tiny and denormal x come
+  // out as x; NaN is put back after the clamp, which drops it.
   static V fast_tanh(V x) {
-    const V ax = x.abs();
-    const V e = (ax * V(-2)).exp_u20();
-    const V large = (V(1) - e) / (V(1) + e);
-    const V x2 = ax * ax;
-    V series = V(62.0 / 2835);  // tanh x = x - x^3/3 + 2x^5/15 - 17x^7/315 + 62x^9/2835 - ...
-    series = at::vec::fmadd(series, x2, V(-17.0 / 315));
-    series = at::vec::fmadd(series, x2, V(2.0 / 15));
-    series = at::vec::fmadd(series, x2, V(-1.0 / 3));
-    const V small = at::vec::fmadd(ax * x2, series, ax);
-    return V::blendv(large, small, ax < V(0.25)) | (x & V(-0.f));
+    const V clamped = at::vec::clamp(x, V(-9.f), V(9.f));
+    const V s = clamped * clamped;
+    V p = V(1.3353258054848993e-08f);
+    p = at::vec::fmadd(p, s, V(2.0608098566299304e-05f));
+    p = at::vec::fmadd(p, s, V(0.0034955302253365517f));
+    p = at::vec::fmadd(p, s, V(0.13380977511405945f));
+    p = at::vec::fmadd(p, s, V(1.f));
+    V q = V(7.775991548442107e-07f);
+    q = at::vec::fmadd(q, s, V(0.0003285538696218282f));
+    q = at::vec::fmadd(q, s, V(0.025876764208078384f));
+    q = at::vec::fmadd(q, s, V(0.4671429395675659f));
+    q = at::vec::fmadd(q, s, V(1.f));
+    return keep_nan(clamped * p / q, x);
   }
 };
 
