@@ -9,6 +9,7 @@ from typing import Optional, Tuple
 from torch import Tensor, nn
 
 from ._conversion import TorchConversion
+from ._weights import current_weights
 from .functional import cell_forward, gru_cell_name, rnn_cell_name
 
 __all__ = ["RNNCell", "GRUCell", "LSTMCell"]
@@ -59,10 +60,7 @@ class RecurrentCell(TorchConversion, nn.RNNCellBase):
             h = None if h is None else h.unsqueeze(0)
             c = None if c is None else c.unsqueeze(0)
         self._check(input, h, c)
-        # The registered parameters, or what replaced them (functional_call, parametrizations);
-        # _parameters first: Module.__getattr__ costs 0.7 us a name, a third of a small step.
-        params = self._parameters
-        weights = [params[n] if n in params else getattr(self, n) for n in _WEIGHT_NAMES]
+        weights = current_weights(self, _WEIGHT_NAMES)
         h_next, c_next = cell_forward(input, *weights, h, c, self.cell)
         if not batched:
             h_next = h_next.squeeze(0)

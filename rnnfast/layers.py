@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ._conversion import TorchConversion
+from ._weights import current_weights
 from .functional import gru_cell_name, recurrent_layers, rnn_cell_name
 
 __all__ = ["RNN", "GRU", "LSTM"]
@@ -138,11 +139,7 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
     def _run_layers(self, x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor],
                     lengths: Optional[Tensor]):
         # x [T, B, I] (or batch-first); h0 [L*D, B, H_out], c0 [L*D, B, H] or None.
-        # The registered parameters, or what replaced them (torch.func.functional_call,
-        # parametrizations); _parameters first: Module.__getattr__ costs 0.7 us a name.
-        params = self._parameters
-        weights = [None if n is None else params[n] if n in params else getattr(self, n)
-                   for names in self._op_weight_names for n in names]
+        weights = current_weights(self, (n for names in self._op_weight_names for n in names))
         dropout = self.dropout if self.training else 0.0  # the op applies it between layers
         output, h_n, c_n = recurrent_layers(x, weights, h0, c0, lengths, self.cell,
                                             self.bidirectional, self.batch_first, dropout)
