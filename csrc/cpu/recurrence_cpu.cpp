@@ -320,17 +320,26 @@ class Recurrence {
         scalar_t* h_row = h + b * P;
         scalar_t* out_row = out + row * P;
         scalar_t* saved_row = sv ? sv + row * S * H : nullptr;
-        for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
-          V vgx[G], vgh[G], vsaved[kSavedSlots];
+        // One chunk of n elements, as a vector W (V, or VecPairOf for two full vectors).
+        const auto chunk = [&](auto vector_type, int64_t j, int64_t n) {
+          using W = decltype(vector_type);
+          const auto ld = [n](const auto* p) {
+            if constexpr (std::is_same_v<W, V>) {
+              return load(p, n);
+            } else {
+              return load_pair(p);
+            }
+          };
+          W vgx[G], vgh[G], vsaved[kSavedSlots];
           for (int g = 0; g < G; ++g) {
-            vgx[g] = load(gx_row + g * H + j, n);
-            vgh[g] = load(gh_row + g * H + j, n);
-            if (input_bias) vgx[g] = vgx[g] + load(input_bias + g * H + j, n);
-            if (recurrent_bias) vgh[g] = vgh[g] + load(recurrent_bias + g * H + j, n);
+            vgx[g] = ld(gx_row + g * H + j);
+            vgh[g] = ld(gh_row + g * H + j);
+            if (input_bias) vgx[g] = vgx[g] + ld(input_bias + g * H + j);
+            if (recurrent_bias) vgh[g] = vgh[g] + ld(recurrent_bias + g * H + j);
           }
-          const V h_prev = Cell::kHasCellState ? V(0) : load(h_row + j, n);
-          const V c_prev = Cell::kHasCellState ? load(c + b * H + j, n) : V(0);
-          V h_out, c_out;
+          const W h_prev = Cell::kHasCellState ? W(0) : ld(h_row + j);
+          const W c_prev = Cell::kHasCellState ? ld(c + b * H + j) : W(0);
+          W h_out, c_out;
           Cell::forward(vgx, vgh, h_prev, c_prev, h_out, c_out, vsaved);
           if (saved_row) {
             for (int k = 0; k < S; ++k) store(saved_row + k * H + j, vsaved[k], n);
@@ -342,7 +351,10 @@ class Recurrence {
             store(h_row + j, h_out, n);
             store(out_row + j, h_out, n);
           }
-        });
+        };
+        for_each_chunk_pair<scalar_t>(
+            H, [&](int64_t j) { chunk(VecPairOf<scalar_t>{}, j, 2 * V::size()); },
+            [&](int64_t j, int64_t n) { chunk(V{}, j, n); });
       });
       if (projection_) {
         products.projection.multiply(dense<scalar_t>(aux + b0 * H, H), 0.f, projected + b0 * P, P);
