@@ -93,7 +93,6 @@ struct Math<VecPair<T>> {
   static P tanh(const P& x) { return {M::tanh(x.lo), M::tanh(x.hi)}; }
   static P sigmoid(const P& x) { return {M::sigmoid(x.lo), M::sigmoid(x.hi)}; }
   static P relu(const P& x) { return {M::relu(x.lo), M::relu(x.hi)}; }
-  static P positive(const P& y) { return {M::positive(y.lo), M::positive(y.hi)}; }
 };
 
 namespace cpu {
@@ -161,11 +160,10 @@ inline void for_each_chunk(int64_t H, F&& f) {
 // rest as for_each_chunk does.
 template <class scalar_t, class Pair, class F>
 inline void for_each_chunk_pair(int64_t H, Pair&& pair, F&& f) {
-  constexpr int64_t width = VecOf<scalar_t>::size();
+  constexpr int64_t width = 2 * VecOf<scalar_t>::size();
   int64_t j = 0;
-  for (; j + 2 * width <= H; j += 2 * width) pair(j);
-  for (; j + width <= H; j += width) f(j, width);
-  if (j < H) f(j, H - j);
+  for (; j + width <= H; j += width) pair(j);
+  for_each_chunk<scalar_t>(H - j, [&](int64_t k, int64_t n) { f(j + k, n); });
 }
 
 }  // namespace cpu
