@@ -254,3 +254,46 @@ def test_distributed_data_parallel_replicas_agree(tmp_path):
     for name, value in model.state_dict().items():
         assert not torch.equal(value, initial[name]), f"{name} did not train"
         torch.testing.assert_close(replicas[0][name], value, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("entry", ["functional", "layer", "cell"])
+def test_large_calls_let_other_python_threads_run(entry):
+    """A call of many multiply-adds releases the GIL (small ones keep it, python_module.cpp):
+    a Python thread counting meanwhile must get well past where it stood when the call began."""
+    import threading
+    import time
+
+    torch.manual_seed(0)
+    T, B, I, H = 100, 64, 256, 256  # about 0.8G multiply-adds: tens of ms here
+    x = torch.randn(T, B, I)
+    if entry == "cell":
+        module, x = rnnfast.LSTMCell(I, H), torch.randn(B * T, I)
+    elif entry == "layer":
+        module = rnnfast.LSTM(I, H)
+    else:
+        lstm = nn.LSTM(I, H)
+        module = lambda x: rnnfast.functional.lstm(  # noqa: E731
+            x, lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+    count, stop, started = [0], threading.Event(), threading.Event()
+
+    def counter():  # one count per turn with the GIL, which sleep(0) hands back at once
+        started.set()
+        while not stop.is_set():
+            count[0] += 1
+            time.sleep(0)
+
+    thread = threading.Thread(target=counter)
+    thread.start()
+    started.wait()
+    try:
+        with torch.no_grad():
+            module(x)  # warm-up: allocations and first-call costs
+            before = count[0]
+            module(x)
+            during = count[0] - before
+    finally:
+        stop.set()
+        thread.join()
+    # Held through the call, the GIL would leave the thread a turn or two, where Python switches
+    # threads in the call's own Python code; released, the thread counts all through the call.
+    assert during > 100, f"the counting thread advanced only {during} times during the call"
