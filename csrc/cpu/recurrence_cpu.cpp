@@ -88,11 +88,9 @@ MatrixRef<T> dense(const T* data, int64_t ld) {
 // 128 x 32 weights), and ATen's copy of w.t() moved 3 GB/s here (1 ms for 1024 x 1024).
 // Into pooled memory: a fresh MiB would be new pages at every call (scratch_pool.h).
 template <class T>
-Tensor transposed_copy(const Tensor& w) {
+void transposed_copy(const Tensor& w, T* dst) {
   const int64_t R = w.size(0), C = w.size(1), s0 = w.stride(0), s1 = w.stride(1);
-  Tensor out = scratch_empty({C, R}, w.scalar_type());
   const T* src = w.const_data_ptr<T>();
-  T* dst = out.data_ptr<T>();
   constexpr int64_t kTile = 16;
   for (int64_t r0 = 0; r0 < R; r0 += kTile) {
     const int64_t rows = std::min(kTile, R - r0);
@@ -108,7 +106,6 @@ Tensor transposed_copy(const Tensor& w) {
       }
     }
   }
-  return out;
 }
 
 // Weights of at most this many elements are copied transposed even for a single step.
@@ -122,14 +119,21 @@ constexpr int64_t kSmallWeightElements = 4096;
 // 239 to 208 us; with H = 256 (B = 4, T = 15) nothing changed.
 constexpr int64_t kLocalProjectionMacs = 1 << 21;
 
-// W^T for a weight w [R, C], as the right-hand operand of the products x @ W^T. A contiguous
-// copy makes those plain row-major GEMMs (faster, and the only kind the small-GEMM kernel
-// takes), which pays once the weight serves a few rows over several steps (copy_weight below).
+// The section at byte offset `at` of a scratch buffer laid out by a ScratchLayout.
 template <class T>
-MatrixRef<T> weight_transposed(const Tensor& w, bool copy, Tensor& storage) {
-  if (copy) {
-    storage = transposed_copy<T>(w);
-    return dense(storage.const_data_ptr<T>(), w.size(0));
+T* section_of(const Tensor& scratch, int64_t at) {
+  return reinterpret_cast<T*>(static_cast<char*>(scratch.data_ptr()) + at);
+}
+
+// W^T for a weight w [R, C], as the right-hand operand of the products x @ W^T: copied into
+// copy_to ([C, R], where not null) or read in place. A contiguous copy makes those plain
+// row-major GEMMs (faster, and the only kind the small-GEMM kernel takes), which pays once the
+// weight serves a few rows over several steps (copy_weight below).
+template <class T>
+MatrixRef<T> weight_transposed(const Tensor& w, T* copy_to, Tensor& storage) {
+  if (copy_to != nullptr) {
+    transposed_copy<T>(w, copy_to);
+    return dense(static_cast<const T*>(copy_to), w.size(0));
   }
   const MatrixRef<T> m = matrix_ref<T>(w, storage);
   return {m.data, m.ld, !m.trans};
@@ -229,14 +233,6 @@ class Recurrence {
     const Tensor x =
         (seq_.batch_first && !one_chunk && !per_step_projection ? input.transpose(0, 1) : input)
             .contiguous();
-    // gx [chunk * B, G*H] | gh [B, G*H] | projected h [B, P], all in the compute type.
-    Tensor scratch = scratch_empty({chunk * B * GH_ + B * GH_ + (projection_ ? B * P : 0)}, kAcc);
-    // r * h for the reset-before GRU, or the unprojected LSTM output: [B, H].
-    Tensor step_input = scratch_empty({(Cell::kResetBefore || projection_) ? B * H : 0}, kScalar);
-
-    acc_t* gx = scratch.data_ptr<acc_t>();
-    acc_t* gh = gx + chunk * B * GH_;
-    acc_t* projected = gh + B * GH_;
     // The n part of the reset-before GRU's recurrent product waits for r * h.
     const int64_t gh_cols = Cell::kResetBefore ? 2 * H : GH_;
     const BatchSlices slices = batch_slices(B, T, recurrent_weights());
@@ -251,18 +247,36 @@ class Recurrence {
     using Packed = PackedMatrix<scalar_t>;
     const bool w_hh_packed = Packed::packs(slice_rows, gh_cols, P, T) &&
                              (!Cell::kResetBefore || Packed::packs(slice_rows, H, H, T));
-    Tensor w_ih_storage, w_hh_storage, w_hr_storage;
-    const MatrixRef<scalar_t> w_ih_ref =  // [I, G*H]
-        weight_transposed<scalar_t>(weight_ih, copy_weight(weight_ih), w_ih_storage);
-    const MatrixRef<scalar_t> w_hh_ref =  // [P, G*H]
-        weight_transposed<scalar_t>(weight_hh_, copy_weight(weight_hh_) && !w_hh_packed,
-                                    w_hh_storage);
+    const bool copy_w_ih = copy_weight(weight_ih);
+    const bool copy_w_hh = copy_weight(weight_hh_) && !w_hh_packed;
+    const bool copy_w_hr =
+        projection_ && copy_weight(*weight_hr_) && !Packed::packs(slice_rows, P, H, T);
+
+    // The call's buffers, from one acquisition of the scratch pool (each costs a lock and a
+    // tensor): gx [chunk * B, G*H] | gh [B, G*H] | projected h [B, P], in the compute type;
+    // r * h for the reset-before GRU, or the unprojected LSTM output, [B, H]; the weights'
+    // transposed copies.
+    ScratchLayout layout;
+    const int64_t gx_at = layout.add<acc_t>(chunk * B * GH_ + B * GH_ + (projection_ ? B * P : 0));
+    const int64_t step_input_at =
+        layout.add<scalar_t>((Cell::kResetBefore || projection_) ? B * H : 0);
+    const int64_t w_ih_at = layout.add<scalar_t>(copy_w_ih ? weight_ih.numel() : 0);
+    const int64_t w_hh_at = layout.add<scalar_t>(copy_w_hh ? weight_hh_.numel() : 0);
+    const int64_t w_hr_at = layout.add<scalar_t>(copy_w_hr ? weight_hr_->numel() : 0);
+    Tensor scratch = scratch_empty({layout.bytes()}, at::kByte);
+    acc_t* gx = section_of<acc_t>(scratch, gx_at);
+    acc_t* gh = gx + chunk * B * GH_;
+    acc_t* projected = gh + B * GH_;
+    scalar_t* aux = section_of<scalar_t>(scratch, step_input_at);
+
+    Tensor w_ih_storage, w_hh_storage, w_hr_storage;  // where a layout needs a contiguous copy
+    const MatrixRef<scalar_t> w_ih_ref = weight_transposed<scalar_t>(  // [I, G*H]
+        weight_ih, copy_w_ih ? section_of<scalar_t>(scratch, w_ih_at) : nullptr, w_ih_storage);
+    const MatrixRef<scalar_t> w_hh_ref = weight_transposed<scalar_t>(  // [P, G*H]
+        weight_hh_, copy_w_hh ? section_of<scalar_t>(scratch, w_hh_at) : nullptr, w_hh_storage);
+    scalar_t* w_hr_copy = copy_w_hr ? section_of<scalar_t>(scratch, w_hr_at) : nullptr;
     const MatrixRef<scalar_t> w_hr_ref =  // [H, P]
-        projection_
-            ? weight_transposed<scalar_t>(
-                  *weight_hr_, copy_weight(*weight_hr_) && !Packed::packs(slice_rows, P, H, T),
-                  w_hr_storage)
-            : w_hh_ref;
+        projection_ ? weight_transposed<scalar_t>(*weight_hr_, w_hr_copy, w_hr_storage) : w_hh_ref;
     int64_t chunk_t0 = 0;  // the first (smallest) step of the chunk held in gx
     const std::vector<acc_t> biases = split_biases(bias_ih, bias_hh);
     const acc_t* input_bias = biases.empty() ? nullptr : biases.data();
@@ -273,7 +287,6 @@ class Recurrence {
     scalar_t* h = h_n.data_ptr<scalar_t>();
     acc_t* c = Cell::kHasCellState ? c_state.data_ptr<acc_t>() : nullptr;
     scalar_t* sv = saved.numel() > 0 ? saved.data_ptr<scalar_t>() : nullptr;
-    scalar_t* aux = step_input.data_ptr<scalar_t>();
     // The per-step products of a slice of `rows` batch rows, packed for that row count.
     struct StepProducts {
       Packed recurrent, reset_recurrent, projection;

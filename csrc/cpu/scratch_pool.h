@@ -17,6 +17,24 @@ namespace rnnfast::cpu {
 // elements gets a shared tensor of shape [0], whose data pointer is null.
 at::Tensor scratch_empty(at::IntArrayRef sizes, at::ScalarType dtype);
 
+// Byte offsets of consecutive sections of one scratch buffer, each on a 64-byte boundary (as
+// the buffer itself is): a call's several buffers from one scratch_empty.
+class ScratchLayout {
+ public:
+  // Adds a section of n elements of T; returns its offset.
+  template <class T>
+  int64_t add(int64_t n) {
+    const int64_t offset = bytes_;
+    bytes_ += (n * static_cast<int64_t>(sizeof(T)) + kAlignment - 1) / kAlignment * kAlignment;
+    return offset;
+  }
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  static constexpr int64_t kAlignment = 64;
+  int64_t bytes_ = 0;
+};
+
 // Frees the pool's idle buffers (rnnfast.empty_cpu_cache()); returns the bytes freed.
 int64_t release_idle_scratch();
 // Bytes the pool holds idle.

@@ -148,8 +148,10 @@ inline void store(scalar_t* p, const VecPairOf<scalar_t>& v, int64_t /*n: 2 vect
 }
 
 // Calls f(j, n) for consecutive chunks [j, j + n) of [0, H), n at most one vector.
+// Both helpers are always inlined: GCC kept them out of line, called once per batch row, and
+// the forward's step loop of a small RNN (B = 8, H = 32) ran 5 % slower so.
 template <class scalar_t, class F>
-inline void for_each_chunk(int64_t H, F&& f) {
+[[gnu::always_inline]] inline void for_each_chunk(int64_t H, F&& f) {
   constexpr int64_t width = VecOf<scalar_t>::size();
   int64_t j = 0;
   for (; j + width <= H; j += width) f(j, width);
@@ -159,7 +161,7 @@ inline void for_each_chunk(int64_t H, F&& f) {
 // Calls pair(j) for consecutive chunks [j, j + 2 vectors) of [0, H), then f(j, n) for the
 // rest as for_each_chunk does.
 template <class scalar_t, class Pair, class F>
-inline void for_each_chunk_pair(int64_t H, Pair&& pair, F&& f) {
+[[gnu::always_inline]] inline void for_each_chunk_pair(int64_t H, Pair&& pair, F&& f) {
   constexpr int64_t width = 2 * VecOf<scalar_t>::size();
   int64_t j = 0;
   for (; j + width <= H; j += width) pair(j);
