@@ -4,6 +4,8 @@ serialisation, DistributedDataParallel."""
 import copy
 import io
 import pickle
+import threading
+import time
 
 import pytest
 import torch
@@ -260,9 +262,6 @@ def test_distributed_data_parallel_replicas_agree(tmp_path):
 def test_large_calls_let_other_python_threads_run(entry):
     """A call of many multiply-adds releases the GIL (small ones keep it, python_module.cpp):
     a Python thread counting meanwhile must get well past where it stood when the call began."""
-    import threading
-    import time
-
     torch.manual_seed(0)
     T, B, I, H = 100, 64, 256, 256  # about 0.8G multiply-adds: tens of ms here
     x = torch.randn(T, B, I)

@@ -119,12 +119,6 @@ constexpr int64_t kSmallWeightElements = 4096;
 // 239 to 208 us; with H = 256 (B = 4, T = 15) nothing changed.
 constexpr int64_t kLocalProjectionMacs = 1 << 21;
 
-// The section at byte offset `at` of a scratch buffer laid out by a ScratchLayout.
-template <class T>
-T* section_of(const Tensor& scratch, int64_t at) {
-  return reinterpret_cast<T*>(static_cast<char*>(scratch.data_ptr()) + at);
-}
-
 // W^T for a weight w [R, C], as the right-hand operand of the products x @ W^T: copied into
 // copy_to ([C, R], where not null) or read in place. A contiguous copy makes those plain
 // row-major GEMMs (faster, and the only kind the small-GEMM kernel takes), which pays once the

@@ -35,6 +35,12 @@ class ScratchLayout {
   int64_t bytes_ = 0;
 };
 
+// The section at byte offset `at` (from ScratchLayout::add) of a buffer of layout.bytes().
+template <class T>
+T* section_of(const at::Tensor& scratch, int64_t at) {
+  return reinterpret_cast<T*>(static_cast<char*>(scratch.data_ptr()) + at);
+}
+
 // Frees the pool's idle buffers (rnnfast.empty_cpu_cache()); returns the bytes freed.
 int64_t release_idle_scratch();
 // Bytes the pool holds idle.
