@@ -77,7 +77,7 @@ def extension():
     cxx_flags += CPU_CAPABILITY_FLAGS[cpu_capability()]
     openmp = openmp_flags()
     cxx_flags += openmp
-    common = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
+    common = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp") + sources("csrc/cuda_on_host/*.cpp")
 
     cuda_sources = sources("csrc/cuda/*.cu") + sources("csrc/cuda/*.cpp")
     use_cuda = bool(cuda_sources) and (

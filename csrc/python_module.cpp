@@ -5,13 +5,15 @@
 // autocast and dispatch modes apply as for torch.ops. Under no_grad they ask the op not to keep
 // what only a backward would read.
 // Also the CPU scratch pool (_empty_cpu_cache, _cpu_idle_scratch_bytes) and test hooks:
-// _cpu_batch_slices, _cpu_step_gemm / _set_cpu_step_gemm and _cpu_panel_gemm.
+// _cpu_batch_slices, _cpu_step_gemm / _set_cpu_step_gemm, _cpu_panel_gemm, and the CUDA
+// engine run on the host (_cuda_engine_forward_on_host, _cuda_engine_backward_on_host).
 // Only the pip build compiles this file: the CMake library for libtorch users has no Python.
 #include <torch/extension.h>
 
 #include "cpu/batch_slices.h"
 #include "cpu/panel_gemm.h"
 #include "cpu/scratch_pool.h"
+#include "cuda_on_host/recurrence_on_host.h"
 #include "op_handles.h"
 
 namespace {
@@ -134,6 +136,10 @@ PYBIND11_MODULE(_C, m) {
             .multiply(A.size(0), a, accumulate, C.data_ptr<float>(), C.stride(0));
       },
       "C = A B (+ C if accumulate) through the CPU engine's panel product");
+  // For the tests: the CUDA engine's step loop and kernel bodies on CPU tensors, with the
+  // arguments of the ops recurrent_forward and recurrent_backward.
+  m.def("_cuda_engine_forward_on_host", &rnnfast::cuda_on_host::recurrent_forward);
+  m.def("_cuda_engine_backward_on_host", &rnnfast::cuda_on_host::recurrent_backward);
   m.def("_set_cpu_step_gemm", [](const std::string& name) {
     TORCH_CHECK(name == "blas" || name == "panels",
                 "_set_cpu_step_gemm: expected 'blas' or 'panels', got '", name, "'");

@@ -60,6 +60,20 @@ def F():
     return rnnfast.functional
 
 
+@pytest.fixture(params=[False, True], ids=["gpu", "on_host"])
+def engine(request):
+    """The CUDA engine on the GPU (skipped without one) and on the host: a
+    cuda_helpers.CudaEngine."""
+    from cuda_helpers import CudaEngine
+
+    if not request.param and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    engine = CudaEngine(on_host=request.param)
+    yield engine
+    if engine.on_host and not engine.skipped:
+        assert engine.calls > 0, "the test never ran the CUDA engine's host build"
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

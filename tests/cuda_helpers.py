@@ -1,5 +1,9 @@
 """Helpers for the CUDA tests: run a Case on a device and compare with the float64 CPU
-reference or the CPU op, with per-dtype tolerances."""
+reference or the CPU op, with per-dtype tolerances; CudaEngine, where a test runs the CUDA
+engine (the GPU, or the host: conftest's `engine` fixture gives both)."""
+
+import contextlib
+import warnings
 
 import pytest
 import torch
@@ -30,8 +34,8 @@ def on_device(case, device, dtype=None, lengths_on_device=False):
 
 
 def run_cuda(F, case, upstream):
-    """Outputs and gradients (on the CPU, in float64) of rnnfast on a CUDA case, for the
-    upstream gradients `upstream` (float64, on the CPU)."""
+    """Outputs and gradients (on the CPU, in float64) of rnnfast on a case on the CUDA engine's
+    device, for the upstream gradients `upstream` (float64, on the CPU)."""
     leaves = {n: t.detach().requires_grad_(True) for n, t in case.tensors().items()}
     outs = call(F, case, leaves)
     for o in outs:
@@ -47,14 +51,15 @@ def run_cuda(F, case, upstream):
             {n: g.detach().cpu().double() for n, g in zip(names, grads)})
 
 
-def compare_with_reference(F, case64, device="cuda", dtype=torch.float64,
-                           lengths_on_device=False, tolerances=None):
-    """rnnfast on `device` in `dtype` against the float64 CPU reference of the same values
-    (the case rounded to `dtype` first, so that only the computation differs)."""
+def compare_with_reference(F, case64, engine, dtype=torch.float64, lengths_on_device=False,
+                           tolerances=None):
+    """rnnfast's CUDA engine (a CudaEngine) in `dtype` against the float64 CPU reference of the
+    same values (the case rounded to `dtype` first, so that only the computation differs)."""
     rounded = case64.to(dtype).to(torch.float64) if dtype != torch.float64 else case64
     tol = tolerances or TOLERANCES[dtype]
     ref_outs, ref_grads, up = run(reference, rounded)
-    outs, grads = run_cuda(F, on_device(rounded, device, dtype, lengths_on_device), up)
+    with engine.running():
+        outs, grads = run_cuda(F, on_device(rounded, engine.device, dtype, lengths_on_device), up)
     scaled = dtype != torch.float64
     for name, o, r in zip(OUTPUT_NAMES, outs, ref_outs):
         assert_close(o, r, name, case64, scaled=scaled, **tol)
@@ -62,3 +67,57 @@ def compare_with_reference(F, case64, device="cuda", dtype=torch.float64,
     for name, r in ref_grads.items():
         assert_close(grads[name], r, "grad of " + name, case64, scaled=scaled, **tol)
     return outs, grads
+
+
+class CudaEngine:
+    """Where a test runs the CUDA engine (csrc/cuda/recurrence_engine.h).
+
+    On the GPU: tensors on "cuda", `running()` does nothing. On the host: tensors on "cpu",
+    and inside `running()` rnnfast._C's host build of the same engine (its step loop, GEMM
+    operands and kernel bodies, csrc/cuda_on_host/) replaces the ops' CPU kernels, so every
+    entry (functional, layers, autograd, torch.ops) runs it. Outside `running()` the CPU
+    kernels are the CPU engine's again."""
+
+    def __init__(self, on_host):
+        self.on_host = on_host
+        self.device = "cpu" if on_host else "cuda"
+        self.calls = 0  # calls of the host build, forward and backward
+        self.skipped = False
+
+    @contextlib.contextmanager
+    def running(self):
+        if not self.on_host:
+            yield
+            return
+        from rnnfast import _C
+
+        def forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths,
+                    cell, reverse, batch_first, need_saved=True):  # the dispatcher omits defaults
+            self.calls += 1
+            return _C._cuda_engine_forward_on_host(input, weight_ih, weight_hh, bias_ih, bias_hh,
+                                                   hx, cx, weight_hr, lengths, cell, reverse,
+                                                   batch_first, need_saved)
+
+        def backward(*args):
+            self.calls += 1
+            return _C._cuda_engine_backward_on_host(*args)
+
+        lib = torch.library.Library("rnnfast", "IMPL")
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "(?s).*Overriding a previously registered")
+                lib.impl("recurrent_forward", forward, "CPU")
+                lib.impl("recurrent_backward", backward, "CPU")
+            yield
+        finally:
+            lib._destroy()
+
+
+def engine_on_gpu():
+    return CudaEngine(on_host=False)
+
+
+def skip_float16_on_host(engine, dtype):
+    if engine.on_host and dtype == torch.float16:
+        engine.skipped = True
+        pytest.skip("float16 is for CUDA only: the argument checks refuse it on the CPU")

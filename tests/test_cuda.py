@@ -1,7 +1,12 @@
-"""The CUDA kernels against the float64 CPU reference, the CPU op and torch.nn (cuDNN).
+"""The CUDA engine against the float64 CPU reference, the CPU op and torch.nn (cuDNN).
 
-Skipped where no CUDA GPU is present. Odd sizes throughout (no multiple of a warp or a
-vector width), every cell and option, per dtype with tolerances that fit it."""
+Tests that take the `engine` fixture run twice: on the GPU (skipped where none is present)
+and on the host, where rnnfast._C's host build of the same engine (step loop, GEMM operands,
+kernel bodies) stands in for the ops' CPU kernels. The others need a GPU. Odd sizes
+throughout (no multiple of a warp or a vector width), every cell and option, per dtype with
+tolerances that fit it."""
+
+import contextlib
 
 import pytest
 import torch
@@ -10,12 +15,25 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import reference
 from conftest import CELLS, OUTPUT_NAMES, assert_close, call, make_case, run
-from cuda_helpers import (TOLERANCES, compare_with_reference, on_device, requires_cuda,
-                          run_cuda)
-
-pytestmark = requires_cuda
+from cuda_helpers import (TOLERANCES, CudaEngine, compare_with_reference, engine_on_gpu,
+                          on_device, requires_cuda, run_cuda, skip_float16_on_host)
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+
+
+def test_host_build_stands_in_only_while_running(F):
+    """Inside running() every call reaches the host build of the CUDA engine; after it, the
+    CPU engine is back."""
+    engine = CudaEngine(on_host=True)
+    case = make_case("gru", T=3, B=2, I=2, H=3, seed=1)
+    expected = call(F, case)
+    with engine.running():
+        got = call(F, case)
+        assert engine.calls == 1
+    call(F, case)
+    assert engine.calls == 1
+    for name, g, e in zip(OUTPUT_NAMES, got, expected):
+        assert_close(g, e, name, case, rtol=1e-9, atol=1e-10)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -24,11 +42,11 @@ DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("batch_first", [False, True], ids=["tmajor", "bfirst"])
 @pytest.mark.parametrize("lengths", [None, "random"], ids=["full", "lengths"])
-def test_matrix_float64(F, cell, bias, hx, reverse, batch_first, lengths):
+def test_matrix_float64(F, engine, cell, bias, hx, reverse, batch_first, lengths):
     P = 4 if cell == "lstm" and lengths else None
     case = make_case(cell, T=5, B=4, I=3, H=7, P=P, bias=bias, hx=hx, lengths=lengths,
                      reverse=reverse, batch_first=batch_first, seed=11)
-    compare_with_reference(F, case)
+    compare_with_reference(F, case, engine)
 
 
 SIZES = [  # T, B, I, H
@@ -40,25 +58,35 @@ SIZES = [  # T, B, I, H
 ]
 
 
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("T,B,I,H", SIZES)
-def test_sizes_and_dtypes(F, cell, dtype, T, B, I, H):
+def _well_posed(cell, dtype, B, H):
+    """Not relu in 16 bits with many units: 16-bit states drift from the float64 ones, some
+    pre-activation then lies within their rounding of 0, and its gradient differs by a whole
+    unit (as in test_batch_slices.test_split_batch_bfloat16)."""
+    return not ("relu" in cell and dtype in (torch.float16, torch.bfloat16) and B * H > 1000)
+
+
+@pytest.mark.parametrize("cell,dtype,T,B,I,H", [
+    pytest.param(cell, dtype, *size, id=f"{cell}-{dtype}-{'x'.join(map(str, size))}")
+    for size in SIZES for dtype in DTYPES for cell in CELLS
+    if _well_posed(cell, dtype, size[1], size[3])])
+def test_sizes_and_dtypes(F, engine, cell, dtype, T, B, I, H):
+    skip_float16_on_host(engine, dtype)
     P = max(1, H // 3) if cell == "lstm" and B % 2 else None
     case = make_case(cell, T=T, B=B, I=I, H=H, P=P, lengths="random", reverse=B % 2 == 1,
                      batch_first=T % 2 == 0, seed=T * 100 + B)
-    compare_with_reference(F, case, dtype=dtype)
+    compare_with_reference(F, case, engine, dtype=dtype)
 
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_against_cpu_op(F, cell, dtype):
-    """The same op on the CPU and on the GPU, same dtype, same values."""
+def test_against_cpu_op(F, engine, cell, dtype):
+    """The same op on the CPU engine and on the CUDA engine, same dtype, same values."""
     P = 11 if cell == "lstm" else None
     case = make_case(cell, T=9, B=23, I=17, H=45, P=P, lengths="random", reverse=True,
                      seed=5).to(dtype)
     cpu_outs, cpu_grads, up = run(F, case)
-    outs, grads = run_cuda(F, on_device(case, "cuda"), up)
+    with engine.running():
+        outs, grads = run_cuda(F, on_device(case, engine.device), up)
     tol = dict(TOLERANCES[dtype])
     if dtype == torch.bfloat16:  # both sides round; allow a couple of ulps each
         tol = dict(rtol=0, atol=6e-2)
@@ -68,13 +96,15 @@ def test_against_cpu_op(F, cell, dtype):
         assert_close(grads[name], r.double(), "grad of " + name, case, scaled=True, **tol)
 
 
+@requires_cuda
 @pytest.mark.parametrize("cell", CELLS)
 def test_device_lengths(F, cell):
     """Lengths on the GPU (no host sync) give what CPU lengths give."""
     case = make_case(cell, T=6, B=5, I=4, H=9, lengths="random", reverse=True, seed=3)
-    compare_with_reference(F, case, lengths_on_device=True)
+    compare_with_reference(F, case, engine_on_gpu(), lengths_on_device=True)
 
 
+@requires_cuda
 @pytest.mark.parametrize("cell", ["rnn_tanh_residual", "gru_reset_before", "lstm"])
 def test_device_lengths_out_of_range_are_clamped(F, cell):
     """Device lengths are not validated (that would need a host sync): they are clamped to
@@ -90,14 +120,15 @@ def test_device_lengths_out_of_range_are_clamped(F, cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_padding_nan_never_read(F, cell):
+def test_padding_nan_never_read(F, engine, cell):
     """NaN in the padding of the input reaches neither outputs nor gradients."""
     case = make_case(cell, T=6, B=4, I=3, H=5, lengths=[6, 2, 0, 4], seed=8)
     x = case.input.clone()
     for b, L in enumerate(case.lengths.tolist()):
         x[L:, b] = float("nan")
     ref_outs, ref_grads, up = run(reference, case)
-    outs, grads = run_cuda(F, on_device(case.replace(input=x), "cuda"), up)
+    with engine.running():
+        outs, grads = run_cuda(F, on_device(case.replace(input=x), engine.device), up)
     for name, o, r in zip(OUTPUT_NAMES, outs, ref_outs):
         assert_close(o, r, name, case, rtol=1e-9, atol=1e-10)
     for name, r in ref_grads.items():  # the input's gradient is zero over the padding
@@ -105,18 +136,20 @@ def test_padding_nan_never_read(F, cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_noncontiguous_arguments(F, cell):
+def test_noncontiguous_arguments(F, engine, cell):
     """Weights given transposed-and-back, batch-first input sliced: any strides work."""
     case = make_case(cell, T=5, B=4, I=6, H=7, lengths="random", batch_first=True, seed=9)
-    dev = on_device(case, "cuda")
-    big = torch.randn(case.B, case.T, 2 * case.I + 1, dtype=torch.float64, device="cuda")
-    big[..., 1::2][..., : case.I].copy_(dev.input)
-    dev = dev.replace(input=big[..., 1::2][..., : case.I],
+    dev = on_device(case, engine.device)
+    I = case.input.shape[-1]
+    big = torch.randn(case.B, case.T, 2 * I + 1, dtype=torch.float64, device=engine.device)
+    big[..., 1::2][..., :I].copy_(dev.input)
+    dev = dev.replace(input=big[..., 1::2][..., :I],
                       weight_hh=dev.weight_hh.t().contiguous().t(),
                       weight_ih=dev.weight_ih.t().contiguous().t())
     assert not dev.input.is_contiguous() and not dev.weight_hh.is_contiguous()
     ref_outs, ref_grads, up = run(reference, case)
-    outs, grads = run_cuda(F, dev, up)
+    with engine.running():
+        outs, grads = run_cuda(F, dev, up)
     for name, o, r in zip(OUTPUT_NAMES, outs, ref_outs):
         assert_close(o, r, name, case, rtol=1e-9, atol=1e-10)
     for name, r in ref_grads.items():
@@ -129,10 +162,10 @@ def test_noncontiguous_arguments(F, cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("used", ["output", "h_n", "last"])
-def test_partial_outputs_used(F, cell, used):
+def test_partial_outputs_used(F, engine, cell, used):
     """Backward with grad_output or grad_h_n (or grad_c_n) missing: the op gets None."""
     case = make_case(cell, T=5, B=3, I=4, H=6, lengths=[5, 2, 0], reverse=True, seed=12)
-    dev = on_device(case, "cuda")
+    dev = on_device(case, engine.device)
 
     def pick(outs):
         if used == "output":
@@ -145,21 +178,23 @@ def test_partial_outputs_used(F, cell, used):
     for name, c in (("ref", case), ("cuda", dev)):
         leaves = {n: t.detach().requires_grad_(True) for n, t in c.tensors().items()}
         impl = reference if name == "ref" else F
-        loss = pick(call(impl, c, leaves))
-        g = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True,
-                                materialize_grads=True)
+        with engine.running() if name == "cuda" else contextlib.nullcontext():
+            loss = pick(call(impl, c, leaves))
+            g = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True,
+                                    materialize_grads=True)
         grads[name] = dict(zip(leaves, g))
     for n, r in grads["ref"].items():
         assert_close(grads["cuda"][n].cpu(), r, "grad of " + n, case, rtol=1e-9, atol=1e-10)
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])
-def test_only_weights_require_grad(F, cell):
+def test_only_weights_require_grad(F, engine, cell):
     case = make_case(cell, T=4, B=3, I=5, H=6, lengths="random", seed=13)
-    dev = on_device(case, "cuda")
+    dev = on_device(case, engine.device)
     w = dev.weight_hh.detach().requires_grad_(True)
-    out = call(F, dev.replace(weight_hh=w))[0]
-    (g,) = torch.autograd.grad(out.sum(), [w])
+    with engine.running():
+        out = call(F, dev.replace(weight_hh=w))[0]
+        (g,) = torch.autograd.grad(out.sum(), [w])
     wr = case.weight_hh.detach().requires_grad_(True)
     (gr,) = torch.autograd.grad(call(reference, case.replace(weight_hh=wr))[0].sum(), [wr])
     assert_close(g.cpu(), gr, "grad of weight_hh", case, rtol=1e-9, atol=1e-10)
@@ -177,6 +212,7 @@ def _nn_module(kind, I, H, P):
     return nn.LSTM(I, H, proj_size=P)
 
 
+@requires_cuda
 @pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu", "gru", "lstm"])
 @pytest.mark.parametrize("use_lengths", [False, True], ids=["full", "lengths"])
 def test_against_torch_nn_cudnn(F, kind, use_lengths, monkeypatch):
@@ -221,7 +257,7 @@ def test_against_torch_nn_cudnn(F, kind, use_lengths, monkeypatch):
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("batch_first", [False, True], ids=["tmajor", "bfirst"])
-def test_forward_op_same_as_cpu_op(cell, batch_first):
+def test_forward_op_same_as_cpu_op(engine, cell, batch_first):
     """The forward op's four results, `saved` included (same layout on every backend), equal
     the CPU op's in float64; with need_saved=False, saved is empty."""
     import rnnfast  # noqa: F401
@@ -230,7 +266,7 @@ def test_forward_op_same_as_cpu_op(cell, batch_first):
     P = 3 if cell == "lstm" else None
     case = make_case(cell, T=6, B=5, I=4, H=7, P=P, lengths="random", reverse=True,
                      batch_first=batch_first, seed=90)
-    dev = on_device(case, "cuda", lengths_on_device=True)
+    dev = on_device(case, engine.device, lengths_on_device=True)
 
     def args(c, need_saved):
         t = c.tensors()
@@ -239,11 +275,12 @@ def test_forward_op_same_as_cpu_op(cell, batch_first):
                 c.batch_first, need_saved)
 
     expected = op(*args(case, True))
-    got = op(*args(dev, True))
+    with engine.running():
+        got = op(*args(dev, True))
+        got_no_saved = op(*args(dev, False))
     for name, g, e in zip(["output", "h_n", "c_n", "saved"], got, expected):
-        assert g.device.type == "cuda"
+        assert g.device.type == engine.device
         assert_close(g.cpu(), e, name, case, rtol=1e-9, atol=1e-10)
-    got_no_saved = op(*args(dev, False))
     assert got_no_saved[3].numel() == 0
     for name, g, e in zip(["output", "h_n", "c_n"], got_no_saved, expected):
         assert_close(g.cpu(), e, name, case, rtol=1e-9, atol=1e-10)

@@ -1,5 +1,6 @@
 """The CUDA ops as ops: gradcheck on the GPU, opcheck, torch.compile, CUDA graphs,
-non-default streams and devices. Skipped where no CUDA GPU is present."""
+non-default streams and devices. Tests that take the `engine` fixture also run the CUDA
+engine's host build (see test_cuda.py); the others need a GPU."""
 
 import pytest
 import torch
@@ -7,8 +8,6 @@ import torch
 import reference
 from conftest import CELLS, OUTPUT_NAMES, assert_close, call, compile_and_compare, make_case
 from cuda_helpers import on_device, requires_cuda
-
-pytestmark = requires_cuda
 
 
 def forward_op():
@@ -44,33 +43,36 @@ def backward_args(case, output, h_n, c_n, saved, grads):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("lengths,reverse,batch_first",
                          [(None, False, False), ([3, 0, 4], True, False), ([2, 4, 1], False, True)])
-def test_gradcheck(F, cell, lengths, reverse, batch_first):
+def test_gradcheck(F, engine, cell, lengths, reverse, batch_first):
     P = 2 if cell == "lstm" and lengths is not None else None
     case = on_device(make_case(cell, T=4, B=3, I=2, H=3, P=P, lengths=lengths, reverse=reverse,
-                               batch_first=batch_first, seed=30, scale=1.5), "cuda")
+                               batch_first=batch_first, seed=30, scale=1.5), engine.device)
     names = list(case.tensors())
     leaves = [t.detach().clone().requires_grad_(True) for t in case.tensors().values()]
 
     def fn(*ts):
         return tuple(call(F, case, dict(zip(names, ts))))
 
-    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
+    with engine.running():
+        assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_gradgradcheck(F, cell):
+def test_gradgradcheck(F, engine, cell):
     """Second derivatives on the GPU (the layer recomputed as ATen ops under create_graph)."""
     case = on_device(make_case(cell, T=3, B=3, I=2, H=3, P=2 if cell == "lstm" else None,
-                               lengths=[3, 0, 2], reverse=True, seed=31), "cuda")
+                               lengths=[3, 0, 2], reverse=True, seed=31), engine.device)
     names = list(case.tensors())
     leaves = [t.detach().clone().requires_grad_(True) for t in case.tensors().values()]
 
     def fn(*ts):
         return tuple(call(F, case, dict(zip(names, ts))))
 
-    assert torch.autograd.gradgradcheck(fn, leaves)
+    with engine.running():
+        assert torch.autograd.gradgradcheck(fn, leaves)
 
 
+@requires_cuda
 @pytest.mark.parametrize("cell", CELLS)
 def test_func_grad_and_vmap(F, cell):
     """torch.func.grad and vmap on the GPU (the layer as ATen ops) against autograd and a loop."""
@@ -95,17 +97,19 @@ def test_func_grad_and_vmap(F, cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_opcheck(cell, dtype):
+def test_opcheck(engine, cell, dtype):
     case = on_device(make_case(cell, T=4, B=3, I=2, H=5, P=2 if cell == "lstm" else None,
-                               lengths=[3, 0, 4], reverse=True, seed=32), "cuda", dtype)
+                               lengths=[3, 0, 4], reverse=True, seed=32), engine.device, dtype)
     leaves = case.map(lambda t: t.detach().clone().requires_grad_(True))
-    torch.library.opcheck(forward_op(), op_args(leaves))
-    with torch.no_grad():
-        output, h_n, c_n, saved = forward_op()(*op_args(case))
-    grads = (torch.randn_like(output), torch.randn_like(h_n), torch.randn_like(c_n))
-    torch.library.opcheck(backward_op(), backward_args(case, output, h_n, c_n, saved, grads))
+    with engine.running():
+        torch.library.opcheck(forward_op(), op_args(leaves))
+        with torch.no_grad():
+            output, h_n, c_n, saved = forward_op()(*op_args(case))
+        grads = (torch.randn_like(output), torch.randn_like(h_n), torch.randn_like(c_n))
+        torch.library.opcheck(backward_op(), backward_args(case, output, h_n, c_n, saved, grads))
 
 
+@requires_cuda
 @pytest.mark.parametrize("cell", ["rnn_relu_residual", "gru_reset_before", "lstm"])
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 def test_compile_fullgraph(F, cell, backend):
@@ -123,6 +127,7 @@ def _fill_random(case, seed):
     return case.map(lambda t: torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device) * 0.5)
 
 
+@requires_cuda
 @pytest.mark.parametrize("cell", CELLS)
 def test_cuda_graph_capture_and_replay(F, cell):
     """A whole layer, forward and backward ops, captured in one CUDA graph and replayed with
@@ -160,6 +165,7 @@ def test_cuda_graph_capture_and_replay(F, cell):
                                        msg=lambda m: f"replay {seed}, result {k}\n{m}")
 
 
+@requires_cuda
 @pytest.mark.parametrize("cell", ["rnn_tanh", "gru_reset_before", "lstm"])
 def test_non_default_stream(F, cell):
     """The kernels and GEMMs run on the current stream: results on a side stream, read
@@ -183,6 +189,7 @@ def test_non_default_stream(F, cell):
         assert_close(g.cpu(), r, "grad of " + name, case, rtol=1e-9, atol=1e-10)
 
 
+@requires_cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_second_device(F, cell):
@@ -204,6 +211,7 @@ def test_second_device(F, cell):
         assert_close(g.cpu(), r, "grad of " + name, case, rtol=1e-9, atol=1e-10)
 
 
+@requires_cuda
 def test_large_batch_times_hidden(F):
     """B*H past 2^24 = 2^16 blocks of 256 threads, the most blocks a pointwise kernel gets:
     the grid-stride loops take a second turn; index math holds."""

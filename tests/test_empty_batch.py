@@ -7,7 +7,7 @@ from torch import nn
 
 import rnnfast
 from conftest import CELLS, call, compare, make_case
-from cuda_helpers import compare_with_reference, requires_cuda
+from cuda_helpers import compare_with_reference
 from test_ops import backward_args, backward_op, forward_op, op_args
 
 VARIANTS = {
@@ -96,9 +96,8 @@ def test_cells_match_torch_nn(name):
     assert x.grad.shape == x.shape
 
 
-@requires_cuda
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("variant", ["plain", "lengths"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_matches_reference(F, cell, variant, dtype):
-    compare_with_reference(F, empty_case(cell, variant), dtype=dtype)
+def test_cuda_matches_reference(F, engine, cell, variant, dtype):
+    compare_with_reference(F, empty_case(cell, variant), engine, dtype=dtype)

@@ -30,18 +30,6 @@ int as_int(int64_t v, const char* what) {
   return static_cast<int>(v);
 }
 
-}  // namespace
-
-const void* element_at(const at::Tensor& t, int64_t offset) {
-  return static_cast<const char*>(t.const_data_ptr()) + offset * t.element_size();
-}
-
-void* element_at(at::Tensor& t, int64_t offset) {
-  return static_cast<char*>(t.data_ptr()) + offset * t.element_size();
-}
-
-namespace {
-
 // Whether torch set the handle up for TF32. Read from the handle rather than through
 // Context::allowTF32CuBLAS(): that getter is deprecated, raises once a program has set TF32
 // through torch's newer fp32_precision API, and ignores at::NoTF32Guard, all of which torch

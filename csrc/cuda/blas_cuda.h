@@ -8,15 +8,9 @@
 
 #include <cstdint>
 
-namespace rnnfast::cuda {
+#include "gemm_operand.h"
 
-// A row-major matrix operand: element (r, c) of op(M) is data[r * ld + c], or with `trans`
-// data[c * ld + r].
-struct Operand {
-  const void* data;
-  int64_t ld;
-  bool trans;
-};
+namespace rnnfast::cuda {
 
 // cuBLAS as torch sets it up for the current device and stream (workspace, math mode),
 // fetched once per op call; the step loop then calls cuBLAS directly.
@@ -35,9 +29,5 @@ class Blas {
   cublasHandle_t handle_;
   bool allow_tf32_;
 };
-
-// Pointer to element `offset` of a tensor's data (for operands that start inside a tensor).
-const void* element_at(const at::Tensor& t, int64_t offset);
-void* element_at(at::Tensor& t, int64_t offset);
 
 }  // namespace rnnfast::cuda
