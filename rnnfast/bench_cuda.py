@@ -1,6 +1,7 @@
 """GPU benchmark: rnnfast against torch.nn (cuDNN) and the seeds' hand-written loops.
 
     python -m rnnfast.bench_cuda --out DIR [--budget-s 240] [--quick]
+        [--batches 1,8 --steps 100 --hidden 256] [--device cpu]
 
 Single layer, unidirectional, I = H, the input projection included on every side, the same
 dtype on every side: float32 (TF32 off, for cuBLAS and cuDNN) and bfloat16. Passes:
@@ -17,6 +18,8 @@ compared with the rnnfast cell of the same math.
 
 Writes DIR/bench_cuda.json (every figure) and DIR/bench_cuda.txt (a short table with the
 speedups and the targets: >= 20x the seed loops, >= 0.9x cuDNN where B >= 64).
+``--device cpu`` runs the same script on the CPU: a smoke test of it without a GPU (the
+tests do so), not a benchmark of the CPU (that is ``python -m rnnfast.bench``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import time
 
@@ -40,6 +44,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PASSES = ("fwd", "fwdbwd")
 # Shapes (B, H) at which the seed loops are also timed at T = 1024.
 SEED_LONG_SHAPES = ((1, 128), (64, 512), (256, 1024))
+# (B, T, H) at which the outputs of every implementation are compared (or, where the grid
+# lacks it, its first shape).
+AGREEMENT_SHAPE = (8, 100, 256)
 SEED_TARGET = 20.0
 CUDNN_TARGET = 0.9
 
@@ -93,14 +100,20 @@ def make_impls(cell, B, T, H, dtype, device):
     return impls
 
 
+def synchronize(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def make_step(forward, params, x, pass_):
     leaves = [x, *params]
+    device = x.device.type
     if pass_ == "fwd":
 
         def step():
             with torch.no_grad():
                 forward(x)
-            torch.cuda.synchronize()
+            synchronize(device)
 
     else:
 
@@ -108,7 +121,7 @@ def make_step(forward, params, x, pass_):
             for t in leaves:
                 t.grad = None
             forward(x).float().sum().backward()
-            torch.cuda.synchronize()
+            synchronize(device)
 
     return step
 
@@ -140,13 +153,15 @@ def agreement(impls, x, dtype):
 
 
 def run(args):
-    device = "cuda"
+    device = args.device
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     started = time.perf_counter()
     results, skipped, checks = [], [], {}
     grid = [(c, d, B, T, H) for d in args.dtypes for c in args.cells for T in args.steps
             for B in args.batches for H in args.hidden]
+    shapes = [(B, T, H) for _, _, B, T, H in grid]
+    agreement_shape = AGREEMENT_SHAPE if AGREEMENT_SHAPE in shapes else shapes[0]
 
     def over_budget():
         return time.perf_counter() - started > args.budget_s
@@ -166,8 +181,8 @@ def run(args):
             impls = make_impls(cell, B, T, H, dtype, device)
             dims = (B, T, H) if cases.BATCH_FIRST[cell] else (T, B, H)
             x = torch.randn(dims, device=device, dtype=dtype).requires_grad_()
-            if phase == "fast" and (B, T, H) == (8, 100, 256):
-                checks[f"{cell} {dname} B=8 T=100 H=256"] = agreement(impls, x, dtype)
+            if phase == "fast" and (B, T, H) == agreement_shape:
+                checks[f"{cell} {dname} B={B} T={T} H={H}"] = agreement(impls, x, dtype)
             names = ["seed"] if phase == "seed" else [n for n in impls if n != "seed"]
             for name in names:
                 forward, params, math = impls[name]
@@ -184,9 +199,11 @@ def run(args):
                                         math=math, pass_=pass_, ms=ms, runs_ms=runs))
             del impls, x
             torch.cuda.empty_cache()
+    on_gpu = device == "cuda"
     return dict(
-        machine=dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-                     cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version()),
+        machine=dict(device=torch.cuda.get_device_name() if on_gpu else platform.processor(),
+                     torch=torch.__version__, cuda=torch.version.cuda,
+                     cudnn=torch.backends.cudnn.version() if on_gpu else None),
         plan=dict(batches=args.batches, steps=args.steps, hidden=args.hidden, cells=args.cells,
                   dtypes=args.dtypes, passes=args.passes, repeat=args.repeat,
                   seed_repeat=1, seed_long_shapes=SEED_LONG_SHAPES, budget_s=args.budget_s),
@@ -248,18 +265,38 @@ def parse_args(argv=None):
                    help="stop starting new cases after this many seconds")
     p.add_argument("--repeat", type=int, default=3, help="timed runs of rnnfast and cuDNN")
     p.add_argument("--quick", action="store_true", help="a few small shapes (smoke test)")
+    for name, default in (("batches", BATCHES), ("steps", STEPS), ("hidden", HIDDEN)):
+        p.add_argument(f"--{name}", type=_sizes, default=None,
+                       help=f"comma-separated {name} (default {','.join(map(str, default))})")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cpu: run this script without a GPU (a smoke test, not a benchmark)")
     args = p.parse_args(argv)
     args.cells, args.dtypes, args.passes = list(cases.CELLS), list(DTYPES), list(PASSES)
-    args.batches, args.steps, args.hidden = list(BATCHES), list(STEPS), list(HIDDEN)
+    grid = dict(batches=list(BATCHES), steps=list(STEPS), hidden=list(HIDDEN))
     if args.quick:
-        args.batches, args.steps, args.hidden, args.repeat = [8, 64], [100], [256], 1
+        grid = dict(batches=[8, 64], steps=[100], hidden=[256])
+        args.repeat = 1
+    for name, sizes in grid.items():
+        if getattr(args, name) is None:
+            setattr(args, name, sizes)
     return args
+
+
+def _sizes(text):
+    try:
+        sizes = [int(v) for v in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, "
+                                         f"got {text!r}")
+    return sizes
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if not torch.cuda.is_available():
-        raise SystemExit("rnnfast.bench_cuda: no CUDA GPU")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("rnnfast.bench_cuda: no CUDA GPU (--device cpu runs it on the CPU)")
     os.makedirs(args.out, exist_ok=True)
     report = run(args)
     text = table(report)

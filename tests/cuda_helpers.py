@@ -69,6 +69,20 @@ def compare_with_reference(F, case64, engine, dtype=torch.float64, lengths_on_de
     return outs, grads
 
 
+@contextlib.contextmanager
+def tf32_off():
+    """float32 GEMMs and cuDNN without TF32 inside, as before after. (Not pytest's monkeypatch:
+    torch.backends.cuda.matmul's attributes live behind __getattr__, which its undo misreads as
+    absent and then fails to delete.)"""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    old = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = old
+
+
 class CudaEngine:
     """Where a test runs the CUDA engine (csrc/cuda/recurrence_engine.h).
 

@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import reference
 from conftest import CELLS, OUTPUT_NAMES, assert_close, call, make_case, run
 from cuda_helpers import (TOLERANCES, CudaEngine, compare_with_reference, engine_on_gpu,
-                          on_device, requires_cuda, run_cuda, skip_float16_on_host)
+                          on_device, requires_cuda, run_cuda, skip_float16_on_host, tf32_off)
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
@@ -212,17 +212,20 @@ def _nn_module(kind, I, H, P):
     return nn.LSTM(I, H, proj_size=P)
 
 
-@requires_cuda
 @pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu", "gru", "lstm"])
 @pytest.mark.parametrize("use_lengths", [False, True], ids=["full", "lengths"])
-def test_against_torch_nn_cudnn(F, kind, use_lengths, monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+def test_against_torch_nn(F, engine, kind, use_lengths):
+    """torch.nn on the same device with the same weights: cuDNN on the GPU, TF32 off."""
+    with tf32_off():
+        against_torch_nn(F, engine, kind, use_lengths)
+
+
+def against_torch_nn(F, engine, kind, use_lengths):
     T, B, I, H = 11, 9, 13, 37
     P = 17 if kind == "lstm" and use_lengths else 0
     torch.manual_seed(0)
-    m = _nn_module(kind, I, H, P).cuda()
-    x = torch.randn(T, B, I, device="cuda", requires_grad=True)
+    m = _nn_module(kind, I, H, P).to(engine.device)
+    x = torch.randn(T, B, I, device=engine.device, requires_grad=True)
     lengths = torch.randint(1, T + 1, (B,)) if use_lengths else None
     if lengths is not None:
         lengths[0] = T
@@ -235,13 +238,15 @@ def test_against_torch_nn_cudnn(F, kind, use_lengths, monkeypatch):
     expected = [expected_out] + (list(hn) if kind == "lstm" else [hn])
     expected = [expected[0]] + [e[0] for e in expected[1:]]  # drop the layer dimension
     args = (x, m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)
-    if kind == "lstm":
-        out, (h, c) = F.lstm(*args, weight_hr=getattr(m, "weight_hr_l0", None), lengths=lengths)
-        got = [out, h, c]
-    elif kind == "gru":
-        got = list(F.gru(*args, lengths=lengths))
-    else:
-        got = list(F.rnn(*args, nonlinearity=kind[4:], lengths=lengths))
+    with engine.running():
+        if kind == "lstm":
+            out, (h, c) = F.lstm(*args, weight_hr=getattr(m, "weight_hr_l0", None),
+                                 lengths=lengths)
+            got = [out, h, c]
+        elif kind == "gru":
+            got = list(F.gru(*args, lengths=lengths))
+        else:
+            got = list(F.rnn(*args, nonlinearity=kind[4:], lengths=lengths))
     tol = dict(rtol=1e-3, atol=1e-4)
     what = f"{kind} lengths={use_lengths}"
     for name, g, e in zip(OUTPUT_NAMES, got, expected):
@@ -249,7 +254,8 @@ def test_against_torch_nn_cudnn(F, kind, use_lengths, monkeypatch):
     leaves = [x] + list(m.parameters())
     ups = [torch.randn_like(e) for e in expected]
     ge = torch.autograd.grad(sum((e * u).sum() for e, u in zip(expected, ups)), leaves)
-    gg = torch.autograd.grad(sum((g * u).sum() for g, u in zip(got, ups)), leaves)
+    with engine.running():
+        gg = torch.autograd.grad(sum((g * u).sum() for g, u in zip(got, ups)), leaves)
     names = ["input"] + [n for n, _ in m.named_parameters()]
     for n, a, b in zip(names, gg, ge):
         assert_close(a, b, "grad of " + n, what, scaled=True, **tol)
