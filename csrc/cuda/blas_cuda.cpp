@@ -52,26 +52,27 @@ void Blas::gemm(at::ScalarType ab_type, at::ScalarType c_type, int64_t M, int64_
                 double alpha, Operand a, Operand b, double beta, void* c, int64_t ldc) const {
   if (M == 0 || N == 0) return;
   cublasHandle_t handle = handle_;
-  // cuBLAS is column-major: the row-major c is the column-major c^T = op(b)^T op(a)^T, so b
-  // goes first, and a row-major operand read without `trans` is its column-major transpose.
-  const cublasOperation_t op_b = b.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t op_a = a.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const int m = as_int(N, "N"), n = as_int(M, "M"), k = as_int(K, "K");
-  const int ld_b = as_int(b.ld, "ld"), ld_a = as_int(a.ld, "ld"), ld_c = as_int(ldc, "ldc");
+  const ColumnMajorGemm g = column_major(M, N, K, a, b, ldc);
+  const cublasOperation_t op_first = g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_second = g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int m = as_int(g.m, "N"), n = as_int(g.n, "M"), k = as_int(g.k, "K");
+  const int ld_first = as_int(g.ld_first, "ld"), ld_second = as_int(g.ld_second, "ld");
+  const int ld_c = as_int(g.ldc, "ldc");
   if (ab_type == at::kDouble) {
     const double alpha_d = alpha, beta_d = beta;
-    TORCH_CUDABLAS_CHECK(cublasGemmEx(handle, op_b, op_a, m, n, k, &alpha_d, b.data, CUDA_R_64F,
-                                      ld_b, a.data, CUDA_R_64F, ld_a, &beta_d, c, CUDA_R_64F, ld_c,
-                                      CUBLAS_COMPUTE_64F, CUBLAS_GEMM_DEFAULT));
+    TORCH_CUDABLAS_CHECK(cublasGemmEx(handle, op_first, op_second, m, n, k, &alpha_d, g.first,
+                                      CUDA_R_64F, ld_first, g.second, CUDA_R_64F, ld_second,
+                                      &beta_d, c, CUDA_R_64F, ld_c, CUBLAS_COMPUTE_64F,
+                                      CUBLAS_GEMM_DEFAULT));
     return;
   }
   const float alpha_f = static_cast<float>(alpha), beta_f = static_cast<float>(beta);
   const cublasComputeType_t compute =
       ab_type == at::kFloat && allow_tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   const cudaDataType_t t = cuda_type(ab_type);
-  TORCH_CUDABLAS_CHECK(cublasGemmEx(handle, op_b, op_a, m, n, k, &alpha_f, b.data, t, ld_b, a.data,
-                                    t, ld_a, &beta_f, c, cuda_type(c_type), ld_c, compute,
-                                    CUBLAS_GEMM_DEFAULT));
+  TORCH_CUDABLAS_CHECK(cublasGemmEx(handle, op_first, op_second, m, n, k, &alpha_f, g.first, t,
+                                    ld_first, g.second, t, ld_second, &beta_f, c,
+                                    cuda_type(c_type), ld_c, compute, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace rnnfast::cuda

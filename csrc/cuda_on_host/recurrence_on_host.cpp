@@ -63,12 +63,14 @@ void for_each_element(int64_t n, Element&& element) {
   for (int64_t e = 0; e < n; ++e) element(e);
 }
 
-// A row-major operand as a tensor over the same memory: rows x cols with leading dimension
-// ld, checked as cuBLAS checks its leading dimensions.
-Tensor matrix(const void* data, int64_t rows, int64_t cols, int64_t ld, at::ScalarType type) {
-  TORCH_CHECK(ld >= std::max<int64_t>(1, cols), "rnnfast (CUDA engine on the host): a GEMM ",
-              "operand of ", rows, " x ", cols, " has leading dimension ", ld);
-  return at::from_blob(const_cast<void*>(data), {rows, cols}, {ld, 1},
+// A stored column-major matrix of rows x cols with leading dimension ld (element (i, j) at
+// data[i + j * ld]) as a tensor over the same memory; ld checked as cuBLAS checks it.
+Tensor column_major_matrix(const void* data, int64_t rows, int64_t cols, int64_t ld,
+                           at::ScalarType type) {
+  TORCH_CHECK(ld >= std::max<int64_t>(1, rows), "rnnfast (CUDA engine on the host): a GEMM ",
+              "operand stored as ", rows, " x ", cols, " (column-major) has leading dimension ",
+              ld, "; cuBLAS would refuse it");
+  return at::from_blob(const_cast<void*>(data), {rows, cols}, {1, ld},
                        at::TensorOptions().dtype(type));
 }
 
@@ -82,18 +84,21 @@ class HostDevice {
     }
   };
 
-  // As cuda::Blas::gemm: the products in the compute type (float, or double for double),
-  // rounded to c's type once.
+  // As cuda::Blas::gemm, through the same column-major call it makes to cuBLAS: the products
+  // in the compute type (float, or double for double), rounded to c's type once.
   void gemm(at::ScalarType ab_type, at::ScalarType c_type, int64_t M, int64_t N, int64_t K,
             double alpha, Operand a, Operand b, double beta, void* c, int64_t ldc) const {
     if (M == 0 || N == 0) return;
+    const cuda::ColumnMajorGemm g = cuda::column_major(M, N, K, a, b, ldc);
     const auto acc = ab_type == at::kDouble ? at::kDouble : at::kFloat;
-    const Tensor op_a = a.trans ? matrix(a.data, K, M, a.ld, ab_type).t()
-                                : matrix(a.data, M, K, a.ld, ab_type);
-    const Tensor op_b = b.trans ? matrix(b.data, N, K, b.ld, ab_type).t()
-                                : matrix(b.data, K, N, b.ld, ab_type);
-    Tensor out = matrix(c, M, N, ldc, c_type);
-    Tensor product = at::mm(op_a.to(acc), op_b.to(acc)).mul_(alpha);
+    const Tensor first = g.trans_first
+                             ? column_major_matrix(g.first, g.k, g.m, g.ld_first, ab_type).t()
+                             : column_major_matrix(g.first, g.m, g.k, g.ld_first, ab_type);
+    const Tensor second = g.trans_second
+                              ? column_major_matrix(g.second, g.n, g.k, g.ld_second, ab_type).t()
+                              : column_major_matrix(g.second, g.k, g.n, g.ld_second, ab_type);
+    Tensor out = column_major_matrix(c, g.m, g.n, g.ldc, c_type);
+    Tensor product = at::mm(first.to(acc), second.to(acc)).mul_(alpha);
     if (beta != 0) product.add_(out.to(acc), beta);  // as cuBLAS, c is not read when beta = 0
     out.copy_(product);
   }
