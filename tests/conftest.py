@@ -52,6 +52,42 @@ def extension_calls_openmp():
     return b"GOMP_parallel" in binary or b"__kmpc_fork_call" in binary
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cuda-engine-on-host", action="store_true",
+        help="run every test with the CUDA engine's host build (csrc/cuda_on_host/) in place of "
+             "the ops' CPU kernels: the whole suite then checks the CUDA engine without a GPU; "
+             "tests marked cpu_engine_only skip")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "cpu_engine_only: checks the CPU engine's own machinery (its scratch pool, "
+                   "its GIL policy); skipped under --cuda-engine-on-host")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--cuda-engine-on-host"):
+        return
+    skip = pytest.mark.skip(reason="the CPU engine's own machinery (--cuda-engine-on-host)")
+    for item in items:
+        if "cpu_engine_only" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _cuda_engine_on_host(request):
+    """Under --cuda-engine-on-host, the CUDA engine's host build stands in for the CPU
+    kernels throughout the test."""
+    if not request.config.getoption("--cuda-engine-on-host"):
+        yield
+        return
+    from cuda_helpers import CudaEngine
+
+    with CudaEngine(on_host=True).running():
+        yield
+
+
 @pytest.fixture(scope="session")
 def F():
     """rnnfast.functional (an import failure is a test error, never a skip)."""

@@ -258,6 +258,7 @@ def test_distributed_data_parallel_replicas_agree(tmp_path):
         torch.testing.assert_close(replicas[0][name], value, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.cpu_engine_only
 @pytest.mark.parametrize("entry", ["functional", "layer", "cell"])
 def test_large_calls_let_other_python_threads_run(entry):
     """A call of many multiply-adds releases the GIL (small ones keep it, python_module.cpp):

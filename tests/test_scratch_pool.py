@@ -1,6 +1,7 @@
 """The CPU engine's scratch pool (csrc/cpu/scratch_pool.*): a call's scratch buffers are
 reused by later calls, never handed to the caller, and rnnfast.empty_cpu_cache() frees them."""
 
+import pytest
 import torch
 
 import rnnfast
@@ -32,6 +33,7 @@ def test_reused_scratch_gives_the_same_results():
                 assert torch.equal(a, b)
 
 
+@pytest.mark.cpu_engine_only
 def test_empty_cpu_cache_frees_idle_scratch():
     forward_backward(lstm_case(40, 70, seed=3))
     idle = rnnfast._C._cpu_idle_scratch_bytes()
