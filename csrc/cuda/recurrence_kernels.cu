@@ -1,6 +1,7 @@
 // The pointwise kernels of the CUDA recurrence engine: one thread per element of the
 // bodies in step_elements.h, in grid-stride loops.
 #include <algorithm>
+#include <utility>
 
 #include "recurrence_kernels.h"
 #include "step_elements.h"
@@ -61,24 +62,9 @@ int blocks_for(int64_t n) {
   return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 16));
 }
 
-template <class T>
-struct Tag {
-  using type = T;
-};
-
 template <class F>
 cudaError_t dispatch_type(ElementType type, F&& f) {
-  switch (type) {
-    case ElementType::Float:
-      return f(Tag<float>{});
-    case ElementType::Double:
-      return f(Tag<double>{});
-    case ElementType::Half:
-      return f(Tag<__half>{});
-    case ElementType::BFloat16:
-      return f(Tag<__nv_bfloat16>{});
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_element_type<__half, __nv_bfloat16>(type, std::forward<F>(f));
 }
 
 }  // namespace

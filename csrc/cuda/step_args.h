@@ -15,6 +15,28 @@ namespace rnnfast::cuda {
 
 enum class ElementType { Float, Double, Half, BFloat16 };
 
+template <class T>
+struct Tag {
+  using type = T;
+};
+
+// f(Tag<T>{}) for the storage type T of `type`. Half and BFloat16 are the build's 16-bit
+// types: CUDA's in the kernels, c10's in the host build.
+template <class Half, class BFloat16, class F>
+decltype(auto) dispatch_element_type(ElementType type, F&& f) {
+  switch (type) {
+    case ElementType::Float:
+      return f(Tag<float>{});
+    case ElementType::Double:
+      return f(Tag<double>{});
+    case ElementType::Half:
+      return f(Tag<Half>{});
+    case ElementType::BFloat16:
+    default:
+      return f(Tag<BFloat16>{});
+  }
+}
+
 // One layer in one direction.
 struct StepGeometry {
   int64_t T, B, H, P;

@@ -5,6 +5,7 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "../cuda/recurrence_engine.h"
 #include "../cuda/step_elements.h"
@@ -37,24 +38,9 @@ using cuda::ElementType;
 using cuda::Operand;
 using cuda::StepGeometry;
 
-template <class T>
-struct Tag {
-  using type = T;
-};
-
 template <class F>
 void dispatch_type(ElementType type, F&& f) {
-  switch (type) {
-    case ElementType::Float:
-      return f(Tag<float>{});
-    case ElementType::Double:
-      return f(Tag<double>{});
-    case ElementType::Half:
-      return f(Tag<c10::Half>{});
-    case ElementType::BFloat16:
-      return f(Tag<c10::BFloat16>{});
-  }
-  TORCH_CHECK(false, "rnnfast: unknown element type");
+  cuda::dispatch_element_type<c10::Half, c10::BFloat16>(type, std::forward<F>(f));
 }
 
 // The elements of one pass, one after another: what the kernels' threads do side by side.
