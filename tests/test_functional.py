@@ -584,6 +584,19 @@ def test_weight_gradients_from_rows_in_place(F, cell, batch_first, reverse, leng
     compare(F, case)
 
 
+@pytest.mark.parametrize("cell", ["rnn_tanh", "gru_reset_before", "lstm"])
+@pytest.mark.parametrize("reverse, lengths", [(False, None), (True, None), (True, "random")])
+def test_batch_first_rows_through_chunk_buffers(F, cell, reverse, lengths):
+    """Batch-first with fewer than 128 rows a step, over 2 chunks (60 and 30 steps): the
+    input's rows are copied into the chunk's time-major matrix for d(weight_ih), and the
+    input gradient is formed there and copied out to its batch-first rows, both copies split
+    over the threads (a million elements a chunk)."""
+    P = 5 if cell == "lstm" else None
+    case = make_case(cell, T=90, B=24, I=700, H=8, P=P, lengths=lengths, reverse=reverse,
+                     batch_first=True, seed=10, scale=0.3)
+    compare(F, case)
+
+
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("batch_first", [False, True], ids=["tmajor", "bfirst"])
 @pytest.mark.parametrize("broadcast", ["scalar", "per_step", "per_sequence", "per_unit"])

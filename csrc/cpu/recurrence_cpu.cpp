@@ -141,9 +141,10 @@ MatrixRef<T> weight_transposed(const Tensor& w, T* copy_to, Tensor& storage) {
 // Inside a batch slice (below) it runs on the calling thread. Rows too few to split run here
 // without asking at::parallel_for, whose thread-local guards and checks cost about as much as a
 // small step's pointwise work.
+// Plain row copies pass a larger `work` (elements per thread): a copy is cheap per element.
 template <class F>
-void for_each_row(int64_t b0, int64_t b1, int64_t width, const F& f) {
-  const int64_t grain = std::max<int64_t>(1, (1 << 12) / std::max<int64_t>(width, 1));
+void for_each_row(int64_t b0, int64_t b1, int64_t width, const F& f, int64_t work = 1 << 12) {
+  const int64_t grain = std::max<int64_t>(1, work / std::max<int64_t>(width, 1));
   if (b1 - b0 <= grain) {
     for (int64_t b = b0; b < b1; ++b) f(b);
     return;
@@ -152,6 +153,9 @@ void for_each_row(int64_t b0, int64_t b1, int64_t width, const F& f) {
     for (int64_t b = r0; b < r1; ++b) f(b);
   });
 }
+
+// Elements of a row copy per thread: below this, waking another thread costs more than it saves.
+constexpr int64_t kCopyWork = 1 << 15;
 
 // Batch-first steps of at least this many rows are GEMM operands of their own in the weight
 // gradients (strided rows, in place); fewer are copied into one time-major matrix first, as
@@ -450,9 +454,8 @@ class Recurrence {
     Tensor unprojected = scratch_empty({projection_ ? R : 0, H}, kScalar);
     Tensor d_projected = scratch_empty({projection_ ? R : 0, P}, kScalar);
     Tensor x_rows_buffer = scratch_empty({mask[1] && !x_in_place ? R : 0, I}, kScalar);
-    // Only where grad_input cannot take the products directly (see input_gradient).
-    Tensor dx_rows =
-        scratch_empty({mask[0] && !std::is_same_v<scalar_t, acc_t> ? R : 0, I}, kAcc);
+    // Only where grad_input does not take the products directly (see input_gradient).
+    Tensor dx_rows = scratch_empty({mask[0] && !dx_in_place(rows_per_step) ? R : 0, I}, kAcc);
     Tensor dh_state = grad_h_n.has_value() ? grad_h_n->to(acc_opts, false, /*copy=*/true,
                                                           at::MemoryFormat::Contiguous)
                                            : new_zeros({B, P}, acc_opts);
@@ -551,7 +554,7 @@ class Recurrence {
                          I);
         }
       }
-      if (mask[0]) input_gradient(dgx, t0, steps, w_ih, dx_rows, grad_input);
+      if (mask[0]) input_gradient(dgx, t0, steps, w_ih, rows_per_step, dx_rows, grad_input);
     }
 
     std::array<Tensor, 8> grads;
@@ -721,39 +724,41 @@ class Recurrence {
     add_step_products(M, P, dG_t, out, t0, reverse_ ? 1 : -1, k0, k1, beta, C);
   }
 
-  // grad_input rows of steps [t0, t0 + steps) = dgx W_ih. Where the compute type is the
-  // storage type the products go straight into grad_input (a copy of it less, and its fresh
-  // pages faulted in by every BLAS thread): one GEMM in the time-major layout; batch-first,
-  // one GEMM per step or per batch entry, whichever has more rows. Otherwise through
-  // `buffer` [steps * B, I] in the compute type.
+  // Whether grad_input takes dgx W_ih straight from the GEMMs: where the compute type is the
+  // storage type and the rows of a step lie together (time-major) or are many enough for a
+  // GEMM of their own (batch-first, rows_per_step). Batch-first steps of fewer rows go through
+  // a time-major buffer and a copy, which took a fifth less than a GEMM per step at B = 64.
+  bool dx_in_place(bool rows_per_step) const {
+    return std::is_same_v<scalar_t, acc_t> && (!seq_.batch_first || rows_per_step);
+  }
+
+  // grad_input rows of steps [t0, t0 + steps) = dgx W_ih: straight into grad_input (a copy of
+  // it less, and its fresh pages faulted in by every BLAS thread) where dx_in_place, as one
+  // GEMM time-major and one per step batch-first; otherwise through `buffer` [steps * B, I] in
+  // the compute type, copied out in parallel.
   void input_gradient(const scalar_t* dgx, int64_t t0, int64_t steps, MatrixRef<scalar_t> w_ih,
-                      Tensor& buffer, Tensor& grad_input) const {
+                      bool rows_per_step, Tensor& buffer, Tensor& grad_input) const {
     const int64_t B = s_.B, I = s_.I, T = s_.T;
     scalar_t* gi = grad_input.data_ptr<scalar_t>();
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
-      if (!seq_.batch_first) {
-        gemm<scalar_t>(steps * B, I, GH_, dense(dgx, GH_), w_ih, 0.f, gi + t0 * B * I, I);
-      } else if (B >= steps) {
+      if (dx_in_place(rows_per_step)) {
+        if (!seq_.batch_first) {
+          gemm<scalar_t>(steps * B, I, GH_, dense(dgx, GH_), w_ih, 0.f, gi + t0 * B * I, I);
+          return;
+        }
         for (int64_t k = 0; k < steps; ++k) {
           gemm<scalar_t>(B, I, GH_, dense(dgx + k * B * GH_, GH_), w_ih, 0.f,
                          gi + seq_.row(t0 + k, 0) * I, T * I);
         }
-      } else {
-        for (int64_t b = 0; b < B; ++b) {
-          gemm<scalar_t>(steps, I, GH_, dense(dgx + b * GH_, B * GH_), w_ih, 0.f,
-                         gi + seq_.row(t0, b) * I, I);
-        }
+        return;
       }
-      return;
     }
     acc_t* dx = buffer.data_ptr<acc_t>();
     gemm<scalar_t>(steps * B, I, GH_, dense(dgx, GH_), w_ih, 0.f, dx, I);
-    for (int64_t k = 0; k < steps; ++k) {
-      for (int64_t b = 0; b < B; ++b) {
-        const acc_t* src = dx + (k * B + b) * I;
-        std::copy(src, src + I, gi + seq_.row(t0 + k, b) * I);
-      }
-    }
+    for_each_row(0, steps * B, I, [&](int64_t r) {
+      const acc_t* src = dx + r * I;
+      std::copy(src, src + I, gi + seq_.row(t0 + r / B, r % B) * I);
+    }, kCopyWork);
   }
 
   // The input rows of steps [t0, t0 + steps) copied into `buffer` as one time-major
@@ -763,17 +768,16 @@ class Recurrence {
                                   Tensor& buffer) const {
     const int64_t B = s_.B, I = s_.I;
     scalar_t* dst = buffer.data_ptr<scalar_t>();
-    for (int64_t k = 0; k < steps; ++k) {
-      for (int64_t b = 0; b < B; ++b) {
-        scalar_t* d = dst + (k * B + b) * I;
-        if (!active(t0 + k, b)) {
-          zero_row(d, I);
-        } else {
-          const scalar_t* src = x + seq_.row(t0 + k, b) * I;
-          std::copy(src, src + I, d);
-        }
+    for_each_row(0, steps * B, I, [&](int64_t r) {
+      const int64_t t = t0 + r / B, b = r % B;
+      scalar_t* d = dst + r * I;
+      if (!active(t, b)) {
+        zero_row(d, I);
+      } else {
+        const scalar_t* src = x + seq_.row(t, b) * I;
+        std::copy(src, src + I, d);
       }
-    }
+    }, kCopyWork);
     return dense<scalar_t>(dst, I);
   }
 
