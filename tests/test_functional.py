@@ -329,6 +329,18 @@ def test_float32_against_float64_reference(F, cell, reverse, lengths):
     compare(F, c32, ref_case=c32.to(torch.float64), **LOOSE)
 
 
+@pytest.mark.parametrize("cell, H", [("gru", 100), ("lstm", 64)])
+@pytest.mark.parametrize("I", [5, 28])
+def test_float32_narrow_input_weight_gradient(F, cell, H, I):
+    """float32 d(weight_ih) of a narrow input (I < 64) and at least 256 gate rows, which the
+    CPU engine forms transposed (X^T dG, then added to d(weight_ih) transposed), over 3
+    chunks of the backward (234 steps of 8 rows): the first chunk's product overwrites,
+    the later ones add."""
+    c64 = make_case(cell, T=700, B=8, I=I, H=H, lengths="random", seed=15, scale=0.3)
+    c32 = c64.to(torch.float32)
+    compare(F, c32, ref_case=c32.to(torch.float64), **LOOSE)
+
+
 @pytest.mark.parametrize("lengths", [None, "random"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_bfloat16_against_float64_reference(F, cell, lengths):
@@ -543,13 +555,14 @@ def test_seed_d2l_gru(F):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10, msg=lambda m: f"grad {k}\n{m}")
 
 
-@pytest.mark.parametrize("B, T", [(384, 16), (16, 100)])
+@pytest.mark.parametrize("B, T", [(384, 16), (16, 120)])
 @pytest.mark.parametrize("batch_first, reverse", [(False, True), (True, False), (True, True)])
 def test_input_projection_in_chunks(F, batch_first, reverse, B, T):
     """A layer large enough that the input projection is formed a few steps at a time
-    (about 8 MiB of B * 3H floats: 3 steps to a chunk at B=384, so 6 chunks; 85 at B=16,
-    so 2): the chunks join up exactly, with lengths. Batch-first, B=384 projects each step
-    of a chunk from the input in place and B=16 the chunk from a time-major copy."""
+    (about 8 MiB of B * 3H floats: 3 steps to a chunk at B=384, so 6 chunks; at B=16, 85,
+    which 120 steps take as 2 chunks of 60): the chunks join up exactly, with lengths.
+    Batch-first, B=384 projects each step of a chunk from the input in place and B=16 the
+    chunk from a time-major copy."""
     c64 = make_case("gru", T=T, B=B, I=3, H=512, lengths="random", reverse=reverse,
                     batch_first=batch_first, seed=31)
     compare(F, c64.to(torch.float32), ref_case=c64, **LOOSE)
@@ -559,8 +572,8 @@ def test_input_projection_in_chunks(F, batch_first, reverse, B, T):
 @pytest.mark.parametrize("batch_first, reverse", [(False, False), (True, True)])
 def test_backward_in_chunks(F, cell, batch_first, reverse):
     """A layer long enough that backward runs its reverse loop over chunks of steps (about
-    16 MiB of per-step buffers to a chunk, at least 1024 rows: here 126 to 143 steps, so 2
-    chunks), adding each chunk's share of the weight and input gradients as it goes: the
+    2^21 values of per-step buffers to a chunk, at least 1024 rows: here 3 or 4 chunks of 67
+    or 50 steps), adding each chunk's share of the weight and input gradients as it goes: the
     shares join up exactly, with lengths, both layouts and directions, and a projection."""
     P = 40 if cell == "lstm" else None
     case = make_case(cell, T=200, B=64, I=4, H=64, P=P, lengths="random", reverse=reverse,
@@ -573,13 +586,13 @@ def test_backward_in_chunks(F, cell, batch_first, reverse):
     (False, False, None), (False, True, None), (True, False, None), (True, True, None),
     (False, False, "random"), (True, False, "random")])
 def test_weight_gradients_from_rows_in_place(F, cell, batch_first, reverse, lengths):
-    """Backward over 2 chunks (46 to 73 steps to a chunk here), its weight-gradient GEMMs
+    """Backward over 2 or 3 chunks (34 to 50 steps), its weight-gradient GEMMs
     reading h_prev from the output and the input where they lie: time-major in one GEMM per
     chunk (h0 apart), batch-first at 128 rows or more a step in one GEMM per step. With
     lengths, h_prev is still read in place in the forward direction; the input is copied
     with its padding zeroed."""
     P = 24 if cell == "lstm" else None
-    case = make_case(cell, T=80, B=136, I=5, H=40, P=P, lengths=lengths, reverse=reverse,
+    case = make_case(cell, T=100, B=136, I=5, H=40, P=P, lengths=lengths, reverse=reverse,
                      batch_first=batch_first, seed=8, scale=0.5)
     compare(F, case)
 
@@ -587,10 +600,10 @@ def test_weight_gradients_from_rows_in_place(F, cell, batch_first, reverse, leng
 @pytest.mark.parametrize("cell", ["rnn_tanh", "gru_reset_before", "lstm"])
 @pytest.mark.parametrize("reverse, lengths", [(False, None), (True, None), (True, "random")])
 def test_batch_first_rows_through_chunk_buffers(F, cell, reverse, lengths):
-    """Batch-first with fewer than 128 rows a step, over 2 chunks (60 and 30 steps): the
+    """Batch-first with fewer than 128 rows a step, over 2 chunks of 45 steps: the
     input's rows are copied into the chunk's time-major matrix for d(weight_ih), and the
     input gradient is formed there and copied out to its batch-first rows, both copies split
-    over the threads (a million elements a chunk)."""
+    over the threads (750k elements a chunk)."""
     P = 5 if cell == "lstm" else None
     case = make_case(cell, T=90, B=24, I=700, H=8, P=P, lengths=lengths, reverse=reverse,
                      batch_first=True, seed=10, scale=0.3)

@@ -163,6 +163,18 @@ constexpr int64_t kCopyWork = 1 << 15;
 // measured the same).
 constexpr int64_t kStepGemmRows = 128;
 
+// The steps of a chunk, for T steps in chunks of about `target` steps: T split evenly, where
+// a remainder would leave a last chunk of a few steps, whose GEMMs over few rows run well below
+// BLAS's rate (and which costs a round of fixed costs of its own); a single chunk up to a
+// quarter over the target. At LM (T = 35), the backward's target of 32 steps had left a last
+// chunk of 3.
+inline int64_t even_chunks(int64_t T, int64_t target) {
+  target = std::clamp<int64_t>(target, 1, T);
+  if (T <= target + target / 4) return T;
+  const int64_t chunks = (T + target - 1) / target;
+  return (T + chunks - 1) / chunks;
+}
+
 template <class T>
 void zero_row(T* p, int64_t n) {
   std::fill(p, p + n, T(0));
@@ -222,7 +234,7 @@ class Recurrence {
                        : new_tensor({0}, opts);
     // The input projection is formed for a chunk of steps at a time: a buffer of about 8 MiB,
     // mostly cache-resident, instead of one the size of the sequence (and of the peak memory).
-    const int64_t chunk = std::clamp<int64_t>((1 << 21) / std::max<int64_t>(B * GH_, 1), 1, T);
+    const int64_t chunk = even_chunks(T, (1 << 21) / std::max<int64_t>(B * GH_, 1));
     // Chunks are formed time-major. A single chunk takes the input in the caller's layout; a
     // batch-first one is projected a step at a time (a step's rows are evenly strided) where
     // a step has rows enough for an efficient GEMM, else from a time-major copy of the input.
@@ -437,8 +449,8 @@ class Recurrence {
     // the input rows and their gradient.
     // About 8 MiB of them in float32, and at least 1024 rows so the GEMMs stay efficient.
     const int64_t row_width = GH_ + SH + P + 2 * H + P + 2 * I;
-    const int64_t chunk = std::clamp<int64_t>(
-        std::max((1 << 21) / std::max<int64_t>(B * row_width, 1), (1023 + B) / B), 1, T);
+    const int64_t chunk = even_chunks(
+        T, std::max((1 << 21) / std::max<int64_t>(B * row_width, 1), (1023 + B) / B));
     const int64_t R = chunk * B;  // rows of a chunk, time-major: (t - first t) * B + b
     // The weight gradients' GEMMs read h_prev from the output, and the input, where they lie,
     // and from a copy of the chunk's rows otherwise: where reversed sequences of different
