@@ -459,15 +459,22 @@ class Recurrence {
     const bool rows_per_step = !seq_.batch_first || B >= kStepGemmRows;
     const bool h_prev_in_place = rows_per_step && !(reverse_ && lengths_);
     const bool x_in_place = rows_per_step && !lengths_;
-    Tensor d_gates_x = scratch_empty({R, GH_}, kScalar);
-    Tensor d_gates_h = scratch_empty({SH > 0 ? R : 0, SH}, kScalar);
-    Tensor h_prevs = scratch_empty({h_prev_in_place ? 0 : R, P}, kScalar);
-    Tensor reset_h = scratch_empty({Cell::kResetBefore ? R : 0, H}, kScalar);
-    Tensor unprojected = scratch_empty({projection_ ? R : 0, H}, kScalar);
-    Tensor d_projected = scratch_empty({projection_ ? R : 0, P}, kScalar);
-    Tensor x_rows_buffer = scratch_empty({mask[1] && !x_in_place ? R : 0, I}, kScalar);
+    // The chunk's buffers, [R, *] each (empty where not needed), from one acquisition of the
+    // scratch pool, as the forward's.
+    ScratchLayout layout;
+    const int64_t dgx_at = layout.add<scalar_t>(R * GH_);
+    const int64_t dgh_at = layout.add<scalar_t>(SH > 0 ? R * SH : 0);
+    const int64_t hp_at = layout.add<scalar_t>(h_prev_in_place ? 0 : R * P);
+    const int64_t rh_at = layout.add<scalar_t>(Cell::kResetBefore ? R * H : 0);
+    const int64_t um_at = layout.add<scalar_t>(projection_ ? R * H : 0);
+    const int64_t dproj_at = layout.add<scalar_t>(projection_ ? R * P : 0);
+    const int64_t x_copy_at = layout.add<scalar_t>(mask[1] && !x_in_place ? R * I : 0);
     // Only where grad_input does not take the products directly (see input_gradient).
-    Tensor dx_rows = scratch_empty({mask[0] && !dx_in_place(rows_per_step) ? R : 0, I}, kAcc);
+    const int64_t dx_rows_at =
+        layout.add<acc_t>(mask[0] && !dx_in_place(rows_per_step) ? R * I : 0);
+    // d(unprojected output) or d(r * h): [B, H]
+    const int64_t daux_at = layout.add<acc_t>((Cell::kResetBefore || projection_) ? B * H : 0);
+    const Tensor scratch = scratch_empty({layout.bytes()}, at::kByte);
     Tensor dh_state = grad_h_n.has_value() ? grad_h_n->to(acc_opts, false, /*copy=*/true,
                                                           at::MemoryFormat::Contiguous)
                                            : new_zeros({B, P}, acc_opts);
@@ -475,8 +482,6 @@ class Recurrence {
         Cell::kHasCellState && grad_c_n.has_value()
             ? grad_c_n->to(acc_opts, false, /*copy=*/true, at::MemoryFormat::Contiguous)
             : new_zeros({Cell::kHasCellState ? B : 0, H}, acc_opts);
-    // d(unprojected output) or d(r * h): [B, H]
-    Tensor d_aux = scratch_empty({(Cell::kResetBefore || projection_) ? B * H : 0}, kAcc);
     // The gradients summed over chunks, in the compute type; the first chunk's products
     // overwrite them (every row of them), the later ones add.
     Tensor grad_w_ih = new_tensor({mask[1] ? GH_ : 0, I}, acc_opts);
@@ -491,15 +496,17 @@ class Recurrence {
     const scalar_t* sv = S > 0 ? saved_t.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* h0 = h0_t.const_data_ptr<scalar_t>();
     const scalar_t* x = x_t.const_data_ptr<scalar_t>();
-    scalar_t* dgx = d_gates_x.data_ptr<scalar_t>();
-    scalar_t* dgh = d_gates_h.data_ptr<scalar_t>();
-    scalar_t* hp = h_prev_in_place ? nullptr : h_prevs.data_ptr<scalar_t>();
-    scalar_t* rh = reset_h.data_ptr<scalar_t>();
-    scalar_t* um = unprojected.data_ptr<scalar_t>();
-    scalar_t* dproj = d_projected.data_ptr<scalar_t>();
+    scalar_t* dgx = section_of<scalar_t>(scratch, dgx_at);
+    scalar_t* dgh = section_of<scalar_t>(scratch, dgh_at);
+    scalar_t* hp = h_prev_in_place ? nullptr : section_of<scalar_t>(scratch, hp_at);
+    scalar_t* rh = section_of<scalar_t>(scratch, rh_at);
+    scalar_t* um = section_of<scalar_t>(scratch, um_at);
+    scalar_t* dproj = section_of<scalar_t>(scratch, dproj_at);
+    scalar_t* x_copy = section_of<scalar_t>(scratch, x_copy_at);
+    acc_t* dx_rows = section_of<acc_t>(scratch, dx_rows_at);
     acc_t* dh = dh_state.data_ptr<acc_t>();
     acc_t* dc = dc_state.data_ptr<acc_t>();
-    acc_t* daux = d_aux.data_ptr<acc_t>();
+    acc_t* daux = section_of<acc_t>(scratch, daux_at);
     // Rows of W_hh whose share of dh_prev comes from dgx (the reset-before GRU's n rows
     // act on r * h and are handled through d(r * h)).
     const int64_t x_rows = Cell::kResetBefore ? 2 * H : kSplit * H;
@@ -562,7 +569,7 @@ class Recurrence {
         if (x_in_place) {
           add_step_products(GH_, I, dgx_t, x, t0, 0, 0, steps, beta, gw);
         } else {
-          gemm<scalar_t>(GH_, I, rows, dgx_t, chunk_input(x, t0, steps, x_rows_buffer), beta, gw,
+          gemm<scalar_t>(GH_, I, rows, dgx_t, chunk_input(x, t0, steps, x_copy), beta, gw,
                          I);
         }
       }
@@ -749,7 +756,7 @@ class Recurrence {
   // GEMM time-major and one per step batch-first; otherwise through `buffer` [steps * B, I] in
   // the compute type, copied out in parallel.
   void input_gradient(const scalar_t* dgx, int64_t t0, int64_t steps, MatrixRef<scalar_t> w_ih,
-                      bool rows_per_step, Tensor& buffer, Tensor& grad_input) const {
+                      bool rows_per_step, acc_t* buffer, Tensor& grad_input) const {
     const int64_t B = s_.B, I = s_.I, T = s_.T;
     scalar_t* gi = grad_input.data_ptr<scalar_t>();
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
@@ -765,7 +772,7 @@ class Recurrence {
         return;
       }
     }
-    acc_t* dx = buffer.data_ptr<acc_t>();
+    acc_t* dx = buffer;
     gemm<scalar_t>(steps * B, I, GH_, dense(dgx, GH_), w_ih, 0.f, dx, I);
     for_each_row(0, steps * B, I, [&](int64_t r) {
       const acc_t* src = dx + r * I;
@@ -773,13 +780,12 @@ class Recurrence {
     }, kCopyWork);
   }
 
-  // The input rows of steps [t0, t0 + steps) copied into `buffer` as one time-major
+  // The input rows of steps [t0, t0 + steps) copied into `dst` as one time-major
   // [steps * B, I] matrix, with the steps past each sequence's end zeroed, so that whatever the
   // padding holds (NaN included) cannot reach d(weight_ih) through 0 * x.
   MatrixRef<scalar_t> chunk_input(const scalar_t* x, int64_t t0, int64_t steps,
-                                  Tensor& buffer) const {
+                                  scalar_t* dst) const {
     const int64_t B = s_.B, I = s_.I;
-    scalar_t* dst = buffer.data_ptr<scalar_t>();
     for_each_row(0, steps * B, I, [&](int64_t r) {
       const int64_t t = t0 + r / B, b = r % B;
       scalar_t* d = dst + r * I;
