@@ -457,9 +457,8 @@ class Recurrence {
     // and from a copy of the chunk's rows otherwise: where reversed sequences of different
     // lengths start from h0 at different steps, or where padding must be zeroed, or where
     // batch-first steps have too few rows for efficient GEMMs of their own.
-    const bool rows_per_step = !seq_.batch_first || B >= kStepGemmRows;
-    const bool h_prev_in_place = rows_per_step && !(reverse_ && lengths_);
-    const bool x_in_place = rows_per_step && !lengths_;
+    const bool h_prev_in_place = step_rows_together() && !(reverse_ && lengths_);
+    const bool x_in_place = step_rows_together() && !lengths_;
     // The chunk's buffers, [R, *] each (empty where not needed), from one acquisition of the
     // scratch pool, as the forward's.
     ScratchLayout layout;
@@ -472,7 +471,7 @@ class Recurrence {
     const int64_t x_copy_at = layout.add<scalar_t>(mask[1] && !x_in_place ? R * I : 0);
     // Only where grad_input does not take the products directly (see input_gradient).
     const int64_t dx_rows_at =
-        layout.add<acc_t>(mask[0] && !dx_in_place(rows_per_step) ? R * I : 0);
+        layout.add<acc_t>(mask[0] && !dx_in_place() ? R * I : 0);
     // d(unprojected output) or d(r * h): [B, H]
     const int64_t daux_at = layout.add<acc_t>((Cell::kResetBefore || projection_) ? B * H : 0);
     const Tensor scratch = scratch_empty({layout.bytes()}, at::kByte);
@@ -574,7 +573,7 @@ class Recurrence {
                          I);
         }
       }
-      if (mask[0]) input_gradient(dgx, t0, steps, w_ih, rows_per_step, dx_rows, grad_input);
+      if (mask[0]) input_gradient(dgx, t0, steps, w_ih, dx_rows, grad_input);
     }
 
     std::array<Tensor, 8> grads;
@@ -744,24 +743,25 @@ class Recurrence {
     add_step_products(M, P, dG_t, out, t0, reverse_ ? 1 : -1, k0, k1, beta, C);
   }
 
+  // Whether a step's rows are one GEMM operand where they lie: time-major, or batch-first
+  // steps of kStepGemmRows rows or more.
+  bool step_rows_together() const { return !seq_.batch_first || s_.B >= kStepGemmRows; }
+
   // Whether grad_input takes dgx W_ih straight from the GEMMs: where the compute type is the
-  // storage type and the rows of a step lie together (time-major) or are many enough for a
-  // GEMM of their own (batch-first, rows_per_step). Batch-first steps of fewer rows go through
-  // a time-major buffer and a copy, which took a fifth less than a GEMM per step at B = 64.
-  bool dx_in_place(bool rows_per_step) const {
-    return std::is_same_v<scalar_t, acc_t> && (!seq_.batch_first || rows_per_step);
-  }
+  // storage type and step_rows_together(). Batch-first steps of fewer rows go through a
+  // time-major buffer and a copy, which took a fifth less than a GEMM per step at B = 64.
+  bool dx_in_place() const { return std::is_same_v<scalar_t, acc_t> && step_rows_together(); }
 
   // grad_input rows of steps [t0, t0 + steps) = dgx W_ih: straight into grad_input (a copy of
   // it less, and its fresh pages faulted in by every BLAS thread) where dx_in_place, as one
-  // GEMM time-major and one per step batch-first; otherwise through `buffer` [steps * B, I] in
-  // the compute type, copied out in parallel.
+  // GEMM time-major and one per step batch-first; otherwise through `dx` [steps * B, I] in the
+  // compute type, copied out in parallel.
   void input_gradient(const scalar_t* dgx, int64_t t0, int64_t steps, MatrixRef<scalar_t> w_ih,
-                      bool rows_per_step, acc_t* buffer, Tensor& grad_input) const {
+                      acc_t* dx, Tensor& grad_input) const {
     const int64_t B = s_.B, I = s_.I, T = s_.T;
     scalar_t* gi = grad_input.data_ptr<scalar_t>();
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
-      if (dx_in_place(rows_per_step)) {
+      if (dx_in_place()) {
         if (!seq_.batch_first) {
           gemm<scalar_t>(steps * B, I, GH_, dense(dgx, GH_), w_ih, 0.f, gi + t0 * B * I, I);
           return;
@@ -773,7 +773,6 @@ class Recurrence {
         return;
       }
     }
-    acc_t* dx = buffer;
     gemm<scalar_t>(steps * B, I, GH_, dense(dgx, GH_), w_ih, 0.f, dx, I);
     for_each_row(0, steps * B, I, [&](int64_t r) {
       const acc_t* src = dx + r * I;
