@@ -1,6 +1,8 @@
 // Typed handles to the ops, for C++ code that calls them through the dispatcher.
 #pragma once
 
+#include <ATen/TracerMode.h>
+#include <c10/core/GradMode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <array>
@@ -47,6 +49,15 @@ inline const c10::TypedOperatorHandle<LayersSignature>& layers_op() {
                              .findSchemaOrThrow("rnnfast::recurrent_layers", "")
                              .typed<LayersSignature>();
   return op;
+}
+
+// need_saved for a forward called from C++ (a direct entry, a stack of layers): whether to keep
+// what only a backward reads where the Autograd kernel records no graph (where it records one,
+// it keeps it anyway). Under torch.jit.trace, false: the trace bakes the flag into its graph,
+// whose check re-runs the call under no_grad, and a traced graph always runs through the
+// Autograd kernel.
+inline bool need_saved_without_graph() {
+  return c10::GradMode::is_enabled() && !at::tracer::impl::is_dispatch_enabled();
 }
 
 }  // namespace rnnfast

@@ -54,7 +54,7 @@ std::tuple<Tensor, Tensor, Tensor> recurrent_forward(
   const GilReleasedForLargeCalls gil(input_rows(input), weight_ih.numel() + weight_hh.numel());
   auto [output, h_n, c_n, saved] = rnnfast::forward_op().call(
       input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths, cell, reverse,
-      batch_first, /*need_saved=*/at::GradMode::is_enabled());
+      batch_first, /*need_saved=*/rnnfast::need_saved_without_graph());
   return {std::move(output), std::move(h_n), std::move(c_n)};
 }
 
@@ -74,7 +74,7 @@ std::tuple<Tensor, Tensor> cell_forward(const Tensor& input, const Tensor& weigh
   auto [output, h_next, c_next, saved] = rnnfast::forward_op().call(
       input.unsqueeze(0), weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
       /*weight_hr=*/std::nullopt, /*lengths=*/std::nullopt, cell, /*reverse=*/false,
-      /*batch_first=*/false, /*need_saved=*/at::GradMode::is_enabled());
+      /*batch_first=*/false, /*need_saved=*/rnnfast::need_saved_without_graph());
   return {std::move(h_next), std::move(c_next)};
 }
 

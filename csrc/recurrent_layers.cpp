@@ -2,8 +2,9 @@
 // op whose kernel calls recurrent_forward for each layer and direction and joins their results.
 // An eager rnnfast.RNN/GRU/LSTM makes this one call from Python instead of one per direction
 // plus the Python tensor ops that join them, each about 1 us: a fifth of a small layer's
-// time. CompositeImplicitAutograd: autograd, torch.compile, torch.export and torch.func see
-// the recurrent_forward calls and ATen ops it makes, so it needs no rules of its own.
+// time. CompositeImplicitAutograd: autograd, torch.compile, torch.export, torch.func and
+// torch.jit.trace see the recurrent_forward calls and ATen ops it makes, so it needs no rules
+// of its own.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -80,7 +81,7 @@ std::tuple<Tensor, Tensor, Tensor> recurrent_layers(
         hx.has_value() ? optional<Tensor>(hx->select(0, k)) : std::nullopt,
         cx.has_value() ? optional<Tensor>(cx->select(0, k)) : std::nullopt, weight(4),
         step_lengths, cell, /*reverse=*/direction == 1, batch_first,
-        /*need_saved=*/at::GradMode::is_enabled());
+        /*need_saved=*/need_saved_without_graph());
     h_n.push_back(std::move(h));
     c_n.push_back(std::move(c));
     if (direction + 1 < directions) {  // the forward half of a bidirectional layer
@@ -109,4 +110,10 @@ TORCH_LIBRARY_IMPL(rnnfast, CompositeImplicitAutograd, m) {
 // composite ops for vmap: without this, vmap of a layer module raised.
 TORCH_LIBRARY_IMPL(rnnfast, FuncTorchBatched, m) {
   m.impl("recurrent_layers", &rnnfast::recurrent_layers);
+}
+
+// torch.jit.trace: the tracer records the recurrent_forward calls and ATen ops the kernel makes
+// (it cannot record an op that takes a Tensor?[]: "unsupported input list type").
+TORCH_LIBRARY_IMPL(rnnfast, Tracer, m) {
+  m.impl("recurrent_layers", torch::CppFunction::makeFallthrough());
 }

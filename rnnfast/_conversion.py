@@ -26,6 +26,17 @@ class TorchConversion:
         """The torch.nn namesake sharing this module's Parameter objects and training mode."""
         return adopt_parameters(self._torch_class, self._torch_config(), self)
 
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this on every module it compiles. TorchScript cannot compile
+        rnnfast's Python forward (nor call its extension), and its own error would not say
+        what to do instead."""
+        raise RuntimeError(
+            f"rnnfast.{type(self).__name__} cannot be compiled by torch.jit.script. Use "
+            "torch.jit.trace (the traced graph calls rnnfast's ops, and saves and loads with "
+            "torch.jit.save/load), torch.compile or torch.export instead; or script its torch.nn "
+            f"namesake, module.to_torch() (a torch.nn.{self._torch_class.__name__} sharing its "
+            "parameters, without rnnfast's speed)")
+
     def _torch_config(self) -> dict:
         """The torch.nn namesake's constructor arguments; raises where it cannot express this
         module."""

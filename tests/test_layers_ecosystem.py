@@ -1,5 +1,6 @@
-"""The layers and cells in the wider PyTorch ecosystem: torch.compile, autocast, copying and
-serialisation, DistributedDataParallel."""
+"""The layers and cells in the wider PyTorch ecosystem: torch.compile, torch.export,
+torch.jit.trace (and a clear error from torch.jit.script), autocast, copying and serialisation,
+DistributedDataParallel."""
 
 import copy
 import io
@@ -188,6 +189,64 @@ def test_autocast_cpu_float16_runs_in_float32():
         out, _ = layer(x)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, layer(x)[0])
+
+
+def _recurrent_forward_calls(graph):
+    return sum(node.kind() == "rnnfast::recurrent_forward" for node in graph.nodes())
+
+
+@pytest.mark.parametrize("grad_enabled", [False, True], ids=["no_grad", "grad"])
+def test_jit_trace_calls_the_ops_saves_and_loads(grad_enabled, tmp_path):
+    """torch.jit.trace of a model holding every kind of rnnfast module, traced with grad on or
+    off (the trace's own check re-runs it under no_grad, so the graph must not depend on grad
+    mode): one recurrent_forward node per layer, direction and cell call, the same outputs and
+    gradients as eager on another batch size and sequence length, before and after
+    torch.jit.save/load."""
+    torch.manual_seed(0)
+    model = Classifier().eval()
+    with torch.set_grad_enabled(grad_enabled):
+        traced = torch.jit.trace(model, torch.randn(3, 7, 4))
+    # encoder: 2 layers x 2 directions; gru and rnn: 1 each; the cell: 3 calls.
+    assert _recurrent_forward_calls(traced.inlined_graph) == 9
+    path = tmp_path / "classifier.pt"
+    torch.jit.save(traced, str(path))
+    loaded = torch.jit.load(str(path))
+    x = torch.randn(5, 9, 4)
+    expected = _outputs_and_grads(model, x)
+    for module in (traced, loaded):
+        for a, e in zip(_outputs_and_grads(module, x), expected):
+            torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+def test_jit_trace_of_the_functional_api_with_lengths_and_state():
+    torch.manual_seed(0)
+    w_ih, w_hh, b = torch.randn(16, 3), torch.randn(16, 4), torch.randn(16)
+
+    def run(x, lengths, h0, c0):
+        out, (h, c) = rnnfast.functional.lstm(x, w_ih, w_hh, b, b, (h0, c0), lengths=lengths,
+                                              reverse=True)
+        return out, h, c
+
+    def inputs(T, B):
+        return (torch.randn(T, B, 3), torch.randint(1, T + 1, (B,)), torch.randn(B, 4),
+                torch.randn(B, 4))
+
+    traced = torch.jit.trace(run, inputs(6, 3))
+    assert _recurrent_forward_calls(traced.graph) == 1
+    args = inputs(8, 5)
+    for a, e in zip(traced(*args), run(*args)):
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("make", [lambda: LAYERS["gru"](), CELLS["lstm"],
+                                  lambda: nn.Sequential(nn.Linear(4, 4), LAYERS["rnn"]())],
+                         ids=["layer", "cell", "inside_a_model"])
+def test_jit_script_says_what_works_instead(make):
+    """TorchScript cannot compile the modules' Python forward: the error names the ways that
+    work, where TorchScript's own would fail deep in its compiler."""
+    with pytest.raises(RuntimeError, match=r"cannot be compiled by torch.jit.script\. Use "
+                                           r"torch.jit.trace .*to_torch\(\)"):
+        torch.jit.script(make())
 
 
 @pytest.mark.parametrize("kind", list(LAYERS))
