@@ -2,9 +2,6 @@
 // on the CPU, cuDNN on CUDA), a layer runs in autocast's lower-precision dtype: its floating
 // inputs, weights and states are cast (through autocast's weight cache), lengths are left
 // alone. float64 tensors are not cast, as for every ATen op under autocast.
-//
-// The CPU kernels take bfloat16 but not float16: where CPU autocast asks for float16, the layer
-// runs in float32 instead of failing.
 #include <ATen/autocast_mode.h>
 #include <torch/library.h>
 
@@ -24,8 +21,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward_autocast(
     c10::string_view cell, bool reverse, bool batch_first, bool need_saved) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(
       at::autocast::get_autocast_dispatch_key_from_device_type(device_type));
-  at::ScalarType dtype = at::autocast::get_lower_precision_fp_from_device_type(device_type);
-  if (device_type == c10::DeviceType::CPU && dtype == at::kHalf) dtype = at::kFloat;
+  const at::ScalarType dtype = at::autocast::get_lower_precision_fp_from_device_type(device_type);
   const auto cast = [&](const auto& t) { return at::autocast::cached_cast(dtype, t, device_type); };
   return forward_op().call(cast(input), cast(weight_ih), cast(weight_hh), cast(bias_ih),
                            cast(bias_hh), cast(hx), cast(cx), cast(weight_hr), lengths, cell,

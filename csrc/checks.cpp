@@ -94,11 +94,9 @@ LayerSizes check_forward_args(const at::Tensor& input, const at::Tensor& weight_
   const char* layout = batch_first ? "[B, T, input_size] (batch_first=True)" : "[T, B, input_size]";
   TORCH_CHECK_VALUE(input.dim() == 3, "rnnfast: input must be a 3-D tensor ", layout, "; got a ",
                     input.dim(), "-D tensor of shape ", shape_of(input));
-  // float16 only on CUDA: the CPU kernels have no half path.
   TORCH_CHECK_TYPE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble ||
-                       input.scalar_type() == at::kBFloat16 ||
-                       (input.scalar_type() == at::kHalf && input.is_cuda()),
-                   "rnnfast: input must be float32, float64 or bfloat16 (or float16 on CUDA); got ",
+                       input.scalar_type() == at::kBFloat16 || input.scalar_type() == at::kHalf,
+                   "rnnfast: input must be float32, float64, bfloat16 or float16; got ",
                    input.scalar_type(), " on ", input.device());
   s.T = input.size(batch_first ? 1 : 0);
   s.B = input.size(batch_first ? 0 : 1);

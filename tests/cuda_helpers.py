@@ -96,7 +96,6 @@ class CudaEngine:
         self.on_host = on_host
         self.device = "cpu" if on_host else "cuda"
         self.calls = 0  # calls of the host build, forward and backward
-        self.skipped = False
 
     @contextlib.contextmanager
     def running(self):
@@ -131,7 +130,3 @@ def engine_on_gpu():
     return CudaEngine(on_host=False)
 
 
-def skip_float16_on_host(engine, dtype):
-    if engine.on_host and dtype == torch.float16:
-        engine.skipped = True
-        pytest.skip("float16 is for CUDA only: the argument checks refuse it on the CPU")

@@ -12,7 +12,7 @@ import torch
 
 import rnnfast
 from conftest import CELLS, LOOSE, compare, extension_calls_openmp, make_case
-from test_functional import assert_bfloat16_close
+from test_functional import HALF_DTYPES, assert_16bit_close
 
 
 def parallel_loops():
@@ -91,16 +91,17 @@ def test_split_batch_float32(F, cell):
         compare(F, c32, ref_case=c32.to(torch.float64), **LOOSE)
 
 
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
 @pytest.mark.parametrize("cell", [c for c in CELLS if "relu" not in c])
-def test_split_batch_bfloat16(F, cell):
-    """Many rows, so that the split comes within a few steps: bfloat16 states drift from the
+def test_split_batch_16bit(F, cell, dtype):
+    """Many rows, so that the split comes within a few steps: 16-bit states drift from the
     float64 ones over longer sequences, split or not. Not relu: among 131 x 64 units some
-    pre-activation lies within bfloat16's rounding of 0, and its gradient then differs by a
+    pre-activation lies within a 16-bit rounding of 0, and its gradient then differs by a
     whole unit (the relu cells' split is checked in float32 and float64 above)."""
     case = split_case(cell, 131, 2, lengths="random")
     assert case.input.shape[0] <= 4
     with num_threads(2):
-        assert_bfloat16_close(F, case)
+        assert_16bit_close(F, case, dtype)
 
 
 def test_split_policy():

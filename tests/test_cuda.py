@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import reference
 from conftest import CELLS, OUTPUT_NAMES, assert_close, call, make_case, run
 from cuda_helpers import (TOLERANCES, CudaEngine, compare_with_reference, engine_on_gpu,
-                          on_device, requires_cuda, run_cuda, skip_float16_on_host, tf32_off)
+                          on_device, requires_cuda, run_cuda, tf32_off)
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
@@ -61,7 +61,7 @@ SIZES = [  # T, B, I, H
 def _well_posed(cell, dtype, B, H):
     """Not relu in 16 bits with many units: 16-bit states drift from the float64 ones, some
     pre-activation then lies within their rounding of 0, and its gradient differs by a whole
-    unit (as in test_batch_slices.test_split_batch_bfloat16)."""
+    unit (as in test_batch_slices.test_split_batch_16bit)."""
     return not ("relu" in cell and dtype in (torch.float16, torch.bfloat16) and B * H > 1000)
 
 
@@ -70,7 +70,6 @@ def _well_posed(cell, dtype, B, H):
     for size in SIZES for dtype in DTYPES for cell in CELLS
     if _well_posed(cell, dtype, size[1], size[3])])
 def test_sizes_and_dtypes(F, engine, cell, dtype, T, B, I, H):
-    skip_float16_on_host(engine, dtype)
     P = max(1, H // 3) if cell == "lstm" and B % 2 else None
     case = make_case(cell, T=T, B=B, I=I, H=H, P=P, lengths="random", reverse=B % 2 == 1,
                      batch_first=T % 2 == 0, seed=T * 100 + B)

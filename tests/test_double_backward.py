@@ -130,15 +130,16 @@ def test_unused_outputs_need_no_gradient(F):
                  atol=1e-10)
 
 
-def test_bfloat16_gradient_penalty(F):
-    """bfloat16 arguments: the recomputation runs in float32, as the kernels do."""
+@pytest.mark.parametrize("dtype,atol", [(torch.bfloat16, 5e-2), (torch.float16, 1e-2)])
+def test_16bit_gradient_penalty(F, dtype, atol):
+    """bfloat16 and float16 arguments: the recomputation runs in float32, as the kernels do."""
     case = make_case("lstm", T=4, B=3, I=4, H=5, lengths=[4, 2, 3], seed=27)
-    got = penalty_gradients(F, case.to(torch.bfloat16), leaves_of(case.to(torch.bfloat16)))
+    got = penalty_gradients(F, case.to(dtype), leaves_of(case.to(dtype)))
     expected = penalty_gradients(reference, case, leaves_of(case))
     for name in expected:
-        assert got[name].dtype == torch.bfloat16
+        assert got[name].dtype == dtype
         assert_close(got[name].double(), expected[name], "penalty gradient of " + name, case,
-                     rtol=0, atol=5e-2, scaled=True)
+                     rtol=0, atol=atol, scaled=True)
 
 
 @pytest.mark.parametrize("kind,kwargs", [

@@ -146,8 +146,8 @@ def test_error_does_not_depend_on_requires_grad(F):
         call(F, bad, leaves)
 
 
-def test_float16_only_on_cuda(F):
-    """float16 has CUDA kernels only; on the CPU it is a TypeError naming the dtypes."""
-    case = make_case("gru", T=3, B=2, I=3, H=4, seed=1).to(torch.float16)
-    with pytest.raises(TypeError, match="float16"):
+@pytest.mark.parametrize("dtype", [torch.int32, torch.complex64, torch.float8_e4m3fn])
+def test_unsupported_dtype_names_the_supported_ones(F, dtype):
+    case = make_case("gru", T=3, B=2, I=3, H=4, seed=1).to(dtype)
+    with pytest.raises(TypeError, match="float32, float64, bfloat16 or float16; got"):
         call(F, case)

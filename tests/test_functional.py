@@ -341,33 +341,47 @@ def test_float32_narrow_input_weight_gradient(F, cell, H, I):
     compare(F, c32, ref_case=c32.to(torch.float64), **LOOSE)
 
 
+HALF_DTYPES = [torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
 @pytest.mark.parametrize("lengths", [None, "random"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_bfloat16_against_float64_reference(F, cell, lengths):
-    """bfloat16 storage, float32 accumulation: within a few bfloat16 ulps (2^-8) of the
-    float64 result, relative to each tensor's largest entry."""
+def test_16bit_against_float64_reference(F, cell, lengths, dtype):
+    """bfloat16 and float16 storage, float32 accumulation: within a few of the dtype's ulps
+    of the float64 result, relative to each tensor's largest entry."""
     P = 3 if cell == "lstm" else None
-    assert_bfloat16_close(F, make_case(cell, T=8, B=5, I=6, H=13, P=P, lengths=lengths, seed=21))
+    assert_16bit_close(F, make_case(cell, T=8, B=5, I=6, H=13, P=P, lengths=lengths, seed=21),
+                       dtype)
 
 
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_bfloat16_batch_first_rows_in_place(F, cell):
-    """bfloat16, batch-first with 128 rows or more a step: the weight gradients' GEMMs read
-    the input and h_prev where they lie, a step at a time."""
-    assert_bfloat16_close(F, make_case(cell, T=6, B=130, I=6, H=13, batch_first=True, seed=22))
+def test_16bit_batch_first_rows_in_place(F, cell, dtype):
+    """16-bit storage, batch-first with 128 rows or more a step: the weight gradients' GEMMs
+    read the input and h_prev where they lie, a step at a time."""
+    assert_16bit_close(F, make_case(cell, T=6, B=130, I=6, H=13, batch_first=True, seed=22),
+                       dtype)
 
 
-def assert_bfloat16_close(F, c64):
-    cbf = c64.to(torch.bfloat16)
-    ref_outs, ref_grads, up = run(reference, cbf.to(torch.float64))
-    outs, got_grads, _ = run(F, cbf, upstream=up)
+# Scaled to each tensor's largest entry: about 8 ulps of bfloat16 (2^-8) and of float16 (2^-11).
+HALF_ATOL = {torch.bfloat16: 3e-2, torch.float16: 4e-3}
+
+
+def assert_16bit_close(F, c64, dtype):
+    """F's outputs and gradients with c64's values rounded to dtype, against the float64
+    reference on those same rounded values."""
+    c16 = c64.to(dtype)
+    ref_outs, ref_grads, up = run(reference, c16.to(torch.float64))
+    outs, got_grads, _ = run(F, c16, upstream=up)
+    atol = HALF_ATOL[dtype]
     for name, o, r in zip(OUTPUT_NAMES, outs, ref_outs):
-        assert o.dtype == torch.bfloat16, name
-        assert_close(o.double(), r, name, cbf, rtol=0, atol=3e-2, scaled=True)
+        assert o.dtype == dtype, name
+        assert_close(o.double(), r, name, c16, rtol=0, atol=atol, scaled=True)
     for name, r in ref_grads.items():
         g = got_grads[name]
-        assert g.dtype == torch.bfloat16, name
-        assert_close(g.double(), r, "grad of " + name, cbf, rtol=0, atol=3e-2, scaled=True)
+        assert g.dtype == dtype, name
+        assert_close(g.double(), r, "grad of " + name, c16, rtol=0, atol=atol, scaled=True)
 
 
 @pytest.mark.parametrize("cell", CELLS)

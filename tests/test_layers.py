@@ -78,13 +78,20 @@ def _output_tensor(output, batch_first):
     return output
 
 
+def random_functional(outs, seed):
+    """A fixed random linear functional of outs, its coefficients drawn in float64 and rounded
+    to each output's dtype: the same functional whatever the module's dtype."""
+    gen = torch.Generator().manual_seed(seed)
+    return sum((o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)).sum()
+               for o in outs)
+
+
 def results(module, inp, leaf, hx, batch_first, seed=7):
     """Outputs, final states and the gradients (input, initial states, parameters by name) of a
     fixed random linear functional of all outputs."""
     output, state = module(inp, hx)
     outs = [_output_tensor(output, batch_first)] + _state_tensors(state)
-    gen = torch.Generator().manual_seed(seed)
-    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
+    loss = random_functional(outs, seed)
     leaves = [leaf] + ([] if hx is None else _state_tensors(hx))
     names, params = zip(*module.named_parameters())
     grads = torch.autograd.grad(loss, leaves + list(params), allow_unused=True)
@@ -114,20 +121,20 @@ def twin(cell, dtype, **config):
     return torch_layer, fast_layer
 
 
-def clone_input(inp, leaf, batch_first):
-    leaf2 = leaf.detach().clone().requires_grad_()
+def clone_input(inp, leaf, batch_first, dtype=None):
+    leaf2 = leaf.detach().to(dtype or leaf.dtype, copy=True).requires_grad_()
     if isinstance(inp, PackedSequence):
         return pack_padded_sequence(leaf2, torch.tensor(LENGTHS), batch_first=batch_first,
                                     enforce_sorted=False), leaf2
     return leaf2, leaf2
 
 
-def clone_state(hx):
+def clone_state(hx, dtype=None):
     if hx is None:
         return None
     if isinstance(hx, tuple):
-        return tuple(t.detach().clone().requires_grad_() for t in hx)
-    return hx.detach().clone().requires_grad_()
+        return tuple(clone_state(t, dtype) for t in hx)
+    return hx.detach().to(dtype or hx.dtype, copy=True).requires_grad_()
 
 
 MATRIX = list(itertools.product([1, 2, 3], [False, True], [False, True], [True, False], INPUTS,
@@ -170,6 +177,27 @@ def test_agrees_with_torch_nn_float32(cell, kind):
     inp2, leaf2 = clone_input(inp, leaf, True)
     actual = results(fast_layer, inp2, leaf2, clone_state(hx), True)
     assert_same(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", list(STANDARD))
+@pytest.mark.parametrize("kind", INPUTS)
+def test_float16_layer_agrees_with_torch_nn_float64(cell, kind):
+    """A layer moved to float16 (module.half(), which torch.nn's layers also run on the CPU):
+    against torch.nn in float64 on the same values (the float16 weights, input and state),
+    within float16's precision."""
+    config = dict(num_layers=2, bidirectional=True, batch_first=True)
+    torch_layer, fast_layer = twin(cell, torch.float64, **config)
+    fast_layer.half()
+    torch_layer.load_state_dict(fast_layer.state_dict())
+    inp, leaf, _ = make_input(kind, True, torch.float16)
+    hx = make_state(fast_layer, kind, torch.float16)
+    outs, grads, _ = results(fast_layer, inp, leaf, hx, True)
+    assert all(o.dtype == torch.float16 for o in outs)
+    assert all(g.dtype == torch.float16 for g in grads.values())
+    actual = ([o.double() for o in outs], {n: g.double() for n, g in grads.items()}, None)
+    inp64, leaf64 = clone_input(inp, leaf, True, torch.float64)
+    expected = results(torch_layer, inp64, leaf64, clone_state(hx, torch.float64), True)
+    assert_same(actual, expected, rtol=1e-2, atol=1e-2)
 
 
 def reference_layers(module, fn, fn_kwargs, x, hx, lengths, dropout_seed=None):
@@ -221,8 +249,7 @@ def test_extras_against_reference(cell, layers, bidirectional, batch_first, bias
     if kind == "unbatched":
         output, h_n = output.squeeze(0 if batch_first else 1), h_n.squeeze(1)
     outs = [output, h_n]
-    gen = torch.Generator().manual_seed(7)  # the functional results() takes
-    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
+    loss = random_functional(outs, seed=7)  # the functional results() takes
     leaves = [leaf] + ([] if ref_hx is None else [ref_hx])
     names, params = zip(*layer.named_parameters())
     grads = torch.autograd.grad(loss, leaves + list(params))

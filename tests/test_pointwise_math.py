@@ -72,7 +72,7 @@ def test_float32_accuracy(name, kernel, exact, max_ulp):
     assert errors.mean() <= 1.0, f"{name}: mean error {errors.mean().item():.3f} ulp"
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("function, at_minus_inf, at_plus_inf", [
     ("tanh", -1.0, 1.0),
     ("relu", 0.0, float("inf")),

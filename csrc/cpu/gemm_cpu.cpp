@@ -30,6 +30,9 @@ int MKL_Set_Num_Threads_Local(int nt) __attribute__((weak));
 void cblas_gemm_bf16bf16f32(int layout, int transa, int transb, int m, int n, int k, float alpha,
                             const uint16_t* a, int lda, const uint16_t* b, int ldb, float beta,
                             float* c, int ldc) __attribute__((weak));
+void cblas_gemm_f16f16f32(int layout, int transa, int transb, int m, int n, int k, float alpha,
+                          const uint16_t* a, int lda, const uint16_t* b, int ldb, float beta,
+                          float* c, int ldc) __attribute__((weak));
 }
 
 namespace rnnfast::cpu {
@@ -160,12 +163,15 @@ void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float
   }
   const SingleThreadedBlas threads(M * N * K < kThreadedGemmMacs &&
                                    N * K < kThreadedWeightElements);
-  if constexpr (std::is_same_v<T, at::BFloat16>) {
-    if (cblas_gemm_bf16bf16f32 != nullptr && blas_sized) {
-      cblas_gemm_bf16bf16f32(kCblasRowMajor, A.trans ? kCblasTrans : kCblasNoTrans,
-                             B.trans ? kCblasTrans : kCblasNoTrans, M, N, K, 1.f,
-                             reinterpret_cast<const uint16_t*>(A.data), A.ld,
-                             reinterpret_cast<const uint16_t*>(B.data), B.ld, beta, C, ldc);
+  if constexpr (sizeof(T) == 2) {
+    // 16-bit operands (bfloat16, float16), float32 products and accumulation.
+    const auto gemm16 =
+        std::is_same_v<T, at::BFloat16> ? cblas_gemm_bf16bf16f32 : cblas_gemm_f16f16f32;
+    if (gemm16 != nullptr && blas_sized) {
+      gemm16(kCblasRowMajor, A.trans ? kCblasTrans : kCblasNoTrans,
+             B.trans ? kCblasTrans : kCblasNoTrans, M, N, K, 1.f,
+             reinterpret_cast<const uint16_t*>(A.data), A.ld,
+             reinterpret_cast<const uint16_t*>(B.data), B.ld, beta, C, ldc);
       return;
     }
   } else {
@@ -243,6 +249,7 @@ void PackedMatrix<T>::multiply(MatrixRef<T> A, float beta, at::opmath_type<T>* C
 template class PackedMatrix<float>;
 template class PackedMatrix<double>;
 template class PackedMatrix<at::BFloat16>;
+template class PackedMatrix<at::Half>;
 
 template void gemm<float>(int64_t, int64_t, int64_t, MatrixRef<float>, MatrixRef<float>, float,
                           float*, int64_t);
@@ -250,5 +257,7 @@ template void gemm<double>(int64_t, int64_t, int64_t, MatrixRef<double>, MatrixR
                            double*, int64_t);
 template void gemm<at::BFloat16>(int64_t, int64_t, int64_t, MatrixRef<at::BFloat16>,
                                  MatrixRef<at::BFloat16>, float, float*, int64_t);
+template void gemm<at::Half>(int64_t, int64_t, int64_t, MatrixRef<at::Half>, MatrixRef<at::Half>,
+                             float, float*, int64_t);
 
 }  // namespace rnnfast::cpu

@@ -11,8 +11,8 @@
 namespace rnnfast::cpu {
 
 // C[M, N] = op(A)[M, K] * op(B)[K, N] + beta * C, all row-major; C has leading dimension
-// ldc and the compute type (float for bfloat16 operands). Defined for float, double and
-// at::BFloat16 in gemm_cpu.cpp.
+// ldc and the compute type (float for bfloat16 and float16 operands). Defined for float,
+// double, at::BFloat16 and at::Half in gemm_cpu.cpp.
 template <class T>
 void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float beta,
           at::opmath_type<T>* C, int64_t ldc);

@@ -909,8 +909,10 @@ decltype(auto) dispatch_dtype(const Tensor& t, F&& f) {
       return f(double{});
     case at::kBFloat16:
       return f(at::BFloat16{});
+    case at::kHalf:
+      return f(at::Half{});
     default:
-      TORCH_CHECK_TYPE(false, "rnnfast: input must be float32, float64 or bfloat16; got ",
+      TORCH_CHECK_TYPE(false, "rnnfast: input must be float32, float64, bfloat16 or float16; got ",
                        t.scalar_type());
   }
 }

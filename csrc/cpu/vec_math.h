@@ -1,5 +1,5 @@
 // Math<V> for the CPU's SIMD vectors, so the cells of cells.h run vectorised on the host,
-// plus loads and stores that widen bfloat16 storage to float vectors.
+// plus loads and stores that widen bfloat16 and float16 storage to float vectors.
 #pragma once
 
 #include <ATen/OpMathType.h>
@@ -97,7 +97,7 @@ struct Math<VecPair<T>> {
 
 namespace cpu {
 
-// Vectors of the compute type (float for bfloat16 storage, else the storage type).
+// Vectors of the compute type (float for bfloat16 and float16 storage, else the storage type).
 template <class scalar_t>
 using VecOf = at::vec::Vectorized<at::opmath_type<scalar_t>>;
 
