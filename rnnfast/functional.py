@@ -50,6 +50,13 @@ def _through_torch_ops(tensors) -> bool:
     return _is_compiling() or has_torch_function(tensors)
 
 
+def _exporting_to_onnx() -> bool:
+    """Under torch.onnx.export (dynamo=True, which traces as torch.compile does, so only asked
+    where _through_torch_ops is true): the calls then emit ONNX's own RNN, GRU and LSTM
+    operators (rnnfast/_onnx.py) instead of rnnfast's ops, which no ONNX runtime has."""
+    return torch.onnx.is_in_onnx_export()
+
+
 def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths,
                       cell, reverse, batch_first):
     """rnnfast::recurrent_forward. In plain eager mode through the extension's direct entry
@@ -63,6 +70,11 @@ def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, wei
     Returns ``(output, h_n, c_n)``, ``c_n`` empty for cells without a cell state (the op's
     fourth output, what it saves for backward, is not for the caller)."""
     if _through_torch_ops((input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr)):
+        if _exporting_to_onnx():
+            from . import _onnx
+
+            return _onnx.recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
+                                           weight_hr, lengths, cell, reverse, batch_first)
         return _recurrent_forward_op(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
                                      weight_hr, lengths, cell, reverse, batch_first,
                                      torch.is_grad_enabled())[:3]
@@ -81,6 +93,11 @@ def recurrent_layers(input, weights, hx, cx, lengths, cell, bidirectional, batch
     ``dropout`` between layers. Returns ``(output, h_n, c_n)``, ``c_n`` ``[L*D, 0]`` for cells
     without a cell state."""
     if _through_torch_ops((input, *weights, hx, cx)):
+        if _exporting_to_onnx():
+            from . import _onnx
+
+            return _onnx.recurrent_layers(input, weights, hx, cx, lengths, cell, bidirectional,
+                                          batch_first, dropout)
         return _recurrent_layers_op(input, weights, hx, cx, lengths, cell, bidirectional,
                                     batch_first, dropout)
     if lengths is not None:
@@ -94,6 +111,13 @@ def cell_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, cell):
     a single time step. Returns ``(h', c')``, ``c'`` empty for cells without a cell state."""
     tensors = (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx)
     if _through_torch_ops(tensors):
+        if _exporting_to_onnx():
+            from . import _onnx
+
+            _, h_next, c_next = _onnx.recurrent_forward(
+                input.unsqueeze(0), weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, None, None,
+                cell, False, False)
+            return h_next, c_next
         _, h_next, c_next, _ = _recurrent_forward_op(
             input.unsqueeze(0), weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, None, None, cell,
             False, False, torch.is_grad_enabled())
