@@ -10,14 +10,16 @@ the output into the input and every parameter). Every timed call ends with
 ``torch.cuda.synchronize()``; a figure is the median of the timed runs after a warm-up.
 
 rnnfast and cuDNN run on the whole grid (B in 1, 8, 64, 256; T in 100, 1024; H in 128,
-256, 512, 1024). The seed loops (one Python-level step per time step, a few hundred
-microseconds a step) run at T = 100 on the whole grid and at T = 1024 on a few shapes
-only, with a single timed run, and only while the time budget lasts; what was left out is
-listed in the report. GRU: cuDNN's cell is reset-after, the seed's reset-before, so each is
-compared with the rnnfast cell of the same math.
+256, 512, 1024). The seed loops (one Python-level step per time step, some tens of
+microseconds a step) run with a single timed run: at T = 100 beside the others, at T = 1024
+on a few shapes only, after the whole grid, while the time budget lasts. What was left out,
+and why (the budget, out of memory, an error), is listed in the report; a CUDA error stops
+the run, since every later call would fail too. GRU: cuDNN's cell is reset-after, the
+seed's reset-before, so each is compared with the rnnfast cell of the same math.
 
 Writes DIR/bench_cuda.json (every figure) and DIR/bench_cuda.txt (a short table with the
-speedups and the targets: >= 20x the seed loops, >= 0.9x cuDNN where B >= 64).
+speedups and the targets: >= 20x the seed loops, >= 0.9x cuDNN where B >= 64), anew after
+every case, so that an interrupted run leaves what it measured.
 ``--device cpu`` runs the same script on the CPU: a smoke test of it without a GPU (the
 tests do so), not a benchmark of the CPU (that is ``python -m rnnfast.bench``).
 """
@@ -152,7 +154,16 @@ def agreement(impls, x, dtype):
     return out
 
 
-def run(args):
+def _is_cuda_error(error: BaseException) -> bool:
+    """A CUDA error (an illegal address, a launch failure) is sticky: every later call in the
+    process fails, so the run stops at the first."""
+    accelerator_error = getattr(torch, "AcceleratorError", ())
+    return isinstance(error, accelerator_error) or "CUDA error" in str(error)
+
+
+def run(args, save=lambda report: None):
+    """Times the grid; ``save(report)`` gets the report as it stands after every case, so that
+    what was measured survives a failure, an interruption or the step's time limit."""
     device = args.device
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -162,53 +173,79 @@ def run(args):
             for B in args.batches for H in args.hidden]
     shapes = [(B, T, H) for _, _, B, T, H in grid]
     agreement_shape = AGREEMENT_SHAPE if AGREEMENT_SHAPE in shapes else shapes[0]
-
-    def over_budget():
-        return time.perf_counter() - started > args.budget_s
-
-    # First rnnfast and cuDNN everywhere, then the seeds while the budget lasts.
-    for phase in ("fast", "seed"):
-        for cell, dname, B, T, H in grid:
-            dtype = DTYPES[dname]
-            seed_here = T <= 100 or (B, H) in SEED_LONG_SHAPES
-            if phase == "seed" and not seed_here:
-                continue
-            if over_budget():
-                skipped.append(dict(cell=cell, dtype=dname, B=B, T=T, H=H, phase=phase,
-                                    why="time budget"))
-                continue
-            torch.manual_seed(0)
-            impls = make_impls(cell, B, T, H, dtype, device)
-            dims = (B, T, H) if cases.BATCH_FIRST[cell] else (T, B, H)
-            x = torch.randn(dims, device=device, dtype=dtype).requires_grad_()
-            if phase == "fast" and (B, T, H) == agreement_shape:
-                checks[f"{cell} {dname} B={B} T={T} H={H}"] = agreement(impls, x, dtype)
-            names = ["seed"] if phase == "seed" else [n for n in impls if n != "seed"]
-            for name in names:
-                forward, params, math = impls[name]
-                for pass_ in args.passes:
-                    repeat = 1 if name == "seed" else args.repeat
-                    try:
-                        ms, runs = time_ms(make_step(forward, params, x, pass_), repeat)
-                    except torch.cuda.OutOfMemoryError:
-                        torch.cuda.empty_cache()
-                        skipped.append(dict(cell=cell, dtype=dname, B=B, T=T, H=H, impl=name,
-                                            pass_=pass_, why="out of memory"))
-                        continue
-                    results.append(dict(cell=cell, dtype=dname, B=B, T=T, H=H, impl=name,
-                                        math=math, pass_=pass_, ms=ms, runs_ms=runs))
-            del impls, x
-            torch.cuda.empty_cache()
     on_gpu = device == "cuda"
-    return dict(
+    report = dict(
         machine=dict(device=torch.cuda.get_device_name() if on_gpu else platform.processor(),
                      torch=torch.__version__, cuda=torch.version.cuda,
                      cudnn=torch.backends.cudnn.version() if on_gpu else None),
         plan=dict(batches=args.batches, steps=args.steps, hidden=args.hidden, cells=args.cells,
                   dtypes=args.dtypes, passes=args.passes, repeat=args.repeat,
                   seed_repeat=1, seed_long_shapes=SEED_LONG_SHAPES, budget_s=args.budget_s),
-        results=results, skipped=skipped, agreement=checks,
-        seconds=time.perf_counter() - started)
+        results=results, skipped=skipped, agreement=checks, seconds=0.0, stopped=None)
+
+    def snapshot():
+        report["seconds"] = time.perf_counter() - started
+        save(report)
+
+    def over_budget():
+        return time.perf_counter() - started > args.budget_s
+
+    def skip(why, **case):
+        skipped.append(dict(case, why=why))
+
+    # First rnnfast, cuDNN and the seeds at T <= 100 (a few ms a pass) everywhere, then the
+    # seeds' long sequences while the budget lasts.
+    try:
+        for phase in ("fast", "seed"):
+            for cell, dname, B, T, H in grid:
+                case = dict(cell=cell, dtype=dname, B=B, T=T, H=H, phase=phase)
+                if phase == "seed" and not (T > 100 and (B, H) in SEED_LONG_SHAPES):
+                    continue
+                if report["stopped"] is not None or over_budget():
+                    skip(report["stopped"] or "time budget", **case)
+                    continue
+                dtype = DTYPES[dname]
+                torch.manual_seed(0)
+                impls = make_impls(cell, B, T, H, dtype, device)
+                dims = (B, T, H) if cases.BATCH_FIRST[cell] else (T, B, H)
+                x = torch.randn(dims, device=device, dtype=dtype).requires_grad_()
+                if phase == "fast" and (B, T, H) == agreement_shape:
+                    key = f"{cell} {dname} B={B} T={T} H={H}"
+                    try:
+                        checks[key] = agreement(impls, x, dtype)
+                    except Exception as error:  # noqa: BLE001 (the timing below names it too)
+                        checks[key] = {"error": f"{type(error).__name__}: {error}"[:300]}
+                names = (["seed"] if phase == "seed" else
+                         [n for n in impls if n != "seed" or T <= 100])
+                for name in names:
+                    forward, params, math = impls[name]
+                    for pass_ in args.passes:
+                        this = dict(case, impl=name, pass_=pass_)
+                        if report["stopped"] is not None or over_budget():
+                            skip(report["stopped"] or "time budget", **this)
+                            continue
+                        repeat = 1 if name == "seed" else args.repeat
+                        try:
+                            ms, runs = time_ms(make_step(forward, params, x, pass_), repeat)
+                        except torch.cuda.OutOfMemoryError:
+                            torch.cuda.empty_cache()
+                            skip("out of memory", **this)
+                            continue
+                        except Exception as error:  # noqa: BLE001 (recorded, and the run goes on)
+                            skip(f"{type(error).__name__}: {str(error).splitlines()[0][:300]}",
+                                 **this)
+                            if _is_cuda_error(error):
+                                report["stopped"] = f"a CUDA error in {name} {pass_} at {case}"
+                            continue
+                        results.append(dict(this, math=math, ms=ms, runs_ms=runs))
+                del impls, x
+                if report["stopped"] is None:
+                    torch.cuda.empty_cache()
+                snapshot()
+    except KeyboardInterrupt:
+        report["stopped"] = "interrupted (the time limit of the step that ran it)"
+    snapshot()
+    return report
 
 
 def speedups(report):
@@ -255,6 +292,11 @@ def table(report):
     lines += ["", f"target misses: {misses}; skipped: {len(report['skipped'])}; "
               f"agreement (max rel. diff of y): {json.dumps(report['agreement'])}",
               f"took {report['seconds']:.0f} s"]
+    if report["stopped"] is not None:
+        lines.append(f"STOPPED early: {report['stopped']}")
+    failures = [case for case in report["skipped"]
+                if case["why"] not in ("time budget", report["stopped"])]
+    lines += [f"failed: {f}" for f in failures[:20]]
     return "\n".join(lines)
 
 
@@ -298,13 +340,17 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("rnnfast.bench_cuda: no CUDA GPU (--device cpu runs it on the CPU)")
     os.makedirs(args.out, exist_ok=True)
-    report = run(args)
-    text = table(report)
-    with open(os.path.join(args.out, "bench_cuda.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(args.out, "bench_cuda.txt"), "w") as f:
-        f.write(text + "\n")
-    print(text)
+
+    def save(report):
+        for name, text in (("bench_cuda.json", json.dumps(report, indent=1)),
+                           ("bench_cuda.txt", table(report) + "\n")):
+            path = os.path.join(args.out, name)
+            with open(path + ".part", "w") as f:
+                f.write(text)
+            os.replace(path + ".part", path)  # never a half-written file, even if killed
+
+    report = run(args, save)
+    print(table(report))
     return report
 
 

@@ -34,6 +34,70 @@ def test_runs_on_the_cpu_and_reports_every_case(tmp_path, capsys):
     assert text in capsys.readouterr().out
 
 
+TINY = ["--device", "cpu", "--batches", "2,3", "--steps", "4", "--hidden", "5",
+        "--repeat", "1"]
+
+
+def _failing(monkeypatch, impl, error, after_calls=0):
+    """make_impls whose `impl` raises `error` from its forward after `after_calls` calls."""
+    make_impls = bench_cuda.make_impls
+    calls = [0]
+
+    def patched(*args, **kwargs):
+        impls = make_impls(*args, **kwargs)
+        forward, params, math = impls[impl]
+
+        def failing_forward(x):
+            calls[0] += 1
+            if calls[0] > after_calls:
+                raise error
+            return forward(x)
+
+        impls[impl] = (failing_forward, params, math)
+        return impls
+
+    monkeypatch.setattr(bench_cuda, "make_impls", patched)
+
+
+def test_an_error_in_one_implementation_is_recorded_and_the_rest_measured(tmp_path,
+                                                                          monkeypatch):
+    _failing(monkeypatch, "torch_nn", RuntimeError("cuDNN refused\nsecond line"))
+    bench_cuda.main(["--out", str(tmp_path)] + TINY)
+    report = json.loads((tmp_path / "bench_cuda.json").read_text())
+    assert report["stopped"] is None
+    assert {r["impl"] for r in report["results"]} >= {"rnnfast", "seed"}
+    assert not any(r["impl"] == "torch_nn" for r in report["results"])
+    whys = {s["why"] for s in report["skipped"]}
+    assert whys == {"RuntimeError: cuDNN refused"}
+    assert len(report["skipped"]) == 3 * 2 * 2 * 2  # cells x dtypes x batches x passes
+    assert "failed: " in (tmp_path / "bench_cuda.txt").read_text()
+
+
+def test_a_cuda_error_stops_the_run_and_keeps_what_was_measured(tmp_path, monkeypatch):
+    _failing(monkeypatch, "rnnfast", RuntimeError("CUDA error: an illegal memory access"),
+             after_calls=4)
+    bench_cuda.main(["--out", str(tmp_path)] + TINY)
+    report = json.loads((tmp_path / "bench_cuda.json").read_text())
+    assert report["stopped"].startswith("a CUDA error in rnnfast")
+    assert report["results"], "what came before the error is kept"
+    last = report["results"][-1]
+    assert report["skipped"] and all(
+        s["why"] == report["stopped"] or s["why"].startswith("RuntimeError: CUDA error")
+        for s in report["skipped"])
+    assert "STOPPED early" in (tmp_path / "bench_cuda.txt").read_text()
+    assert (last["cell"], last["dtype"]) == ("rnn", "float32")
+
+
+def test_an_interruption_leaves_the_cases_measured_so_far(tmp_path, monkeypatch):
+    _failing(monkeypatch, "seed", KeyboardInterrupt(), after_calls=2)
+    report = bench_cuda.main(["--out", str(tmp_path)] + TINY)
+    assert report["stopped"].startswith("interrupted")
+    on_disk = json.loads((tmp_path / "bench_cuda.json").read_text())
+    assert on_disk["stopped"] == report["stopped"]
+    assert on_disk["results"] == report["results"] and report["results"]
+    assert not list(tmp_path.glob("*.part"))
+
+
 @pytest.mark.parametrize("value", ["", "8,x", "0", "-1,4"])
 def test_bad_sizes_are_named(value, capsys):
     with pytest.raises(SystemExit):
