@@ -10,6 +10,7 @@
 
 #include <vector>
 
+#include "checks.h"
 #include "op_handles.h"
 
 namespace rnnfast {
@@ -59,9 +60,8 @@ std::tuple<Tensor, Tensor, Tensor> recurrent_layers(
   // Once here, not in each layer's and direction's forward and backward (pad_packed_sequence's
   // lengths live on the CPU; a copy to the GPU waits for it).
   const optional<Tensor> step_lengths =
-      lengths.has_value() && lengths->device() != input.device()
-          ? optional<Tensor>(lengths->to(input.device(), /*non_blocking=*/true))
-          : lengths;
+      lengths.has_value() ? optional<Tensor>(lengths_on_device(*lengths, input.device()))
+                          : lengths;
   std::vector<Tensor> h_n, c_n;
   h_n.reserve(states);
   c_n.reserve(states);

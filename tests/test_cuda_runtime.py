@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import reference
+import rnnfast.functional as RF
 from conftest import CELLS, OUTPUT_NAMES, assert_close, call, compile_and_compare, make_case
 from cuda_helpers import on_device, requires_cuda
 
@@ -171,6 +172,42 @@ def test_cuda_graph_capture_and_replay(F, cell):
         for k, (c, e) in enumerate(zip(captured, expected)):
             torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-6,
                                        msg=lambda m: f"replay {seed}, result {k}\n{m}")
+
+
+@requires_cuda
+@pytest.mark.parametrize("entry", ["recurrent_forward", "recurrent_layers"])
+def test_cuda_graph_capture_with_cpu_lengths_says_what_to_do(entry):
+    """A copy from the host cannot be captured: CPU lengths under capture are a clear error
+    that names the way out, not CUDA's "operation not permitted when stream is capturing".
+    (recurrent_layers copies them once for all its layers, the forward op for itself.)"""
+    x = torch.randn(5, 3, 4, device="cuda")
+    w_ih, w_hh = torch.randn(18, 4, device="cuda"), torch.randn(18, 6, device="cuda")
+    lengths = torch.tensor([5, 2, 3])
+
+    def run():
+        if entry == "recurrent_forward":
+            return RF.gru(x, w_ih, w_hh, lengths=lengths)
+        return RF.recurrent_layers(x, [w_ih, w_hh, None, None, None], None, None, lengths,
+                                   "gru", False, False, 0.0)
+
+    run()  # outside a capture CPU lengths are fine
+    torch.cuda.synchronize()
+    with pytest.raises(RuntimeError, match=r"being captured into a CUDA graph.*lengths\.to"):
+        with torch.cuda.graph(torch.cuda.CUDAGraph()):
+            run()
+
+
+@requires_cuda
+def test_pinned_cpu_lengths_are_read_at_the_call():
+    """Pinned CPU lengths refilled right after the call: the layer ran with the old values."""
+    x = torch.randn(6, 3, 4, device="cuda")
+    w_ih, w_hh = torch.randn(18, 4, device="cuda"), torch.randn(18, 6, device="cuda")
+    expected = RF.gru(x, w_ih, w_hh, lengths=torch.tensor([6, 2, 4], device="cuda"))[0]
+    lengths = torch.tensor([6, 2, 4]).pin_memory()
+    torch.cuda._sleep(50_000_000)  # the stream is still busy when the copy is queued
+    output = RF.gru(x, w_ih, w_hh, lengths=lengths)[0]
+    lengths.fill_(1)
+    torch.testing.assert_close(output, expected)
 
 
 @requires_cuda

@@ -8,12 +8,14 @@
 // fused pointwise pass. Backward: the reverse loop (pointwise pass, then the recurrent GEMMs
 // that carry dh back a step), then the weight gradients as GEMMs over all steps. Everything
 // is allocated before the step loop and nothing in it synchronises with the host, so on the
-// GPU a whole layer can be captured in a CUDA graph.
+// GPU a whole layer can be captured in a CUDA graph (its lengths, if any, on the device: a
+// copy from the host cannot be captured, and lengths_on_device says so).
 //
 // Semantics, what `saved` holds and the handling of lengths, padding, reverse, batch_first,
 // hx/cx and weight_hr follow the CPU engine (cpu/recurrence_cpu.cpp) exactly.
 //
-// Lengths: CPU lengths are validated by checks.cpp and copied to the device; lengths already
+// Lengths: CPU lengths are validated by checks.cpp and copied to the device as they are at
+// the call (lengths_on_device); lengths already
 // on the device are used without a host sync, clamped to [0, T] (so an out-of-range length
 // acts as 0 or T; it can never address memory outside the tensors).
 //
@@ -103,8 +105,8 @@ class DeviceRecurrence {
         projection_(weight_hr.has_value()) {
     if (projection_) weight_hr_ = weight_hr->contiguous();
     if (lengths.has_value()) {
-      // Non-blocking: a CPU source is staged by the driver, a device one needs no copy.
-      lengths_ = lengths->to(input.device(), at::kLong, /*non_blocking=*/true)
+      lengths_ = lengths_on_device(*lengths, input.device())
+                     .to(at::kLong)
                      .clamp(0, sizes.T)
                      .contiguous();
     }
