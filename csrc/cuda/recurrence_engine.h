@@ -15,9 +15,9 @@
 // hx/cx and weight_hr follow the CPU engine (cpu/recurrence_cpu.cpp) exactly.
 //
 // Lengths: CPU lengths are validated by checks.cpp and copied to the device as they are at
-// the call (lengths_on_device); lengths already
-// on the device are used without a host sync, clamped to [0, T] (so an out-of-range length
-// acts as 0 or T; it can never address memory outside the tensors).
+// the call (lengths_on_device); lengths already on the device are used without a host sync,
+// clamped to [0, T] (so an out-of-range length acts as 0 or T; it can never address memory
+// outside the tensors).
 //
 // A Device has:
 //   Guard, constructible from the input's at::Device (a device guard, or nothing);
