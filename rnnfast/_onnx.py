@@ -36,6 +36,7 @@ _GATE_ORDER = {"RNN": (0,), "GRU": (1, 0, 2), "LSTM": (0, 3, 1, 2)}
 
 # Per direction: weight_ih, weight_hh, bias_ih, bias_hh, weight_hr (as the ops take them).
 DirectionWeights = Sequence[Optional[Tensor]]
+_WEIGHTS_PER_DIRECTION = 5
 
 
 def _operator(cell: str, weight_hr: Optional[Tensor]):
@@ -119,7 +120,8 @@ def recurrent_layers(input, weights, hx, cx, lengths, cell, bidirectional, batch
     """rnnfast.functional.recurrent_layers's ONNX form (as csrc/recurrent_layers.cpp, one node
     per layer): ``(output, h_n, c_n)``, ``c_n`` ``[L*D, 0]`` for cells without a cell state."""
     D = 2 if bidirectional else 1
-    per_direction = [weights[k:k + 5] for k in range(0, len(weights), 5)]
+    n = _WEIGHTS_PER_DIRECTION
+    per_direction = [weights[k:k + n] for k in range(0, len(weights), n)]
     layers = len(per_direction) // D
     x = _time_major(input, batch_first)
     h_n, c_n = [], []

@@ -115,7 +115,7 @@ def test_layers_one_node_a_layer(make):
     layer = make().eval()
     T, B = Dim("T"), Dim("B")
     dims = {0: B, 1: T} if layer.batch_first else {0: T, 1: B}
-    model = export(layer, (torch.randn(6, 3, I),), dynamic_shapes=({**dims},))
+    model = export(layer, (torch.randn(6, 3, I),), dynamic_shapes=(dims,))
     operator = {"LSTM": "LSTM", "GRU": "GRU"}.get(layer.mode, "RNN")
     assert node_types(model).count(operator) == layer.num_layers
     assert_runs_like_rnnfast(layer, model, (torch.randn(8, 2, I),))
