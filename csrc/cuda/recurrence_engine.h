@@ -211,6 +211,7 @@ class DeviceRecurrence {
     Tensor d_gates_x = at::empty({N, GH_}, opts);
     const int64_t SH = (G - split) * H;  // width of the separate recurrent-side gradients
     Tensor d_gates_h = at::empty({SH > 0 ? N : 0, SH}, opts);
+    Tensor d_recurrent = at::empty({SH > 0 ? B : 0, GH_}, opts);
     Tensor h_prevs = at::empty({N, P}, opts);
     Tensor reset_h = at::empty({cell_.reset_before ? N : 0, H}, opts);
     Tensor unprojected = at::empty({projection_ ? N : 0, H}, opts);
@@ -235,6 +236,7 @@ class DeviceRecurrence {
     args.dc = data_or_null(dc_state);
     args.d_gates_x = d_gates_x.data_ptr();
     args.d_gates_h = data_or_null(d_gates_h);
+    args.d_recurrent = data_or_null(d_recurrent);
     args.h_prev = h_prevs.data_ptr();
     args.unprojected = data_or_null(unprojected);
     args.reset_h = data_or_null(reset_h);
@@ -264,14 +266,15 @@ class DeviceRecurrence {
                      rows(element_at(weight_hh_, 2 * H * P), P), 0.0, d_aux.data_ptr(), H);
         device_.reset_backward(s_.kind, element_, geo_, t, args, d_aux.const_data_ptr());
       }
-      // dh_prev += dG W_hh, the gates before the split from the input-side gradients.
-      device_.gemm(type_, acc_, B, P, x_rows, 1.0,
-                   rows(element_at(d_gates_x, row0 * GH_), batch_ld * GH_),
-                   rows(weight_hh_.const_data_ptr(), P), 1.0, dh_state.data_ptr(), P);
+      // dh_prev += dG W_hh. Where gates keep their recurrent side apart (the reset-after
+      // GRU's n), from this step's d_recurrent: one GEMM instead of one per side.
       if (SH > 0) {
-        device_.gemm(type_, acc_, B, P, SH, 1.0,
-                     rows(element_at(d_gates_h, row0 * SH), batch_ld * SH),
-                     rows(element_at(weight_hh_, split * H * P), P), 1.0, dh_state.data_ptr(), P);
+        device_.gemm(type_, acc_, B, P, GH_, 1.0, rows(d_recurrent.const_data_ptr(), GH_),
+                     rows(weight_hh_.const_data_ptr(), P), 1.0, dh_state.data_ptr(), P);
+      } else {
+        device_.gemm(type_, acc_, B, P, x_rows, 1.0,
+                     rows(element_at(d_gates_x, row0 * GH_), batch_ld * GH_),
+                     rows(weight_hh_.const_data_ptr(), P), 1.0, dh_state.data_ptr(), P);
       }
     }
 

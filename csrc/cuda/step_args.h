@@ -69,6 +69,9 @@ struct BackwardStep {
   void* dc;                   // acc [B, H] or nullptr: running gradient w.r.t. c, updated
   void* d_gates_x;            // scalar [N, G*H]: gradient of the input-side pre-activations
   void* d_gates_h;            // scalar [N, (G - split)*H] or nullptr: the recurrent side
+  void* d_recurrent;          // scalar [B, G*H] or nullptr (where d_gates_h is): this step's
+                              // gradient of the W_hh product, all gates side by side, so one
+                              // GEMM carries dh back a step
   void* h_prev;               // scalar [N, P]: the state each step started from
   void* unprojected;          // scalar [N, H] or nullptr: o * tanh(c') for d(W_hr)
   void* reset_h;              // scalar [N, H] or nullptr: r * h_prev (reset-before GRU)

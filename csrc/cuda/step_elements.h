@@ -199,6 +199,7 @@ RF_HD void backward_step_element(const StepGeometry& geo, int64_t t, const Backw
   A* dc = static_cast<A*>(args.dc);
   T* d_gates_x = static_cast<T*>(args.d_gates_x);
   T* d_gates_h = static_cast<T*>(args.d_gates_h);
+  T* d_recurrent = static_cast<T*>(args.d_recurrent);
   T* h_prev_out = static_cast<T*>(args.h_prev);
   T* unprojected = static_cast<T*>(args.unprojected);
   T* reset_h = static_cast<T*>(args.reset_h);
@@ -208,6 +209,9 @@ RF_HD void backward_step_element(const StepGeometry& geo, int64_t t, const Backw
     // Zero rows contribute nothing to the weight-gradient GEMMs; dh and dc pass unchanged.
     for (int64_t k = j; k < GH; k += H) store(d_gates_x + row * GH + k, A(0));
     for (int64_t k = j; k < SH; k += H) store(d_gates_h + row * SH + k, A(0));
+    if (d_recurrent) {  // its product with W_hh must add nothing to dh
+      for (int64_t k = j; k < GH; k += H) store(d_recurrent + b * GH + k, A(0));
+    }
     for (int64_t k = j; k < P; k += H) store(h_prev_out + row * P + k, A(0));
     if (reset_h) store(reset_h + row * H + j, A(0));
     if (unprojected) store(unprojected + row * H + j, A(0));
@@ -232,6 +236,8 @@ RF_HD void backward_step_element(const StepGeometry& geo, int64_t t, const Backw
   for (int g = 0; g < G; ++g) {
     store(d_gates_x + row * GH + g * H + j, vdgx[g]);
     if (g >= kSplit) store(d_gates_h + row * SH + (g - kSplit) * H + j, vdgh[g]);
+    // Below the split the recurrent and input sides share one pre-activation and gradient.
+    if (d_recurrent) store(d_recurrent + b * GH + g * H + j, g >= kSplit ? vdgh[g] : vdgx[g]);
   }
   if constexpr (Cell::kHasCellState) {
     dc[b * H + j] = dc_prev;
