@@ -5,7 +5,8 @@ torch would be a second torch, possibly of another version than the one that imp
 
 Environment:
   FORCE_CUDA=1               build the CUDA kernels even where no GPU is visible
-  TORCH_CUDA_ARCH_LIST       CUDA targets (default "8.0;9.0")
+  TORCH_CUDA_ARCH_LIST       CUDA targets (default "8.0;9.0+PTX": machine code for the A100
+                             and H100 generations, and PTX that newer GPUs compile at load)
   RNNFAST_CPU_CAPABILITY     AVX512, AVX2 or DEFAULT: the SIMD level of the CPU kernels
                              (default: what torch detects on the building machine)
   RNNFAST_DEBUG=1            -O0 -g
@@ -83,7 +84,7 @@ def extension():
     use_cuda = bool(cuda_sources) and (
         os.environ.get("FORCE_CUDA") == "1" or (torch.cuda.is_available() and CUDA_HOME))
     if use_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
         nvcc_flags = ["-O3", f"-std={std}", "--expt-relaxed-constexpr", "-lineinfo"]
         return CUDAExtension(
             "rnnfast._C", common + cuda_sources,
