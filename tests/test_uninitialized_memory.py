@@ -57,9 +57,10 @@ class CpuEngine:
         yield
 
 
-@pytest.fixture(params=["cpu", "cuda_engine_gpu", "cuda_engine_on_host"])
+# "on_host" in the ids of the two that run on the CPU: gpu-check selects the rest.
+@pytest.fixture(params=["cpu_engine_on_host", "cuda_engine_gpu", "cuda_engine_on_host"])
 def any_engine(request):
-    if request.param == "cpu":
+    if request.param == "cpu_engine_on_host":
         return CpuEngine()
     return request.getfixturevalue("engine_" + request.param.split("_")[-1])
 
