@@ -98,9 +98,9 @@ class CudaEngine:
         self.calls = 0  # calls of the host build, forward and backward
 
     # The host engines whose running() is under way, outermost first: the outermost one
-    # registers the kernels (torch before 2.13 refuses a second Python override of a kernel,
-    # as under --cuda-engine-on-host a test's own engine would be), and every call counts for
-    # all of them.
+    # registers the kernels (torch 2.11 refuses a second Python override of a kernel, which a
+    # test's own engine would be under --cuda-engine-on-host; 2.13 allows it), and every call
+    # counts for all of them.
     _running_on_host = []
 
     @contextlib.contextmanager
