@@ -96,18 +96,23 @@ def F():
     return rnnfast.functional
 
 
-@pytest.fixture(params=[False, True], ids=["gpu", "on_host"])
-def engine(request):
-    """The CUDA engine on the GPU (skipped without one) and on the host: a
-    cuda_helpers.CudaEngine."""
+def cuda_engine(on_host):
+    """A fixture's body: the CUDA engine (a cuda_helpers.CudaEngine) on the GPU (skipped
+    without one) or on the host, where the test must have run it."""
     from cuda_helpers import CudaEngine
 
-    if not request.param and not torch.cuda.is_available():
+    if not on_host and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    engine = CudaEngine(on_host=request.param)
+    engine = CudaEngine(on_host=on_host)
     yield engine
     if engine.on_host:
         assert engine.calls > 0, "the test never ran the CUDA engine's host build"
+
+
+@pytest.fixture(params=[False, True], ids=["gpu", "on_host"])
+def engine(request):
+    """The CUDA engine on the GPU and on the host (cuda_engine)."""
+    yield from cuda_engine(request.param)
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnfast
-from conftest import CELLS, assert_close, make_case
+from conftest import CELLS, assert_close, cuda_engine, make_case
 from cuda_helpers import TOLERANCES, compare_with_reference
 
 
@@ -61,26 +61,9 @@ class CpuEngine:
 @pytest.fixture(params=["cpu_engine_on_host", "cuda_engine_gpu", "cuda_engine_on_host"])
 def any_engine(request):
     if request.param == "cpu_engine_on_host":
-        return CpuEngine()
-    return request.getfixturevalue("engine_" + request.param.split("_")[-1])
-
-
-@pytest.fixture
-def engine_gpu():
-    from cuda_helpers import CudaEngine
-
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
-    return CudaEngine(on_host=False)
-
-
-@pytest.fixture
-def engine_host():
-    from cuda_helpers import CudaEngine
-
-    engine = CudaEngine(on_host=True)
-    yield engine
-    assert engine.calls > 0, "the test never ran the CUDA engine's host build"
+        yield CpuEngine()
+    else:
+        yield from cuda_engine(on_host=request.param == "cuda_engine_on_host")
 
 
 @pytest.mark.parametrize("cell,projection", [(c, False) for c in CELLS] + [("lstm", True)],
