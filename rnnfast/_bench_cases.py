@@ -223,26 +223,34 @@ def make_step(impl: Impl, x: Tensor, pass_: str) -> Callable[[], None]:
     return step
 
 
-def gemm_floor_step(cell: str, shape: Shape, pass_: str, device="cpu") -> Callable[[], None]:
+def gemm_floor_step(cell: str, shape: Shape, pass_: str, device="cpu",
+                    dtype: torch.dtype = torch.float32) -> Callable[[], None]:
     """The GEMMs of a case and nothing else, into preallocated buffers.
 
     Forward: the input projection ``[T*B,I] x [I,G*H]`` and T recurrent products
     ``[B,H] x [H,G*H]``. fwdbwd adds the backward GEMMs: ``dX = dG W_ih``,
     ``dW_ih = dG^T X``, ``dW_hh = dG^T H`` (over all steps at once) and T products
     ``dH_t = dG_t W_hh`` -- three times the forward's FLOPs (:func:`gemm_flops`).
-    No pointwise math, no autograd, no allocation.
+    No pointwise math, no autograd, no allocation. On CUDA the GEMMs are captured once in a
+    CUDA graph and the step replays it: a step is then the GPU's time for them, without the
+    ~10 us of Python and launch per product that would otherwise make the floor of a small
+    case a measure of the host (rnnfast's step loop launches from C++).
     """
     G, (B, T, I, H) = GATES[cell], (shape.B, shape.T, shape.I, shape.H)
-    gen = torch.Generator().manual_seed(0)
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed(0)
 
     def rand(*dims):
-        return torch.randn(dims, generator=gen).to(device)
+        return torch.randn(dims, generator=gen, device=device, dtype=dtype)
+
+    def empty(*dims):
+        return torch.empty(dims, device=device, dtype=dtype)
 
     x, h_all, d_gates = rand(T * B, I), rand(T, B, H), rand(T, B, G * H)
     w_ih, w_hh = rand(G * H, I), rand(G * H, H)
-    x_proj, rec = torch.empty(T * B, G * H, device=device), torch.empty(T, B, G * H, device=device)
-    dx, dh = torch.empty(T * B, I, device=device), torch.empty(T, B, H, device=device)
-    dw_ih, dw_hh = torch.empty(G * H, I, device=device), torch.empty(G * H, H, device=device)
+    x_proj, rec = empty(T * B, G * H), empty(T, B, G * H)
+    dx, dh = empty(T * B, I), empty(T, B, H)
+    dw_ih, dw_hh = empty(G * H, I), empty(G * H, H)
     sync = _sync(device)
 
     def forward():
@@ -262,13 +270,39 @@ def gemm_floor_step(cell: str, shape: Shape, pass_: str, device="cpu") -> Callab
         raise ValueError(f"unknown pass {pass_!r}, expected one of {PASSES}")
     with_backward = pass_ == "fwdbwd"
 
-    def step():
+    def gemms():
         forward()
         if with_backward:
             backward()
+
+    # What the GEMMs read and write, for the tests.
+    tensors = dict(x=x, h_all=h_all, d_gates=d_gates, w_ih=w_ih, w_hh=w_hh, x_proj=x_proj,
+                   rec=rec, dx=dx, dh=dh, dw_ih=dw_ih, dw_hh=dw_hh)
+    if device.type != "cuda":
+
+        def step():
+            gemms()
+            sync()
+
+        step.tensors = tensors
+        return step
+
+    # Warm up on a side stream (cuBLAS picks its kernels and workspace), as capture requires.
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        gemms()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        gemms()
+
+    def replay():
+        graph.replay()
         sync()
 
-    return step
+    replay.tensors = tensors
+    return replay
 
 
 def gemm_flops(cell: str, shape: Shape, pass_: str) -> int:

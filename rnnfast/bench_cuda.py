@@ -14,12 +14,18 @@ rnnfast and cuDNN run on the whole grid (B in 1, 8, 64, 256; T in 100, 1024; H i
 microseconds a step) run with a single timed run: at T = 100 beside the others, at T = 1024
 on a few shapes only, after the whole grid, while the time budget lasts. What was left out,
 and why (the budget, out of memory, an error), is listed in the report; a CUDA error stops
-the run, since every later call would fail too. GRU: cuDNN's cell is reset-after, the
-seed's reset-before, so each is compared with the rnnfast cell of the same math.
+the run, since every later call would fail too. Each case also times its GEMM floor (the
+same matrix products and nothing else, captured once in a CUDA graph and replayed:
+``_bench_cases.gemm_floor_step``). rnnfast's path runs those products through cuBLAS too,
+so ``seed / floor`` is the most it could gain over the seed loop at that shape: where that
+is under 20x, the seed target is out of this path's reach (large B and H, where the seed loop
+is as bound by the same GEMMs as everything else), and the table says so. GRU: cuDNN's
+cell is reset-after, the seed's reset-before, so each is compared with the rnnfast cell of
+the same math.
 
 Writes DIR/bench_cuda.json (every figure) and DIR/bench_cuda.txt (a short table with the
-speedups and the targets: >= 20x the seed loops, >= 0.9x cuDNN where B >= 64), anew after
-every case, so that an interrupted run leaves what it measured.
+speedups, the floor, and the targets: >= 20x the seed loops, >= 0.9x cuDNN where B >= 64),
+anew after every case, so that an interrupted run leaves what it measured.
 ``--device cpu`` runs the same script on the CPU: a smoke test of it without a GPU (the
 tests do so), not a benchmark of the CPU (that is ``python -m rnnfast.bench``).
 """
@@ -193,6 +199,32 @@ def run(args, save=lambda report: None):
     def skip(why, **case):
         skipped.append(dict(case, why=why))
 
+    def time_floor(case, cell, B, T, H, dtype):
+        """The case's GEMMs alone, replayed from a CUDA graph (_bench_cases.gemm_floor_step)."""
+        shape = cases.Shape("g", B, T, H, H, warmup=1, repeat=args.repeat)
+        for pass_ in args.passes:
+            this = dict(case, impl="gemm_floor", pass_=pass_)
+            if report["stopped"] is not None or over_budget():
+                skip(report["stopped"] or "time budget", **this)
+                continue
+            gflop = cases.gemm_flops(cell, shape, pass_) / 1e9
+            try:
+                step = cases.gemm_floor_step(cell, shape, pass_, device, dtype)
+                ms, runs = time_ms(step, args.repeat)
+            except torch.cuda.OutOfMemoryError:
+                skip("out of memory", **this)
+                continue
+            except Exception as error:  # noqa: BLE001 (recorded, and the run goes on)
+                skip(f"{type(error).__name__}: {str(error).splitlines()[0][:300]}", **this)
+                if _is_cuda_error(error):
+                    report["stopped"] = f"a CUDA error in gemm_floor {pass_} at {case}"
+                continue
+            finally:
+                step = None  # its buffers and graph, before the next pass allocates
+                if report["stopped"] is None and on_gpu:
+                    torch.cuda.empty_cache()
+            results.append(dict(this, math=None, ms=ms, runs_ms=runs, gemm_gflop=gflop))
+
     # First rnnfast, cuDNN and the seeds at T <= 100 (a few ms a pass) everywhere, then the
     # seeds' long sequences while the budget lasts.
     try:
@@ -239,6 +271,8 @@ def run(args, save=lambda report: None):
                             continue
                         results.append(dict(this, math=math, ms=ms, runs_ms=runs))
                 del impls, x
+                if phase == "fast":
+                    time_floor(case, cell, B, T, H, dtype)
                 if report["stopped"] is None:
                     torch.cuda.empty_cache()
                 snapshot()
@@ -249,7 +283,8 @@ def run(args, save=lambda report: None):
 
 
 def speedups(report):
-    """Rows (cell, dtype, pass, B, T, H, ms rnnfast, x vs cuDNN, x vs seed)."""
+    """Rows (cell, dtype, pass, B, T, H, ms rnnfast, x vs cuDNN, x vs seed, floor ms, seed /
+    floor, cuDNN / floor); None where a figure is missing."""
     ms = {(r["cell"], r["dtype"], r["pass_"], r["B"], r["T"], r["H"], r["impl"]): r["ms"]
           for r in report["results"]}
     rows = []
@@ -259,10 +294,16 @@ def speedups(report):
         key = (cell, dtype, pass_, B, T, H)
         cudnn = ms.get(key + ("torch_nn",))
         seed = ms.get(key + ("seed",))
+        floor = ms.get(key + ("gemm_floor",))
         same_as_seed = ms.get(key + ("rnnfast_rb",), t)
+
+        def ratio(a, b):
+            return None if a is None or b is None else a / b
+
         rows.append(dict(cell=cell, dtype=dtype, pass_=pass_, B=B, T=T, H=H, ms=t,
-                         vs_cudnn=None if cudnn is None else cudnn / t,
-                         vs_seed=None if seed is None else seed / same_as_seed))
+                         vs_cudnn=ratio(cudnn, t), vs_seed=ratio(seed, same_as_seed),
+                         floor_ms=floor, seed_over_floor=ratio(seed, floor),
+                         cudnn_over_floor=ratio(cudnn, floor)))
     return rows
 
 
@@ -271,25 +312,33 @@ def table(report):
     lines = [f"rnnfast on {report['machine']['device']}, torch {report['machine']['torch']}, "
              f"cuDNN {report['machine']['cudnn']}; speedup = baseline time / rnnfast time",
              f"targets: >= {SEED_TARGET:g}x seed loops everywhere, >= {CUDNN_TARGET:g}x cuDNN "
-             "where B >= 64 (! marks a miss)", ""]
+             "where B >= 64 (! marks a miss)",
+             "floor: the case's GEMMs alone, replayed from a CUDA graph; seed/floor is the most "
+             "any implementation running them through cuBLAS could gain over the seed loop "
+             f"(< marks one under {SEED_TARGET:g}x: that target is out of this path's reach)", ""]
     head = f"{'cell':5} {'dtype':9} {'pass':6} {'B':>4} {'T':>5} {'H':>5} {'ms':>9} " \
-           f"{'x cuDNN':>8} {'x seed':>8}"
+           f"{'x cuDNN':>8} {'x seed':>8} {'floor ms':>9} {'seed/fl':>8} {'cuDNN/fl':>8}"
     lines += [head, "-" * len(head)]
-    misses = 0
+    misses = beyond_floor = 0
     for r in rows:
-        def fmt(v, target, applies):
-            if v is None:
-                return f"{'-':>8}"
-            miss = applies and v < target
-            return f"{v:7.2f}{'!' if miss else ' '}"
+        def fmt(v, mark=False):
+            return f"{'-':>8}" if v is None else f"{v:7.2f}{'!' if mark else ' '}"
 
         cudnn_miss = r["vs_cudnn"] is not None and r["B"] >= 64 and r["vs_cudnn"] < CUDNN_TARGET
         seed_miss = r["vs_seed"] is not None and r["vs_seed"] < SEED_TARGET
+        out_of_reach = r["seed_over_floor"] is not None and r["seed_over_floor"] < SEED_TARGET
         misses += cudnn_miss + seed_miss
+        beyond_floor += seed_miss and out_of_reach
+        seed_bound = (f"{'-':>8}" if r["seed_over_floor"] is None else
+                      f"{r['seed_over_floor']:7.2f}{'<' if out_of_reach else ' '}")
+        floor = f"{'-':>9}" if r["floor_ms"] is None else f"{r['floor_ms']:9.3f}"
         lines.append(f"{r['cell']:5} {r['dtype']:9} {r['pass_']:6} {r['B']:>4} {r['T']:>5} "
-                     f"{r['H']:>5} {r['ms']:9.3f} {fmt(r['vs_cudnn'], CUDNN_TARGET, r['B'] >= 64)} "
-                     f"{fmt(r['vs_seed'], SEED_TARGET, True)}")
-    lines += ["", f"target misses: {misses}; skipped: {len(report['skipped'])}; "
+                     f"{r['H']:>5} {r['ms']:9.3f} {fmt(r['vs_cudnn'], cudnn_miss)} "
+                     f"{fmt(r['vs_seed'], seed_miss)} {floor} {seed_bound} "
+                     f"{fmt(r['cudnn_over_floor'])}")
+    lines += ["", f"target misses: {misses} (of the seed-loop ones, {beyond_floor} out of reach "
+              "of any implementation above the floor); "
+              f"skipped: {len(report['skipped'])}; "
               f"agreement (max rel. diff of y): {json.dumps(report['agreement'])}",
               f"took {report['seconds']:.0f} s"]
     if report["stopped"] is not None:

@@ -4,7 +4,9 @@ script itself, its implementations' agreement and its report, checked without a 
 import json
 
 import pytest
+import torch
 
+from cuda_helpers import requires_cuda
 from rnnfast import bench_cuda
 
 
@@ -15,7 +17,8 @@ def test_runs_on_the_cpu_and_reports_every_case(tmp_path, capsys):
     assert report["skipped"] == []
     timed = {(r["cell"], r["dtype"], r["pass_"], r["B"], r["impl"]) for r in report["results"]}
     for cell in ("rnn", "gru", "lstm"):
-        impls = ["rnnfast", "torch_nn", "seed"] + (["rnnfast_rb"] if cell == "gru" else [])
+        impls = ["rnnfast", "torch_nn", "seed", "gemm_floor"] + (
+            ["rnnfast_rb"] if cell == "gru" else [])
         for dtype in ("float32", "bfloat16"):
             for pass_ in ("fwd", "fwdbwd"):
                 for B in (2, 3):
@@ -32,6 +35,79 @@ def test_runs_on_the_cpu_and_reports_every_case(tmp_path, capsys):
     text = (tmp_path / "bench_cuda.txt").read_text()
     assert text.count("\nrnn ") + text.count("\ngru ") + text.count("\nlstm ") == 24
     assert text in capsys.readouterr().out
+    # The floor's GEMM count and its ratios, row by row.
+    ms = {(r["cell"], r["dtype"], r["pass_"], r["B"], r["impl"]): r for r in report["results"]}
+    rows = bench_cuda.speedups(report)
+    assert len(rows) == 24
+    for row in rows:
+        key = (row["cell"], row["dtype"], row["pass_"], row["B"])
+        floor = ms[key + ("gemm_floor",)]
+        G = {"rnn": 1, "gru": 3, "lstm": 4}[row["cell"]]
+        forward_gflop = 2 * 4 * row["B"] * G * 5 * (5 + 5) / 1e9
+        assert floor["gemm_gflop"] == pytest.approx(
+            forward_gflop * (3 if row["pass_"] == "fwdbwd" else 1))
+        assert row["floor_ms"] == floor["ms"]
+        seed = ms[key + ("seed",)]["ms"]
+        assert row["seed_over_floor"] == pytest.approx(seed / floor["ms"])
+        assert row["cudnn_over_floor"] == pytest.approx(ms[key + ("torch_nn",)]["ms"] / floor["ms"])
+
+
+def _bounds_report(seed_ms, floor_ms):
+    """A report of one case with the given seed and floor times (rnnfast 1 ms, cuDNN 1 ms)."""
+    case = dict(cell="rnn", dtype="float32", pass_="fwd", B=64, T=100, H=128)
+    results = [dict(case, impl=impl, ms=ms, runs_ms=[ms]) for impl, ms in
+               (("rnnfast", 1.0), ("torch_nn", 1.0), ("seed", seed_ms), ("gemm_floor", floor_ms))]
+    return dict(machine=dict(device="GPU", torch="x", cudnn=1), results=results, skipped=[],
+                agreement={}, seconds=1.0, stopped=None)
+
+
+@pytest.mark.parametrize("seed_ms, floor_ms, misses, out_of_reach, mark",
+                         [(25.0, 1.0, 0, 0, " "), (15.0, 0.5, 1, 0, " "), (15.0, 1.0, 1, 1, "<")])
+def test_the_table_tells_misses_within_reach_from_those_beyond_the_floor(
+        seed_ms, floor_ms, misses, out_of_reach, mark):
+    text = bench_cuda.table(_bounds_report(seed_ms, floor_ms))
+    row = next(line for line in text.splitlines() if line.startswith("rnn "))
+    assert row.split()[-2] == f"{seed_ms / floor_ms:.2f}{mark}".strip()
+    assert f"target misses: {misses} (of the seed-loop ones, {out_of_reach} out of reach" in text
+
+
+def test_the_floor_runs_the_cases_gemms():
+    """gemm_floor_step's GEMMs are the case's: on the CPU here, replayed from a CUDA graph on a
+    GPU (test_cuda_runtime checks that)."""
+    from rnnfast import _bench_cases as cases
+
+    shape = cases.Shape("g", 3, 4, 5, 6, warmup=1, repeat=1)
+    step = cases.gemm_floor_step("gru", shape, "fwdbwd", "cpu")
+    step()
+    check_floor_gemms(step.tensors)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)], ids=str)
+def test_the_floor_replays_the_cases_gemms_from_a_cuda_graph(dtype, atol):
+    from rnnfast import _bench_cases as cases
+
+    shape = cases.Shape("g", 3, 4, 5, 6, warmup=1, repeat=1)
+    step = cases.gemm_floor_step("lstm", shape, "fwdbwd", "cuda", dtype)
+    outputs = [step.tensors[k] for k in ("x_proj", "rec", "dx", "dh", "dw_ih", "dw_hh")]
+    for o in outputs:
+        o.fill_(float("nan"))  # what capture left there; the replay must write it all anew
+    step()
+    check_floor_gemms({k: v.double() for k, v in step.tensors.items()}, atol)
+
+
+def check_floor_gemms(t, atol=1e-5):
+    """The outputs of gemm_floor_step's tensors against the products they stand for."""
+    def close(a, b):
+        torch.testing.assert_close(a, b, atol=atol, rtol=atol)
+
+    close(t["x_proj"], t["x"] @ t["w_ih"].t())
+    close(t["rec"], t["h_all"] @ t["w_hh"].t())
+    close(t["dh"], t["d_gates"] @ t["w_hh"])
+    dg = t["d_gates"].flatten(0, 1)
+    close(t["dx"], dg @ t["w_ih"])
+    close(t["dw_ih"], dg.t() @ t["x"])
+    close(t["dw_hh"], dg.t() @ t["h_all"].flatten(0, 1))
 
 
 TINY = ["--device", "cpu", "--batches", "2,3", "--steps", "4", "--hidden", "5",
