@@ -179,3 +179,13 @@ def test_bad_sizes_are_named(value, capsys):
     with pytest.raises(SystemExit):
         bench_cuda.parse_args(["--out", "x", "--batches", value])
     assert "--batches" in capsys.readouterr().err
+
+
+def test_short_sequences_of_every_cell_and_dtype_come_first(tmp_path):
+    """A run cut short by its budget has the short sequences of the whole grid."""
+    report = bench_cuda.main(["--out", str(tmp_path), "--device", "cpu", "--batches", "2",
+                              "--steps", "3,5", "--hidden", "4", "--repeat", "1"])
+    steps = [r["T"] for r in report["results"]]
+    assert steps.index(5) == len(steps) - steps[::-1].index(3)  # every T = 3 before any T = 5
+    first = {(r["cell"], r["dtype"]) for r in report["results"] if r["T"] == 3}
+    assert first == {(c, d) for c in ("rnn", "gru", "lstm") for d in ("float32", "bfloat16")}
