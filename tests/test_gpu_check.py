@@ -71,6 +71,15 @@ def start(env, out, **fake):
                             start_new_session=True)
 
 
+# How long the stopped runs' builds would take: durations no other process on the machine is
+# likely to sleep for, so that pgrep finds only what gpu-check left behind.
+BUILD_SECONDS = ("60.37", "61.37")
+
+
+def running(command):
+    return subprocess.run(["pgrep", "-f", command], capture_output=True).returncode == 0
+
+
 def start_in_the_build(env, out, log, seconds):
     """gpu-check, once its build (which then takes `seconds`) has started."""
     proc = start(env, out, FAKE_BUILD_SLEEP=str(seconds))
@@ -136,7 +145,7 @@ def test_stopped_run_leaves_its_files(fakes):
     process group."""
     tmp, env, log = fakes
     out = tmp / "out"
-    proc = start_in_the_build(env, out, log, seconds=60)
+    proc = start_in_the_build(env, out, log, seconds=BUILD_SECONDS[0])
     stopped_at = time.monotonic()
     os.killpg(proc.pid, signal.SIGTERM)
     text, _ = proc.communicate(timeout=60)
@@ -149,18 +158,18 @@ def test_stopped_run_leaves_its_files(fakes):
     assert steps["gpu-check"]["status"] == "interrupted"
     assert "bench" not in steps
     # The build's command was stopped too, not left running behind the script.
-    assert subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True).returncode != 0
+    assert not running(f"sleep {BUILD_SECONDS[0]}")
 
 
 def test_stopped_script_stops_its_steps(fakes):
     """A SIGTERM to the script alone (kill PID): it stops the steps under way and says so."""
     tmp, env, log = fakes
     out = tmp / "out"
-    proc = start_in_the_build(env, out, log, seconds=61)
+    proc = start_in_the_build(env, out, log, seconds=BUILD_SECONDS[1])
     stopped_at = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     text, _ = proc.communicate(timeout=60)
     assert time.monotonic() - stopped_at < 20, text
     assert proc.returncode == 143, text
     assert steps_of(out)["gpu-check"]["status"] == "interrupted"
-    assert subprocess.run(["pgrep", "-f", "sleep 61"], capture_output=True).returncode != 0
+    assert not running(f"sleep {BUILD_SECONDS[1]}")

@@ -84,6 +84,25 @@ def test_engine_float32_either_product(F, step_gemm, cell, options, threads):
         compare(F, c32, ref_case=case, **LOOSE)
 
 
+# Steps of few rows whose products are beyond the small-GEMM kernel's 256k multiply-adds and
+# short of the 1M from which W_hh is packed (rows x G*H x H), and weights whose transposed
+# copies get padded rows (G*H a multiple of 256 floats: a 1 KiB multiple).
+SMALL_BATCH_CASES = [("gru", 3, 200), ("gru", 5, 256), ("rnn_tanh", 2, 512), ("lstm", 7, 120),
+                     ("lstm", 1, 256), ("lstm", 6, 64), ("gru_reset_before", 3, 256)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("cell,B,H", SMALL_BATCH_CASES, ids=[
+    f"{c}-B{b}-H{h}" for c, b, h in SMALL_BATCH_CASES])
+def test_engine_float32_small_batches_either_product(F, step_gemm, cell, B, H, threads):
+    # T * B >= 16 rows: the engine then copies the weights transposed (fewer, a cell's call,
+    # read them in place).
+    T = max(4, -(-16 // B))
+    case = make_case(cell, T=T, B=B, I=7, H=H, lengths="random" if B > 2 else None, seed=5)
+    with num_threads(threads):
+        compare(F, case.to(torch.float32), ref_case=case, **LOOSE)
+
+
 def test_engine_lstm_projection_either_product(F, step_gemm):
     case = make_case("lstm", T=5, B=16, I=9, H=131, P=67, lengths="random", seed=4)
     compare(F, case.to(torch.float32), ref_case=case, **LOOSE)
