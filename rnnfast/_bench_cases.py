@@ -72,6 +72,9 @@ SHAPES = {
     s.name: s
     for s in (
         Shape("S", 8, 20, 32, 32, warmup=10, repeat=50, interleaved=False),  # seed 000's test
+        # One sequence at a time (inference, generation): a step mostly reads W_hh, whose
+        # size against a core's cache decides its time (benchmarks/results, run 2026-11-25a).
+        Shape("B1", 1, 50, 128, 256, warmup=5, repeat=20),
         Shape("LM", 32, 35, 28, 256, warmup=5, repeat=20),  # seed 001's char LM
         Shape("M", 64, 100, 256, 256, warmup=2, repeat=7),
         Shape("L", 256, 100, 512, 512, warmup=1, repeat=3),
