@@ -5,12 +5,13 @@
 // autocast and dispatch modes apply as for torch.ops. Under no_grad they ask the op not to keep
 // what only a backward would read.
 // Also the CPU scratch pool (_empty_cpu_cache, _cpu_idle_scratch_bytes) and test hooks:
-// _cpu_batch_slices, _cpu_step_gemm / _set_cpu_step_gemm, _cpu_panel_gemm, and the CUDA
+// _cpu_batch_slices, _cpu_unit_slice_threads, _cpu_step_gemm / _set_cpu_step_gemm, _cpu_panel_gemm, and the CUDA
 // engine run on the host (_cuda_engine_forward_on_host, _cuda_engine_backward_on_host).
 // Only the pip build compiles this file: the CMake library for libtorch users has no Python.
 #include <torch/extension.h>
 
 #include "cpu/batch_slices.h"
+#include "cpu/unit_slices.h"
 #include "cpu/panel_gemm.h"
 #include "cpu/scratch_pool.h"
 #include "cuda_on_host/recurrence_on_host.h"
@@ -112,6 +113,18 @@ PYBIND11_MODULE(_C, m) {
         return std::make_tuple(slices.count, slices.rows);
       },
       "(count, rows) of the batch slices of B rows over T steps with the given recurrent weights");
+  // For the tests: over how many threads the CPU engine would split a step's units, and the
+  // least weight it splits.
+  m.def(
+      "_cpu_unit_slice_threads",
+      [](int64_t B, int64_t T, int64_t H, int64_t weight_elements, int64_t weight_bytes) {
+        const rnnfast::cpu::RecurrentWeights weights{weight_elements, weight_bytes};
+        return rnnfast::cpu::unit_slice_threads(
+            B, T, H, rnnfast::cpu::batch_slices(B, T, weights), weights);
+      },
+      "threads over which the units of a step of B rows and H units are split (1: not split)");
+  m.def("_set_cpu_unit_slice_min_weight_bytes", &rnnfast::cpu::set_unit_slice_min_weight_bytes,
+        "sets the least recurrent weight (bytes) whose units are split; returns the previous");
   m.def("_empty_cpu_cache", &rnnfast::cpu::release_idle_scratch,
         "frees the CPU scratch pool's idle buffers; returns the bytes freed");
   m.def("_cpu_idle_scratch_bytes", &rnnfast::cpu::idle_scratch_bytes,

@@ -26,6 +26,7 @@
 #include "batch_slices.h"
 #include "gemm_cpu.h"
 #include "scratch_pool.h"
+#include "unit_slices.h"
 #include "vec_math.h"
 
 namespace rnnfast::cpu {
@@ -266,6 +267,11 @@ class Recurrence {
     const int64_t gh_cols = Cell::kResetBefore ? 2 * H : GH_;
     const BatchSlices slices = batch_slices(B, T, recurrent_weights());
     const int64_t slice_rows = slices.rows;
+    // Too few rows to split: the units instead (unit_slices.h), products from the plain
+    // transposed copy of W_hh, whose columns a thread can take as they lie. Not with the LSTM
+    // projection, whose product needs every unit's output before any row of h.
+    const int64_t unit_threads =
+        (projection_ || T * B < 16) ? 1 : unit_slice_threads(B, T, H, slices, recurrent_weights());
     // A single step (a cell's call) reads its weights in place unless they are small: BLAS takes
     // them as they lie at the same speed, and copying a 512 x 512 weight for one product of 16
     // rows took longer than the product.
@@ -274,7 +280,7 @@ class Recurrence {
     };
     // A packed weight is copied into the packed layout anyway, from any layout.
     using Packed = PackedMatrix<scalar_t>;
-    const bool w_hh_packed = Packed::packs(slice_rows, gh_cols, P, T) &&
+    const bool w_hh_packed = unit_threads == 1 && Packed::packs(slice_rows, gh_cols, P, T) &&
                              (!Cell::kResetBefore || Packed::packs(slice_rows, H, H, T));
     const bool copy_w_ih = copy_weight(weight_ih);
     const bool copy_w_hh = copy_weight(weight_hh_) && !w_hh_packed;
@@ -332,35 +338,41 @@ class Recurrence {
     // Each slice's, made by the thread that runs it (in its cache) at the first chunk.
     std::vector<std::optional<StepProducts>> slice_products(slices.count);
 
-    // Step t of the batch rows [b0, b1).
-    const auto step_rows = [&](int64_t t, int64_t b0, int64_t b1, const StepProducts& products) {
-      // Row b of this step's input projection [G*H].
-      const auto gx_row_of = [&](int64_t b) {
-        return gx + (one_chunk ? seq_.row(t, b) : (t - chunk_t0) * B + b) * GH_;
-      };
-      products.recurrent.multiply(dense<scalar_t>(h + b0 * P, P), 0.f, gh + b0 * GH_, GH_);
+    // Row b of step t's input projection [G*H].
+    const auto gx_row_of = [&](int64_t t, int64_t b) {
+      return gx + (one_chunk ? seq_.row(t, b) : (t - chunk_t0) * B + b) * GH_;
+    };
+    // Reset-before GRU, step t, rows [b0, b1), units [j0, j1): r * h into aux.
+    const auto reset_pass = [&](int64_t t, int64_t b0, int64_t b1, int64_t j0, int64_t j1) {
       if constexpr (Cell::kResetBefore) {
-        for_each_row(b0, b1, H, [&](int64_t b) {
+        for_each_row(b0, b1, j1 - j0, [&](int64_t b) {
           if (!active(t, b)) return;
-          const acc_t* gx_row = gx_row_of(b);
-          for_each_chunk<scalar_t>(H, [&](int64_t j, int64_t n) {
+          const acc_t* gx_row = gx_row_of(t, b);
+          for_each_chunk<scalar_t>(j1 - j0, [&](int64_t k, int64_t n) {
+            const int64_t j = j0 + k;
             V gx_r = load(gx_row + j, n);
             if (input_bias) gx_r = gx_r + load(input_bias + j, n);
             store(aux + b * H + j,
-                  Cell::reset_forward(gx_r, load(gh + b * GH_ + j, n), load(h + b * P + j, n)), n);
+                  Cell::reset_forward(gx_r, load(gh + b * GH_ + j, n), load(h + b * P + j, n)),
+                  n);
           });
         });
-        products.reset_recurrent.multiply(dense<scalar_t>(aux + b0 * H, H), 0.f,
-                                          gh + b0 * GH_ + 2 * H, GH_);
       }
-      for_each_row(b0, b1, GH_, [&](int64_t b) {
+    };
+    // Step t's pointwise pass for rows [b0, b1) and units [j0, j1), once gh holds their
+    // recurrent products.
+    const auto pointwise = [&](int64_t t, int64_t b0, int64_t b1, int64_t j0, int64_t j1) {
+      for_each_row(b0, b1, G * (j1 - j0), [&](int64_t b) {
         const int64_t row = seq_.row(t, b);
         if (!active(t, b)) {
-          zero_row(out + row * P, P);
-          if (sv) zero_row(sv + row * S * H, S * H);
+          // The output row's units (P wide where the units are all of them: the projection).
+          zero_row(out + row * P + j0, (j1 == H ? P : j1) - j0);
+          if (sv) {
+            for (int k = 0; k < S; ++k) zero_row(sv + row * S * H + k * H + j0, j1 - j0);
+          }
           return;
         }
-        const acc_t* gx_row = gx_row_of(b);
+        const acc_t* gx_row = gx_row_of(t, b);
         const acc_t* gh_row = gh + b * GH_;
         scalar_t* h_row = h + b * P;
         scalar_t* out_row = out + row * P;
@@ -398,9 +410,20 @@ class Recurrence {
           }
         };
         for_each_chunk_pair<scalar_t>(
-            H, [&](int64_t j) { chunk(VecPairOf<scalar_t>{}, j, 2 * V::size()); },
-            [&](int64_t j, int64_t n) { chunk(V{}, j, n); });
+            j1 - j0, [&](int64_t k) { chunk(VecPairOf<scalar_t>{}, j0 + k, 2 * V::size()); },
+            [&](int64_t k, int64_t n) { chunk(V{}, j0 + k, n); });
       });
+    };
+
+    // Step t of the batch rows [b0, b1).
+    const auto step_rows = [&](int64_t t, int64_t b0, int64_t b1, const StepProducts& products) {
+      products.recurrent.multiply(dense<scalar_t>(h + b0 * P, P), 0.f, gh + b0 * GH_, GH_);
+      if constexpr (Cell::kResetBefore) {
+        reset_pass(t, b0, b1, 0, H);
+        products.reset_recurrent.multiply(dense<scalar_t>(aux + b0 * H, H), 0.f,
+                                          gh + b0 * GH_ + 2 * H, GH_);
+      }
+      pointwise(t, b0, b1, 0, H);
       if (projection_) {
         products.projection.multiply(dense<scalar_t>(aux + b0 * H, H), 0.f, projected + b0 * P, P);
         for_each_row(b0, b1, P, [&](int64_t b) {
@@ -412,6 +435,32 @@ class Recurrence {
           }
         });
       }
+    };
+
+    // Step t of every row for the units [j0, j1) of a unit slice: its columns of each gate's
+    // products (all of h read), then, once every thread has read h, their pointwise math
+    // (its units of h written); the step ends when all have written theirs.
+    const auto step_units = [&](int64_t t, int64_t j0, int64_t j1, const UnitTeam& team) {
+      const int64_t units = j1 - j0;
+      team.work([&] {
+        for (int g = 0; g < gh_cols / H; ++g) {
+          gemm<scalar_t>(B, units, P, dense<scalar_t>(h, P), from_column(w_hh_ref, g * H + j0),
+                         0.f, gh + g * H + j0, GH_);
+        }
+      });
+      if constexpr (Cell::kResetBefore) {
+        team.work([&] { reset_pass(t, 0, B, j0, j1); });
+        // Every thread has read h, and all of r * h, which W_hn's columns read, is written.
+        team.barrier();
+        team.work([&] {
+          gemm<scalar_t>(B, units, H, dense<scalar_t>(aux, H), from_column(w_hh_ref, 2 * H + j0),
+                         0.f, gh + 2 * H + j0, GH_);
+        });
+      } else {
+        team.barrier();  // every thread has read h
+      }
+      team.work([&] { pointwise(t, 0, B, j0, j1); });
+      team.barrier();
     };
 
     for (int64_t done = 0; done < T; done += chunk) {
@@ -433,13 +482,19 @@ class Recurrence {
                          0.f, gx, GH_);
         }
       }
+      const auto step_of = [&](int64_t k) {
+        return reverse_ ? chunk_t0 + steps - 1 - k : chunk_t0 + k;
+      };
+      if (unit_threads > 1) {
+        for_each_unit_slice(H, unit_threads, [&](int64_t j0, int64_t j1, const UnitTeam& team) {
+          for (int64_t k = 0; k < steps; ++k) step_units(step_of(k), j0, j1, team);
+        });
+        continue;
+      }
       for_each_slice(slices, [&](int64_t i) {
         const int64_t b0 = slices.begin(i), b1 = slices.end(i, B);
         if (!slice_products[i]) slice_products[i].emplace(step_products(b1 - b0));
-        for (int64_t k = 0; k < steps; ++k) {
-          const int64_t t = reverse_ ? chunk_t0 + steps - 1 - k : chunk_t0 + k;
-          step_rows(t, b0, b1, *slice_products[i]);
-        }
+        for (int64_t k = 0; k < steps; ++k) step_rows(step_of(k), b0, b1, *slice_products[i]);
       });
     }
     Tensor c_n = Cell::kHasCellState ? c_state.to(opts.dtype()) : new_tensor({0}, opts);

@@ -1,0 +1,58 @@
+#include "unit_slices.h"
+
+#include <algorithm>
+
+namespace rnnfast::cpu {
+namespace {
+
+// Unit slices: for fewer rows than a GEMM's row block of panels (kPanelRows, gemm_cpu.cpp),
+// whose per-row products read the weight's columns as they lie, from weights this large (a
+// GRU's W_hh with H = 209). Below that a thread's share is already cached: an LSTM with
+// H = 128 (256 KiB) went from 2.0 to 1.8 us a step split in a stand-alone loop, against
+// 9.0 to 5.6 us with H = 256 (1 MiB).
+constexpr int64_t kMaxUnitSliceRows = 7;
+std::atomic<int64_t> min_unit_slice_weight_bytes{int64_t(1) << 19};
+// ... and only where a step's product would run on one thread: from this many multiply-adds
+// (kThreadedGemmMacs, gemm_cpu.cpp) it is packed and split over the threads by columns
+// anyway, and the unit split ran 5-16 % longer there (a GRU with H = 512 at B = 2 and 3, an
+// LSTM with H = 512 at B = 1 to 3), where it took 0.57 to 0.73 of the time below.
+constexpr int64_t kMaxUnitSliceMacs = int64_t(1) << 20;
+// Steps enough to repay starting the team (about as much as a step).
+constexpr int64_t kMinUnitSliceSteps = 16;
+constexpr int64_t kUnitBlock = 16;
+// Units a thread takes at least: the team meets twice a step, which must stay small beside a
+// thread's share of the products (measured on 2 threads only).
+constexpr int64_t kMinThreadUnits = 64;
+
+#if AT_PARALLEL_OPENMP && defined(_OPENMP)
+constexpr bool kUnitSlicesRun = true;
+#else
+constexpr bool kUnitSlicesRun = false;
+#endif
+
+}  // namespace
+
+int64_t unit_slice_threads(int64_t B, int64_t T, int64_t H, const BatchSlices& batch,
+                           RecurrentWeights weights) {
+  if (!kUnitSlicesRun || at::in_parallel_region() || batch.count > 1) return 1;
+  if (B > kMaxUnitSliceRows || T < kMinUnitSliceSteps ||
+      B * weights.elements >= kMaxUnitSliceMacs ||
+      weights.bytes < min_unit_slice_weight_bytes.load()) {
+    return 1;
+  }
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), H / kMinThreadUnits);
+  return threads >= 2 ? threads : 1;
+}
+
+int64_t set_unit_slice_min_weight_bytes(int64_t bytes) {
+  return min_unit_slice_weight_bytes.exchange(bytes);
+}
+
+std::pair<int64_t, int64_t> unit_range(int64_t H, int64_t team, int64_t id) {
+  const int64_t blocks = (H + kUnitBlock - 1) / kUnitBlock;
+  const int64_t per_thread = (blocks + team - 1) / team * kUnitBlock;
+  const int64_t j0 = std::min(H, id * per_thread);
+  return {j0, std::min(H, j0 + per_thread)};
+}
+
+}  // namespace rnnfast::cpu
