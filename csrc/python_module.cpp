@@ -5,15 +5,16 @@
 // autocast and dispatch modes apply as for torch.ops. Under no_grad they ask the op not to keep
 // what only a backward would read.
 // Also the CPU scratch pool (_empty_cpu_cache, _cpu_idle_scratch_bytes) and test hooks:
-// _cpu_batch_slices, _cpu_unit_slice_threads, _cpu_step_gemm / _set_cpu_step_gemm, _cpu_panel_gemm, and the CUDA
-// engine run on the host (_cuda_engine_forward_on_host, _cuda_engine_backward_on_host).
+// _cpu_batch_slices, _cpu_unit_slice_threads / _set_cpu_unit_slice_min_weight_bytes,
+// _cpu_step_gemm / _set_cpu_step_gemm, _cpu_panel_gemm, and the CUDA engine run on the host
+// (_cuda_engine_forward_on_host, _cuda_engine_backward_on_host).
 // Only the pip build compiles this file: the CMake library for libtorch users has no Python.
 #include <torch/extension.h>
 
 #include "cpu/batch_slices.h"
-#include "cpu/unit_slices.h"
 #include "cpu/panel_gemm.h"
 #include "cpu/scratch_pool.h"
+#include "cpu/unit_slices.h"
 #include "cuda_on_host/recurrence_on_host.h"
 #include "op_handles.h"
 

@@ -34,7 +34,9 @@ def unit_threads(case):
     if case.batch_first:
         T, B = B, T
     GH, H = case.weight_hh.shape
-    return rnnfast._C._cpu_unit_slice_threads(B, T, H, GH * H, GH * H * case.weight_hh.element_size())
+    elements = GH * H
+    return rnnfast._C._cpu_unit_slice_threads(B, T, H, elements,
+                                              elements * case.weight_hh.element_size())
 
 
 def split_case(cell, B, H, threads, T=17, **options):

@@ -37,7 +37,8 @@ cudaError_t launch_elements(int64_t n, cudaStream_t stream, const Args&... args)
 template <class F>
 cudaError_t dispatch_cell_and_type(CellKind kind, ElementType type, F&& f) {
   return dispatch_cell(kind, [&](auto cell) {
-    return dispatch_element_type<__half, __nv_bfloat16>(type, [&](auto tag) { return f(cell, tag); });
+    return dispatch_element_type<__half, __nv_bfloat16>(type,
+                                                        [&](auto tag) { return f(cell, tag); });
   });
 }
 
