@@ -119,9 +119,7 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "_cpu_unit_slice_threads",
       [](int64_t B, int64_t T, int64_t H, int64_t weight_elements, int64_t weight_bytes) {
-        const rnnfast::cpu::RecurrentWeights weights{weight_elements, weight_bytes};
-        return rnnfast::cpu::unit_slice_threads(
-            B, T, H, rnnfast::cpu::batch_slices(B, T, weights), weights);
+        return rnnfast::cpu::unit_slice_threads(B, T, H, {weight_elements, weight_bytes});
       },
       "threads over which the units of a step of B rows and H units are split (1: not split)");
   m.def("_set_cpu_unit_slice_min_weight_bytes", &rnnfast::cpu::set_unit_slice_min_weight_bytes,

@@ -201,31 +201,35 @@ def run(args, save=lambda report: None):
     def skip(why, **case):
         skipped.append(dict(case, why=why))
 
+    def timed(case, this, make_step_, repeat, **figures):
+        """Times the step make_step_() builds into the results, with `figures`; records why
+        not in `skipped` (the budget, out of memory, an error), and stops the run at a CUDA
+        error."""
+        if report["stopped"] is not None or over_budget():
+            skip(report["stopped"] or "time budget", **this)
+            return
+        try:
+            ms, runs = time_ms(make_step_(), repeat)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            skip("out of memory", **this)
+            return
+        except Exception as error:  # noqa: BLE001 (recorded, and the run goes on)
+            skip(f"{type(error).__name__}: {str(error).splitlines()[0][:300]}", **this)
+            if _is_cuda_error(error):
+                report["stopped"] = f"a CUDA error in {this['impl']} {this['pass_']} at {case}"
+            return
+        results.append(dict(this, ms=ms, runs_ms=runs, **figures))
+
     def time_floor(case, cell, B, T, H, dtype):
         """The case's GEMMs alone, replayed from a CUDA graph (_bench_cases.gemm_floor_step)."""
         shape = cases.Shape("g", B, T, H, H, warmup=1, repeat=args.repeat)
         for pass_ in args.passes:
-            this = dict(case, impl="gemm_floor", pass_=pass_)
-            if report["stopped"] is not None or over_budget():
-                skip(report["stopped"] or "time budget", **this)
-                continue
-            gflop = cases.gemm_flops(cell, shape, pass_) / 1e9
-            try:
-                step = cases.gemm_floor_step(cell, shape, pass_, device, dtype)
-                ms, runs = time_ms(step, args.repeat)
-            except torch.cuda.OutOfMemoryError:
-                skip("out of memory", **this)
-                continue
-            except Exception as error:  # noqa: BLE001 (recorded, and the run goes on)
-                skip(f"{type(error).__name__}: {str(error).splitlines()[0][:300]}", **this)
-                if _is_cuda_error(error):
-                    report["stopped"] = f"a CUDA error in gemm_floor {pass_} at {case}"
-                continue
-            finally:
-                step = None  # its buffers and graph, before the next pass allocates
-                if report["stopped"] is None and on_gpu:
-                    torch.cuda.empty_cache()
-            results.append(dict(this, math=None, ms=ms, runs_ms=runs, gemm_gflop=gflop))
+            timed(case, dict(case, impl="gemm_floor", pass_=pass_),
+                  lambda: cases.gemm_floor_step(cell, shape, pass_, device, dtype), args.repeat,
+                  math=None, gemm_gflop=cases.gemm_flops(cell, shape, pass_) / 1e9)
+            if report["stopped"] is None and on_gpu:
+                torch.cuda.empty_cache()  # the pass's buffers and graph, before the next's
 
     # First rnnfast, cuDNN and the seeds at T <= 100 (a few ms a pass) everywhere, then the
     # seeds' long sequences while the budget lasts.
@@ -254,24 +258,9 @@ def run(args, save=lambda report: None):
                 for name in names:
                     forward, params, math = impls[name]
                     for pass_ in args.passes:
-                        this = dict(case, impl=name, pass_=pass_)
-                        if report["stopped"] is not None or over_budget():
-                            skip(report["stopped"] or "time budget", **this)
-                            continue
-                        repeat = 1 if name == "seed" else args.repeat
-                        try:
-                            ms, runs = time_ms(make_step(forward, params, x, pass_), repeat)
-                        except torch.cuda.OutOfMemoryError:
-                            torch.cuda.empty_cache()
-                            skip("out of memory", **this)
-                            continue
-                        except Exception as error:  # noqa: BLE001 (recorded, and the run goes on)
-                            skip(f"{type(error).__name__}: {str(error).splitlines()[0][:300]}",
-                                 **this)
-                            if _is_cuda_error(error):
-                                report["stopped"] = f"a CUDA error in {name} {pass_} at {case}"
-                            continue
-                        results.append(dict(this, math=math, ms=ms, runs_ms=runs))
+                        timed(case, dict(case, impl=name, pass_=pass_),
+                              lambda: make_step(forward, params, x, pass_),
+                              1 if name == "seed" else args.repeat, math=math)
                 del impls, x
                 if phase == "fast":
                     time_floor(case, cell, B, T, H, dtype)

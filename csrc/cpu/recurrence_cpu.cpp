@@ -268,10 +268,10 @@ class Recurrence {
     const BatchSlices slices = batch_slices(B, T, recurrent_weights());
     const int64_t slice_rows = slices.rows;
     // Too few rows to split: the units instead (unit_slices.h), products from the plain
-    // transposed copy of W_hh, whose columns a thread can take as they lie. Not with the LSTM
-    // projection, whose product needs every unit's output before any row of h.
-    const int64_t unit_threads =
-        (projection_ || T * B < 16) ? 1 : unit_slice_threads(B, T, H, slices, recurrent_weights());
+    // transposed copy of W_hh (a split sequence has steps enough for copy_weight), whose
+    // columns a thread can take as they lie. Not with the LSTM projection, whose product needs
+    // every unit's output before any row of h.
+    const int64_t unit_threads = projection_ ? 1 : unit_slice_threads(B, T, H, recurrent_weights());
     // A single step (a cell's call) reads its weights in place unless they are small: BLAS takes
     // them as they lie at the same speed, and copying a 512 x 512 weight for one product of 16
     // rows took longer than the product.

@@ -6,8 +6,9 @@ namespace rnnfast::cpu {
 namespace {
 
 // Unit slices: for fewer rows than a GEMM's row block of panels (kPanelRows, gemm_cpu.cpp),
-// whose per-row products read the weight's columns as they lie, from weights this large (a
-// GRU's W_hh with H = 209). Below that a thread's share is already cached: an LSTM with
+// whose per-row products read the weight's columns as they lie (and fewer than two batch
+// slices take: kMinSliceRows each, batch_slices.cpp), from weights this large (a GRU's W_hh
+// with H = 209). Below that a thread's share is already cached: an LSTM with
 // H = 128 (256 KiB) went from 2.0 to 1.8 us a step split in a stand-alone loop, against
 // 9.0 to 5.6 us with H = 256 (1 MiB).
 constexpr int64_t kMaxUnitSliceRows = 7;
@@ -32,9 +33,8 @@ constexpr bool kUnitSlicesRun = false;
 
 }  // namespace
 
-int64_t unit_slice_threads(int64_t B, int64_t T, int64_t H, const BatchSlices& batch,
-                           RecurrentWeights weights) {
-  if (!kUnitSlicesRun || at::in_parallel_region() || batch.count > 1) return 1;
+int64_t unit_slice_threads(int64_t B, int64_t T, int64_t H, RecurrentWeights weights) {
+  if (!kUnitSlicesRun || at::in_parallel_region()) return 1;
   if (B > kMaxUnitSliceRows || T < kMinUnitSliceSteps ||
       B * weights.elements >= kMaxUnitSliceMacs ||
       weights.bytes < min_unit_slice_weight_bytes.load()) {

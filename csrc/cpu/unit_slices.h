@@ -25,9 +25,9 @@
 namespace rnnfast::cpu {
 
 // How many threads the units of a step of B rows over T steps are split over (1: no split).
-// Only with OpenMP as torch's backend, whose team the split runs on.
-int64_t unit_slice_threads(int64_t B, int64_t T, int64_t H, const BatchSlices& batch,
-                           RecurrentWeights weights);
+// Only for batches too few rows for batch_slices to split, and with OpenMP as torch's
+// backend, whose team the split runs on.
+int64_t unit_slice_threads(int64_t B, int64_t T, int64_t H, RecurrentWeights weights);
 
 // Units [j0, j1) of thread `id` of `team` for H units: ranges of whole 16-unit blocks (a
 // cache line of float32), so that no two threads write one line of a state row.
