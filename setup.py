@@ -78,7 +78,10 @@ def extension():
     cxx_flags += CPU_CAPABILITY_FLAGS[cpu_capability()]
     openmp = openmp_flags()
     cxx_flags += openmp
-    common = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp") + sources("csrc/cuda_on_host/*.cpp")
+    # Every backend's sources but the CUDA kernels: the schemas, the dispatch-key kernels, the
+    # composite ATen path, the CPU engine, and the CUDA engine's host build (for the tests).
+    common = [path for folder in ("", "dispatch/", "composite/", "python/", "cpu/", "cuda/on_host/")
+              for path in sources(f"csrc/{folder}*.cpp")]
 
     cuda_sources = sources("csrc/cuda/*.cu") + sources("csrc/cuda/*.cpp")
     use_cuda = bool(cuda_sources) and (

@@ -117,7 +117,7 @@ def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, wei
 
 
 def recurrent_layers(input, weights, hx, cx, lengths, cell, bidirectional, batch_first, dropout):
-    """rnnfast.functional.recurrent_layers's ONNX form (as csrc/recurrent_layers.cpp, one node
+    """rnnfast.functional.recurrent_layers's ONNX form (as csrc/composite/recurrent_layers.cpp, one node
     per layer): ``(output, h_n, c_n)``, ``c_n`` ``[L*D, 0]`` for cells without a cell state."""
     D = 2 if bidirectional else 1
     n = _WEIGHTS_PER_DIRECTION

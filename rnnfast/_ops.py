@@ -1,7 +1,7 @@
 """Fake kernels for the ops that csrc/ops.cpp declares, so torch.compile can trace them.
 
 The ops run one layer in one direction. Their autograd is registered in C++
-(csrc/autograd.cpp) and calls the backward op, so torch.compile sees forward and backward
+(csrc/dispatch/autograd.cpp) and calls the backward op, so torch.compile sees forward and backward
 as one node each.
 """
 
@@ -22,7 +22,7 @@ CELLS = {
 
 recurrent_forward = torch.ops.rnnfast.recurrent_forward.default
 recurrent_backward = torch.ops.rnnfast.recurrent_backward.default
-# CompositeImplicitAutograd (csrc/recurrent_layers.cpp): calls recurrent_forward, needs no fake.
+# CompositeImplicitAutograd (csrc/composite/recurrent_layers.cpp): calls recurrent_forward, needs no fake.
 recurrent_layers = torch.ops.rnnfast.recurrent_layers.default
 
 

@@ -55,7 +55,7 @@ def extension_calls_openmp():
 def pytest_addoption(parser):
     parser.addoption(
         "--cuda-engine-on-host", action="store_true",
-        help="run every test with the CUDA engine's host build (csrc/cuda_on_host/) in place of "
+        help="run every test with the CUDA engine's host build (csrc/cuda/on_host/) in place of "
              "the ops' CPU kernels: the whole suite then checks the CUDA engine without a GPU; "
              "tests marked cpu_engine_only skip")
 

@@ -88,7 +88,7 @@ class CudaEngine:
 
     On the GPU: tensors on "cuda", `running()` does nothing. On the host: tensors on "cpu",
     and inside `running()` rnnfast._C's host build of the same engine (its step loop, GEMM
-    operands and kernel bodies, csrc/cuda_on_host/) replaces the ops' CPU kernels, so every
+    operands and kernel bodies, csrc/cuda/on_host/) replaces the ops' CPU kernels, so every
     entry (functional, layers, autograd, torch.ops) runs it. Outside `running()` the CPU
     kernels are the CPU engine's again."""
 

@@ -81,7 +81,7 @@ def test_gradient_penalty_against_reference(F, cell, variant):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_graphed_gradients_equal_the_fused_ones(F, cell):
+def test_differentiable_backward_equal_the_fused_ones(F, cell):
     """The first derivative taken with create_graph=True (through ATen ops) is the one the
     fused backward gives, and records a graph."""
     case = make_case(cell, T=4, B=3, I=3, H=5, P=2 if cell == "lstm" else None,
@@ -99,7 +99,7 @@ def test_graphed_gradients_equal_the_fused_ones(F, cell):
         assert_close(graphed, fused, "gradient of " + name, case, rtol=1e-11, atol=1e-12)
 
 
-def test_graphed_gradients_of_some_arguments_only(F):
+def test_differentiable_backward_of_some_arguments_only(F):
     """Only the arguments asked for get gradients, and a second backward reaches the others
     through them."""
     case = make_case("gru", T=4, B=2, I=3, H=4, seed=25)

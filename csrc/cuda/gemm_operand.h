@@ -37,7 +37,7 @@ struct ColumnMajorGemm {
 // The row-major c [M, N] = op(a) [M, K] op(b) [K, N] as cuBLAS's column-major call: c read
 // column-major is c^T = op(b)^T op(a)^T, so b goes first, and a row-major operand read as
 // stored (no `trans`) is, column-major, the transpose already. Both cuda::Blas and the host
-// build (cuda_on_host/) go through this, so the tests check it.
+// build (on_host/) go through this, so the tests check it.
 inline ColumnMajorGemm column_major(int64_t M, int64_t N, int64_t K, Operand a, Operand b,
                                     int64_t ldc) {
   return {N, M, K, b.data, b.ld, b.trans, a.data, a.ld, a.trans, ldc};

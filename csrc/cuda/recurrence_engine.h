@@ -1,7 +1,7 @@
 // The CUDA recurrence engine: one layer in one direction, for every cell of cells.h, written
 // against a Device that supplies the GEMMs and the pointwise passes:
 //   recurrence_cuda.cpp: cuBLAS and the kernels of recurrence_kernels.cu, on the current stream;
-//   cuda_on_host/: ATen GEMMs and the same element code (step_elements.h) run in plain loops
+//   on_host/: ATen GEMMs and the same element code (step_elements.h) run in plain loops
 //   on the CPU, so the tests check this step loop and those kernels' bodies without a GPU.
 //
 // Forward: the input projection of all steps as one GEMM; per step the recurrent GEMM and one

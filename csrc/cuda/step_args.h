@@ -1,6 +1,6 @@
 // The arguments of the CUDA engine's per-step pointwise passes, free of CUDA and torch types,
 // so that the engine's step loop and the passes' element code also build for the host
-// (cuda_on_host/, which runs them on the CPU in the tests).
+// (on_host/, which runs them on the CPU in the tests).
 //
 // Element types: the per-step tensors (input, output, h, saved, gradients) hold `scalar`
 // values (float, double, half or bfloat16); the GEMM results, biases and running sums (gx,

@@ -1,7 +1,7 @@
 // The per-element bodies of the CUDA engine's pointwise passes: element e of one pass of
 // step t, for e in [0, B*H) (or [0, B*P) for the projection passes). The kernels
 // (recurrence_kernels.cu) run them one thread per element in grid-stride loops; the host
-// emulation (cuda_on_host/) runs the same code in a plain loop, so the tests check it on the
+// emulation (on_host/) runs the same code in a plain loop, so the tests check it on the
 // CPU. No element reads what another element of the same pass writes.
 //
 // Cell math from cells.h; values converted to the compute type (acc) on load and rounded to

@@ -7,7 +7,7 @@
 
 #include <array>
 
-#include "cell_kind.h"
+#include "../cell_kind.h"
 
 namespace rnnfast {
 
@@ -15,7 +15,7 @@ namespace rnnfast {
 // got them (undefined where absent); grads: the upstream gradients of (output, h_n, c_n),
 // undefined where none came. Returns the gradients of the arguments marked in `wanted`
 // (undefined for the others), which autograd can differentiate again, to any order.
-std::array<at::Tensor, 8> graphed_gradients(const std::array<at::Tensor, 8>& arguments,
+std::array<at::Tensor, 8> differentiable_backward(const std::array<at::Tensor, 8>& arguments,
                                             const at::Tensor& lengths, CellKind kind,
                                             bool reverse, bool batch_first,
                                             const std::array<bool, 8>& wanted,

@@ -7,8 +7,8 @@
 #include <algorithm>
 #include <utility>
 
-#include "../cuda/recurrence_engine.h"
-#include "../cuda/step_elements.h"
+#include "../recurrence_engine.h"
+#include "../step_elements.h"
 
 namespace rnnfast::cuda {
 

@@ -1,7 +1,7 @@
 // A layer's recurrence as ordinary ATen ops, through the cells' own math (cells.h, on whole
 // [B, H] tensors), which autograd differentiates to any order and torch.func transforms. The
 // fused kernels have a first derivative only; where a backward itself records a graph
-// (create_graph=True, as for a gradient penalty), graphed_gradients.h takes the gradients
+// (create_graph=True, as for a gradient penalty), differentiable_backward.h takes the gradients
 // through this instead, so that a second backward gets the second derivative.
 #pragma once
 
@@ -10,7 +10,7 @@
 #include <optional>
 #include <tuple>
 
-#include "cell_kind.h"
+#include "../cell_kind.h"
 
 namespace rnnfast {
 

@@ -5,7 +5,7 @@
 // state, in a loop) would get the gradient of the earlier steps a second time. Reattached
 // then makes the gradients functions of the arguments themselves, so that a further backward
 // reaches them.
-#include "graphed_gradients.h"
+#include "differentiable_backward.h"
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
@@ -113,7 +113,7 @@ variable_list reattached_gradients(const variable_list& values, const variable_l
 
 }  // namespace
 
-std::array<Tensor, 8> graphed_gradients(const std::array<Tensor, 8>& arguments,
+std::array<Tensor, 8> differentiable_backward(const std::array<Tensor, 8>& arguments,
                                         const Tensor& lengths, CellKind kind, bool reverse,
                                         bool batch_first, const std::array<bool, 8>& wanted,
                                         const std::array<Tensor, 3>& grads) {

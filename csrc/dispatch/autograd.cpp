@@ -12,9 +12,9 @@
 
 #include <tuple>
 
-#include "differentiable_recurrence.h"
-#include "graphed_gradients.h"
-#include "op_handles.h"
+#include "../composite/differentiable_recurrence.h"
+#include "../composite/differentiable_backward.h"
+#include "../op_handles.h"
 
 namespace rnnfast {
 namespace {
@@ -48,7 +48,7 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
     auto [output, h_n, c_n, saved] =
         forward_op().call(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths,
                           cell, reverse, batch_first, /*need_saved=*/true);
-    // The biases and c0 serve only a backward that records a graph (graphed_gradients.h).
+    // The biases and c0 serve only a backward that records a graph (differentiable_backward.h).
     ctx->save_for_backward({input, weight_ih, weight_hh, hx.value_or(Tensor()),
                             weight_hr.value_or(Tensor()), lengths.value_or(Tensor()), output,
                             saved, bias_ih.value_or(Tensor()), bias_hh.value_or(Tensor()),
@@ -79,7 +79,7 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
     }
     // Grad mode is on in a backward only where it records a graph (create_graph=True).
     if (at::GradMode::is_enabled()) {
-      const std::array<Tensor, 8> g = graphed_gradients(
+      const std::array<Tensor, 8> g = differentiable_backward(
           {s[0], s[1], s[2], s[8], s[9], s[3], s[10], s[4]}, s[5],
           parse_cell(ctx->saved_data["cell"].toStringRef()), ctx->saved_data["reverse"].toBool(),
           ctx->saved_data["batch_first"].toBool(), mask, {grads[0], grads[1], grads[2]});

@@ -11,12 +11,12 @@
 // Only the pip build compiles this file: the CMake library for libtorch users has no Python.
 #include <torch/extension.h>
 
-#include "cpu/batch_slices.h"
-#include "cpu/panel_gemm.h"
-#include "cpu/scratch_pool.h"
-#include "cpu/unit_slices.h"
-#include "cuda_on_host/recurrence_on_host.h"
-#include "op_handles.h"
+#include "../cpu/batch_slices.h"
+#include "../cpu/panel_gemm.h"
+#include "../cpu/scratch_pool.h"
+#include "../cpu/unit_slices.h"
+#include "../cuda/on_host/recurrence_on_host.h"
+#include "../op_handles.h"
 
 namespace {
 

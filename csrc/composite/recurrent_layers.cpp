@@ -10,8 +10,8 @@
 
 #include <vector>
 
-#include "checks.h"
-#include "op_handles.h"
+#include "../checks.h"
+#include "../op_handles.h"
 
 namespace rnnfast {
 namespace {

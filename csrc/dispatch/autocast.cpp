@@ -5,7 +5,7 @@
 #include <ATen/autocast_mode.h>
 #include <torch/library.h>
 
-#include "op_handles.h"
+#include "../op_handles.h"
 
 namespace rnnfast {
 namespace {

@@ -3,7 +3,7 @@
 // calls the op once per mapped element, with a warning.
 #include <torch/library.h>
 
-#include "differentiable_recurrence.h"
+#include "../composite/differentiable_recurrence.h"
 
 namespace rnnfast {
 namespace {
