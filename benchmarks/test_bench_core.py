@@ -1,4 +1,4 @@
-"""Core benchmarks: rnnfast vs torch.nn vs the seeds' loops (and the GEMM floor at LM, M and L).
+"""Core benchmarks: rnnfast vs torch.nn vs hand-written loops (and the GEMM floor at LM, M and L).
 
 One pytest-benchmark group per "{cell}-{shape}-{pass}"; the cases themselves are
 defined in ``rnnfast._bench_cases`` and shared with ``python -m rnnfast.bench``.

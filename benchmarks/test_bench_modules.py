@@ -1,5 +1,5 @@
 """Module-level benchmarks: rnnfast's layers and cells against torch.nn's (and, for generation,
-the seeds' hand-written step). One pytest-benchmark group per "{group}-{cell}-{pass}"; the cases
+the hand-written step). One pytest-benchmark group per "{group}-{cell}-{pass}"; the cases
 are defined in ``rnnfast._bench_modules`` and shared with ``python -m rnnfast.bench``."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""A character language model (seeds 001 and 003, after d2l chapters 8-9).
+"""A character language model (after d2l's recurrent networks chapters).
 
 The text of a file becomes a sequence of character indices (by default as d2l prepares
 The Time Machine: lower case, every run of non-letters one space). Minibatches of
@@ -11,7 +11,7 @@ gate after (torch.nn's) or before (d2l's, ``reset_after=False``) the recurrent p
 gradient norm clipped to 1, perplexity ``exp(mean cross-entropy)`` per epoch and the tokens
 per second. Then text is generated from a prefix with the fused cells (``rnnfast.GRUCell``,
 ``LSTMCell``, ``RNNCell``) sharing the trained layer's weights, one fused step per character:
-greedily (the seeds' ``predict``) and by sampling with a temperature.
+greedily (d2l's ``predict``) and by sampling with a temperature.
 
     python examples/char_lm.py                              # the shipped corpus, GRU, ~1 min
     python examples/char_lm.py --cell lstm --sampling random --quick
@@ -72,7 +72,7 @@ class Vocab:
 
 # --------------------------------------------------------------------------- minibatches
 def random_batches(corpus: torch.Tensor, batch_size: int, num_steps: int, generator):
-    """Seed 003's ``data_iter_random``: non-overlapping subsequences from a random offset,
+    """d2l's ``data_iter_random``: non-overlapping subsequences from a random offset,
     in random order; ``X``, ``Y`` ``[B, T]``, Y is X shifted by one character."""
     offset = int(torch.randint(num_steps, (1,), generator=generator))
     corpus = corpus[offset:]
@@ -85,7 +85,7 @@ def random_batches(corpus: torch.Tensor, batch_size: int, num_steps: int, genera
 
 
 def consecutive_batches(corpus: torch.Tensor, batch_size: int, num_steps: int, generator):
-    """Seed 003's ``data_iter_consecutive``: the corpus cut into ``batch_size`` rows read left
+    """d2l's ``data_iter_consecutive``: the corpus cut into ``batch_size`` rows read left
     to right, so row i of one batch continues row i of the previous one."""
     offset = int(torch.randint(num_steps, (1,), generator=generator))
     num_tokens = (len(corpus) - offset - 1) // batch_size * batch_size
@@ -186,7 +186,7 @@ def fused_cells(layer: nn.Module) -> list:
 @torch.no_grad()
 def generate(model, vocab, prefix: str, num_chars: int, temperature: float, generator) -> str:
     """``prefix`` followed by ``num_chars`` generated characters. The prefix warms the state
-    up one character at a time, as the seeds' ``predict`` does; temperature 0 is greedy
+    up one character at a time, as d2l's ``predict`` does; temperature 0 is greedy
     (argmax), else the next character is drawn from ``softmax(logits / temperature)``."""
     cells = fused_cells(model.rnn)
     device = model.linear.weight.device

@@ -1,4 +1,4 @@
-"""The memory experiment of NNDL chapter 6 (seed 000): how far back can a recurrent net remember?
+"""The memory experiment of NNDL (chapter 6): how far back can a recurrent net remember?
 
 DigitSum: a sequence of digits whose first two are 0-9 and whose label is their sum (19
 classes); the rest are zeros except one position set to a random digit. Every (n1, n2) pair

@@ -1,4 +1,4 @@
-"""Images read row by row by a 2-layer LSTM (seed 004): each row is one time step.
+"""Images read row by row by a 2-layer LSTM: each row is one time step.
 
 The seed classifies MNIST (28 rows of 28 pixels) with ``nn.LSTM(28, 128, 2, batch_first=True)``
 and a Linear layer on the last step's output, Adam 1e-3. Here the LSTM is ``rnnfast.LSTM``.

@@ -13,8 +13,8 @@ weights:
 ``gemm_floor`` (shapes in ``FLOOR_SHAPES``) the same GEMM work without anything else
 =============  =================================================================
 
-Every implementation sees the input in its seed's layout: batch-first ``[B,T,I]`` for
-rnn (seed 000's SRN), time-major ``[T,B,I]`` for gru and lstm (seed 001's d2l loop).
+Every implementation sees the input in its loop's layout: batch-first ``[B,T,I]`` for
+rnn (NNDL's SRN), time-major ``[T,B,I]`` for gru and lstm (d2l's loops).
 The loss of fwdbwd is ``y.sum()`` with ``y`` the last hidden state for rnn (all the
 SRN seed returns) and the output sequence for gru and lstm; the input and all
 parameters require grad, and their ``.grad`` is reset before each step.
@@ -71,11 +71,11 @@ class Shape:
 SHAPES = {
     s.name: s
     for s in (
-        Shape("S", 8, 20, 32, 32, warmup=10, repeat=50, interleaved=False),  # seed 000's test
+        Shape("S", 8, 20, 32, 32, warmup=10, repeat=50, interleaved=False),  # NNDL's SRN test
         # One sequence at a time (inference, generation): a step mostly reads W_hh, whose
         # size against a core's cache decides its time (benchmarks/results, run 2026-11-25a).
         Shape("B1", 1, 50, 128, 256, warmup=5, repeat=20),
-        Shape("LM", 32, 35, 28, 256, warmup=5, repeat=20),  # seed 001's char LM
+        Shape("LM", 32, 35, 28, 256, warmup=5, repeat=20),  # d2l's char LM
         Shape("M", 64, 100, 256, 256, warmup=2, repeat=7),
         Shape("L", 256, 100, 512, 512, warmup=1, repeat=3),
     )

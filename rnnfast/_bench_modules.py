@@ -8,8 +8,8 @@ float32, in three settings (group names as in the reports):
                    so the layer's own cost shows (``rnnfast op``)
 ``stack-LM``       2 layers, bidirectional, the char-LM shape (B=32, T=35, I=28, H=256)
 ``generate-200``   a generation loop: 200 calls of a cell, B=1, I=28, H=256, the state fed
-                   back (the ``predict`` functions of the seeds), under no_grad; also the
-                   seeds' hand-written step (``seed loop``)
+                   back (d2l's ``predict`` functions), under no_grad; also the
+                   hand-written step (``seed loop``)
 =================  ==========================================================================
 
 Passes: ``fwd_nograd`` and ``fwdbwd`` for the layers (the loss is ``output.sum()``), and
@@ -150,7 +150,7 @@ def _generation(cell, impl, device) -> Callable[[], Tensor]:
 
 
 def _seed_generation(cell, reference, inputs) -> Callable[[], Tensor]:
-    """The seeds' step functions, called once per token as their predict loops do."""
+    """The hand-written step functions, called once per token as d2l's predict loops do."""
     weights = (reference.weight_ih, reference.weight_hh, reference.bias_ih, reference.bias_hh)
     if cell == "rnn":
         srn = baselines.seed_srn_from_torch(*weights)

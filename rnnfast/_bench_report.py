@@ -34,7 +34,7 @@ def plot_title(report: dict) -> str:
 
 
 def plot_report(report: dict, path: str) -> None:
-    """Grouped bars of rnnfast's speedup: one panel per baseline (torch.nn, the seeds' loops)
+    """Grouped bars of rnnfast's speedup: one panel per baseline (torch.nn, the hand-written loops)
     and pass (forward, forward+backward), shapes along x, one bar per cell, log scale with
     the 1x line drawn; each bar carries its figure."""
     try:

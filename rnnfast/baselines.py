@@ -1,23 +1,23 @@
-"""The hand-written recurrent loops rnnfast replaces, in the style of the seeds.
+"""The hand-written recurrent loops rnnfast replaces, in the style of NNDL and d2l.
 
 These are the baselines of the benchmarks (``python -m rnnfast.bench``,
 ``benchmarks/``): Python loops over time, one autograd node per op per step.
 
 * :class:`SeedSRN` -- the simple recurrent network of the NNDL memory experiment
-  (seed 000): ``h = tanh(x @ W + h @ U + b)``, W ``[I,H]``, U ``[H,H]``, b ``[1,H]``,
+  (NNDL chapter 6): ``h = tanh(x @ W + h @ U + b)``, W ``[I,H]``, U ``[H,H]``, b ``[1,H]``,
   batch-first input ``[B,T,I]``, returns the last hidden state ``[B,H]``.
-* :func:`seed_gru` -- the d2l GRU (seed 001), reset *before* the matmul:
+* :func:`seed_gru` -- the d2l GRU, reset *before* the matmul:
   time-major input ``[T,B,I]`` (iterated step by step), params
   ``W_xz, W_hz, b_z, W_xr, W_hr, b_r, W_xh, W_hh, b_h``, returns the stacked hidden
-  states ``[T,B,H]`` and ``(H,)``. The seed's output layer ``W_hq, b_q`` is left out.
+  states ``[T,B,H]`` and ``(H,)``. d2l's output layer ``W_hq, b_q`` is left out.
 * :func:`seed_lstm` -- an LSTM written the same way (gates i, f, g, o, each
   ``X @ W_x* + H @ W_h* + b_*``; ``C = F*C + I*G``, ``H = O*tanh(C)``).
 
 The ``*_from_torch`` / ``*_to_torch`` functions convert between these parameters and
 torch.nn's layout (``weight_ih [G*H, I]``, ``weight_hh [G*H, H]``, ``bias_ih``,
 ``bias_hh`` ``[G*H]``; gate order r,z,n for the GRU and i,f,g,o for the LSTM), so the
-same math can be run through all implementations. Going to the seeds, the two biases
-are summed (the seeds have one); coming back, the sum goes to ``bias_ih`` and
+same math can be run through all implementations. Going to these loops, the two biases
+are summed (they have one); coming back, the sum goes to ``bias_ih`` and
 ``bias_hh`` is zero.
 """
 
@@ -44,7 +44,7 @@ __all__ = [
 
 # --------------------------------------------------------------------------- SRN (000)
 class SeedSRN(nn.Module):
-    """Seed 000's ``SRN``: ``h = tanh(x @ W + h @ U + b)`` looped over time.
+    """NNDL's ``SRN``: ``h = tanh(x @ W + h @ U + b)`` looped over time.
 
     Two deviations from the seed, neither changing the math: ``W_attr is None``
     instead of ``== None`` (and ``torch.as_tensor`` so tensors can be passed without
@@ -104,7 +104,7 @@ def init_seed_gru_state(batch_size, num_hiddens, device):
 
 
 def seed_gru(inputs, state, params):
-    """Seed 001's ``gru`` (reset before the matmul) without the output layer."""
+    """d2l's ``gru`` (reset before the matmul) without the output layer."""
     W_xz, W_hz, b_z, W_xr, W_hr, b_r, W_xh, W_hh, b_h = params
     (H,) = state
     outputs = []
@@ -180,7 +180,7 @@ def _sum_biases(biases, size, like):
 
 
 def _seed_params(weight_ih, weight_hh, bias_ih, bias_hh, gates, order, requires_grad):
-    """Split torch.nn-layout weights per gate into the seeds' ``X @ W_x + H @ W_h + b``
+    """Split torch.nn-layout weights per gate into the loops' ``X @ W_x + H @ W_h + b``
     form: ``W_x [I,H]``, ``W_h [H,H]``, ``b [H]``, each a contiguous leaf tensor."""
     w_x = weight_ih.detach().chunk(gates, 0)
     w_h = weight_hh.detach().chunk(gates, 0)

@@ -1,4 +1,4 @@
-"""Compare rnnfast with torch.nn and the seeds' hand-written loops.
+"""Compare rnnfast with torch.nn and hand-written Python loops.
 
     python -m rnnfast.bench                      # all cells and shapes, fwd and fwdbwd
     python -m rnnfast.bench --quick              # shape S only, few repetitions
@@ -440,7 +440,7 @@ def print_report(report: dict):
     if report["modules"]:
         print("\nlayers and cells, ms (layer-S: 1 layer at S, rnnfast op: the bare functional op; "
               "stack-LM: 2 layers, bidirectional, B=32 T=35 I=28 H=256; generate-200: 200 cell "
-              "calls, B=1 I=28 H=256, seed loop: the seeds' step)")
+              "calls, B=1 I=28 H=256, seed loop: a hand-written step)")
         print(module_table(report))
     if any(_busy_mark(t["other_load"]) for t in report["timings"] + report["modules"]):
         print(
@@ -477,7 +477,7 @@ def parse_args(argv=None):
                    help="skip the layer and cell benchmarks (rnnfast.RNN/GRU/LSTM and cells)")
     p.add_argument("--json", metavar="PATH", help="write all figures and machine info to PATH")
     p.add_argument("--plot", metavar="PATH",
-                   help="draw the speedups over torch.nn and the seeds' loops to PATH (PNG, SVG, ...)")
+                   help="draw the speedups over torch.nn and hand-written loops to PATH (PNG, SVG, ...)")
     p.add_argument("--compare", metavar="OLD_JSON",
                    help="show what changed since an earlier run's --json file")
     p.add_argument("--from-json", metavar="PATH",

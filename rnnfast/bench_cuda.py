@@ -1,4 +1,4 @@
-"""GPU benchmark: rnnfast against torch.nn (cuDNN) and the seeds' hand-written loops.
+"""GPU benchmark: rnnfast against torch.nn (cuDNN) and hand-written Python loops.
 
     python -m rnnfast.bench_cuda --out DIR [--budget-s 240] [--quick]
         [--batches 1,8 --steps 100 --hidden 256] [--device cpu]
@@ -231,8 +231,8 @@ def run(args, save=lambda report: None):
             if report["stopped"] is None and on_gpu:
                 torch.cuda.empty_cache()  # the pass's buffers and graph, before the next's
 
-    # First rnnfast, cuDNN and the seeds at T <= 100 (a few ms a pass) everywhere, then the
-    # seeds' long sequences while the budget lasts.
+    # First rnnfast, cuDNN and the seed loops at T <= 100 (a few ms a pass) everywhere, then the
+    # seed loops' long sequences while the budget lasts.
     try:
         for phase in ("fast", "seed"):
             for cell, dname, B, T, H in grid:

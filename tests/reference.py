@@ -1,6 +1,6 @@
 """Plain-PyTorch reference implementation of rnnfast.functional.
 
-Written directly from the cell equations (see /work/shared/design.md), as an explicit
+Written directly from the cell equations (the NNDL textbook's and d2l's), as an explicit
 Python loop over time steps. It never calls rnnfast. Every operation is an ordinary
 differentiable torch op, so autograd through it gives reference gradients; run it in
 float64 for tight comparisons.

@@ -474,7 +474,7 @@ def test_only_h_n_used(F, cell):
 
 
 # ----------------------------------------------------------------------------------
-# the seeds' use
+# the hand-written loops' use (NNDL, d2l)
 
 
 def _seed_srn(x, W, U, b, residual=False):
