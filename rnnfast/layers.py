@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ._conversion import TorchConversion
-from ._errors import LstmStateError, dtype_mismatch_error, empty_sequence_error
+from ._errors import (DtypeMismatchError, LstmStateError, dtype_mismatch_error,
+                      empty_sequence_error)
 from ._weights import current_weights
 from .functional import gru_cell_name, recurrent_layers, rnn_cell_name
 
@@ -163,8 +164,13 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
         # x [T, B, I] (or batch-first); h0 [L*D, B, H_out], c0 [L*D, B, H] or None.
         weights = current_weights(self, (n for names in self._op_weight_names for n in names))
         dropout = self.dropout if self.training else 0.0  # the op applies it between layers
-        output, h_n, c_n = recurrent_layers(x, weights, h0, c0, lengths, self.cell,
-                                            self.bidirectional, self.batch_first, dropout)
+        try:
+            output, h_n, c_n = recurrent_layers(x, weights, h0, c0, lengths, self.cell,
+                                                self.bidirectional, self.batch_first, dropout)
+        except TypeError as e:
+            # The op's TypeErrors are its dtype checks (a weight's, here); torch.nn's layers
+            # raise RuntimeError.
+            raise DtypeMismatchError(str(e)) from None
         return output, h_n, c_n if self._has_cell_state else None
 
     _has_cell_state = False

@@ -24,6 +24,11 @@ def _meta_parameter(module, name):
     return module
 
 
+def _float64_parameter(module, name):
+    setattr(module, name, nn.Parameter(getattr(module, name).detach().double()))
+    return module
+
+
 def _layer_call(x=None, hx=None, ctor=None, module=None, **kw):
     """A mistake in a layer's forward: x (default [T, B, I]) and hx given to kind(I, H, **kw)."""
     def make(ns, kind):
@@ -71,6 +76,7 @@ LAYER_MISTAKES = {
     "packed_h0_meta": _layer_call(x=_packed, hx=lambda k: _state(k, (1, B, H), device="meta")),
     "weight_hh_on_meta": _layer_call(module=lambda m: _meta_parameter(m, "weight_hh_l0")),
     "bias_ih_on_meta": _layer_call(module=lambda m: _meta_parameter(m, "bias_ih_l0")),
+    "bias_hh_float64": _layer_call(module=lambda m: _float64_parameter(m, "bias_hh_l0")),
     "second_layer_weight_on_meta": _layer_call(
         module=lambda m: _meta_parameter(m, "weight_ih_l1"), num_layers=2),
     "reverse_weight_on_meta": _layer_call(
@@ -142,6 +148,7 @@ CELL_MISTAKES = {
     "hx_meta": _cell_call(hx=lambda k: _state(k, (B, H), device="meta")),
     "hx_meta_unbatched": _cell_call(x=lambda k: torch.randn(I),
                                     hx=lambda k: _state(k, (H,), device="meta")),
+    "bias_hh_float64": _cell_call(module=lambda m: _float64_parameter(m, "bias_hh")),
     "bias_hh_on_meta": _cell_call(module=lambda m: _meta_parameter(m, "bias_hh")),
 }
 LSTM_CELL_MISTAKES = {
