@@ -128,17 +128,18 @@ LayerSizes check_forward_args(const at::Tensor& input, const at::Tensor& weight_
   s.T = input.size(batch_first ? 1 : 0);
   s.B = input.size(batch_first ? 0 : 1);
   s.I = input.size(2);
-  TORCH_CHECK_VALUE(s.T > 0,
-                    "rnnfast: input must hold at least one time step; got an empty "
-                    "sequence, input of shape ",
-                    shape_of(input), " ", layout);
+  // torch.nn's exception type and words, so that code catching torch.nn's error catches this.
+  TORCH_CHECK(s.T > 0,
+              "rnnfast: Expected sequence length to be larger than 0 in RNN: input must hold at "
+              "least one time step; got an empty sequence, input of shape ",
+              shape_of(input), " ", layout);
   TORCH_CHECK_VALUE(s.I > 0, "rnnfast: input must have input_size > 0; got shape ",
                     shape_of(input));
 
   TORCH_CHECK_VALUE(weight_ih.dim() == 2 && weight_ih.size(0) > 0 && weight_ih.size(0) % s.G == 0,
                     "rnnfast: weight_ih must be a 2-D tensor [", s.G,
-                    "*hidden_size, input_size] for cell '", cell, "'; got shape ",
-                    shape_of(weight_ih));
+                    "*hidden_size, input_size] with hidden_size > 0 for cell '", cell,
+                    "'; got shape ", shape_of(weight_ih));
   check_same_dtype_and_device(input, weight_ih, "weight_ih");
   s.H = weight_ih.size(0) / s.G;
   TORCH_CHECK_VALUE(weight_ih.size(1) == s.I, "rnnfast: weight_ih must have shape [",

@@ -32,6 +32,19 @@ def _cell(cell):
     return CELLS[cell]
 
 
+def _check_devices(input, lengths, **tensors):
+    """The devices the C++ kernels check (csrc/checks.cpp), here too: a meta tensor among CPU
+    ones makes the dispatcher pick this kernel, which would otherwise return uninitialised
+    memory. Every tensor on input's device; lengths on the CPU or input's device."""
+    for name, t in tensors.items():
+        if t is not None and t.device != input.device:
+            raise RuntimeError(f"rnnfast: {name} must be on the device of input ({input.device}); "
+                               f"got {t.device}")
+    if lengths is not None and lengths.device.type != "cpu" and lengths.device != input.device:
+        raise RuntimeError("rnnfast: lengths must be on the CPU or on the device of input "
+                           f"({input.device}); got {lengths.device}")
+
+
 def _sequence(like, batch_first, T, B, width):
     return like.new_empty((B, T, width) if batch_first else (T, B, width))
 
@@ -40,6 +53,8 @@ def _sequence(like, batch_first, T, B, width):
 def _recurrent_forward_fake(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
                             lengths, cell, reverse, batch_first, need_saved=True):
     gates, saved = _cell(cell)
+    _check_devices(input, lengths, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
+                   bias_hh=bias_hh, hx=hx, cx=cx, weight_hr=weight_hr)
     T, B = (input.shape[1], input.shape[0]) if batch_first else input.shape[:2]
     H = weight_ih.shape[0] // gates
     P = H if weight_hr is None else weight_hr.shape[0]
@@ -54,6 +69,9 @@ def _recurrent_backward_fake(grad_output, grad_h_n, grad_c_n, input, weight_ih, 
                              weight_hr, lengths, output, saved, cell, reverse, batch_first,
                              output_mask):
     gates, _ = _cell(cell)
+    _check_devices(input, lengths, weight_ih=weight_ih, weight_hh=weight_hh, hx=hx,
+                   weight_hr=weight_hr, output=output, saved=saved, grad_output=grad_output,
+                   grad_h_n=grad_h_n, grad_c_n=grad_c_n)
     H = weight_ih.shape[0] // gates
     P = output.shape[-1]
     B = output.shape[0] if batch_first else output.shape[1]

@@ -6,9 +6,11 @@ the step is a single ``rnnfast::recurrent_forward`` op over one time step.
 
 from typing import Optional, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from ._conversion import TorchConversion
+from ._errors import DtypeMismatchError, LstmStateError
 from ._weights import current_weights
 from .functional import cell_forward, gru_cell_name, rnn_cell_name
 
@@ -61,11 +63,30 @@ class RecurrentCell(TorchConversion, nn.RNNCellBase):
             c = None if c is None else c.unsqueeze(0)
         self._check(input, h, c)
         weights = current_weights(self, _WEIGHT_NAMES)
-        h_next, c_next = cell_forward(input, *weights, h, c, self.cell)
+        if self.hidden_size == 0:
+            h_next, c_next = self._step_without_units(input, weights, h, c)
+        else:
+            try:
+                h_next, c_next = cell_forward(input, *weights, h, c, self.cell)
+            except TypeError as e:
+                # The op's TypeErrors are its dtype checks; torch.nn's cells raise RuntimeError.
+                raise DtypeMismatchError(str(e)) from None
         if not batched:
             h_next = h_next.squeeze(0)
             c_next = c_next.squeeze(0) if self._has_cell_state else c_next
         return h_next, c_next
+
+    def _step_without_units(self, input: Tensor, weights, h: Optional[Tensor],
+                            c: Optional[Tensor]):
+        """hidden_size = 0, which the op refuses: torch's own cell gives the empty [B, 0] states
+        torch.nn's cells return, with their autograd (zero gradients of input and weights).
+        Every variant computes nothing here, so torch's cell of the same gates stands in."""
+        if h is None:
+            h = input.new_zeros(input.shape[0], 0)
+        if self._has_cell_state:
+            return torch.lstm_cell(input, (h, h if c is None else c), *weights)
+        step = torch.gru_cell if self.cell.startswith("gru") else torch.rnn_tanh_cell
+        return step(input, h, *weights), input.new_empty(0)
 
     def _config(self) -> dict:
         return dict(input_size=self.input_size, hidden_size=self.hidden_size, bias=self.bias)
@@ -154,7 +175,7 @@ class LSTMCell(RecurrentCell):
         if hx is not None:
             if (not isinstance(hx, (tuple, list)) or len(hx) != 2
                     or not all(isinstance(t, Tensor) for t in hx)):
-                raise TypeError("LSTMCell: hx must be a tuple (h, c) of tensors, or None; got "
-                                f"{type(hx).__name__}")
+                raise LstmStateError("LSTMCell: hx must be a tuple (h, c) of tensors, or None; "
+                                     f"got {type(hx).__name__}")
             h, c = hx
         return self._step(input, h, c)

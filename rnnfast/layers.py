@@ -16,12 +16,30 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ._conversion import TorchConversion
+from ._errors import (DtypeMismatchError, LstmStateError, dtype_mismatch_error,
+                      empty_sequence_error)
 from ._weights import current_weights
 from .functional import gru_cell_name, recurrent_layers, rnn_cell_name
 
 __all__ = ["RNN", "GRU", "LSTM"]
 
 _PARAM_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+
+
+def _layout(batched: bool, batch_first: bool) -> str:
+    if not batched:
+        return "[T, input_size] (unbatched)"
+    return "[B, T, input_size] (batch_first=True)" if batch_first else "[T, B, input_size]"
+
+
+def _check_state_dtype_and_device(input: Tensor, state: Tensor, name: str) -> None:
+    """torch.nn's exception types, where the op's own checks would raise a TypeError for the
+    dtype and, for a packed input, index the state before any check."""
+    if state.dtype != input.dtype:
+        raise dtype_mismatch_error(name, input.dtype, state.dtype)
+    if state.device != input.device:
+        raise RuntimeError(f"rnnfast: {name} must be on the device of input ({input.device}); "
+                           f"got {state.device}")
 
 
 class RecurrentLayer(TorchConversion, nn.RNNBase):
@@ -72,6 +90,9 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
         self.check_hidden_size(h0, h_shape, self._h0_message)
         if c_shape is not None:
             self.check_hidden_size(c0, c_shape, "Expected hidden[1] size {}, got {}")
+        _check_state_dtype_and_device(input, h0, "hx")
+        if c0 is not None:
+            _check_state_dtype_and_device(input, c0, "cx")
 
     _h0_message = "Expected hidden size {}, got {}"
 
@@ -114,6 +135,8 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
             self.check_input(x, None)
             if h0 is not None:
                 self._check_state(x, h0, c0, None)
+            if x.shape[1 if self.batch_first else 0] == 0:
+                raise empty_sequence_error(input.shape, _layout(batched, self.batch_first))
 
         output, h_n, c_n = self._run_layers(x, h0, c0, lengths)
 
@@ -141,8 +164,13 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
         # x [T, B, I] (or batch-first); h0 [L*D, B, H_out], c0 [L*D, B, H] or None.
         weights = current_weights(self, (n for names in self._op_weight_names for n in names))
         dropout = self.dropout if self.training else 0.0  # the op applies it between layers
-        output, h_n, c_n = recurrent_layers(x, weights, h0, c0, lengths, self.cell,
-                                            self.bidirectional, self.batch_first, dropout)
+        try:
+            output, h_n, c_n = recurrent_layers(x, weights, h0, c0, lengths, self.cell,
+                                                self.bidirectional, self.batch_first, dropout)
+        except TypeError as e:
+            # The op's TypeErrors are its dtype checks (a weight's, here); torch.nn's layers
+            # raise RuntimeError.
+            raise DtypeMismatchError(str(e)) from None
         return output, h_n, c_n if self._has_cell_state else None
 
     _has_cell_state = False
@@ -258,11 +286,11 @@ class LSTM(RecurrentLayer):
         if hx is None:
             return None, None
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of tensors, or None; got "
-                            f"{type(hx).__name__}")
+            raise LstmStateError("LSTM: hx must be a tuple (h_0, c_0) of tensors, or None; got "
+                                 f"{type(hx).__name__}")
         if not isinstance(hx[0], Tensor) or not isinstance(hx[1], Tensor):
-            raise TypeError("LSTM: hx must hold two tensors (h_0, c_0); got "
-                            f"({type(hx[0]).__name__}, {type(hx[1]).__name__})")
+            raise LstmStateError("LSTM: hx must hold two tensors (h_0, c_0); got "
+                                 f"({type(hx[0]).__name__}, {type(hx[1]).__name__})")
         return hx[0], hx[1]
 
     def _join_state(self, h, c):
