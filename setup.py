@@ -17,6 +17,7 @@ Environment:
 import glob
 import os
 import sys
+import sysconfig
 
 import torch
 from setuptools import find_packages, setup
@@ -97,8 +98,21 @@ def extension():
                         extra_link_args=openmp)
 
 
+class BuildExtKeepingObjects(BuildExtension.with_options(use_ninja=True)):
+    """torch's ninja build, its objects always in the same folder under build/.
+
+    pip's editable and wheel builds hand build_ext a fresh temporary folder each time, so
+    every reinstall compiled all of csrc/ again; in a kept folder ninja recompiles only what
+    changed (its depfiles track the headers, its log the flags)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.build_temp = os.path.join(
+            ROOT, "build", f"temp.{sysconfig.get_platform()}-{sys.implementation.cache_tag}")
+
+
 setup(
     packages=find_packages(include=["rnnfast", "rnnfast.*"]),
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtKeepingObjects},
 )

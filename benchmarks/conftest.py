@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 
-from rnnfast import _bench_cases as cases
+from rnnfast.bench import cases
 
 
 def pytest_addoption(parser):

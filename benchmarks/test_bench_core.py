@@ -1,12 +1,12 @@
 """Core benchmarks: rnnfast vs torch.nn vs hand-written loops (and the GEMM floor at LM, M and L).
 
 One pytest-benchmark group per "{cell}-{shape}-{pass}"; the cases themselves are
-defined in ``rnnfast._bench_cases`` and shared with ``python -m rnnfast.bench``.
+defined in ``rnnfast.bench.cases`` and shared with ``python -m rnnfast.bench``.
 """
 
 import pytest
 
-from rnnfast import _bench_cases as cases
+from rnnfast.bench import cases
 
 
 def _core_cases():

@@ -1,10 +1,10 @@
 """Module-level benchmarks: rnnfast's layers and cells against torch.nn's (and, for generation,
 the hand-written step). One pytest-benchmark group per "{group}-{cell}-{pass}"; the cases
-are defined in ``rnnfast._bench_modules`` and shared with ``python -m rnnfast.bench``."""
+are defined in ``rnnfast.bench.modules`` and shared with ``python -m rnnfast.bench``."""
 
 import pytest
 
-from rnnfast import _bench_modules as modules
+from rnnfast.bench import modules
 
 
 def _params():

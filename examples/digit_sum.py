@@ -12,7 +12,7 @@ scored on test.
 The seed's finding: the SRN's accuracy falls as the sequences grow, and the residual SRN of
 NNDL eq. (6.50), ``h = h + tanh(x W + h U + b)``, holds up. The gated GRU and LSTM are run
 next to them. The SRN is then trained again with the seed's hand-written loop
-(``rnnfast.baselines.SeedSRN``, the same math, the same initial weights and the same batches)
+(``rnnfast.bench.baselines.SeedSRN``, the same math, the same initial weights and the same batches)
 to compare wall times.
 
     python examples/digit_sum.py                 # all lengths and models, ~6 min on 1 core
@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 import rnnfast  # noqa: E402
-from rnnfast.baselines import SeedSRN  # noqa: E402
+from rnnfast.bench.baselines import SeedSRN  # noqa: E402
 
 LENGTHS = (5, 10, 15, 20, 25, 30, 35)
 MODELS = ("srn", "residual_srn", "gru", "lstm")

@@ -5,7 +5,7 @@
 
 Each checkout must hold a built extension (``python setup.py build_ext --inplace``; for the
 base, for instance, ``git worktree add /tmp/base HEAD~1`` and build there). Per round and
-case, one process per build times rnnfast alone on the case of ``rnnfast/_bench_cases.py``
+case, one process per build times rnnfast alone on the case of ``rnnfast/bench/cases.py``
 (the same inputs, weights and loss as ``python -m rnnfast.bench``) and reports its fastest
 run; the builds alternate, so that the slower and faster spells of a shared machine touch
 both alike. The table gives each build's minimum over the rounds and their ratio: on a
@@ -26,7 +26,7 @@ _CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import rnnfast
-from rnnfast import _bench_cases as C
+from rnnfast.bench import cases as C
 assert rnnfast.__file__.startswith(sys.argv[1]), rnnfast.__file__
 cell, shape, pass_ = sys.argv[2].split(":")
 runs = int(sys.argv[3])

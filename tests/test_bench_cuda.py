@@ -1,4 +1,4 @@
-"""rnnfast.bench_cuda, the GPU benchmark, run on the CPU (--device cpu) over a tiny grid: the
+"""rnnfast.bench.cuda, the GPU benchmark, run on the CPU (--device cpu) over a tiny grid: the
 script itself, its implementations' agreement and its report, checked without a GPU."""
 
 import json
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cuda_helpers import requires_cuda
-from rnnfast import bench_cuda
+from rnnfast.bench import cuda as bench_cuda
 
 
 def test_runs_on_the_cpu_and_reports_every_case(tmp_path, capsys):
@@ -74,7 +74,7 @@ def test_the_table_tells_misses_within_reach_from_those_beyond_the_floor(
 def test_the_floor_runs_the_cases_gemms():
     """gemm_floor_step's GEMMs are the case's: on the CPU here, replayed from a CUDA graph on a
     GPU (test_cuda_runtime checks that)."""
-    from rnnfast import _bench_cases as cases
+    from rnnfast.bench import cases
 
     shape = cases.Shape("g", 3, 4, 5, 6, warmup=1, repeat=1)
     step = cases.gemm_floor_step("gru", shape, "fwdbwd", "cpu")
@@ -85,7 +85,7 @@ def test_the_floor_runs_the_cases_gemms():
 @requires_cuda
 @pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)], ids=str)
 def test_the_floor_replays_the_cases_gemms_from_a_cuda_graph(dtype, atol):
-    from rnnfast import _bench_cases as cases
+    from rnnfast.bench import cases
 
     shape = cases.Shape("g", 3, 4, 5, 6, warmup=1, repeat=1)
     step = cases.gemm_floor_step("lstm", shape, "fwdbwd", "cuda", dtype)

@@ -8,14 +8,22 @@ import re
 
 import pytest
 
-from rnnfast import _bench_report, bench
+from rnnfast.bench import cli as bench
+from rnnfast.bench import report as _bench_report
+from rnnfast.bench import tables
 
-RECORDED = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results",
+RECORDED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "results",
                         "2026-11-23_cpu-xeon-2c_full.json")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # The plots need matplotlib (in requirements.txt); a bare GPU machine may lack it.
 needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
                                       reason="needs matplotlib")
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """The runs below draw their default plot under the cwd: a fresh one per test."""
+    monkeypatch.chdir(tmp_path)
 
 
 def _recorded():
@@ -125,7 +133,7 @@ def test_timing_table_relates_rnnfast_and_torch_nn_to_the_gemm_floor():
     """The floor columns: the floor's best run, and both medians over it."""
     report = _recorded()
     ms = {(t["cell"], t["shape"], t["pass"], t["impl"]): t["median_ms"] for t in report["timings"]}
-    lines = bench.timing_table(report).splitlines()
+    lines = tables.timing_table(report).splitlines()
     header = lines[0].split("  ")
     header = [h.strip() for h in header if h.strip()]
     assert header[-3:] == ["GEMM floor", "rnnfast / floor", "torch.nn / floor"]
@@ -161,13 +169,13 @@ def test_ab_builds_compares_two_checkouts():
 def test_compute_bound_table_relates_the_medians_to_the_peak_rate():
     """The compute bound: a case's GEMM FLOPs at the measured peak rate, both medians as
     shares of that rate, and torch.nn over the bound; none without a measured peak."""
-    from rnnfast import _bench_cases as cases
+    from rnnfast.bench import cases
 
     report = _recorded()
-    assert "gemm_peak" not in report and bench.compute_bound_table(report) == ""
+    assert "gemm_peak" not in report and tables.compute_bound_table(report) == ""
     report["gemm_peak"] = {"n": 2048, "gflops": 250.0, "times_ms": [68.7]}
     ms = {(t["cell"], t["shape"], t["pass"], t["impl"]): t["median_ms"] for t in report["timings"]}
-    lines = bench.compute_bound_table(report).splitlines()
+    lines = tables.compute_bound_table(report).splitlines()
     header = [h.strip() for h in lines[0].split("  ") if h.strip()]
     assert header == ["cell", "shape", "pass", "GFLOP", "bound ms", "rnnfast % of peak",
                       "torch.nn % of peak", "torch.nn / bound"]
@@ -184,7 +192,7 @@ def test_compute_bound_table_relates_the_medians_to_the_peak_rate():
 
 
 def test_gemm_peak_measures_a_plausible_rate():
-    from rnnfast import _bench_cases as cases
+    from rnnfast.bench import cases
 
     peak = cases.gemm_peak("cpu", runs=2)
     assert peak["n"] == cases.PEAK_SIZE["cpu"] and len(peak["times_ms"]) == 2

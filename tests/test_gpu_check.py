@@ -36,7 +36,7 @@ case "$*" in
     if [ "${FAKE_TESTS_RC:-0}" = 0 ]; then echo "12 passed in 1.00s"
     else echo "FAILED tests/test_cuda.py::test_x - boom"; echo "1 failed, 11 passed in 1.00s"; fi
     exit "${FAKE_TESTS_RC:-0}" ;;
-  *"-m rnnfast.bench_cuda"*)
+  *"-m rnnfast.bench.cuda"*)
     out=""; prev=""
     for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
     echo '{"cases": []}' > "$out/bench_cuda.json"; echo "the table" > "$out/bench_cuda.txt" ;;
@@ -123,7 +123,7 @@ def test_all_steps_pass(fakes):
     sanitized = [c for c in calls if c[0] == "sanitizer"]
     assert {c[c.index("--tool") + 1] for c in sanitized} == {"memcheck", "racecheck", "initcheck"}
     assert all((ROOT / c[-1]).is_file() for c in sanitized)
-    bench = next(c for c in calls if c[:2] == ["-m", "rnnfast.bench_cuda"])
+    bench = next(c for c in calls if c[:2] == ["-m", "rnnfast.bench.cuda"])
     assert importlib.util.find_spec(bench[1]) is not None
 
 

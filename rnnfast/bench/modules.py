@@ -25,9 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from . import baselines
-from . import functional as RF
-from .cells import GRUCell, LSTMCell, RNNCell
-from .layers import GRU, LSTM, RNN
+from .. import functional as RF
+from ..cells import GRUCell, LSTMCell, RNNCell
+from ..layers import GRU, LSTM, RNN
 
 CELLS = ("rnn", "gru", "lstm")
 GROUPS = ("layer-S", "stack-LM", "generate-200")

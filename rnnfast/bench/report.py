@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from . import _bench_cases as cases
+from . import cases
 
 PLOT_PASSES = ("fwd", "fwdbwd")
 PASS_TITLES = {"fwd": "forward", "fwd_nograd": "forward, no grad", "fwdbwd": "forward + backward"}
@@ -142,6 +142,6 @@ def compare_reports(old: dict, new: dict, threshold: float = 0.10) -> str:
 
 
 def _label(impl: str) -> str:
-    from . import _bench_modules as modules
+    from . import modules
 
     return cases.LABELS.get(impl) or modules.LABELS.get(impl, impl)

@@ -1,6 +1,6 @@
 """GPU benchmark: rnnfast against torch.nn (cuDNN) and hand-written Python loops.
 
-    python -m rnnfast.bench_cuda --out DIR [--budget-s 240] [--quick]
+    python -m rnnfast.bench.cuda --out DIR [--budget-s 240] [--quick]
         [--batches 1,8 --steps 100 --hidden 256] [--device cpu]
 
 Single layer, unidirectional, I = H, the input projection included on every side, the same
@@ -16,7 +16,7 @@ on a few shapes only, after the whole grid, while the time budget lasts. What wa
 and why (the budget, out of memory, an error), is listed in the report; a CUDA error stops
 the run, since every later call would fail too. Each case also times its GEMM floor (the
 same matrix products and nothing else, captured once in a CUDA graph and replayed:
-``_bench_cases.gemm_floor_step``). rnnfast's path runs those products through cuBLAS too,
+``cases.gemm_floor_step``). rnnfast's path runs those products through cuBLAS too,
 so ``seed / floor`` is the most it could gain over the seed loop at that shape: where that
 is under 20x, the seed target is out of this path's reach (large B and H, where the seed loop
 is as bound by the same GEMMs as everything else), and the table says so. GRU: cuDNN's
@@ -41,9 +41,9 @@ import time
 
 import torch
 
-from . import _bench_cases as cases
+from . import cases
 from . import baselines
-from . import functional as RF
+from .. import functional as RF
 
 BATCHES = (1, 8, 64, 256)
 STEPS = (100, 1024)
@@ -222,7 +222,7 @@ def run(args, save=lambda report: None):
         results.append(dict(this, ms=ms, runs_ms=runs, **figures))
 
     def time_floor(case, cell, B, T, H, dtype):
-        """The case's GEMMs alone, replayed from a CUDA graph (_bench_cases.gemm_floor_step)."""
+        """The case's GEMMs alone, replayed from a CUDA graph (cases.gemm_floor_step)."""
         shape = cases.Shape("g", B, T, H, H, warmup=1, repeat=args.repeat)
         for pass_ in args.passes:
             timed(case, dict(case, impl="gemm_floor", pass_=pass_),
@@ -378,7 +378,7 @@ def _sizes(text):
 def main(argv=None):
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("rnnfast.bench_cuda: no CUDA GPU (--device cpu runs it on the CPU)")
+        raise SystemExit("rnnfast.bench.cuda: no CUDA GPU (--device cpu runs it on the CPU)")
     os.makedirs(args.out, exist_ok=True)
 
     def save(report):

@@ -9,7 +9,7 @@ weights:
 ``rnnfast``    ``rnnfast.functional.<cell>`` (GRU: ``reset_after=True``, as nn.GRU)
 ``rnnfast_rb`` GRU only: ``rnnfast.functional.gru(reset_after=False)``, the seed's cell
 ``torch_nn``   ``nn.RNN`` / ``nn.GRU`` / ``nn.LSTM``
-``seed``       the hand-written loops of :mod:`rnnfast.baselines`
+``seed``       the hand-written loops of :mod:`rnnfast.bench.baselines`
 ``gemm_floor`` (shapes in ``FLOOR_SHAPES``) the same GEMM work without anything else
 =============  =================================================================
 
@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from . import baselines
-from . import functional as RF
+from .. import functional as RF
 
 CELLS = ("rnn", "gru", "lstm")
 PASSES = ("fwd", "fwd_nograd", "fwdbwd")
