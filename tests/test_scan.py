@@ -180,6 +180,28 @@ def test_retrace_when_a_closure_scalar_changes():
     torch.testing.assert_close(hn, want, **TIGHT)
 
 
+G_WEIGHT = torch.randn(3, 4, dtype=DT, requires_grad=True)
+
+
+def test_global_tensor_default_argument_and_partial():
+    import functools
+    U = torch.randn(4, 4, dtype=DT, requires_grad=True)
+    b = torch.randn(4, dtype=DT, requires_grad=True)
+    v = torch.randn(4, dtype=DT, requires_grad=True)
+
+    def step(h, x, v, U=U):
+        h = torch.tanh(x @ G_WEIGHT + h @ U + b) * v
+        return h, h.clone()
+    h0 = torch.randn(2, 4, dtype=DT, requires_grad=True)
+    x = torch.randn(3, 2, 3, dtype=DT, requires_grad=True)
+    fn = functools.partial(step, v=v)
+    wrt = [h0, x, G_WEIGHT, U, b, v]
+    got = outputs_and_grads(rnnfast.scan(fn, h0, x), wrt)
+    want = outputs_and_grads(python_loop(fn, h0, x), wrt)
+    for a, b_ in zip(got[0] + list(got[1]), want[0] + list(want[1])):
+        torch.testing.assert_close(a, b_, **TIGHT)
+
+
 def test_global_tensor_and_scalar():
     step, init, xs, params, _, _ = sample(scan_cells.make_hard_sigmoid_cell, 0)
     assert_matches_loop(step, init, xs, params)

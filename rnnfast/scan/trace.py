@@ -60,6 +60,12 @@ def trace_step(captures: StepCaptures, init_leaves, init_spec, x_leaves, x_spec)
     except (ScanTraceError, CarryMismatchError):
         raise
     except Exception as e:
+        if "convert all Tensors to FakeTensors" in str(e):
+            raise ScanTraceError(
+                "rnnfast.scan: combine_fn reads a tensor from a place the closure lifting does "
+                "not look (a helper function's globals or closure, an object's attribute "
+                "reached through a call); pass it through the step's closure, defaults, globals "
+                "or module instead") from e
         raise ScanTraceError(f"rnnfast.scan: combine_fn could not be traced once for all steps "
                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
                              ) from e
