@@ -46,11 +46,9 @@ class LoopStep:
 
     def _trace_vjp(self, primals, cotangents) -> Program:
         diff = self._vjp_diff = [p.is_floating_point() for p in primals]
-        batch = primals[0].shape[0]
-        b = trace_batch_size([p[0] if _batched(p, batch, self, k) else p
-                              for k, p in enumerate(primals)])
-        samples = [_at_batch(p, b) if _batched(p, batch, self, k) else p
-                   for k, p in enumerate(primals)]
+        n_batched = self.n_carry + len(self.split.loop_seq_in)  # carry and hoisted inputs
+        b = trace_batch_size([p[0] if k < n_batched else p for k, p in enumerate(primals)])
+        samples = [_at_batch(p, b) if k < n_batched else p for k, p in enumerate(primals)]
         cot_samples = [_at_batch(c, b) for c in cotangents]
         n_p = len(samples)
 
@@ -72,12 +70,6 @@ class LoopStep:
         with torch.no_grad():
             gm = make_fx(forward, tracing_mode="fake")(*samples, *cot_samples)
         return lower(gm, n_p, len(cot_samples), b, n_carry_out=sum(diff))
-
-
-def _batched(p: Tensor, batch: int, step: LoopStep, k: int) -> bool:
-    """Whether input k of the step is batch-shaped (carry and hoisted inputs are; weights
-    are not)."""
-    return k < step.n_carry + len(step.split.loop_seq_in)
 
 
 def _at_batch(t: Tensor, b: int) -> Tensor:
