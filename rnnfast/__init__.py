@@ -10,14 +10,17 @@ and their fake kernels and autograd formulas.
 - ``rnnfast.empty_cpu_cache()``: frees the CPU engine's idle scratch memory.
 """
 
-from . import _ops  # noqa: F401  (registers ops, fake kernels and autograd)
-from . import functional
+from . import (
+    _ops,  # noqa: F401  (registers ops, fake kernels and autograd)
+    functional,
+)
 from .cells import GRUCell, LSTMCell, RNNCell
 from .convert import convert
 from .layers import GRU, LSTM, RNN
+from .scan import scan  # the function; rnnfast.scan's other names: from rnnfast.scan import ...
 
 __all__ = ["functional", "RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell", "convert",
-           "empty_cpu_cache"]
+           "empty_cpu_cache", "scan"]
 __version__ = "0.1.0"
 
 

@@ -1,0 +1,17 @@
+"""rnnfast.scan: any hand-written recurrent step, traced once and run split into its hoisted
+input products, its recurrent core and its output part, with autograd.
+
+``rnnfast.scan`` (the package's attribute) is the function; this subpackage's other names are
+reached by ``from rnnfast.scan import trace_count, clear_cache``.
+
+Module layout: api (the entry), validate (argument checks), capture (closure lifting), trace
+(make_fx into the IR), ir and whitelist (the program and the ops the engine runs), rewrite and
+split (cat-product split, the parts), interpret, loop_step, recurrence and runner (the reference
+runner and its autograd), cache (programs by code and signature), loop (the eager fallback),
+errors."""
+
+from .api import scan
+from .cache import clear_cache, trace_count
+from .errors import CarryMismatchError, ScanTraceError
+
+__all__ = ["scan", "trace_count", "clear_cache", "ScanTraceError", "CarryMismatchError"]

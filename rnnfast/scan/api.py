@@ -1,0 +1,70 @@
+"""rnnfast.scan: torch.scan's signature, run by tracing the step once and splitting it
+(hoisted input products, the recurrent core, the output part), with autograd."""
+
+import warnings
+from typing import Optional
+
+import torch
+import torch.utils._pytree as pytree
+
+from . import cache
+from .capture import StepCaptures
+from .errors import ScanTraceError
+from .loop import python_loop
+from .runner import StepPlan, run_plan
+from .split import split_step
+from .trace import trace_step
+from .validate import check_inputs
+
+
+@torch._dynamo.disable  # a graph break: the loop runs eagerly, its ops per step
+def scan(combine_fn, init, xs, *, dim: int = 0, reverse: bool = False, lengths=None,
+         fallback: Optional[str] = None):
+    """``final_carry, ys = scan(combine_fn, init, xs)``: ``carry, y_t = combine_fn(carry, x_t)``
+    over the steps of ``xs`` (torch.scan's semantics and signature).
+
+    Args:
+        combine_fn: ``(carry, x_t) -> (next_carry, y_t)``, pytrees of tensors whose first
+            dimension is the batch B; ``y_t`` may be None. It may read tensors from its
+            closure, defaults, globals or module (``self.W``): gradients reach them.
+        init: the initial carry, a pytree of ``[B, ...]`` tensors.
+        xs: a pytree of ``[T, B, ...]`` tensors (the steps along ``dim``).
+        dim: the dimension of xs (and ys) that holds the steps.
+        reverse: run from the last step to the first; ys stay in xs' order.
+        lengths: ``[B]`` integer lengths: a sequence's outputs past its end are zero and its
+            final carry is the one after its last step (with reverse, its steps run from
+            ``lengths[b] - 1`` down to 0, as rnnfast.functional's reverse direction).
+        fallback: ``"loop"`` runs a step the engine cannot trace or run as a Python loop (with
+            a warning) instead of raising.
+
+    Returns:
+        ``(final_carry, ys)``: ys' leaves stack y_t's leaves along ``dim``.
+    """
+    inputs = check_inputs(combine_fn, init, xs, dim, reverse, lengths, fallback)
+    if inputs is None:  # no xs leaves: torch.scan's shortcut
+        return init, []
+    init_leaves, init_spec, x_leaves, x_spec, lengths = inputs
+    try:
+        captures = StepCaptures(combine_fn)
+        key = (captures.key, cache.signature(init_leaves, init_spec, x_leaves, x_spec))
+        plan = cache.lookup(key, lambda: _build(captures, init_leaves, init_spec, x_leaves,
+                                                x_spec))
+    except (ScanTraceError, TypeError) as e:
+        if fallback != "loop":
+            raise
+        warnings.warn(f"{e} Running combine_fn as a Python loop instead.", stacklevel=2)
+        final, ys, y_spec = python_loop(combine_fn, init_leaves, init_spec, x_leaves, x_spec,
+                                        lengths, reverse)
+    else:
+        final, ys = run_plan(plan, init_leaves, x_leaves, captures.tensors, lengths, reverse)
+        y_spec = plan.y_spec
+        it = iter(ys)
+        ys = [None if none else next(it) for none in plan.y_none]
+    if dim != 0:
+        ys = [torch.movedim(y, 0, dim) if y is not None and dim < y.dim() else y for y in ys]
+    return pytree.tree_unflatten(final, init_spec), pytree.tree_unflatten(ys, y_spec)
+
+
+def _build(captures, init_leaves, init_spec, x_leaves, x_spec) -> StepPlan:
+    prog, y_spec, y_none = trace_step(captures, init_leaves, init_spec, x_leaves, x_spec)
+    return StepPlan(split_step(prog), y_spec, y_none)

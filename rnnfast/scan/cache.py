@@ -1,0 +1,63 @@
+"""The traced programs by step code and input signature, never by batch size or length: a
+lambda made anew on every call hits its entry, and new tensors behind its closure are rebound
+(they are the program's inputs), while a change to what the trace baked in (a Python scalar in
+the closure, a tensor's shape or dtype, which tensors need grad) traces again."""
+
+from collections import OrderedDict
+from typing import Callable
+
+from .capture import tensor_meta
+
+_MAX_ENTRIES = 256
+_entries: "OrderedDict[tuple, object]" = OrderedDict()
+_traces = 0
+
+
+def trace_count() -> int:
+    """How many times rnnfast.scan has traced a step since the process started."""
+    return _traces
+
+
+def clear_cache() -> None:
+    _entries.clear()
+
+
+def signature(init_leaves, init_spec, x_leaves, x_spec) -> tuple:
+    """What the trace depends on in init and xs: structure, and per leaf everything but the
+    batch (init [B, ...]) and the steps (xs [T, B, ...])."""
+    return (init_spec, x_spec,
+            tuple(_without(tensor_meta(t), 1) for t in init_leaves),
+            tuple(_without(tensor_meta(x), 2) for x in x_leaves))
+
+
+def _without(meta, leading: int) -> tuple:
+    dtype, shape, device, requires_grad = meta
+    return dtype, shape[leading:], device, requires_grad
+
+
+def lookup(key: tuple, build: Callable[[], object]):
+    """The entry for key, built (traced) on a miss. A build that raises is remembered as that
+    error, so that a step the engine cannot run is not traced again on every call."""
+    global _traces
+    entry = _entries.get(key)
+    if entry is None:
+        _traces += 1
+        try:
+            entry = build()
+        except Exception as e:  # kept: the step's code and signature fail the same way again
+            entry = _Failure(e)
+        _entries[key] = entry
+        if len(_entries) > _MAX_ENTRIES:
+            _entries.popitem(last=False)
+    else:
+        _entries.move_to_end(key)
+    if isinstance(entry, _Failure):
+        raise entry.error
+    return entry
+
+
+class _Failure:
+    def __init__(self, error: Exception):
+        self.error = error
+
+

@@ -1,0 +1,256 @@
+"""Closure lifting: the tensors a step function reads from outside its arguments (closure cells,
+default arguments, the globals it names, a bound method's ``self``, ``functools.partial``
+arguments; nn.Modules among them give their parameters, buffers and tensor attributes), found
+anew on every call so that the traced program takes them as explicit inputs: gradients reach the
+real tensors, and a new tensor behind the same code is rebound, not retraced.
+
+``StepCaptures.key`` describes everything else the step reads that the trace bakes in (Python
+scalars, the structure of containers, the shapes and dtypes of the tensors), so that a change
+there retraces."""
+
+import contextlib
+import functools
+import types
+from typing import Any, Callable, List, Tuple
+
+import torch
+import torch.utils._pytree as pytree
+from torch import Tensor, nn
+
+_PRIMITIVES = (int, float, bool, str, complex, type(None), torch.dtype, torch.device)
+# Globals of these kinds are code or namespaces, assumed stable; everything else is described.
+_SKIPPED_GLOBALS = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type,
+                    types.MethodType, functools.partial)
+
+
+def tensor_meta(t: Tensor) -> tuple:
+    return (t.dtype, tuple(t.shape), t.device.type, t.requires_grad)
+
+
+def _is_primitive(v) -> bool:
+    if isinstance(v, tuple):
+        return all(_is_primitive(e) for e in v)
+    return isinstance(v, _PRIMITIVES)
+
+
+def _primitive_attrs(obj) -> tuple:
+    return tuple(sorted((k, v) for k, v in vars(obj).items() if _is_primitive(v)))
+
+
+def _module_tensors(module: nn.Module) -> Tuple[List[str], List[Tensor]]:
+    """Parameters, buffers and plain tensor attributes of a module tree, by dotted name."""
+    names, tensors = [], []
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        names.append(name)
+        tensors.append(t)
+    for prefix, sub in module.named_modules():
+        for attr, v in vars(sub).items():
+            if isinstance(v, Tensor) and not isinstance(v, nn.Parameter):
+                names.append(f"{prefix}.{attr}" if prefix else attr)
+                tensors.append(v)
+    return names, tensors
+
+
+class _Host(nn.Module):
+    """Holds the modules a step reads, so that one torch.func.functional_call swaps their
+    tensors for the traced program's inputs while the step runs."""
+
+    def forward(self, fn, carry, x):
+        return fn(carry, x)
+
+
+class _Describer:
+    """Turns one value the step reads into (key part, tensors, rebuild(tensors) -> value)."""
+
+    def __init__(self):
+        self.modules: List[nn.Module] = []
+        # Per lifted tensor in order: None (rebuilt into a cell, default, global or container),
+        # ("module", k, name) or ("attr", obj, name) (swapped in while the step runs).
+        self.owners: List[Any] = []
+
+    def describe(self, v):
+        if isinstance(v, Tensor):
+            self.owners.append(None)
+            return ("tensor", tensor_meta(v)), [v], lambda ts: ts[0]
+        if isinstance(v, nn.Module):
+            return self._module(v)
+        if _is_primitive(v):
+            return ("value", v), [], lambda ts: v
+        if isinstance(v, (list, tuple, dict)):
+            return self._container(v)
+        if hasattr(v, "__dict__") and not isinstance(v, _SKIPPED_GLOBALS):
+            return self._object(v)
+        try:
+            hash(v)
+            return ("object", v), [], lambda ts: v
+        except TypeError:
+            return ("id", id(v)), [], lambda ts: v
+
+    def _module(self, m):
+        for k, seen in enumerate(self.modules):
+            if seen is m:
+                return ("module-again", k), [], lambda ts: m
+        names, tensors = _module_tensors(m)
+        self.owners.extend(("module", len(self.modules), n) for n in names)
+        self.modules.append(m)
+        prims = tuple((n, _primitive_attrs(s)) for n, s in m.named_modules())
+        key = ("module", type(m), tuple(zip(names, map(tensor_meta, tensors))), prims)
+        return key, tensors, lambda ts: m
+
+    def _container(self, v):
+        leaves, spec = pytree.tree_flatten(v)
+        parts = [self.describe(leaf) for leaf in leaves]
+        counts = [len(p[1]) for p in parts]
+        tensors = [t for p in parts for t in p[1]]
+        key = ("tree", spec, tuple(p[0] for p in parts))
+
+        def rebuild(ts):
+            out, i = [], 0
+            for (_, _, make), n in zip(parts, counts):
+                out.append(make(ts[i:i + n]))
+                i += n
+            return pytree.tree_unflatten(out, spec)
+
+        return key, tensors, rebuild
+
+    def _object(self, obj):
+        names = [k for k, v in vars(obj).items() if isinstance(v, Tensor)]
+        if not names:
+            return ("object-id", id(obj), _primitive_attrs(obj)), [], lambda ts: obj
+        tensors = [getattr(obj, n) for n in names]
+        self.owners.extend(("attr", obj, n) for n in names)
+        key = ("attrs", type(obj), tuple(zip(names, map(tensor_meta, tensors))),
+               _primitive_attrs(obj))
+        return key, tensors, lambda ts: obj
+
+
+def _code_names(code: types.CodeType) -> set:
+    """The names a code object and the code nested in it (comprehensions, lambdas) look up."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def _unwrap(fn):
+    """(function, bound self or None, partial args, partial keywords)."""
+    pargs, pkw = (), {}
+    if isinstance(fn, functools.partial):
+        fn, pargs, pkw = fn.func, fn.args, dict(fn.keywords)
+    if isinstance(fn, nn.Module):
+        return type(fn).forward, fn, pargs, pkw
+    if isinstance(fn, types.MethodType):
+        return fn.__func__, fn.__self__, pargs, pkw
+    if isinstance(fn, types.FunctionType):
+        return fn, None, pargs, pkw
+    raise TypeError(f"rnnfast.scan: combine_fn must be a Python function, a bound method, an "
+                    f"nn.Module or a functools.partial of one; got {type(fn).__name__}")
+
+
+class StepCaptures:
+    """The lifted view of one step function: ``code`` and ``key`` (the cache key's part from the
+    step), ``tensors`` (the current lifted tensors, inputs of the traced program) and
+    ``call(tensors, carry, x)`` (the step with those tensors in place of the real ones)."""
+
+    def __init__(self, fn: Callable):
+        func, self_obj, pargs, pkw = _unwrap(fn)
+        self.func, self.self_obj = func, self_obj
+        self.code = func.__code__
+        d = _Describer()
+        slots = []  # (kind, where, value)
+        for name, cell in zip(self.code.co_freevars, func.__closure__ or ()):
+            try:
+                slots.append(("cell", name, cell.cell_contents))
+            except ValueError:  # an empty cell: a name assigned after the step was defined
+                slots.append(("empty-cell", name, None))
+        for i, v in enumerate(func.__defaults__ or ()):
+            slots.append(("default", i, v))
+        for k, v in sorted((func.__kwdefaults__ or {}).items()):
+            slots.append(("kwdefault", k, v))
+        g = func.__globals__
+        for name in sorted(_code_names(self.code)):
+            if name in g and not isinstance(g[name], _SKIPPED_GLOBALS):
+                slots.append(("global", name, g[name]))
+        if self_obj is not None:
+            slots.append(("self", None, self_obj))
+        for i, v in enumerate(pargs):
+            slots.append(("partial", i, v))
+        for k, v in sorted(pkw.items()):
+            slots.append(("partial-kw", k, v))
+        described = [d.describe(v) for _, _, v in slots]
+        self._slots = [(kind, where, rebuild, len(ts))
+                       for (kind, where, _), (_, ts, rebuild) in zip(slots, described)]
+        self.tensors: List[Tensor] = [t for _, ts, _ in described for t in ts]
+        self.key = (self.code, tuple((kind, where, k) for (kind, where, _), (k, _, _) in
+                                     zip(slots, described)))
+        self._describer = d
+
+    def call(self, tensors, carry, x):
+        """Runs the step on (carry, x) with ``tensors`` in place of the lifted ones."""
+        func = self.func
+        cells, defaults, kwdefaults, new_globals = [], [], {}, {}
+        self_obj, pargs, pkw = self.self_obj, [], {}
+        i = 0
+        for kind, where, rebuild, n in self._slots:
+            value = rebuild(tensors[i:i + n]) if kind != "empty-cell" else None
+            i += n
+            if kind == "cell":
+                cells.append(types.CellType(value))
+            elif kind == "empty-cell":
+                cells.append(types.CellType())
+            elif kind == "default":
+                defaults.append(value)
+            elif kind == "kwdefault":
+                kwdefaults[where] = value
+            elif kind == "global":
+                new_globals[where] = value
+            elif kind == "partial":
+                pargs.append(value)
+            elif kind == "partial-kw":
+                pkw[where] = value
+        globs = dict(func.__globals__)
+        globs.update(new_globals)
+        # Named forward: torch.fx keeps a node's stack trace from the innermost 'forward' frame
+        # outwards, so that the step's own line is recorded.
+        code = func.__code__.replace(co_name="forward")
+        new_func = types.FunctionType(code, globs, func.__name__,
+                                      tuple(defaults) or None, tuple(cells) or None)
+        new_func.__kwdefaults__ = kwdefaults or None
+        step = new_func if self_obj is None else types.MethodType(new_func, self_obj)
+        if pargs or pkw:
+            step = functools.partial(step, *pargs, **pkw)
+        module_inputs, swaps = self._split_module_tensors(tensors)
+        with _swapped_attributes(swaps):
+            if not self._describer.modules:
+                return step(carry, x)
+            host = _Host()
+            for k, m in enumerate(self._describer.modules):
+                host._modules[f"m{k}"] = m
+            return torch.func.functional_call(host, module_inputs, (step, carry, x), strict=False)
+
+    def _split_module_tensors(self, tensors):
+        """The module tensors as functional_call's mapping and the plain objects' attribute
+        swaps, read off the flat list by each tensor's owner."""
+        mapping, swaps = {}, []
+        for owner, t in zip(self._describer.owners, tensors):
+            if owner is None:
+                continue
+            if owner[0] == "module":
+                mapping[f"m{owner[1]}.{owner[2]}"] = t
+            else:
+                swaps.append((owner[1], owner[2], t))
+        return mapping, swaps
+
+
+@contextlib.contextmanager
+def _swapped_attributes(swaps):
+    """Sets ``obj.name = tensor`` for each swap while the step runs, restoring them after."""
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in swaps]
+    try:
+        for obj, name, t in swaps:
+            setattr(obj, name, t)
+        yield
+    finally:
+        for obj, name, old in saved:
+            setattr(obj, name, old)

@@ -1,0 +1,95 @@
+"""The loop of the reference runner: the recurrent core step by step with ATen ops, and a
+torch.autograd.Function whose backward runs the reverse loop with the step's traced vjp,
+accumulating the weights' gradients."""
+
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .loop_step import LoopStep
+
+
+def _row_mask(mask_t: Tensor, like: Tensor) -> Tensor:
+    return mask_t.view(-1, *([1] * (like.dim() - 1)))
+
+
+def forward_loop(step: LoopStep, carry: List[Tensor], seqs: List[Tensor], weights: List[Tensor],
+                 T: int, mask: Optional[Tensor], reverse: bool, keep_states: bool):
+    """Runs T steps (from the last if reverse). Rows whose mask[t] is false keep their carry.
+    Returns (final carry, boundary values [T, B, ...], the carry before each step or None)."""
+    order = range(T - 1, -1, -1) if reverse else range(T)
+    states = [[None] * T for _ in carry] if keep_states else None
+    boundary = None
+    for t in order:
+        if keep_states:
+            for k, c in enumerate(carry):
+                states[k][t] = c
+        nxt, bound = step(carry, [s[t] for s in seqs], weights)
+        if mask is not None:
+            nxt = [torch.where(_row_mask(mask[t], n), n, c) for n, c in zip(nxt, carry)]
+        carry = nxt
+        if boundary is None:
+            boundary = [b.new_empty((T, *b.shape)) for b in bound]
+        for out, b in zip(boundary, bound):
+            out[t] = b
+    stacked = [torch.stack(s) for s in states] if keep_states else None
+    return carry, boundary or [], stacked
+
+
+class Recurrence(torch.autograd.Function):
+    """(carry0, hoisted sequences [T, B, ...], weights) -> (final carry, boundary values)."""
+
+    @staticmethod
+    def forward(ctx, step, mask, reverse, T, n_carry, n_seq, *tensors):
+        carry = list(tensors[:n_carry])
+        seqs = list(tensors[n_carry:n_carry + n_seq])
+        weights = list(tensors[n_carry + n_seq:])
+        final, boundary, states = forward_loop(step, carry, seqs, weights, T, mask, reverse,
+                                               keep_states=True)
+        ctx.step, ctx.mask, ctx.reverse, ctx.T = step, mask, reverse, T
+        ctx.counts = (n_carry, n_seq)
+        ctx.save_for_backward(*states, *seqs, *weights)
+        originals = {id(t) for t in tensors}
+        final = [f.clone() if id(f) in originals else f for f in final]
+        return (*final, *boundary)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        n_carry, n_seq = ctx.counts
+        saved = ctx.saved_tensors
+        states, seqs, weights = saved[:n_carry], saved[n_carry:n_carry + n_seq], \
+            saved[n_carry + n_seq:]
+        finals = [s[0] for s in states]
+        g_carry = [g if g is not None else torch.zeros_like(f, dtype=torch.float32)
+                   for g, f in zip(grads[:n_carry], finals)]
+        g_bound = list(grads[n_carry:])
+        g_seqs = [torch.zeros_like(s) if s.is_floating_point() else None for s in seqs]
+        g_weights = [torch.zeros_like(w) if w.is_floating_point() else None for w in weights]
+        step, mask, T = ctx.step, ctx.mask, ctx.T
+        order = range(T) if ctx.reverse else range(T - 1, -1, -1)
+        for t in order:
+            primals = [s[t] for s in states] + [s[t] for s in seqs] + list(weights)
+            g_in = g_carry
+            if mask is not None:
+                g_in = [torch.where(_row_mask(mask[t], g), g, 0) for g in g_carry]
+            # Autograd materializes the gradients of unused outputs as zeros.
+            cot = [g for g, s in zip(g_in, states) if s.is_floating_point()]
+            cot += [g[t] for g in g_bound if g.is_floating_point()]
+            grads_t = step.vjp(primals, cot)
+            new_carry = []
+            for k, g in enumerate(grads_t[:n_carry]):
+                g = torch.zeros_like(g_carry[k]) if g is None else g
+                if mask is not None:
+                    g = g + torch.where(_row_mask(mask[t], g), 0, g_carry[k])
+                new_carry.append(g)
+            g_carry = new_carry
+            for k, g in enumerate(grads_t[n_carry:n_carry + n_seq]):
+                if g is not None:
+                    g_seqs[k][t] = g
+            for k, g in enumerate(grads_t[n_carry + n_seq:]):
+                if g is not None:
+                    g_weights[k] += g
+        return (None,) * 6 + (*g_carry, *g_seqs, *g_weights)

@@ -1,0 +1,79 @@
+"""Splits a traced step into the parts that run differently:
+
+- weights: ops on the lifted tensors alone (slices, transposes of W), once per call;
+- hoisted: what depends on x_t and weights only (every x_t @ W), once over all steps (T*B rows);
+- loop: the recurrent core, what the next carry needs from the carry, step by step;
+- output: what only forms y_t from the loop's values (d2l's H @ W_hq), once after the loop
+  over all steps, from the loop values it reads (the boundary, kept per step).
+"""
+
+from dataclasses import dataclass
+from typing import Dict, List
+
+from .errors import ScanTraceError
+from .ir import Node, Program
+from .rewrite import CONST, CORE, HOIST, classify, split_concat_products
+from .whitelist import PRODUCTS, check, packet
+
+
+@dataclass
+class SplitStep:
+    prog: Program
+    weight_nodes: List[Node]
+    hoisted_nodes: List[Node]
+    loop_nodes: List[Node]
+    output_nodes: List[Node]
+    loop_seq_in: List[int]     # hoisted values the loop reads at each step
+    loop_weights_in: List[int]  # weight values the loop reads
+    boundary: List[int]        # loop values (or carry inputs) the output part or y read
+
+
+def split_step(prog: Program) -> SplitStep:
+    split_concat_products(prog)
+    cls = classify(prog)
+    in_loop = _loop_nodes(prog, cls)
+    parts: Dict[str, List[Node]] = {"weights": [], "hoisted": [], "loop": [], "output": []}
+    for k, node in enumerate(prog.nodes):
+        c = cls[node.outs[0]]
+        part = ("weights" if c == CONST else "hoisted" if c == HOIST else
+                "loop" if k in in_loop else "output")
+        if part != "weights":
+            _check_engine_op(node, cls, prog)
+        parts[part].append(node)
+    loop_defined = set(prog.carry_in) | {o for n in parts["loop"] for o in n.outs}
+    reads = _ordered(r for n in parts["loop"] for r in n.refs)
+    reads += _ordered(prog.carry_out)
+    outside = [r for r in _ordered(reads) if r not in loop_defined]
+    boundary_reads = [r for n in parts["output"] for r in n.refs] + list(prog.y_out)
+    return SplitStep(
+        prog, parts["weights"], parts["hoisted"], parts["loop"], parts["output"],
+        loop_seq_in=[r for r in outside if cls[r] == HOIST],
+        loop_weights_in=[r for r in outside if cls[r] == CONST],
+        boundary=[r for r in _ordered(boundary_reads) if r in loop_defined])
+
+
+def _ordered(ids) -> List[int]:
+    return list(dict.fromkeys(ids))
+
+
+def _loop_nodes(prog, cls) -> set:
+    """Indices of the carry-dependent nodes that the next carry needs."""
+    needed, found = set(prog.carry_out), set()
+    for k in range(len(prog.nodes) - 1, -1, -1):
+        node = prog.nodes[k]
+        if cls[node.outs[0]] == CORE and any(o in needed for o in node.outs):
+            found.add(k)
+            needed.update(node.refs)
+    return found
+
+
+def _check_engine_op(node: Node, cls, prog) -> None:
+    why = check(node, lambda i: prog.meta[i])
+    if not why and packet(node) in PRODUCTS and cls[node.args[-1].id] != CONST:
+        why = ("a product of two values that change from step to step; the engine multiplies "
+               "the state or input by a weight")
+    if why:
+        at = f", traced at {node.source}" if node.source else ""
+        raise ScanTraceError(
+            f"rnnfast.scan: combine_fn uses {node.op}, which the fused engine cannot run "
+            f"({why}){at}. Pass fallback='loop' to run such a step as a Python loop.")

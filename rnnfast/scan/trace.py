@@ -1,0 +1,174 @@
+"""Traces a step once (torch.fx's make_fx, fake tensors) into the IR of ir.py, with the lifted
+tensors of capture.py as explicit inputs and the carry checked against init."""
+
+import operator
+from typing import List
+
+import torch
+import torch.utils._pytree as pytree
+from torch import Tensor
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from .capture import StepCaptures
+from .errors import CarryMismatchError, ScanTraceError, user_line
+from .ir import BATCH, Node, Program, Ref, ValueMeta
+
+
+def trace_batch_size(tensors: List[Tensor]) -> int:
+    """A batch size for the trace that no other dimension has, so that it marks the batch
+    wherever the tracer writes it into a shape (a list argument: view, zeros, the sizes of
+    slice_backward); an unusual number, lest a split's sizes hold it."""
+    sizes = {d for t in tensors for d in t.shape}
+    b = 97
+    while b in sizes:
+        b += 1
+    return b
+
+
+def trace_step(captures: StepCaptures, init_leaves, init_spec, x_leaves, x_spec):
+    """The step as a Program, the pytree spec of its y and which of y's leaves are None;
+    x_leaves are [T, B, ...]."""
+    weights = captures.tensors
+    b = trace_batch_size([t[0] for t in init_leaves] + [x[0, 0] for x in x_leaves] + weights)
+    carry = [torch.empty((b, *t.shape[1:]), dtype=t.dtype, device=t.device) for t in init_leaves]
+    xs = [torch.empty((b, *x.shape[2:]), dtype=x.dtype, device=x.device) for x in x_leaves]
+    n_carry, n_x = len(carry), len(xs)
+    found = {}
+
+    def traced(*flat):
+        c = pytree.tree_unflatten(list(flat[:n_carry]), init_spec)
+        x = pytree.tree_unflatten(list(flat[n_carry:n_carry + n_x]), x_spec)
+        result = captures.call(list(flat[n_carry + n_x:]), c, x)
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            raise ScanTraceError("rnnfast.scan: combine_fn must return a pair (next_carry, y); "
+                                 f"got {type(result).__name__}")
+        next_leaves = _check_carry(result[0], init_spec, carry)
+        y_leaves, found["y_spec"] = pytree.tree_flatten(result[1])
+        found["y_none"] = [y is None for y in y_leaves]  # a y_t of None stacks to None
+        y_leaves = [y for y in y_leaves if y is not None]
+        for i, y in enumerate(y_leaves):
+            if not isinstance(y, Tensor) or y.dim() == 0 or y.shape[0] != b:
+                raise ScanTraceError(
+                    f"rnnfast.scan: y leaf {i} of combine_fn must be a tensor [B, ...] (B: the "
+                    f"batch of init and xs); got {_describe(y, b)}")
+        return (*next_leaves, *y_leaves)
+
+    try:
+        with torch.no_grad():
+            gm = make_fx(traced, tracing_mode="fake", record_stack_traces=True)(
+                *carry, *xs, *weights)
+    except (ScanTraceError, CarryMismatchError):
+        raise
+    except Exception as e:
+        if "convert all Tensors to FakeTensors" in str(e):
+            raise ScanTraceError(
+                "rnnfast.scan: combine_fn reads a tensor from a place the closure lifting does "
+                "not look (a helper function's globals or closure, an object's attribute "
+                "reached through a call); pass it through the step's closure, defaults, globals "
+                "or module instead") from e
+        raise ScanTraceError(f"rnnfast.scan: combine_fn could not be traced once for all steps "
+                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                             ) from e
+    return lower(gm, n_carry, n_x, b), found["y_spec"], found["y_none"]
+
+
+def _describe(v, b) -> str:
+    if isinstance(v, Tensor):
+        shape = ["B" if i == 0 and d == b else d for i, d in enumerate(v.shape)]
+        return f"a tensor of shape {shape}"
+    return type(v).__name__
+
+
+def _check_carry(next_carry, init_spec, carry) -> list:
+    leaves, spec = pytree.tree_flatten(next_carry)
+    if spec != init_spec:
+        raise CarryMismatchError(f"rnnfast.scan: combine_fn's next carry must have init's "
+                                 f"structure {init_spec}; got {spec}")
+    for i, (new, old) in enumerate(zip(leaves, carry)):
+        if not isinstance(new, Tensor):
+            raise CarryMismatchError(f"rnnfast.scan: carry leaf {i} must be a tensor; got "
+                                     f"{type(new).__name__}")
+        if new.shape != old.shape or new.dtype != old.dtype:
+            raise CarryMismatchError(
+                f"rnnfast.scan: combine_fn changes carry leaf {i}: init has shape "
+                f"{list(old.shape[1:])} after the batch and dtype {old.dtype}, the next carry "
+                f"{list(new.shape[1:])} and {new.dtype}")
+    return leaves
+
+
+def _meta(val, b) -> ValueMeta:
+    shape = tuple(BATCH if i == 0 and d == b else int(d) for i, d in enumerate(val.shape))
+    return ValueMeta(val.dtype, shape)
+
+
+def lower(gm: torch.fx.GraphModule, n_carry: int, n_x: int, b: int, n_carry_out=None) -> Program:
+    """The fx graph as a Program (any op; whitelist.py judges them once the split knows which
+    values are batch-shaped). Its first n_carry inputs are carry_in, the next n_x x_in, the
+    rest weights_in; its first n_carry_out outputs (n_carry by default) carry_out, the rest
+    y_out."""
+    n_carry_out = n_carry if n_carry_out is None else n_carry_out
+    prog = Program([], [], [], [], [], [])
+    ids = {}
+    placeholders = 0
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            i = ids[node] = prog.new_id(_meta(node.meta["val"], b))
+            role = (prog.carry_in if placeholders < n_carry else
+                    prog.x_in if placeholders < n_carry + n_x else prog.weights_in)
+            role.append(i)
+            placeholders += 1
+        elif node.op == "get_attr":
+            _lower_constant(prog, ids, node, getattr(gm, node.target), b)
+        elif node.op == "call_function" and node.target is operator.getitem:
+            ids[node] = ids[node.args[0]][node.args[1]]
+        elif node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+            _lower_call(prog, ids, node, b)
+        elif node.op == "output":
+            flat = [ids[n] for n in node.args[0]]
+            prog.carry_out, prog.y_out = flat[:n_carry_out], flat[n_carry_out:]
+        else:
+            raise ScanTraceError(f"rnnfast.scan: combine_fn calls {node.target}, which the "
+                                 f"tracer could not reduce to ATen ops"
+                                 f"{_at(node)}")
+    return prog
+
+
+def _at(node) -> str:
+    line = user_line(node.meta.get("stack_trace"))
+    return f" (at {line})" if line else ""
+
+
+def _lower_constant(prog, ids, node, tensor, b):
+    if tensor.requires_grad:
+        raise ScanTraceError(
+            "rnnfast.scan: combine_fn reads a tensor that requires grad from a place the "
+            "closure lifting does not look (a helper's globals or closure); pass it through "
+            f"the step's closure, defaults, globals or module instead{_at(node)}")
+    i = ids[node] = prog.new_id(_meta(tensor, b))
+    prog.constants[i] = tensor
+
+
+def _lower_call(prog, ids, node, b):
+    name = str(node.target)
+
+    def convert(a, in_list=False):
+        if isinstance(a, torch.fx.Node):
+            return Ref(ids[a])
+        if isinstance(a, (list, tuple)):
+            return type(a)(convert(e, True) for e in a)
+        if in_list and type(a) is int and a == b:
+            return BATCH
+        return a
+
+    val = node.meta["val"]
+    if isinstance(val, (list, tuple)):
+        outs = tuple(prog.new_id(_meta(v, b)) if isinstance(v, Tensor) else prog.new_id()
+                     for v in val)
+        ids[node] = outs
+    else:
+        outs = (prog.new_id(_meta(val, b)),)
+        ids[node] = outs[0]
+    args = convert(tuple(node.args))
+    kwargs = {k: convert(v) for k, v in node.kwargs.items()}
+    prog.nodes.append(Node(name, args, kwargs, outs,
+                           user_line(node.meta.get("stack_trace"))))

@@ -1,0 +1,52 @@
+"""The ops the fused engine runs on batch-shaped values: products of the state by a weight,
+pointwise math, and row reductions over the last dimension (ATen names, as the tracer emits
+them). Ops on weights alone (slices, transposes of W) run once per call outside the engine and
+may be anything."""
+
+from .ir import Node, ValueMeta
+
+PRODUCTS = {"mm", "addmm"}  # the weight is the last operand
+
+POINTWISE = {
+    "add", "sub", "rsub", "mul", "div", "neg", "reciprocal", "sigmoid", "tanh", "relu", "exp",
+    "expm1", "log", "log1p", "log_sigmoid_forward", "softplus", "clamp", "clamp_min",
+    "clamp_max", "minimum", "maximum", "where", "abs", "sqrt", "rsqrt", "pow", "hardsigmoid",
+    "hardtanh", "sign", "gt", "lt", "ge", "le", "eq", "ne", "logical_not", "logical_and",
+    "logical_or", "zeros_like", "ones_like", "full_like", "clone", "_to_copy", "alias",
+    "scalar_tensor", "lift_fresh_copy",
+}
+
+# Ops that read or write along one dimension: it must be the last one of a batch-shaped value.
+LAST_DIM = {"split": 2, "split_with_sizes": 2, "slice": 1, "cat": 1, "mean": 1, "sum": 1,
+            "var": 1, "native_layer_norm": None, "amax": 1, "logsumexp": 1}
+
+
+def packet(node: Node) -> str:
+    return node.op.split(".")[1]
+
+
+def check(node: Node, meta_of) -> str:
+    """Why the engine cannot run this node on batch-shaped values ('' if it can)."""
+    p = packet(node)
+    if p in POINTWISE:
+        return ""
+    if p in PRODUCTS:
+        return ""  # the weight operand is checked by the split, which knows what is a weight
+    if p in LAST_DIM:
+        pos = LAST_DIM[p]
+        first = node.args[0]
+        first = first[0] if isinstance(first, (list, tuple)) else first
+        m: ValueMeta = meta_of(first.id)
+        if pos is None:  # layer_norm: the normalized trailing dimensions must leave the batch
+            ok = len(node.args[1]) < len(m.shape)
+            return "" if ok else "it normalizes over the batch dimension"
+        args = list(node.args) + [None] * 3
+        dim = args[pos] if pos < len(node.args) else node.kwargs.get("dim", -1 if p != "cat" else 0)
+        if p in ("mean", "sum", "amax", "logsumexp", "var") and dim is None:
+            return "a reduction over every dimension, the batch included"
+        dims = dim if isinstance(dim, (list, tuple)) else [dim]
+        rank = len(m.shape)
+        if all(d % rank == rank - 1 for d in dims):
+            return ""
+        return f"it works along dimension {dim}, not the last one of a rank-{rank} value"
+    return "the engine has no such op on batch-shaped values"

@@ -1,0 +1,295 @@
+"""Recurrent steps written by hand, as course notes and papers write them, for the tests of
+rnnfast.scan: each ``make_*(I, H, dtype)`` returns ``(step, init(B), xs(T, B), params)``, the
+step reading its weights from its closure (or a module) as user code does."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _p(*shape, dtype, scale=0.5):
+    return (torch.randn(*shape, dtype=dtype) * scale).requires_grad_()
+
+
+def _x(I, dtype):
+    return lambda T, B: torch.randn(T, B, I, dtype=dtype).requires_grad_()
+
+
+def _h(H, dtype, n=1):
+    if n == 1:
+        return lambda B: (torch.randn(B, H, dtype=dtype) * 0.5).requires_grad_()
+    return lambda B: tuple((torch.randn(B, H, dtype=dtype) * 0.5).requires_grad_()
+                           for _ in range(n))
+
+
+def make_nndl_srn(I, H, dtype):
+    """NNDL's simple recurrent network, W [I, H]; only the last state is wanted (y None)."""
+    W, U, b = _p(I, H, dtype=dtype), _p(H, H, dtype=dtype), _p(H, dtype=dtype)
+
+    def step(h, x):
+        h = torch.tanh(x @ W + h @ U + b)
+        return h, None
+    return step, _h(H, dtype), _x(I, dtype), [W, U, b]
+
+
+def make_residual_srn(I, H, dtype):
+    """NNDL eq. 6.50: h' = h + tanh(W x + U h + b)."""
+    W, U, b = _p(I, H, dtype=dtype), _p(H, H, dtype=dtype, scale=0.2), _p(H, dtype=dtype)
+
+    def step(h, x):
+        h = h + torch.tanh(x @ W + h @ U + b)
+        return h, h.clone()
+    return step, _h(H, dtype), _x(I, dtype), [W, U, b]
+
+
+def make_d2l_gru(I, H, dtype):
+    """d2l's GRU from scratch: reset before, a weight per gate, the output layer in the loop."""
+    Q = 3
+    params = [_p(*s, dtype=dtype) for s in
+              [(I, H), (H, H), (H,), (I, H), (H, H), (H,), (I, H), (H, H), (H,), (H, Q), (Q,)]]
+
+    def step(H_, X):
+        W_xz, W_hz, b_z, W_xr, W_hr, b_r, W_xh, W_hh, b_h, W_hq, b_q = params
+        Z = torch.sigmoid((X @ W_xz) + (H_ @ W_hz) + b_z)
+        R = torch.sigmoid((X @ W_xr) + (H_ @ W_hr) + b_r)
+        H_tilde = torch.tanh((X @ W_xh) + ((R * H_) @ W_hh) + b_h)
+        H_ = Z * H_ + (1 - Z) * H_tilde
+        Y = H_ @ W_hq + b_q
+        return H_, Y
+    return step, _h(H, dtype), _x(I, dtype), params
+
+
+def make_numpy_lstm(I, H, dtype):
+    """The LSTM of numpy-style notes: one product of cat([h, x]) by W [H + I, 4H]."""
+    W, b = _p(H + I, 4 * H, dtype=dtype), _p(4 * H, dtype=dtype)
+
+    def step(state, x):
+        h, c = state
+        z = torch.cat([h, x], dim=1) @ W + b
+        i, f, o, g = torch.split(z, H, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return (h, c), h
+    return step, _h(H, dtype, 2), _x(I, dtype), [W, b]
+
+
+class ModuleCell(nn.Module):
+    """Weights held by a module: parameters, a buffer and a submodule (nn.Linear)."""
+
+    def __init__(self, I, H, dtype):
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(I, H, dtype=dtype) * 0.5)
+        self.U = nn.Parameter(torch.randn(H, H, dtype=dtype) * 0.5)
+        self.register_buffer("scale", torch.rand(H, dtype=dtype) + 0.5)
+        self.out = nn.Linear(H, 2, dtype=dtype)
+
+    def step(self, h, x):
+        h = torch.tanh((x @ self.W + h @ self.U) * self.scale)
+        return h, self.out(h)
+
+
+def make_module_cell(I, H, dtype):
+    m = ModuleCell(I, H, dtype)
+    return m.step, _h(H, dtype), _x(I, dtype), [m.W, m.U, m.out.weight, m.out.bias]
+
+
+def _lstm_weights(I, H, dtype):
+    return _p(4 * H, I, dtype=dtype), _p(4 * H, H, dtype=dtype), _p(4 * H, dtype=dtype)
+
+
+def make_peephole_lstm(I, H, dtype):
+    """Gers & Schmidhuber's peepholes: per-unit vectors from c into i, f and (c') into o."""
+    W, U, b = _lstm_weights(I, H, dtype)
+    p_i, p_f, p_o = (_p(H, dtype=dtype) for _ in range(3))
+
+    def step(state, x):
+        h, c = state
+        gi, gf, gg, go = (F.linear(x, W, b) + F.linear(h, U)).chunk(4, dim=-1)
+        i = torch.sigmoid(gi + p_i * c)
+        f = torch.sigmoid(gf + p_f * c)
+        c = f * c + i * torch.tanh(gg)
+        h = torch.sigmoid(go + p_o * c) * torch.tanh(c)
+        return (h, c), h
+    return step, _h(H, dtype, 2), _x(I, dtype), [W, U, b, p_i, p_f, p_o]
+
+
+def make_layernorm_lstm(I, H, dtype):
+    """Ba et al.'s layer-normalized LSTM: LN of each product and of the cell."""
+    W, U, b = _lstm_weights(I, H, dtype)
+    g_x, g_h, g_c = (1 + _p(4 * H, dtype=dtype, scale=0.1).detach()).requires_grad_(), \
+        (1 + _p(4 * H, dtype=dtype, scale=0.1).detach()).requires_grad_(), \
+        (1 + _p(H, dtype=dtype, scale=0.1).detach()).requires_grad_()
+    b_c = _p(H, dtype=dtype)
+
+    def step(state, x):
+        h, c = state
+        z = F.layer_norm(x @ W.t(), (4 * H,), g_x) + F.layer_norm(h @ U.t(), (4 * H,), g_h) + b
+        i, f, g, o = z.chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(F.layer_norm(c, (H,), g_c, b_c))
+        return (h, c), h
+    return step, _h(H, dtype, 2), _x(I, dtype), [W, U, b, g_x, g_h, g_c, b_c]
+
+
+def make_layernorm_gru(I, H, dtype):
+    """A GRU with layer norm of the recurrent product (reset after, torch.nn's gate order)."""
+    W, U = _p(3 * H, I, dtype=dtype), _p(3 * H, H, dtype=dtype)
+    ln = nn.LayerNorm(3 * H, dtype=dtype)
+
+    def step(h, x):
+        gx = F.linear(x, W)
+        gh = ln(F.linear(h, U))
+        rx, zx, nx = gx.chunk(3, -1)
+        rh, zh, nh = gh.chunk(3, -1)
+        r, z = torch.sigmoid(rx + rh), torch.sigmoid(zx + zh)
+        n = torch.tanh(nx + r * nh)
+        h = (1 - z) * n + z * h
+        return h, h * 1
+    return step, _h(H, dtype), _x(I, dtype), [W, U, ln.weight, ln.bias]
+
+
+def make_indrnn(I, H, dtype):
+    """Li et al.'s IndRNN: h' = relu(W x + u * h + b), a per-unit recurrent weight."""
+    W, u, b = _p(I, H, dtype=dtype), _p(H, dtype=dtype), _p(H, dtype=dtype)
+
+    def step(h, x):
+        h = torch.relu(x @ W + u * h + b)
+        return h, h + 0
+    return step, _h(H, dtype), _x(I, dtype), [W, u, b]
+
+
+def make_min_gru(I, H, dtype):
+    """Feng et al.'s minGRU: gates from x only; the carry enters only the final mix."""
+    Wz, Wh = _p(I, H, dtype=dtype), _p(I, H, dtype=dtype)
+
+    def step(h, x):
+        z = torch.sigmoid(x @ Wz)
+        h = (1 - z) * h + z * (x @ Wh)
+        return h, h.clone()
+    return step, _h(H, dtype), _x(I, dtype), [Wz, Wh]
+
+
+def make_slstm(I, H, dtype):
+    """Beck et al.'s sLSTM (xLSTM): exponential input and forget gates in log space, the
+    normalizer n and the stabilizer m as carries."""
+    W, R, b = _lstm_weights(I, H, dtype)
+
+    def step(state, x):
+        h, c, n, m = state
+        zi, zf, zz, zo = (x @ W.t() + h @ R.t() + b).chunk(4, -1)
+        log_f = F.logsigmoid(zf)
+        m_new = torch.maximum(log_f + m, zi)
+        i = torch.exp(zi - m_new)
+        f = torch.exp(log_f + m - m_new)
+        c = f * c + i * torch.tanh(zz)
+        n = f * n + i
+        h = torch.sigmoid(zo) * (c / n)
+        return (h, c, n, m_new), h
+    def init(B):
+        h = (torch.randn(B, H, dtype=dtype) * 0.5).requires_grad_()
+        c = (torch.randn(B, H, dtype=dtype) * 0.5).requires_grad_()
+        n = (torch.rand(B, H, dtype=dtype) + 1).requires_grad_()
+        m = torch.zeros(B, H, dtype=dtype)
+        return (h, c, n, m)
+    return step, init, _x(I, dtype), [W, R, b]
+
+
+def make_projected_lstm(I, H, dtype):
+    """Sak et al.'s LSTM with a recurrent projection: h' = W_hr (o * tanh(c')), P < H."""
+    P = max(1, H // 2)
+    W, U, b = _p(4 * H, I, dtype=dtype), _p(4 * H, P, dtype=dtype), _p(4 * H, dtype=dtype)
+    W_hr = _p(P, H, dtype=dtype)
+
+    def step(state, x):
+        h, c = state
+        i, f, g, o = (F.linear(x, W, b) + F.linear(h, U)).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = F.linear(torch.sigmoid(o) * torch.tanh(c), W_hr)
+        return (h, c), h
+
+    def init(B):
+        return ((torch.randn(B, P, dtype=dtype) * 0.5).requires_grad_(),
+                (torch.randn(B, H, dtype=dtype) * 0.5).requires_grad_())
+    return step, init, _x(I, dtype), [W, U, b, W_hr]
+
+
+def make_reset_gru(I, H, dtype):
+    """A GRU whose state is reset where xs' mask says so (episode boundaries in RL)."""
+    W, U, b = _p(3 * H, I, dtype=dtype), _p(3 * H, H, dtype=dtype), _p(3 * H, dtype=dtype)
+
+    def step(h, inputs):
+        x, reset = inputs
+        h = h * (1 - reset)
+        gx, gh = F.linear(x, W, b), h @ U.t()
+        r, z, _ = (gx + gh).chunk(3, -1)
+        r, z = torch.sigmoid(r), torch.sigmoid(z)
+        n = torch.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
+        h = (1 - z) * n + z * h
+        return h, h.clone()
+
+    def xs(T, B):
+        x = torch.randn(T, B, I, dtype=dtype).requires_grad_()
+        reset = (torch.rand(T, B, 1) < 0.3).to(dtype)
+        return (x, reset)
+    return step, _h(H, dtype), xs, [W, U, b]
+
+
+ALPHA = 0.2
+
+
+def make_hard_sigmoid_cell(I, H, dtype):
+    """A cell with hard-sigmoid gates, clamp(0.2 a + 0.5, 0, 1), and a global constant."""
+    W, U = _p(I, 2 * H, dtype=dtype), _p(H, 2 * H, dtype=dtype)
+
+    def step(h, x):
+        a, g = (x @ W + h @ U).chunk(2, -1)
+        z = torch.clamp(ALPHA * a + 0.5, 0.0, 1.0)
+        h = z * h + (1 - z) * F.hardtanh(g)
+        return h, h * 2.0
+    return step, _h(H, dtype), _x(I, dtype), [W, U]
+
+
+def make_mi_rnn(I, H, dtype):
+    """Wu et al.'s multiplicative-integration RNN: tanh(a * Wx * Uh + b1 * Uh + b2 * Wx + b)."""
+    W, U = _p(I, H, dtype=dtype), _p(H, H, dtype=dtype)
+    alpha, b1, b2, b = (_p(H, dtype=dtype) for _ in range(4))
+
+    def step(h, x):
+        wx, uh = x @ W, h @ U
+        h = torch.tanh(alpha * wx * uh + b1 * uh + b2 * wx + b)
+        return h, h.clone()
+    return step, _h(H, dtype), _x(I, dtype), [W, U, alpha, b1, b2, b]
+
+
+def make_mlstm(I, H, dtype):
+    """Krause et al.'s multiplicative LSTM: m = (W_mx x) * (W_mh h) drives the gates."""
+    W_mx, W_mh = _p(I, H, dtype=dtype), _p(H, H, dtype=dtype)
+    W_x, W_m, b = _p(I, 4 * H, dtype=dtype), _p(H, 4 * H, dtype=dtype), _p(4 * H, dtype=dtype)
+
+    def step(state, x):
+        h, c = state
+        m = (x @ W_mx) * (h @ W_mh)
+        i, f, o, g = (x @ W_x + m @ W_m + b).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return (h, c), h
+    return step, _h(H, dtype, 2), _x(I, dtype), [W_mx, W_mh, W_x, W_m, b]
+
+
+def make_rms_cell(I, H, dtype):
+    """An RMS-normalized cell with softplus, abs, sqrt/rsqrt, minimum and row means."""
+    W, U, g = _p(I, H, dtype=dtype), _p(H, H, dtype=dtype), _p(H, dtype=dtype)
+
+    def step(h, x):
+        a = x @ W + h @ U
+        a = a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + 1e-5) * g
+        s = F.softplus(a) - torch.sqrt(a.abs() + 1.0)
+        h = torch.minimum(torch.tanh(s), h.sum(-1, keepdim=True) * 0.1 + 0.5)
+        return h, torch.where(s > 0, s, 0.5 * s)
+    return step, _h(H, dtype), _x(I, dtype), [W, U, g]
+
+
+COURSE = [make_nndl_srn, make_residual_srn, make_d2l_gru, make_numpy_lstm, make_module_cell]
+LITERATURE = [make_peephole_lstm, make_layernorm_lstm, make_layernorm_gru, make_indrnn,
+              make_min_gru, make_slstm, make_projected_lstm, make_reset_gru,
+              make_hard_sigmoid_cell, make_mi_rnn, make_mlstm, make_rms_cell]
