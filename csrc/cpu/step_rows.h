@@ -63,18 +63,65 @@ struct ForwardRows {
   // Step t's cell math for rows [b0, b1) and units [j0, j1), once gh holds their recurrent
   // products.
   void gates(int64_t t, int64_t b0, int64_t b1, int64_t j0, int64_t j1) const {
-    const int64_t H = layer.sizes.H, P = layer.sizes.P;
+    const int64_t H = layer.sizes.H, P = layer.sizes.P, GH = layer.GH;
+    const bool projection = layer.projection;
+    // Locals, not members: the vector stores may alias any memory, so members would be read
+    // again after each store.
+    const acc_t *const gh = this->gh, *const input_bias = this->input_bias,
+                       *const recurrent_bias = this->recurrent_bias;
+    scalar_t *const h = this->h, *const out = this->out, *const sv = this->sv,
+                   *const step_operand = this->step_operand;
+    acc_t* const c = this->c;
     for_each_row(b0, b1, G * (j1 - j0), [&](int64_t b) {
-      if (layer.active(t, b)) {
-        gate_row(t, b, j0, j1);
+      const int64_t row = layer.seq.row(t, b);
+      if (!layer.active(t, b)) {
+        // The output row's units (P wide where the units are all of them: the projection).
+        zero_row(out + row * P + j0, (j1 == H ? P : j1) - j0);
+        if (sv) {
+          for (int k = 0; k < S; ++k) zero_row(sv + row * S * H + k * H + j0, j1 - j0);
+        }
         return;
       }
-      // The output row's units (P wide where the units are all of them: the projection).
-      const int64_t row = layer.seq.row(t, b);
-      zero_row(out + row * P + j0, (j1 == H ? P : j1) - j0);
-      if (sv) {
-        for (int k = 0; k < S; ++k) zero_row(sv + row * S * H + k * H + j0, j1 - j0);
-      }
+      const acc_t* gx_row_b = gx_row(t, b);
+      const acc_t* gh_row = gh + b * GH;
+      scalar_t* h_row = h + b * P;
+      scalar_t* out_row = out + row * P;
+      scalar_t* saved_row = sv ? sv + row * S * H : nullptr;
+      // One chunk of n elements, as a vector W (V, or VecPairOf for two full vectors).
+      const auto chunk = [&](auto vector_type, int64_t j, int64_t n) {
+        using W = decltype(vector_type);
+        const auto ld = [n](const auto* p) {
+          if constexpr (std::is_same_v<W, V>) {
+            return load(p, n);
+          } else {
+            return load_pair(p);
+          }
+        };
+        W vgx[G], vgh[G], vsaved[kSavedSlots];
+        for (int g = 0; g < G; ++g) {
+          vgx[g] = ld(gx_row_b + g * H + j);
+          vgh[g] = ld(gh_row + g * H + j);
+          if (input_bias) vgx[g] = vgx[g] + ld(input_bias + g * H + j);
+          if (recurrent_bias) vgh[g] = vgh[g] + ld(recurrent_bias + g * H + j);
+        }
+        const W h_prev = Cell::kHasCellState ? W(0) : ld(h_row + j);
+        const W c_prev = Cell::kHasCellState ? ld(c + b * H + j) : W(0);
+        W h_out, c_out;
+        Cell::forward(vgx, vgh, h_prev, c_prev, h_out, c_out, vsaved);
+        if (saved_row) {
+          for (int k = 0; k < S; ++k) store(saved_row + k * H + j, vsaved[k], n);
+        }
+        if constexpr (Cell::kHasCellState) store(c + b * H + j, c_out, n);
+        if (projection) {
+          store(step_operand + b * H + j, h_out, n);
+        } else {
+          store(h_row + j, h_out, n);
+          store(out_row + j, h_out, n);
+        }
+      };
+      for_each_chunk_pair<scalar_t>(
+          j1 - j0, [&](int64_t k) { chunk(VecPairOf<scalar_t>{}, j0 + k, 2 * V::size()); },
+          [&](int64_t k, int64_t n) { chunk(V{}, j0 + k, n); });
     });
   }
 
@@ -91,52 +138,6 @@ struct ForwardRows {
     });
   }
 
- private:
-  // gates() for the active row b of step t.
-  void gate_row(int64_t t, int64_t b, int64_t j0, int64_t j1) const {
-    const int64_t H = layer.sizes.H, P = layer.sizes.P, GH = layer.GH;
-    const int64_t row = layer.seq.row(t, b);
-    const acc_t* gx_row_b = gx_row(t, b);
-    const acc_t* gh_row = gh + b * GH;
-    scalar_t* h_row = h + b * P;
-    scalar_t* out_row = out + row * P;
-    scalar_t* saved_row = sv ? sv + row * S * H : nullptr;
-    // One chunk of n elements, as a vector W (V, or VecPairOf for two full vectors).
-    const auto chunk = [&](auto vector_type, int64_t j, int64_t n) {
-      using W = decltype(vector_type);
-      const auto ld = [n](const auto* p) {
-        if constexpr (std::is_same_v<W, V>) {
-          return load(p, n);
-        } else {
-          return load_pair(p);
-        }
-      };
-      W vgx[G], vgh[G], vsaved[kSavedSlots];
-      for (int g = 0; g < G; ++g) {
-        vgx[g] = ld(gx_row_b + g * H + j);
-        vgh[g] = ld(gh_row + g * H + j);
-        if (input_bias) vgx[g] = vgx[g] + ld(input_bias + g * H + j);
-        if (recurrent_bias) vgh[g] = vgh[g] + ld(recurrent_bias + g * H + j);
-      }
-      const W h_prev = Cell::kHasCellState ? W(0) : ld(h_row + j);
-      const W c_prev = Cell::kHasCellState ? ld(c + b * H + j) : W(0);
-      W h_out, c_out;
-      Cell::forward(vgx, vgh, h_prev, c_prev, h_out, c_out, vsaved);
-      if (saved_row) {
-        for (int k = 0; k < S; ++k) store(saved_row + k * H + j, vsaved[k], n);
-      }
-      if constexpr (Cell::kHasCellState) store(c + b * H + j, c_out, n);
-      if (layer.projection) {
-        store(step_operand + b * H + j, h_out, n);
-      } else {
-        store(h_row + j, h_out, n);
-        store(out_row + j, h_out, n);
-      }
-    };
-    for_each_chunk_pair<scalar_t>(
-        j1 - j0, [&](int64_t k) { chunk(VecPairOf<scalar_t>{}, j0 + k, 2 * V::size()); },
-        [&](int64_t k, int64_t n) { chunk(V{}, j0 + k, n); });
-  }
 };
 
 // The reverse loop's pointwise passes. Rows of the chunk buffers (dgx, dgh, hp, rh, um, dproj)
@@ -223,8 +224,11 @@ struct BackwardRows {
  private:
   // gates() for the active row b of step t, at chunk row `local`.
   void gate_row(int64_t t, int64_t local, int64_t b) const {
-    const int64_t H = layer.sizes.H, P = layer.sizes.P, GH = layer.GH;
+    const int64_t H = layer.sizes.H, P = layer.sizes.P, GH = layer.GH, SH = this->SH;
     const bool projection = layer.projection;
+    // Locals, not members: the vector stores may alias any memory (as in ForwardRows::gates).
+    scalar_t *const dgx = this->dgx, *const dgh = this->dgh, *const um = this->um;
+    acc_t *const dh = this->dh, *const dc = this->dc, *const d_step_operand = this->d_step_operand;
     const int64_t row = layer.seq.row(t, b);
     const scalar_t* h_prev_row = layer.h_prev_of(t, b, out, h0);
     if (hp) std::copy(h_prev_row, h_prev_row + P, hp + local * P);
