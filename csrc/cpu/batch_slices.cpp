@@ -6,7 +6,7 @@ namespace {
 // The fewest rows worth a slice: a row block of the GEMMs (kBlockRows, register_block.h).
 constexpr int64_t kMinSliceRows = 4;
 // Below this many recurrent multiply-adds per call, waking the other threads costs more than
-// the split saves (at S, 8 x 20 x 32 x 32, the LSTM's forward+backward took 3 % longer split).
+// the split saves.
 constexpr int64_t kMinSplitMacs = 1 << 21;
 // Every slice reads all of the weights at every step: from its core's L2 cache where they fit
 // (1 MiB is W_hh of an LSTM with H = 256). Larger weights are split only into slices tall

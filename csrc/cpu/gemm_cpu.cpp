@@ -47,9 +47,8 @@ constexpr int64_t kPackMacs = 1 << 20;
 constexpr int64_t kPackUses = 4;
 // A product of at least this many rows of A, beyond small_gemm's reach, goes through panels
 // packed for itself alone (where step_gemm() says panels): copying B costs a fraction 1 / M of
-// its multiply-adds. At S (8 x 20 x 32 x 32) MKL's generic path took a fifth of the LSTM's
-// forward+backward in such products (the input projection, dx and the weight gradients,
-// 0.3-0.7M multiply-adds each).
+// its multiply-adds, where MKL's generic path runs such mid-sized products (a small layer's
+// input projection, dx and weight gradients) well below its rate.
 constexpr int64_t kPanelRows = 8;
 
 bool fits_int(std::initializer_list<int64_t> values) {
@@ -70,20 +69,16 @@ at::Tensor view_of(MatrixRef<T> X, int64_t rows, int64_t cols) {
 
 // Below this many multiply-adds a BLAS call runs on the calling thread alone. Split over the
 // cores, each core's share of the output must then travel to the core that reads it next (a
-// small layer's pointwise loop): that cost more than the split saved. At S (8 x 20 x 32 x 32)
-// the GRU's forward op went from 51 to 35-38 us, its backward from 79-86 to 51-67 us; LM,
-// whose smallest BLAS products have 2M multiply-adds, was unchanged.
+// small layer's pointwise loop): that cost more than the split saved.
 constexpr int64_t kThreadedGemmMacs = 1 << 20;
 // ... unless the right-hand operand (a weight) is this large: a product of few rows, such as
 // a cell's step in a generation loop (B = 1), then mostly reads the weight, and (presumably)
-// each core keeps and reads its half in its own cache. 200 steps of an LSTM cell, B = 1,
-// H = 256: 6.5-6.9 ms with one thread, 5.2-5.3 ms with two.
+// each core keeps and reads its half in its own cache.
 constexpr int64_t kThreadedWeightElements = 1 << 16;
 
 // MKL forms C = A^T B with few columns of C (a weight gradient dG^T X of a narrow input: I = 28
-// at LM) at about half its rate, and the transposed product C^T = B^T A at its full rate: for
-// dG [1120, 768] and X [1120, 28], 0.50 ms against 0.25 ms and a transposing copy. It pays
-// from a few hundred rows of C up; at 64 columns and more the two take about as long.
+// at LM) at about half its rate, and the transposed product C^T = B^T A at its full rate. It
+// pays from a few hundred rows of C up; at 64 columns and more the two take about as long.
 constexpr int64_t kNarrowColumns = 64;
 constexpr int64_t kNarrowMinRows = 256;
 
@@ -154,8 +149,7 @@ void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float
         return;
       }
       // Fewer rows read B once or twice as it lies, at the speed its reading allows, where
-      // MKL's generic path (what it runs on these CPUs) ran 2 to 3 times longer: a GRU step
-      // with H = 256 at B = 2 to 5 (a 768 KiB weight) took 18 to 33 us against 8 at B = 1.
+      // MKL's generic path (what it runs on CPUs other than Intel's) runs 2 to 3 times longer.
       if (!A.trans && !B.trans) {
         small_gemm(M, N, K, A.data, A.ld, B.data, B.ld, beta == 1.f, C, ldc);
         return;

@@ -55,8 +55,7 @@ inline void register_block(int64_t K, const T* A, int64_t lda, const T* B, int64
 
 // C[M, width] = op(A)[M, K] B[K, width] (+ C) for width <= 2 vectors: blocks of kBlockRows
 // rows, then the rest as one block. Each block reads all of B: the rest taken a row at a time
-// read it up to three more times (at B = 7, an LSTM step with H = 128 took 2.3 times as
-// long as at B = 8).
+// would read it up to three more times.
 template <bool kTransA, bool kPaddedB, class T>
 void column_block(int64_t M, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
                   int64_t width, bool accumulate, T* C, int64_t ldc) {

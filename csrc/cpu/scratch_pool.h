@@ -2,9 +2,8 @@
 // panel_gemm), reused from call to call instead of freshly allocated.
 //
 // Why: a fresh buffer of a MiB or so comes from the kernel as new pages where glibc's
-// allocation history has put blocks of that size on mmap, at about 0.8 us for each 4 KiB page
-// here. Which processes those are is luck: the RNN's forward at LM (B = 32, H = 256) took
-// 0.85-0.94 ms in some and 2.0-2.3 ms, with 800 page faults a call, in others.
+// allocation history has put blocks of that size on mmap, a page fault for each 4 KiB page,
+// in some processes and not in others.
 #pragma once
 
 #include <ATen/core/Tensor.h>

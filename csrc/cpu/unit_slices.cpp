@@ -8,21 +8,18 @@ namespace {
 // Unit slices: for fewer rows than a GEMM's row block of panels (kPanelRows, gemm_cpu.cpp),
 // whose per-row products read the weight's columns as they lie (and fewer than two batch
 // slices take: kMinSliceRows each, batch_slices.cpp), from weights this large (a GRU's W_hh
-// with H = 209). Below that a thread's share is already cached: an LSTM with
-// H = 128 (256 KiB) went from 2.0 to 1.8 us a step split in a stand-alone loop, against
-// 9.0 to 5.6 us with H = 256 (1 MiB).
+// with H = 209). Below that a thread's share is already cached and the split gains little.
 constexpr int64_t kMaxUnitSliceRows = 7;
 std::atomic<int64_t> min_unit_slice_weight_bytes{int64_t(1) << 19};
 // ... and only where a step's product would run on one thread: from this many multiply-adds
 // (kThreadedGemmMacs, gemm_cpu.cpp) it is packed and split over the threads by columns
-// anyway, and the unit split ran 5-16 % longer there (a GRU with H = 512 at B = 2 and 3, an
-// LSTM with H = 512 at B = 1 to 3), where it took 0.57 to 0.73 of the time below.
+// anyway, and the unit split ran longer there.
 constexpr int64_t kMaxUnitSliceMacs = int64_t(1) << 20;
 // Steps enough to repay starting the team (about as much as a step).
 constexpr int64_t kMinUnitSliceSteps = 16;
 constexpr int64_t kUnitBlock = 16;
 // Units a thread takes at least: the team meets twice a step, which must stay small beside a
-// thread's share of the products (measured on 2 threads only).
+// thread's share of the products.
 constexpr int64_t kMinThreadUnits = 64;
 
 #if AT_PARALLEL_OPENMP && defined(_OPENMP)
