@@ -4,13 +4,14 @@
 // fixed cost of a small layer). The calls still go through the dispatcher, so autograd,
 // autocast and dispatch modes apply as for torch.ops. Under no_grad they ask the op not to keep
 // what only a backward would read.
-// Also the CPU scratch pool (_empty_cpu_cache, _cpu_idle_scratch_bytes) and test hooks:
-// _cpu_batch_slices, _cpu_unit_slice_threads / _set_cpu_unit_slice_min_weight_bytes,
-// _cpu_step_gemm / _set_cpu_step_gemm, _cpu_panel_gemm, and the CUDA engine run on the host
+// Also the cell registry (cells), the CPU scratch pool (_empty_cpu_cache,
+// _cpu_idle_scratch_bytes) and test hooks: _cpu_batch_slices, _cpu_unit_slice_threads /
+// _set_cpu_unit_slice_min_weight_bytes, _cpu_step_gemm / _set_cpu_step_gemm, _cpu_panel_gemm, and the CUDA engine run on the host
 // (_cuda_engine_forward_on_host, _cuda_engine_backward_on_host).
 // Only the pip build compiles this file: the CMake library for libtorch users has no Python.
 #include <torch/extension.h>
 
+#include "cell_registry.h"
 #include "cpu/batch_slices.h"
 #include "cpu/panel_gemm.h"
 #include "cpu/scratch_pool.h"
@@ -97,6 +98,19 @@ std::tuple<Tensor, Tensor, Tensor> recurrent_layers(
                                    batch_first, dropout);
 }
 
+// The registry's traits by cell name, for the fake kernels of rnnfast/_ops.py.
+pybind11::dict cells() {
+  using namespace pybind11::literals;
+  pybind11::dict out;
+  for (const rnnfast::CellSpec& spec : rnnfast::kCellSpecs) {
+    out[spec.name] = pybind11::dict(
+        "gates"_a = spec.gates, "saved"_a = spec.saved,
+        "recurrent_bias_from"_a = spec.recurrent_bias_from, "reset_before"_a = spec.reset_before,
+        "has_cell_state"_a = spec.has_cell_state);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -106,6 +120,9 @@ PYBIND11_MODULE(_C, m) {
         "rnnfast::recurrent_layers, called directly (eager mode only)");
   m.def("cell_forward", &cell_forward,
         "one step of a cell through rnnfast::recurrent_forward (eager mode only)");
+  m.def("cells", &cells,
+        "the cell registry (csrc/cell_registry.h): cell name -> dict of gates, saved, "
+        "recurrent_bias_from, reset_before, has_cell_state");
   // For the tests: how the CPU engine would split a batch over the current threads.
   m.def(
       "_cpu_batch_slices",
