@@ -6,19 +6,9 @@
 
 #include <sstream>
 
-#ifdef RNNFAST_WITH_CUDA
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
-
 namespace rnnfast {
 
 namespace {
-
-constexpr const char* kCellNames[] = {
-    "rnn_tanh",         "rnn_relu", "rnn_tanh_residual", "rnn_relu_residual", "gru",
-    "gru_reset_before", "lstm",
-};
 
 std::string shape_of(const at::Tensor& t) {
   std::ostringstream s;
@@ -69,42 +59,6 @@ void check_lengths(const at::Tensor& lengths, const at::Tensor& input, int64_t T
 
 }  // namespace
 
-CellKind parse_cell(const std::string& name) {
-  for (size_t k = 0; k < sizeof(kCellNames) / sizeof(kCellNames[0]); ++k) {
-    if (name == kCellNames[k]) return static_cast<CellKind>(k);
-  }
-  std::ostringstream known;
-  for (const char* n : kCellNames) known << " '" << n << "'";
-  TORCH_CHECK_VALUE(false, "rnnfast: cell must be one of", known.str(), "; got '", name, "'");
-}
-
-at::Tensor lengths_on_device(const at::Tensor& lengths, const at::Device& device) {
-  if (lengths.device() == device) return lengths;
-#ifdef RNNFAST_WITH_CUDA
-  if (device.is_cuda()) {
-    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-    C10_CUDA_CHECK(
-        cudaStreamIsCapturing(c10::cuda::getCurrentCUDAStream(device.index()), &status));
-    TORCH_CHECK(status == cudaStreamCaptureStatusNone, "rnnfast: lengths on the ",
-                lengths.device(), " cannot be copied to ", device,
-                " while its current stream is being captured into a CUDA graph; to capture a "
-                "layer, pass lengths on the device of input (lengths.to(input.device()))");
-  }
-#endif
-  const at::Tensor source =
-      lengths.is_pinned()
-          ? lengths.to(lengths.options().pinned_memory(false), /*non_blocking=*/false,
-                       /*copy=*/true)
-          : lengths;
-  // Non-blocking: from pageable memory the driver stages the copy before it returns.
-  return source.to(device, /*non_blocking=*/true);
-}
-
-std::vector<int64_t> sequence_shape(const LayerSizes& s, int64_t width, bool batch_first) {
-  return batch_first ? std::vector<int64_t>{s.B, s.T, width}
-                     : std::vector<int64_t>{s.T, s.B, width};
-}
-
 LayerSizes check_forward_args(const at::Tensor& input, const at::Tensor& weight_ih,
                               const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
                               const std::optional<at::Tensor>& bias_hh,
@@ -115,8 +69,8 @@ LayerSizes check_forward_args(const at::Tensor& input, const at::Tensor& weight_
                               bool batch_first) {
   LayerSizes s{};
   s.kind = parse_cell(cell);
-  const CellInfo info = cell_info(s.kind);
-  s.G = info.gates;
+  const CellSpec& spec = cell_spec(s.kind);
+  s.G = spec.gates;
 
   const char* layout = batch_first ? "[B, T, input_size] (batch_first=True)" : "[T, B, input_size]";
   TORCH_CHECK_VALUE(input.dim() == 3, "rnnfast: input must be a 3-D tensor ", layout, "; got a ",
@@ -149,7 +103,7 @@ LayerSizes check_forward_args(const at::Tensor& input, const at::Tensor& weight_
 
   s.P = s.H;
   if (weight_hr.has_value()) {
-    TORCH_CHECK_VALUE(info.has_cell_state,
+    TORCH_CHECK_VALUE(spec.has_cell_state,
                       "rnnfast: weight_hr (the output projection) is "
                       "only defined for the LSTM; got it for cell '",
                       cell, "'");
@@ -176,7 +130,7 @@ LayerSizes check_forward_args(const at::Tensor& input, const at::Tensor& weight_
     check_shape(*hx, "hx", {s.B, s.P}, s.P == s.H ? "[batch, hidden_size]" : "[batch, proj_size]");
   }
   if (cx.has_value()) {
-    TORCH_CHECK_VALUE(info.has_cell_state,
+    TORCH_CHECK_VALUE(spec.has_cell_state,
                       "rnnfast: cx (the initial cell state) is only "
                       "defined for the LSTM; got it for cell '",
                       cell, "'");
@@ -197,7 +151,7 @@ LayerSizes check_backward_args(const std::optional<at::Tensor>& grad_output,
                                const at::Tensor& saved, const std::string& cell, bool batch_first) {
   const LayerSizes s = check_forward_args(input, weight_ih, weight_hh, std::nullopt, std::nullopt,
                                           hx, std::nullopt, weight_hr, lengths, cell, batch_first);
-  const CellInfo info = cell_info(s.kind);
+  const CellSpec& spec = cell_spec(s.kind);
   // The kernels read output and saved as the input's element type.
   check_same_dtype_and_device(input, output, "output");
   check_shape(output, "output", sequence_shape(s, s.P, batch_first), "the forward's output");
@@ -211,13 +165,13 @@ LayerSizes check_backward_args(const std::optional<at::Tensor>& grad_output,
     check_same_dtype_and_device(output, *grad_h_n, "grad_h_n");
   }
   if (grad_c_n.has_value()) {
-    TORCH_CHECK_VALUE(info.has_cell_state, "rnnfast: grad_c_n is only defined for the LSTM");
+    TORCH_CHECK_VALUE(spec.has_cell_state, "rnnfast: grad_c_n is only defined for the LSTM");
     check_shape(*grad_c_n, "grad_c_n", {s.B, s.H}, "the shape of c_n");
     check_same_dtype_and_device(output, *grad_c_n, "grad_c_n");
   }
-  if (info.saved > 0) {
+  if (spec.saved > 0) {
     check_same_dtype_and_device(input, saved, "saved");
-    check_shape(saved, "saved", sequence_shape(s, info.saved * s.H, batch_first),
+    check_shape(saved, "saved", sequence_shape(s, spec.saved * s.H, batch_first),
                 "what the forward saved");
   }
   return s;

@@ -5,20 +5,25 @@ The ops run one layer in one direction. Their autograd is registered in C++
 as one node each.
 """
 
+from typing import NamedTuple
+
 import torch
 
-from . import _C  # noqa: F401  (loading the library registers the schemas and kernels)
+from . import _C  # loading the library registers the schemas and kernels
 
-# cell name -> (gates, per-unit values saved for backward); mirrors csrc/cells.h.
-CELLS = {
-    "rnn_tanh": (1, 0),
-    "rnn_relu": (1, 0),
-    "rnn_tanh_residual": (1, 1),
-    "rnn_relu_residual": (1, 1),
-    "gru": (3, 4),
-    "gru_reset_before": (3, 3),
-    "lstm": (4, 5),
-}
+
+class CellSpec(NamedTuple):
+    """A cell's traits, as the C++ cell registry (csrc/cell_registry.h) defines them."""
+
+    gates: int  # gate pre-activations per hidden unit
+    saved: int  # values per hidden unit and step the forward keeps for backward
+    recurrent_bias_from: int  # the first gate whose b_hh stays on the recurrent side
+    reset_before: bool  # the reset-before GRU
+    has_cell_state: bool  # the LSTM's c
+
+
+# cell name -> CellSpec, read from the extension (no second copy of the table here).
+CELLS = {name: CellSpec(**traits) for name, traits in _C.cells().items()}
 
 recurrent_forward = torch.ops.rnnfast.recurrent_forward.default
 recurrent_backward = torch.ops.rnnfast.recurrent_backward.default
@@ -52,14 +57,14 @@ def _sequence(like, batch_first, T, B, width):
 @torch.library.register_fake("rnnfast::recurrent_forward")
 def _recurrent_forward_fake(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
                             lengths, cell, reverse, batch_first, need_saved=True):
-    gates, saved = _cell(cell)
+    spec = _cell(cell)
     _check_devices(input, lengths, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
                    bias_hh=bias_hh, hx=hx, cx=cx, weight_hr=weight_hr)
     T, B = (input.shape[1], input.shape[0]) if batch_first else input.shape[:2]
-    H = weight_ih.shape[0] // gates
+    H = weight_ih.shape[0] // spec.gates
     P = H if weight_hr is None else weight_hr.shape[0]
-    c_n = input.new_empty((B, H)) if cell == "lstm" else input.new_empty((0,))
-    saved_t = (_sequence(input, batch_first, T, B, saved * H) if saved and need_saved
+    c_n = input.new_empty((B, H)) if spec.has_cell_state else input.new_empty((0,))
+    saved_t = (_sequence(input, batch_first, T, B, spec.saved * H) if spec.saved and need_saved
                else input.new_empty((0,)))
     return _sequence(input, batch_first, T, B, P), input.new_empty((B, P)), c_n, saved_t
 
@@ -68,7 +73,8 @@ def _recurrent_forward_fake(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, c
 def _recurrent_backward_fake(grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, hx,
                              weight_hr, lengths, output, saved, cell, reverse, batch_first,
                              output_mask):
-    gates, _ = _cell(cell)
+    spec = _cell(cell)
+    gates = spec.gates
     _check_devices(input, lengths, weight_ih=weight_ih, weight_hh=weight_hh, hx=hx,
                    weight_hr=weight_hr, output=output, saved=saved, grad_output=grad_output,
                    grad_h_n=grad_h_n, grad_c_n=grad_c_n)
@@ -77,6 +83,6 @@ def _recurrent_backward_fake(grad_output, grad_h_n, grad_c_n, input, weight_ih, 
     B = output.shape[0] if batch_first else output.shape[1]
     shapes = [input.shape, weight_ih.shape, weight_hh.shape, (gates * H,), (gates * H,), (B, P),
               (B, H), (P, H)]
-    has = [True] * 6 + [cell == "lstm", weight_hr is not None]
+    has = [True] * 6 + [spec.has_cell_state, weight_hr is not None]
     return tuple(input.new_empty(shape if (need and ok) else (0,))
                  for shape, need, ok in zip(shapes, output_mask, has))

@@ -1,7 +1,7 @@
 """The CPU engine's batch split (csrc/cpu/batch_slices.*): a batch with enough rows and
 work runs as slices of rows, each slice a whole recurrence on a thread of its own.
 
-Every case here first asks the engine's own policy (``rnnfast._C._cpu_batch_slices``) that
+Every case here first asks the engine's own policy (``rnnfast._C._testing.cpu_batch_slices``) that
 the split is in effect, with slices of unequal size, then checks outputs and all gradients
 against the float64 reference."""
 
@@ -43,7 +43,7 @@ def slices_of(case):
         T, B = B, T
     GH, P = case.weight_hh.shape
     elements = GH * P + (case.weight_hr.numel() if case.weight_hr is not None else 0)
-    return rnnfast._C._cpu_batch_slices(B, T, elements, elements * case.weight_hh.element_size())
+    return rnnfast._C._testing.cpu_batch_slices(B, T, elements, elements * case.weight_hh.element_size())
 
 
 def split_case(cell, B, threads, H=64, **options):
@@ -107,7 +107,7 @@ def test_split_batch_16bit(F, cell, dtype):
 def test_split_policy():
     """No split on one thread, with too few rows (4 a slice at least) or too little work;
     weights beyond the cache (1 MiB) are split only into tall slices (64 rows)."""
-    slices = rnnfast._C._cpu_batch_slices
+    slices = rnnfast._C._testing.cpu_batch_slices
     with num_threads(1):
         assert slices(1000, 100, 1000, 4000) == (1, 1000)
     with num_threads(2):

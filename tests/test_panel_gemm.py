@@ -40,7 +40,7 @@ def test_panel_product(M, N, K, trans_a, trans_b, accumulate, threads):
     C = torch.randn(M, N, generator=g)
     expected = A.double() @ B.double() + (C.double() if accumulate else 0)
     with num_threads(threads):
-        rnnfast._C._cpu_panel_gemm(A, B, C, accumulate)
+        rnnfast._C._testing.cpu_panel_gemm(A, B, C, accumulate)
     torch.testing.assert_close(C.double(), expected, rtol=1e-5, atol=1e-5 * K ** 0.5)
 
 
@@ -50,20 +50,20 @@ def test_panel_product_leaves_columns_beyond_n_alone():
     g = torch.Generator().manual_seed(0)
     A, B = torch.randn(6, 5, generator=g), torch.randn(5, 19, generator=g)
     buffer = torch.full((6, 40), 7.0)
-    rnnfast._C._cpu_panel_gemm(A, B, buffer[:, :19], False)
+    rnnfast._C._testing.cpu_panel_gemm(A, B, buffer[:, :19], False)
     torch.testing.assert_close(buffer[:, :19], A @ B)
     assert (buffer[:, 19:] == 7.0).all()
 
 
 @pytest.fixture(params=["blas", "panels"])
 def step_gemm(request):
-    before = rnnfast._C._cpu_step_gemm()
-    rnnfast._C._set_cpu_step_gemm(request.param)
-    assert rnnfast._C._cpu_step_gemm() == request.param
+    before = rnnfast._C._testing.cpu_step_gemm()
+    rnnfast._C._testing.set_cpu_step_gemm(request.param)
+    assert rnnfast._C._testing.cpu_step_gemm() == request.param
     try:
         yield request.param
     finally:
-        rnnfast._C._set_cpu_step_gemm(before)
+        rnnfast._C._testing.set_cpu_step_gemm(before)
 
 
 # Hidden sizes whose per-step product (16 rows) reaches the 1M multiply-adds from which the
@@ -111,7 +111,7 @@ def test_engine_lstm_projection_either_product(F, step_gemm):
 @pytest.mark.parametrize("value,expected", [("blas", "blas"), ("panels", "panels")])
 def test_step_gemm_environment_variable(value, expected):
     env = dict(os.environ, RNNFAST_CPU_STEP_GEMM=value)
-    out = subprocess.run([sys.executable, "-c", "import rnnfast; print(rnnfast._C._cpu_step_gemm())"],
+    out = subprocess.run([sys.executable, "-c", "import rnnfast; print(rnnfast._C._testing.cpu_step_gemm())"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
 
@@ -119,7 +119,7 @@ def test_step_gemm_environment_variable(value, expected):
 def test_step_gemm_environment_variable_unknown_value_warns():
     """An unknown value is named in a warning (C++'s, on stderr) and the default applies."""
     env = dict(os.environ, RNNFAST_CPU_STEP_GEMM="fastest")
-    out = subprocess.run([sys.executable, "-c", "import rnnfast; print(rnnfast._C._cpu_step_gemm())"],
+    out = subprocess.run([sys.executable, "-c", "import rnnfast; print(rnnfast._C._testing.cpu_step_gemm())"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() in ("blas", "panels")
     assert "RNNFAST_CPU_STEP_GEMM" in out.stderr and "fastest" in out.stderr

@@ -4,7 +4,7 @@ all have read the step's state and again once all have written it.
 
 The engine splits only weights of 512 KiB and more; the tests lower that to every weight, so
 that small cases take the path. Each first asks the engine's own policy
-(``rnnfast._C._cpu_unit_slice_threads``) that the split is in effect, then checks outputs and
+(``rnnfast._C._testing.cpu_unit_slice_threads``) that the split is in effect, then checks outputs and
 all gradients against the float64 reference."""
 
 import pytest
@@ -21,11 +21,11 @@ pytestmark = pytest.mark.skipif(not parallel_loops() or not torch.backends.openm
 
 @pytest.fixture
 def split_every_weight():
-    before = rnnfast._C._set_cpu_unit_slice_min_weight_bytes(0)
+    before = rnnfast._C._testing.set_cpu_unit_slice_min_weight_bytes(0)
     try:
         yield
     finally:
-        rnnfast._C._set_cpu_unit_slice_min_weight_bytes(before)
+        rnnfast._C._testing.set_cpu_unit_slice_min_weight_bytes(before)
 
 
 def unit_threads(case):
@@ -35,7 +35,7 @@ def unit_threads(case):
         T, B = B, T
     GH, H = case.weight_hh.shape
     elements = GH * H
-    return rnnfast._C._cpu_unit_slice_threads(B, T, H, elements,
+    return rnnfast._C._testing.cpu_unit_slice_threads(B, T, H, elements,
                                               elements * case.weight_hh.element_size())
 
 
@@ -100,18 +100,18 @@ def test_policy():
     GH, H = 1024, 256  # an LSTM's W_hh with H = 256: 1 MiB
     elements, bytes_ = GH * H, GH * H * 4
     with num_threads(2):
-        assert rnnfast._C._cpu_unit_slice_threads(1, 50, H, elements, bytes_) == 2
-        assert rnnfast._C._cpu_unit_slice_threads(3, 16, H, elements, bytes_) == 2
-        assert rnnfast._C._cpu_unit_slice_threads(3, 50, H, elements, bytes_) == 2
-        assert rnnfast._C._cpu_unit_slice_threads(4, 50, H, elements, bytes_) == 1  # 1M MACs
-        assert rnnfast._C._cpu_unit_slice_threads(1, 15, H, elements, bytes_) == 1  # steps
+        assert rnnfast._C._testing.cpu_unit_slice_threads(1, 50, H, elements, bytes_) == 2
+        assert rnnfast._C._testing.cpu_unit_slice_threads(3, 16, H, elements, bytes_) == 2
+        assert rnnfast._C._testing.cpu_unit_slice_threads(3, 50, H, elements, bytes_) == 2
+        assert rnnfast._C._testing.cpu_unit_slice_threads(4, 50, H, elements, bytes_) == 1  # 1M MACs
+        assert rnnfast._C._testing.cpu_unit_slice_threads(1, 15, H, elements, bytes_) == 1  # steps
         small = 4 * 128 * 128
-        assert rnnfast._C._cpu_unit_slice_threads(1, 50, 128, small, small * 4) == 1  # weight
-        assert rnnfast._C._cpu_unit_slice_threads(1, 50, H, elements, bytes_) == 2
+        assert rnnfast._C._testing.cpu_unit_slice_threads(1, 50, 128, small, small * 4) == 1  # weight
+        assert rnnfast._C._testing.cpu_unit_slice_threads(1, 50, H, elements, bytes_) == 2
     with num_threads(8):  # at least 64 units a thread
-        assert rnnfast._C._cpu_unit_slice_threads(1, 50, H, elements, bytes_) == 4
+        assert rnnfast._C._testing.cpu_unit_slice_threads(1, 50, H, elements, bytes_) == 4
     with num_threads(1):
-        assert rnnfast._C._cpu_unit_slice_threads(1, 50, H, elements, bytes_) == 1
+        assert rnnfast._C._testing.cpu_unit_slice_threads(1, 50, H, elements, bytes_) == 1
 
 
 @pytest.mark.parametrize("cell,H", [("gru", 256), ("lstm", 256), ("gru_reset_before", 224)])

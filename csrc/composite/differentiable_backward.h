@@ -7,7 +7,7 @@
 
 #include <array>
 
-#include "../cell_kind.h"
+#include "../cell_registry.h"
 
 namespace rnnfast {
 

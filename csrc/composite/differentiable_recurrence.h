@@ -10,7 +10,7 @@
 #include <optional>
 #include <tuple>
 
-#include "../cell_kind.h"
+#include "../cell_registry.h"
 
 namespace rnnfast {
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "../lengths_on_device.h"
 #include "../op_handles.h"
 
 namespace rnnfast {

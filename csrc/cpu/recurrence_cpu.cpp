@@ -19,7 +19,7 @@
 #include <optional>
 #include <string>
 
-#include "../cell_kind.h"
+#include "../cell_registry.h"
 #include "../checks.h"
 #include "../empty_batch.h"
 #include "backward_pass.h"

@@ -15,7 +15,7 @@
 // hx/cx and weight_hr follow the CPU engine (cpu/recurrence_cpu.cpp) exactly.
 //
 // Lengths: CPU lengths are validated by checks.cpp and copied to the device as they are at
-// the call (lengths_on_device); lengths already on the device are used without a host sync,
+// the call (lengths_on_device.h); lengths already on the device are used without a host sync,
 // clamped to [0, T] (so an out-of-range length acts as 0 or T; it can never address memory
 // outside the tensors).
 //
@@ -34,9 +34,10 @@
 #include <optional>
 #include <tuple>
 
-#include "../cell_kind.h"
+#include "../cell_registry.h"
 #include "../checks.h"
 #include "../empty_batch.h"
+#include "../lengths_on_device.h"
 #include "gemm_operand.h"
 #include "step_args.h"
 
@@ -44,20 +45,6 @@ namespace rnnfast::cuda {
 
 using at::Tensor;
 using std::optional;
-
-// What the engine needs to know of a cell, read from its cells.h constants.
-struct CellTraits {
-  int64_t gates, saved, split;  // split: kRecurrentBiasFrom
-  bool reset_before, has_cell_state;
-};
-
-inline CellTraits traits_of(CellKind kind) {
-  return dispatch_cell(kind, [](auto cell) {
-    using Cell = decltype(cell);
-    return CellTraits{Cell::kGates, Cell::kSaved, Cell::kRecurrentBiasFrom, Cell::kResetBefore,
-                      Cell::kHasCellState};
-  });
-}
 
 inline ElementType element_type(const Tensor& t) {
   switch (t.scalar_type()) {
@@ -95,7 +82,7 @@ class DeviceRecurrence {
                    const Tensor& weight_hh, const optional<Tensor>& weight_hr,
                    const optional<Tensor>& lengths)
       : s_(sizes),
-        cell_(traits_of(sizes.kind)),
+        cell_(cell_spec(sizes.kind)),
         GH_(cell_.gates * sizes.H),
         batch_first_(batch_first),
         type_(input.scalar_type()),
@@ -147,7 +134,7 @@ class DeviceRecurrence {
     Tensor gh = at::empty({B, GH_}, acc_opts);
     Tensor projected = at::empty({projection_ ? B : 0, P}, acc_opts);
     // r * h for the reset-before GRU, or the unprojected LSTM output: [B, H].
-    Tensor step_input = at::empty({(cell_.reset_before || projection_) ? B : 0, H}, opts);
+    Tensor step_operand = at::empty({(cell_.reset_before || projection_) ? B : 0, H}, opts);
     const auto [input_bias, recurrent_bias] = split_biases(bias_ih, bias_hh, acc_opts);
 
     // gx = x W_ih^T for all steps at once.
@@ -163,7 +150,7 @@ class DeviceRecurrence {
     args.c = cell_.has_cell_state ? c_state.data_ptr() : nullptr;
     args.output = output.data_ptr();
     args.saved = data_or_null(saved);
-    args.unprojected = projection_ ? step_input.data_ptr() : nullptr;
+    args.unprojected = projection_ ? step_operand.data_ptr() : nullptr;
     // The n part of the reset-before GRU's recurrent product waits for r * h.
     const int64_t gh_cols = cell_.reset_before ? 2 * H : GH_;
 
@@ -173,16 +160,16 @@ class DeviceRecurrence {
       device_.gemm(type_, acc_, B, gh_cols, P, 1.0, rows(h_n.const_data_ptr(), P),
                    transposed(weight_hh_.const_data_ptr(), P), 0.0, gh.data_ptr(), GH_);
       if (cell_.reset_before) {
-        device_.reset_forward(s_.kind, element_, geo_, t, args, step_input.data_ptr());
+        device_.reset_forward(s_.kind, element_, geo_, t, args, step_operand.data_ptr());
         // gh[:, 2H:3H] = (r * h) W_hn^T
-        device_.gemm(type_, acc_, B, H, H, 1.0, rows(step_input.const_data_ptr(), H),
+        device_.gemm(type_, acc_, B, H, H, 1.0, rows(step_operand.const_data_ptr(), H),
                      transposed(element_at(weight_hh_, 2 * H * P), P), 0.0, element_at(gh, 2 * H),
                      GH_);
       }
       device_.forward_step(s_.kind, element_, geo_, t, args);
       if (projection_) {
         // projected = (o * tanh(c')) W_hr^T, then into h and output for the active rows.
-        device_.gemm(type_, acc_, B, P, H, 1.0, rows(step_input.const_data_ptr(), H),
+        device_.gemm(type_, acc_, B, P, H, 1.0, rows(step_operand.const_data_ptr(), H),
                      transposed(weight_hr_.const_data_ptr(), H), 0.0, projected.data_ptr(), P);
         device_.store_projection(element_, geo_, t, projected.const_data_ptr(), h_n.data_ptr(),
                                  output.data_ptr());
@@ -200,7 +187,7 @@ class DeviceRecurrence {
                                  const optional<Tensor>& hx, const Tensor& output,
                                  const Tensor& saved, std::array<bool, 8> mask) {
     const int64_t T = s_.T, B = s_.B, H = s_.H, P = s_.P, N = T * B;
-    const int64_t G = cell_.gates, split = cell_.split;
+    const int64_t G = cell_.gates, recurrent_bias_from = cell_.recurrent_bias_from;
     const auto opts = output.options();
     const auto acc_opts = opts.dtype(acc_);
     const Tensor g_out = grad_output.has_value() ? grad_output->contiguous() : Tensor();
@@ -209,7 +196,8 @@ class DeviceRecurrence {
     const Tensor h0 = hx.has_value() ? hx->contiguous() : at::zeros({B, P}, opts);
 
     Tensor d_gates_x = at::empty({N, GH_}, opts);
-    const int64_t SH = (G - split) * H;  // width of the separate recurrent-side gradients
+    // The width of the separate recurrent-side gradients.
+    const int64_t SH = (G - recurrent_bias_from) * H;
     Tensor d_gates_h = at::empty({SH > 0 ? N : 0, SH}, opts);
     Tensor d_recurrent = at::empty({SH > 0 ? B : 0, GH_}, opts);
     Tensor h_prevs = at::empty({N, P}, opts);
@@ -224,14 +212,14 @@ class DeviceRecurrence {
             ? grad_c_n->to(acc_opts, false, /*copy=*/true, at::MemoryFormat::Contiguous)
             : at::zeros({cell_.has_cell_state ? B : 0, H}, acc_opts);
     // d(unprojected output) or d(r * h): [B, H]
-    Tensor d_aux = at::empty({(cell_.reset_before || projection_) ? B : 0, H}, acc_opts);
+    Tensor d_step_operand = at::empty({(cell_.reset_before || projection_) ? B : 0, H}, acc_opts);
 
     BackwardStep args{};
     args.grad_output = data_or_null(g_out);
     args.output = out.const_data_ptr();
     args.saved = cell_.saved > 0 ? saved_t.const_data_ptr() : nullptr;
     args.h0 = h0.const_data_ptr();
-    args.d_unprojected = projection_ ? d_aux.const_data_ptr() : nullptr;
+    args.d_unprojected = projection_ ? d_step_operand.const_data_ptr() : nullptr;
     args.dh = dh_state.data_ptr();
     args.dc = data_or_null(dc_state);
     args.d_gates_x = d_gates_x.data_ptr();
@@ -245,7 +233,7 @@ class DeviceRecurrence {
     const int64_t batch_ld = batch_first_ ? T : 1;
     // Rows of W_hh whose share of dh_prev comes from d_gates_x (the reset-before GRU's n rows
     // act on r * h and are handled through d(r * h)).
-    const int64_t x_rows = cell_.reset_before ? 2 * H : split * H;
+    const int64_t x_rows = cell_.reset_before ? 2 * H : recurrent_bias_from * H;
 
     for (int64_t step = T - 1; step >= 0; --step) {
       const int64_t t = geo_.reverse ? T - 1 - step : step;
@@ -256,15 +244,15 @@ class DeviceRecurrence {
         // d(unprojected) = dh W_hr
         device_.gemm(type_, acc_, B, H, P, 1.0,
                      rows(element_at(d_projected, row0 * P), batch_ld * P),
-                     rows(weight_hr_.const_data_ptr(), H), 0.0, d_aux.data_ptr(), H);
+                     rows(weight_hr_.const_data_ptr(), H), 0.0, d_step_operand.data_ptr(), H);
       }
       device_.backward_step(s_.kind, element_, geo_, t, args);
       if (cell_.reset_before) {
         // d(r * h_prev) = dn_pre W_hn; then r's gradient and r's share of dh_prev.
         device_.gemm(type_, acc_, B, H, H, 1.0,
                      rows(element_at(d_gates_x, row0 * GH_ + 2 * H), batch_ld * GH_),
-                     rows(element_at(weight_hh_, 2 * H * P), P), 0.0, d_aux.data_ptr(), H);
-        device_.reset_backward(s_.kind, element_, geo_, t, args, d_aux.const_data_ptr());
+                     rows(element_at(weight_hh_, 2 * H * P), P), 0.0, d_step_operand.data_ptr(), H);
+        device_.reset_backward(s_.kind, element_, geo_, t, args, d_step_operand.const_data_ptr());
       }
       // dh_prev += dG W_hh. Where gates keep their recurrent side apart (the reset-after
       // GRU's n), from this step's d_recurrent: one GEMM instead of one per side.
@@ -294,7 +282,7 @@ class DeviceRecurrence {
                     grad_w_hh.data_ptr(), P);
       if (SH > 0) {
         sum_over_rows(SH, P, d_gates_h.const_data_ptr(), SH, h_prevs.const_data_ptr(), P,
-                      element_at(grad_w_hh, split * H * P), P);
+                      element_at(grad_w_hh, recurrent_bias_from * H * P), P);
       }
       if (cell_.reset_before) {  // rows n multiply r * h_prev (no projection here: P == H)
         sum_over_rows(H, P, element_at(d_gates_x, 2 * H), GH_, reset_h.const_data_ptr(), H,
@@ -304,7 +292,7 @@ class DeviceRecurrence {
     }
     if (mask[3]) grads[3] = d_gates_x.sum(0);
     if (mask[4]) {
-      grads[4] = d_gates_x.narrow(1, 0, split * H).sum(0);
+      grads[4] = d_gates_x.narrow(1, 0, recurrent_bias_from * H).sum(0);
       if (SH > 0) grads[4] = at::cat({grads[4], d_gates_h.sum(0)});
     }
     if (mask[7] && projection_) {
@@ -342,16 +330,17 @@ class DeviceRecurrence {
                                          const optional<Tensor>& bias_hh,
                                          const at::TensorOptions& acc_opts) const {
     if (!bias_ih.has_value() && !bias_hh.has_value()) return {};
-    const int64_t split = cell_.split * s_.H;
+    const int64_t folded = cell_.recurrent_bias_from * s_.H;  // b_hh elements that fold in
     Tensor input_side = bias_ih.has_value() ? bias_ih->to(acc_opts, false, /*copy=*/true,
                                                           at::MemoryFormat::Contiguous)
                                             : at::zeros({GH_}, acc_opts);
     Tensor recurrent_side;
     if (bias_hh.has_value()) {
-      input_side.narrow(0, 0, split).add_(bias_hh->narrow(0, 0, split));
-      if (split < GH_) {
+      input_side.narrow(0, 0, folded).add_(bias_hh->narrow(0, 0, folded));
+      if (folded < GH_) {
         recurrent_side = at::zeros({GH_}, acc_opts);
-        recurrent_side.narrow(0, split, GH_ - split).copy_(bias_hh->narrow(0, split, GH_ - split));
+        recurrent_side.narrow(0, folded, GH_ - folded)
+            .copy_(bias_hh->narrow(0, folded, GH_ - folded));
       }
     }
     return {input_side, recurrent_side};
@@ -369,7 +358,7 @@ class DeviceRecurrence {
   }
 
   LayerSizes s_;
-  CellTraits cell_;
+  CellSpec cell_;
   int64_t GH_;
   bool batch_first_;
   at::ScalarType type_;

@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-#include "../cell_kind.h"
+#include "../cell_registry.h"
 #include "step_args.h"
 
 namespace rnnfast::cuda {

@@ -68,7 +68,8 @@ struct BackwardStep {
   void* dh;                   // acc [B, P]: running gradient w.r.t. h, updated in place
   void* dc;                   // acc [B, H] or nullptr: running gradient w.r.t. c, updated
   void* d_gates_x;            // scalar [N, G*H]: gradient of the input-side pre-activations
-  void* d_gates_h;            // scalar [N, (G - split)*H] or nullptr: the recurrent side
+  void* d_gates_h;            // scalar [N, (G - recurrent_bias_from)*H] or nullptr: the
+                              // recurrent side of the gates that keep b_hh there
   void* d_recurrent;          // scalar [B, G*H] or nullptr (where d_gates_h is): this step's
                               // gradient of the W_hh product, all gates side by side, so one
                               // GEMM carries dh back a step

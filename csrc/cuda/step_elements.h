@@ -187,8 +187,8 @@ RF_HD void backward_step_element(const StepGeometry& geo, int64_t t, const Backw
   using A = typename Storage<T>::Acc;
   constexpr int G = Cell::kGates;
   constexpr int S = Cell::kSaved;
-  constexpr int kSplit = Cell::kRecurrentBiasFrom;
-  const int64_t H = geo.H, P = geo.P, GH = G * H, SH = (G - kSplit) * H;
+  constexpr int kRecurrentBiasFrom = Cell::kRecurrentBiasFrom;
+  const int64_t H = geo.H, P = geo.P, GH = G * H, SH = (G - kRecurrentBiasFrom) * H;
   const bool projection = args.d_unprojected != nullptr;
   const T* grad_output = static_cast<const T*>(args.grad_output);
   const T* output = static_cast<const T*>(args.output);
@@ -235,9 +235,14 @@ RF_HD void backward_step_element(const StepGeometry& geo, int64_t t, const Backw
   Cell::backward(vsaved, h_prev, h_out, d_out, dc_out, vdgx, vdgh, dh_prev, dc_prev);
   for (int g = 0; g < G; ++g) {
     store(d_gates_x + row * GH + g * H + j, vdgx[g]);
-    if (g >= kSplit) store(d_gates_h + row * SH + (g - kSplit) * H + j, vdgh[g]);
-    // Below the split the recurrent and input sides share one pre-activation and gradient.
-    if (d_recurrent) store(d_recurrent + b * GH + g * H + j, g >= kSplit ? vdgh[g] : vdgx[g]);
+    if (g >= kRecurrentBiasFrom) {
+      store(d_gates_h + row * SH + (g - kRecurrentBiasFrom) * H + j, vdgh[g]);
+    }
+    // Before kRecurrentBiasFrom the recurrent and input sides share one pre-activation and
+    // gradient.
+    if (d_recurrent) {
+      store(d_recurrent + b * GH + g * H + j, g >= kRecurrentBiasFrom ? vdgh[g] : vdgx[g]);
+    }
   }
   if constexpr (Cell::kHasCellState) {
     dc[b * H + j] = dc_prev;

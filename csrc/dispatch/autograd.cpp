@@ -10,10 +10,12 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 
-#include "../composite/differentiable_recurrence.h"
+#include "../cell_registry.h"
 #include "../composite/differentiable_backward.h"
+#include "../composite/differentiable_recurrence.h"
 #include "../op_handles.h"
 
 namespace rnnfast {
@@ -36,6 +38,26 @@ variable_list as_list(const std::tuple<Ts...>& tensors) {
   return std::apply([](const auto&... t) { return variable_list{t...}; }, tensors);
 }
 
+// The slots of what RecurrentFunction saves for backward (undefined where an optional
+// argument was absent): the op's tensor arguments in its order, then its outputs.
+struct SavedSlot {
+  enum Slot : size_t {
+    kInput,
+    kWeightIh,
+    kWeightHh,
+    kBiasIh,
+    kBiasHh,
+    kHx,
+    kCx,
+    kWeightHr,
+    kLengths,
+    kOutput,
+    kOpSaved,  // the op's `saved` output: what its backward reads
+    kCount,
+  };
+};
+static_assert(SavedSlot::kWeightHr == 7, "the op's eight tensor arguments come first");
+
 class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& weight_ih,
@@ -49,10 +71,19 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
         forward_op().call(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths,
                           cell, reverse, batch_first, /*need_saved=*/true);
     // The biases and c0 serve only a backward that records a graph (differentiable_backward.h).
-    ctx->save_for_backward({input, weight_ih, weight_hh, hx.value_or(Tensor()),
-                            weight_hr.value_or(Tensor()), lengths.value_or(Tensor()), output,
-                            saved, bias_ih.value_or(Tensor()), bias_hh.value_or(Tensor()),
-                            cx.value_or(Tensor())});
+    variable_list kept(SavedSlot::kCount);
+    kept[SavedSlot::kInput] = input;
+    kept[SavedSlot::kWeightIh] = weight_ih;
+    kept[SavedSlot::kWeightHh] = weight_hh;
+    kept[SavedSlot::kBiasIh] = bias_ih.value_or(Tensor());
+    kept[SavedSlot::kBiasHh] = bias_hh.value_or(Tensor());
+    kept[SavedSlot::kHx] = hx.value_or(Tensor());
+    kept[SavedSlot::kCx] = cx.value_or(Tensor());
+    kept[SavedSlot::kWeightHr] = weight_hr.value_or(Tensor());
+    kept[SavedSlot::kLengths] = lengths.value_or(Tensor());
+    kept[SavedSlot::kOutput] = output;
+    kept[SavedSlot::kOpSaved] = saved;
+    ctx->save_for_backward(kept);
     ctx->saved_data["cell"] = std::string(cell);
     ctx->saved_data["reverse"] = reverse;
     ctx->saved_data["batch_first"] = batch_first;
@@ -77,21 +108,25 @@ class RecurrentFunction : public torch::autograd::Function<RecurrentFunction> {
     for (size_t k = 0; k < mask.size(); ++k) {
       mask[k] = edges[k] >= 0 && ctx->needs_input_grad(edges[k]);
     }
+    const CellKind kind = parse_cell(ctx->saved_data["cell"].toStringRef());
     // Grad mode is on in a backward only where it records a graph (create_graph=True).
     if (at::GradMode::is_enabled()) {
+      std::array<Tensor, 8> arguments;  // the first slots, in the op's order
+      std::copy_n(s.begin(), arguments.size(), arguments.begin());
       const std::array<Tensor, 8> g = differentiable_backward(
-          {s[0], s[1], s[2], s[8], s[9], s[3], s[10], s[4]}, s[5],
-          parse_cell(ctx->saved_data["cell"].toStringRef()), ctx->saved_data["reverse"].toBool(),
+          arguments, s[SavedSlot::kLengths], kind, ctx->saved_data["reverse"].toBool(),
           ctx->saved_data["batch_first"].toBool(), mask, {grads[0], grads[1], grads[2]});
       variable_list out(g.begin(), g.end());
       out.resize(kArguments);
       return out;
     }
-    const std::string cell = ctx->saved_data["cell"].toStringRef();
     auto g = backward_op().call(
-        present(grads[0]), present(grads[1]), cell == "lstm" ? present(grads[2]) : std::nullopt,
-        s[0], s[1], s[2], present(s[3]), present(s[4]), present(s[5]), s[6], s[7], cell,
-        ctx->saved_data["reverse"].toBool(), ctx->saved_data["batch_first"].toBool(), mask);
+        present(grads[0]), present(grads[1]),
+        cell_spec(kind).has_cell_state ? present(grads[2]) : std::nullopt, s[SavedSlot::kInput],
+        s[SavedSlot::kWeightIh], s[SavedSlot::kWeightHh], present(s[SavedSlot::kHx]),
+        present(s[SavedSlot::kWeightHr]), present(s[SavedSlot::kLengths]), s[SavedSlot::kOutput],
+        s[SavedSlot::kOpSaved], cell_spec(kind).name, ctx->saved_data["reverse"].toBool(),
+        ctx->saved_data["batch_first"].toBool(), mask);
     variable_list out = as_list(g);
     out.resize(kArguments);  // no gradients for lengths, cell, reverse, batch_first
     for (size_t k = 0; k < mask.size(); ++k) {

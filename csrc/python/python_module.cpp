@@ -4,19 +4,15 @@
 // fixed cost of a small layer). The calls still go through the dispatcher, so autograd,
 // autocast and dispatch modes apply as for torch.ops. Under no_grad they ask the op not to keep
 // what only a backward would read.
-// Also the CPU scratch pool (_empty_cpu_cache, _cpu_idle_scratch_bytes) and test hooks:
-// _cpu_batch_slices, _cpu_unit_slice_threads / _set_cpu_unit_slice_min_weight_bytes,
-// _cpu_step_gemm / _set_cpu_step_gemm, _cpu_panel_gemm, and the CUDA engine run on the host
-// (_cuda_engine_forward_on_host, _cuda_engine_backward_on_host).
+// Also the cell registry (cells), the CPU scratch pool (_empty_cpu_cache,
+// _cpu_idle_scratch_bytes) and, in the submodule _testing (testing_module.h), the tests' hooks.
 // Only the pip build compiles this file: the CMake library for libtorch users has no Python.
 #include <torch/extension.h>
 
-#include "../cpu/batch_slices.h"
-#include "../cpu/panel_gemm.h"
+#include "../cell_registry.h"
 #include "../cpu/scratch_pool.h"
-#include "../cpu/unit_slices.h"
-#include "../cuda/on_host/recurrence_on_host.h"
 #include "../op_handles.h"
+#include "testing_module.h"
 
 namespace {
 
@@ -97,6 +93,19 @@ std::tuple<Tensor, Tensor, Tensor> recurrent_layers(
                                    batch_first, dropout);
 }
 
+// The registry's traits by cell name, for the fake kernels of rnnfast/_ops.py.
+pybind11::dict cells() {
+  using namespace pybind11::literals;
+  pybind11::dict out;
+  for (const rnnfast::CellSpec& spec : rnnfast::kCellSpecs) {
+    out[spec.name] = pybind11::dict(
+        "gates"_a = spec.gates, "saved"_a = spec.saved,
+        "recurrent_bias_from"_a = spec.recurrent_bias_from, "reset_before"_a = spec.reset_before,
+        "has_cell_state"_a = spec.has_cell_state);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -106,56 +115,12 @@ PYBIND11_MODULE(_C, m) {
         "rnnfast::recurrent_layers, called directly (eager mode only)");
   m.def("cell_forward", &cell_forward,
         "one step of a cell through rnnfast::recurrent_forward (eager mode only)");
-  // For the tests: how the CPU engine would split a batch over the current threads.
-  m.def(
-      "_cpu_batch_slices",
-      [](int64_t B, int64_t T, int64_t weight_elements, int64_t weight_bytes) {
-        const auto slices = rnnfast::cpu::batch_slices(B, T, {weight_elements, weight_bytes});
-        return std::make_tuple(slices.count, slices.rows);
-      },
-      "(count, rows) of the batch slices of B rows over T steps with the given recurrent weights");
-  // For the tests: over how many threads the CPU engine would split a step's units, and the
-  // least weight it splits.
-  m.def(
-      "_cpu_unit_slice_threads",
-      [](int64_t B, int64_t T, int64_t H, int64_t weight_elements, int64_t weight_bytes) {
-        return rnnfast::cpu::unit_slice_threads(B, T, H, {weight_elements, weight_bytes});
-      },
-      "threads over which the units of a step of B rows and H units are split (1: not split)");
-  m.def("_set_cpu_unit_slice_min_weight_bytes", &rnnfast::cpu::set_unit_slice_min_weight_bytes,
-        "sets the least recurrent weight (bytes) whose units are split; returns the previous");
   m.def("_empty_cpu_cache", &rnnfast::cpu::release_idle_scratch,
         "frees the CPU scratch pool's idle buffers; returns the bytes freed");
   m.def("_cpu_idle_scratch_bytes", &rnnfast::cpu::idle_scratch_bytes,
         "bytes the CPU scratch pool holds idle");
-  // For the tests: which code runs the CPU engine's float32 products.
-  m.def("_cpu_step_gemm", [] {
-    return rnnfast::cpu::step_gemm() == rnnfast::cpu::StepGemm::kPanels ? "panels" : "blas";
-  });
-  m.def(
-      "_cpu_panel_gemm",
-      [](const Tensor& A, const Tensor& B, Tensor& C, bool accumulate) {
-        TORCH_CHECK(A.dim() == 2 && B.dim() == 2 && C.dim() == 2 && A.size(1) == B.size(0) &&
-                        C.size(0) == A.size(0) && C.size(1) == B.size(1),
-                    "_cpu_panel_gemm: expected A [M, K], B [K, N], C [M, N]");
-        TORCH_CHECK(A.scalar_type() == at::kFloat && B.scalar_type() == at::kFloat &&
-                        C.scalar_type() == at::kFloat && C.stride(1) == 1,
-                    "_cpu_panel_gemm: expected float32 tensors, C with unit column stride");
-        Tensor a_storage, b_storage;
-        const auto a = rnnfast::cpu::matrix_ref<float>(A, a_storage);
-        const auto b = rnnfast::cpu::matrix_ref<float>(B, b_storage);
-        rnnfast::cpu::PanelMatrix(B.size(1), B.size(0), b)
-            .multiply(A.size(0), a, accumulate, C.data_ptr<float>(), C.stride(0));
-      },
-      "C = A B (+ C if accumulate) through the CPU engine's panel product");
-  // For the tests: the CUDA engine's step loop and kernel bodies on CPU tensors, with the
-  // arguments of the ops recurrent_forward and recurrent_backward.
-  m.def("_cuda_engine_forward_on_host", &rnnfast::cuda_on_host::recurrent_forward);
-  m.def("_cuda_engine_backward_on_host", &rnnfast::cuda_on_host::recurrent_backward);
-  m.def("_set_cpu_step_gemm", [](const std::string& name) {
-    TORCH_CHECK(name == "blas" || name == "panels",
-                "_set_cpu_step_gemm: expected 'blas' or 'panels', got '", name, "'");
-    rnnfast::cpu::set_step_gemm(name == "panels" ? rnnfast::cpu::StepGemm::kPanels
-                                                 : rnnfast::cpu::StepGemm::kBlas);
-  });
+  m.def("cells", &cells,
+        "the cell registry (csrc/cell_registry.h): cell name -> dict of gates, saved, "
+        "recurrent_bias_from, reset_before, has_cell_state");
+  rnnfast::define_testing_module(m);
 }
