@@ -186,90 +186,133 @@ class DeviceRecurrence {
                                  const Tensor& input, const Tensor& weight_ih,
                                  const optional<Tensor>& hx, const Tensor& output,
                                  const Tensor& saved, std::array<bool, 8> mask) {
-    const int64_t T = s_.T, B = s_.B, H = s_.H, P = s_.P, N = T * B;
-    const int64_t G = cell_.gates, recurrent_bias_from = cell_.recurrent_bias_from;
+    BackwardBuffers buf = backward_buffers(grad_output, grad_h_n, grad_c_n, hx, output, saved);
+    reverse_loop(buf);
+    return gradients(buf, input, weight_ih, mask);
+  }
+
+ private:
+  // What the reverse loop reads and writes, then the weight gradients read. N = T * B rows in
+  // the caller's layout; empty where the cell or the projection has no use for a buffer.
+  struct BackwardBuffers {
+    Tensor g_out, out, saved, h0;  // [N, P], [N, P], [N, S*H], [B, P]
+    Tensor d_gates_x;              // [N, G*H]
+    Tensor d_gates_h;              // [N, (G - recurrent_bias_from) * H]
+    Tensor d_recurrent;            // [B, G*H]
+    Tensor h_prevs;                // [N, P]
+    Tensor reset_h;                // [N, H]: r * h_prev of the reset-before GRU
+    Tensor unprojected, d_projected;  // [N, H], [N, P]
+    Tensor dh_state, dc_state;        // [B, P], [B, H] in the compute type
+    Tensor d_step_operand;            // [B, H]: d(unprojected output) or d(r * h)
+  };
+
+  // The recurrent-side gradients keep their own columns from this many: (G - from) * H.
+  int64_t recurrent_gradient_width() const {
+    return (cell_.gates - cell_.recurrent_bias_from) * s_.H;
+  }
+
+  // Rows of W_hh whose share of dh_prev comes from d_gates_x (the reset-before GRU's n rows
+  // act on r * h and are handled through d(r * h)).
+  int64_t input_side_rows() const {
+    return cell_.reset_before ? 2 * s_.H : cell_.recurrent_bias_from * s_.H;
+  }
+
+  BackwardBuffers backward_buffers(const optional<Tensor>& grad_output,
+                                   const optional<Tensor>& grad_h_n,
+                                   const optional<Tensor>& grad_c_n, const optional<Tensor>& hx,
+                                   const Tensor& output, const Tensor& saved) const {
+    const int64_t B = s_.B, H = s_.H, P = s_.P, N = s_.T * B;
+    const int64_t SH = recurrent_gradient_width();
     const auto opts = output.options();
     const auto acc_opts = opts.dtype(acc_);
-    const Tensor g_out = grad_output.has_value() ? grad_output->contiguous() : Tensor();
-    const Tensor out = output.contiguous();
-    const Tensor saved_t = saved.contiguous();
-    const Tensor h0 = hx.has_value() ? hx->contiguous() : at::zeros({B, P}, opts);
+    const auto acc_copy = [&](const Tensor& t) {
+      return t.to(acc_opts, /*non_blocking=*/false, /*copy=*/true, at::MemoryFormat::Contiguous);
+    };
+    BackwardBuffers buf;
+    buf.g_out = grad_output.has_value() ? grad_output->contiguous() : Tensor();
+    buf.out = output.contiguous();
+    buf.saved = saved.contiguous();
+    buf.h0 = hx.has_value() ? hx->contiguous() : at::zeros({B, P}, opts);
+    buf.d_gates_x = at::empty({N, GH_}, opts);
+    buf.d_gates_h = at::empty({SH > 0 ? N : 0, SH}, opts);
+    buf.d_recurrent = at::empty({SH > 0 ? B : 0, GH_}, opts);
+    buf.h_prevs = at::empty({N, P}, opts);
+    buf.reset_h = at::empty({cell_.reset_before ? N : 0, H}, opts);
+    buf.unprojected = at::empty({projection_ ? N : 0, H}, opts);
+    buf.d_projected = at::empty({projection_ ? N : 0, P}, opts);
+    buf.dh_state = grad_h_n.has_value() ? acc_copy(*grad_h_n) : at::zeros({B, P}, acc_opts);
+    buf.dc_state = cell_.has_cell_state && grad_c_n.has_value()
+                       ? acc_copy(*grad_c_n)
+                       : at::zeros({cell_.has_cell_state ? B : 0, H}, acc_opts);
+    buf.d_step_operand = at::empty({(cell_.reset_before || projection_) ? B : 0, H}, acc_opts);
+    return buf;
+  }
 
-    Tensor d_gates_x = at::empty({N, GH_}, opts);
-    // The width of the separate recurrent-side gradients.
-    const int64_t SH = (G - recurrent_bias_from) * H;
-    Tensor d_gates_h = at::empty({SH > 0 ? N : 0, SH}, opts);
-    Tensor d_recurrent = at::empty({SH > 0 ? B : 0, GH_}, opts);
-    Tensor h_prevs = at::empty({N, P}, opts);
-    Tensor reset_h = at::empty({cell_.reset_before ? N : 0, H}, opts);
-    Tensor unprojected = at::empty({projection_ ? N : 0, H}, opts);
-    Tensor d_projected = at::empty({projection_ ? N : 0, P}, opts);
-    Tensor dh_state = grad_h_n.has_value() ? grad_h_n->to(acc_opts, false, /*copy=*/true,
-                                                          at::MemoryFormat::Contiguous)
-                                           : at::zeros({B, P}, acc_opts);
-    Tensor dc_state =
-        cell_.has_cell_state && grad_c_n.has_value()
-            ? grad_c_n->to(acc_opts, false, /*copy=*/true, at::MemoryFormat::Contiguous)
-            : at::zeros({cell_.has_cell_state ? B : 0, H}, acc_opts);
-    // d(unprojected output) or d(r * h): [B, H]
-    Tensor d_step_operand = at::empty({(cell_.reset_before || projection_) ? B : 0, H}, acc_opts);
-
+  // The steps from last to first: each step's gate gradients, and dh carried to the step before.
+  void reverse_loop(BackwardBuffers& buf) {
+    const int64_t T = s_.T, B = s_.B, H = s_.H, P = s_.P;
+    const int64_t SH = recurrent_gradient_width(), x_rows = input_side_rows();
     BackwardStep args{};
-    args.grad_output = data_or_null(g_out);
-    args.output = out.const_data_ptr();
-    args.saved = cell_.saved > 0 ? saved_t.const_data_ptr() : nullptr;
-    args.h0 = h0.const_data_ptr();
-    args.d_unprojected = projection_ ? d_step_operand.const_data_ptr() : nullptr;
-    args.dh = dh_state.data_ptr();
-    args.dc = data_or_null(dc_state);
-    args.d_gates_x = d_gates_x.data_ptr();
-    args.d_gates_h = data_or_null(d_gates_h);
-    args.d_recurrent = data_or_null(d_recurrent);
-    args.h_prev = h_prevs.data_ptr();
-    args.unprojected = data_or_null(unprojected);
-    args.reset_h = data_or_null(reset_h);
+    args.grad_output = data_or_null(buf.g_out);
+    args.output = buf.out.const_data_ptr();
+    args.saved = cell_.saved > 0 ? buf.saved.const_data_ptr() : nullptr;
+    args.h0 = buf.h0.const_data_ptr();
+    args.d_unprojected = projection_ ? buf.d_step_operand.const_data_ptr() : nullptr;
+    args.dh = buf.dh_state.data_ptr();
+    args.dc = data_or_null(buf.dc_state);
+    args.d_gates_x = buf.d_gates_x.data_ptr();
+    args.d_gates_h = data_or_null(buf.d_gates_h);
+    args.d_recurrent = data_or_null(buf.d_recurrent);
+    args.h_prev = buf.h_prevs.data_ptr();
+    args.unprojected = data_or_null(buf.unprojected);
+    args.reset_h = data_or_null(buf.reset_h);
 
     // Between the rows of batch entries b and b + 1 at one step: the GEMMs' row stride factor.
     const int64_t batch_ld = batch_first_ ? T : 1;
-    // Rows of W_hh whose share of dh_prev comes from d_gates_x (the reset-before GRU's n rows
-    // act on r * h and are handled through d(r * h)).
-    const int64_t x_rows = cell_.reset_before ? 2 * H : recurrent_bias_from * H;
-
     for (int64_t step = T - 1; step >= 0; --step) {
       const int64_t t = geo_.reverse ? T - 1 - step : step;
       const int64_t row0 = batch_first_ ? t : t * B;  // row (t, 0)
       if (projection_) {
-        device_.projection_grad(element_, geo_, t, data_or_null(g_out), dh_state.data_ptr(),
-                                d_projected.data_ptr());
+        device_.projection_grad(element_, geo_, t, data_or_null(buf.g_out),
+                                buf.dh_state.data_ptr(), buf.d_projected.data_ptr());
         // d(unprojected) = dh W_hr
         device_.gemm(type_, acc_, B, H, P, 1.0,
-                     rows(element_at(d_projected, row0 * P), batch_ld * P),
-                     rows(weight_hr_.const_data_ptr(), H), 0.0, d_step_operand.data_ptr(), H);
+                     rows(element_at(buf.d_projected, row0 * P), batch_ld * P),
+                     rows(weight_hr_.const_data_ptr(), H), 0.0, buf.d_step_operand.data_ptr(), H);
       }
       device_.backward_step(s_.kind, element_, geo_, t, args);
       if (cell_.reset_before) {
         // d(r * h_prev) = dn_pre W_hn; then r's gradient and r's share of dh_prev.
         device_.gemm(type_, acc_, B, H, H, 1.0,
-                     rows(element_at(d_gates_x, row0 * GH_ + 2 * H), batch_ld * GH_),
-                     rows(element_at(weight_hh_, 2 * H * P), P), 0.0, d_step_operand.data_ptr(), H);
-        device_.reset_backward(s_.kind, element_, geo_, t, args, d_step_operand.const_data_ptr());
+                     rows(element_at(buf.d_gates_x, row0 * GH_ + 2 * H), batch_ld * GH_),
+                     rows(element_at(weight_hh_, 2 * H * P), P), 0.0,
+                     buf.d_step_operand.data_ptr(), H);
+        device_.reset_backward(s_.kind, element_, geo_, t, args,
+                               buf.d_step_operand.const_data_ptr());
       }
       // dh_prev += dG W_hh. Where gates keep their recurrent side apart (the reset-after
       // GRU's n), from this step's d_recurrent: one GEMM instead of one per side.
       if (SH > 0) {
-        device_.gemm(type_, acc_, B, P, GH_, 1.0, rows(d_recurrent.const_data_ptr(), GH_),
-                     rows(weight_hh_.const_data_ptr(), P), 1.0, dh_state.data_ptr(), P);
+        device_.gemm(type_, acc_, B, P, GH_, 1.0, rows(buf.d_recurrent.const_data_ptr(), GH_),
+                     rows(weight_hh_.const_data_ptr(), P), 1.0, buf.dh_state.data_ptr(), P);
       } else {
         device_.gemm(type_, acc_, B, P, x_rows, 1.0,
-                     rows(element_at(d_gates_x, row0 * GH_), batch_ld * GH_),
-                     rows(weight_hh_.const_data_ptr(), P), 1.0, dh_state.data_ptr(), P);
+                     rows(element_at(buf.d_gates_x, row0 * GH_), batch_ld * GH_),
+                     rows(weight_hh_.const_data_ptr(), P), 1.0, buf.dh_state.data_ptr(), P);
       }
     }
+  }
 
-    // The weight gradients as GEMMs over all steps, each a sum over N = T * B rows: into
-    // compute-type buffers (float for 16-bit storage, as on the CPU), rounded to the storage
-    // type once at the end. A 16-bit result from cuBLAS could have had its partial sums
-    // reduced in 16 bits (torch's default allows it for half and bfloat16 matmuls).
+  // The weight gradients as GEMMs over all steps, each a sum over N = T * B rows: into
+  // compute-type buffers (float for 16-bit storage, as on the CPU), rounded to the storage
+  // type once at the end. A 16-bit result from cuBLAS could have had its partial sums
+  // reduced in 16 bits (torch's default allows it for half and bfloat16 matmuls).
+  std::array<Tensor, 8> gradients(BackwardBuffers& buf, const Tensor& input,
+                                  const Tensor& weight_ih, std::array<bool, 8> mask) {
+    const int64_t H = s_.H, P = s_.P, N = s_.T * s_.B;
+    const int64_t SH = recurrent_gradient_width(), from = cell_.recurrent_bias_from;
+    const auto opts = buf.out.options();
+    const auto acc_opts = opts.dtype(acc_);
     // C [M, cols] = A^T B with A [N, M] (leading dimension lda) and B [N, cols].
     const auto sum_over_rows = [&](int64_t M, int64_t cols, const void* a, int64_t lda,
                                    const void* b, int64_t ldb, void* c, int64_t ldc) {
@@ -278,51 +321,51 @@ class DeviceRecurrence {
     std::array<Tensor, 8> grads;
     if (mask[2]) {
       Tensor grad_w_hh = at::empty({GH_, P}, acc_opts);
-      sum_over_rows(x_rows, P, d_gates_x.const_data_ptr(), GH_, h_prevs.const_data_ptr(), P,
-                    grad_w_hh.data_ptr(), P);
+      sum_over_rows(input_side_rows(), P, buf.d_gates_x.const_data_ptr(), GH_,
+                    buf.h_prevs.const_data_ptr(), P, grad_w_hh.data_ptr(), P);
       if (SH > 0) {
-        sum_over_rows(SH, P, d_gates_h.const_data_ptr(), SH, h_prevs.const_data_ptr(), P,
-                      element_at(grad_w_hh, recurrent_bias_from * H * P), P);
+        sum_over_rows(SH, P, buf.d_gates_h.const_data_ptr(), SH, buf.h_prevs.const_data_ptr(), P,
+                      element_at(grad_w_hh, from * H * P), P);
       }
       if (cell_.reset_before) {  // rows n multiply r * h_prev (no projection here: P == H)
-        sum_over_rows(H, P, element_at(d_gates_x, 2 * H), GH_, reset_h.const_data_ptr(), H,
-                      element_at(grad_w_hh, 2 * H * P), P);
+        sum_over_rows(H, P, element_at(buf.d_gates_x, 2 * H), GH_, buf.reset_h.const_data_ptr(),
+                      H, element_at(grad_w_hh, 2 * H * P), P);
       }
       grads[2] = grad_w_hh.to(type_);
     }
-    if (mask[3]) grads[3] = d_gates_x.sum(0);
+    if (mask[3]) grads[3] = buf.d_gates_x.sum(0);
     if (mask[4]) {
-      grads[4] = d_gates_x.narrow(1, 0, recurrent_bias_from * H).sum(0);
-      if (SH > 0) grads[4] = at::cat({grads[4], d_gates_h.sum(0)});
+      grads[4] = buf.d_gates_x.narrow(1, 0, from * H).sum(0);
+      if (SH > 0) grads[4] = at::cat({grads[4], buf.d_gates_h.sum(0)});
     }
     if (mask[7] && projection_) {
       Tensor grad_w_hr = at::empty({P, H}, acc_opts);
-      sum_over_rows(P, H, d_projected.const_data_ptr(), P, unprojected.const_data_ptr(), H,
-                    grad_w_hr.data_ptr(), H);
+      sum_over_rows(P, H, buf.d_projected.const_data_ptr(), P, buf.unprojected.const_data_ptr(),
+                    H, grad_w_hr.data_ptr(), H);
       grads[7] = grad_w_hr.to(type_);
     }
-    h_prevs.reset();
-    reset_h.reset();
-    d_gates_h.reset();
-    unprojected.reset();
-    d_projected.reset();
+    // What only the weight gradients read goes before the input's gradients allocate.
+    buf.h_prevs.reset();
+    buf.reset_h.reset();
+    buf.d_gates_h.reset();
+    buf.unprojected.reset();
+    buf.d_projected.reset();
     if (mask[1]) {
       const Tensor x = without_padding(input).contiguous();  // [N, I]
       Tensor grad_w_ih = at::empty({GH_, s_.I}, acc_opts);
-      sum_over_rows(GH_, s_.I, d_gates_x.const_data_ptr(), GH_, x.const_data_ptr(), s_.I,
+      sum_over_rows(GH_, s_.I, buf.d_gates_x.const_data_ptr(), GH_, x.const_data_ptr(), s_.I,
                     grad_w_ih.data_ptr(), s_.I);
       grads[1] = grad_w_ih.to(type_);
     }
-    if (mask[0]) grads[0] = at::mm(d_gates_x, weight_ih).view(input.sizes());
-    if (mask[5]) grads[5] = dh_state.to(type_);
-    if (mask[6] && cell_.has_cell_state) grads[6] = dc_state.to(type_);
+    if (mask[0]) grads[0] = at::mm(buf.d_gates_x, weight_ih).view(input.sizes());
+    if (mask[5]) grads[5] = buf.dh_state.to(type_);
+    if (mask[6] && cell_.has_cell_state) grads[6] = buf.dc_state.to(type_);
     for (auto& g : grads) {
       if (!g.defined()) g = at::empty({0}, opts);
     }
     return grads;
   }
 
- private:
   // [input-side biases, recurrent-side biases], each [G*H] in the compute type, or undefined
   // tensors without biases. b_hh of gates below kRecurrentBiasFrom folds into the input side;
   // the recurrent side is undefined where nothing stays there.
