@@ -14,19 +14,17 @@ at::Tensor lengths_on_device(const at::Tensor& lengths, const at::Device& device
 #ifdef RNNFAST_WITH_CUDA
   if (device.is_cuda()) {
     cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-    C10_CUDA_CHECK(
-        cudaStreamIsCapturing(c10::cuda::getCurrentCUDAStream(device.index()), &status));
-    TORCH_CHECK(status == cudaStreamCaptureStatusNone, "rnnfast: lengths on the ",
-                lengths.device(), " cannot be copied to ", device,
+    C10_CUDA_CHECK(cudaStreamIsCapturing(c10::cuda::getCurrentCUDAStream(device.index()), &status));
+    TORCH_CHECK(status == cudaStreamCaptureStatusNone, "rnnfast: lengths on the ", lengths.device(),
+                " cannot be copied to ", device,
                 " while its current stream is being captured into a CUDA graph; to capture a "
                 "layer, pass lengths on the device of input (lengths.to(input.device()))");
   }
 #endif
-  const at::Tensor source =
-      lengths.is_pinned()
-          ? lengths.to(lengths.options().pinned_memory(false), /*non_blocking=*/false,
-                       /*copy=*/true)
-          : lengths;
+  const at::Tensor source = lengths.is_pinned() ? lengths.to(lengths.options().pinned_memory(false),
+                                                             /*non_blocking=*/false,
+                                                             /*copy=*/true)
+                                                : lengths;
   // Non-blocking: from pageable memory the driver stages the copy before it returns.
   return source.to(device, /*non_blocking=*/true);
 }

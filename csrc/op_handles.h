@@ -2,8 +2,8 @@
 #pragma once
 
 #include <ATen/TracerMode.h>
-#include <c10/core/GradMode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/GradMode.h>
 
 #include <array>
 #include <optional>

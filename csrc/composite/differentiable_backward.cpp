@@ -68,8 +68,7 @@ class Reattached : public torch::autograd::Function<Reattached> {
  public:
   // `originals` as a TensorList: the form in which a Function's tensor arguments may come
   // in a list.
-  static variable_list forward(AutogradContext* ctx, at::TensorList originals,
-                               const Graph& graph) {
+  static variable_list forward(AutogradContext* ctx, at::TensorList originals, const Graph& graph) {
     ctx->save_for_backward(originals.vec());
     ctx->saved_data["values"] = graph.first;
     ctx->saved_data["copies"] = graph.second;
@@ -106,17 +105,17 @@ variable_list reattached_gradients(const variable_list& values, const variable_l
       copies.push_back(grad_copies.back());
     }
   }
-  return Reattached::apply(at::TensorList(originals),
-                           Graph{gradients(values, grad_copies, targets, /*create_graph=*/true),
-                                 copies});
+  return Reattached::apply(
+      at::TensorList(originals),
+      Graph{gradients(values, grad_copies, targets, /*create_graph=*/true), copies});
 }
 
 }  // namespace
 
 std::array<Tensor, 8> differentiable_backward(const std::array<Tensor, 8>& arguments,
-                                        const Tensor& lengths, CellKind kind, bool reverse,
-                                        bool batch_first, const std::array<bool, 8>& wanted,
-                                        const std::array<Tensor, 3>& grads) {
+                                              const Tensor& lengths, CellKind kind, bool reverse,
+                                              bool batch_first, const std::array<bool, 8>& wanted,
+                                              const std::array<Tensor, 3>& grads) {
   // Every argument that requires grad gets a copy, wanted or not: the gradients of the wanted
   // ones depend on the others too, and a second backward must reach them.
   std::array<Tensor, 8> copies;
@@ -137,9 +136,8 @@ std::array<Tensor, 8> differentiable_backward(const std::array<Tensor, 8>& argum
   const auto [output, h_n, c_n] = differentiable_recurrence(
       copies[0], copies[1], copies[2], present(copies[3]), present(copies[4]), present(copies[5]),
       present(copies[6]), present(copies[7]), present(lengths), kind, reverse, batch_first);
-  const variable_list reattached =
-      reattached_gradients({output, h_n, c_n}, {grads.begin(), grads.end()}, wanted_copies,
-                           originals, all_copies);
+  const variable_list reattached = reattached_gradients(
+      {output, h_n, c_n}, {grads.begin(), grads.end()}, wanted_copies, originals, all_copies);
   for (size_t k = 0, next = 0; k < arguments.size(); ++k) {
     if (wanted[k]) result[k] = reattached[next++];
   }

@@ -16,9 +16,9 @@ namespace rnnfast {
 // undefined where none came. Returns the gradients of the arguments marked in `wanted`
 // (undefined for the others), which autograd can differentiate again, to any order.
 std::array<at::Tensor, 8> differentiable_backward(const std::array<at::Tensor, 8>& arguments,
-                                            const at::Tensor& lengths, CellKind kind,
-                                            bool reverse, bool batch_first,
-                                            const std::array<bool, 8>& wanted,
-                                            const std::array<at::Tensor, 3>& grads);
+                                                  const at::Tensor& lengths, CellKind kind,
+                                                  bool reverse, bool batch_first,
+                                                  const std::array<bool, 8>& wanted,
+                                                  const std::array<at::Tensor, 3>& grads);
 
 }  // namespace rnnfast

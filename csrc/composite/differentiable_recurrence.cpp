@@ -21,7 +21,7 @@ struct TensorValue {
   double constant = 0;
 
   TensorValue() = default;
-  TensorValue(double c) : constant(c) {}       // NOLINT: implicit, as V(0) and V(1) need
+  TensorValue(double c) : constant(c) {}           // NOLINT: implicit, as V(0) and V(1) need
   TensorValue(Tensor t) : tensor(std::move(t)) {}  // NOLINT
 };
 
@@ -57,15 +57,11 @@ struct Math<TensorValue> {
 namespace {
 
 template <class Cell>
-std::tuple<Tensor, Tensor, Tensor> recurrence(const Tensor& input, const Tensor& weight_ih,
-                                              const Tensor& weight_hh,
-                                              const optional<Tensor>& bias_ih,
-                                              const optional<Tensor>& bias_hh,
-                                              const optional<Tensor>& hx,
-                                              const optional<Tensor>& cx,
-                                              const optional<Tensor>& weight_hr,
-                                              const optional<Tensor>& lengths, bool reverse,
-                                              bool batch_first) {
+std::tuple<Tensor, Tensor, Tensor> recurrence(
+    const Tensor& input, const Tensor& weight_ih, const Tensor& weight_hh,
+    const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh, const optional<Tensor>& hx,
+    const optional<Tensor>& cx, const optional<Tensor>& weight_hr, const optional<Tensor>& lengths,
+    bool reverse, bool batch_first) {
   constexpr int G = Cell::kGates;
   const auto storage_type = input.scalar_type();
   const auto compute_type = at::toOpMathType(storage_type);
@@ -146,8 +142,8 @@ std::tuple<Tensor, Tensor, Tensor> recurrence(const Tensor& input, const Tensor&
 std::tuple<Tensor, Tensor, Tensor> differentiable_recurrence(
     const Tensor& input, const Tensor& weight_ih, const Tensor& weight_hh,
     const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh, const optional<Tensor>& hx,
-    const optional<Tensor>& cx, const optional<Tensor>& weight_hr,
-    const optional<Tensor>& lengths, CellKind kind, bool reverse, bool batch_first) {
+    const optional<Tensor>& cx, const optional<Tensor>& weight_hr, const optional<Tensor>& lengths,
+    CellKind kind, bool reverse, bool batch_first) {
   return dispatch_cell(kind, [&](auto cell) {
     return recurrence<decltype(cell)>(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
                                       weight_hr, lengths, reverse, batch_first);
@@ -157,11 +153,10 @@ std::tuple<Tensor, Tensor, Tensor> differentiable_recurrence(
 std::tuple<Tensor, Tensor, Tensor, Tensor> forward_as_ops(
     const Tensor& input, const Tensor& weight_ih, const Tensor& weight_hh,
     const optional<Tensor>& bias_ih, const optional<Tensor>& bias_hh, const optional<Tensor>& hx,
-    const optional<Tensor>& cx, const optional<Tensor>& weight_hr,
-    const optional<Tensor>& lengths, c10::string_view cell, bool reverse, bool batch_first) {
-  const LayerSizes sizes = check_forward_args(input, weight_ih, weight_hh, bias_ih, bias_hh, hx,
-                                              cx, weight_hr, lengths, std::string(cell),
-                                              batch_first);
+    const optional<Tensor>& cx, const optional<Tensor>& weight_hr, const optional<Tensor>& lengths,
+    c10::string_view cell, bool reverse, bool batch_first) {
+  const LayerSizes sizes = check_forward_args(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
+                                              weight_hr, lengths, std::string(cell), batch_first);
   auto [output, h_n, c_n] =
       differentiable_recurrence(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
                                 lengths, sizes.kind, reverse, batch_first);

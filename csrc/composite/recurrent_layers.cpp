@@ -26,10 +26,9 @@ constexpr int64_t kWeightsPerDirection = 5;
 void check_states(const optional<Tensor>& state, const char* name, int64_t count) {
   if (!state.has_value()) return;
   TORCH_CHECK(state->dim() == 3, "rnnfast.recurrent_layers: ", name,
-              " must be 3-D [num_layers * num_directions, B, features]; got ", state->dim(),
-              "-D");
-  TORCH_CHECK(state->sym_size(0) == count, "rnnfast.recurrent_layers: ", name, " must hold ",
-              count, " states (num_layers * num_directions); got ", state->sym_size(0));
+              " must be 3-D [num_layers * num_directions, B, features]; got ", state->dim(), "-D");
+  TORCH_CHECK(state->sym_size(0) == count, "rnnfast.recurrent_layers: ", name, " must hold ", count,
+              " states (num_layers * num_directions); got ", state->sym_size(0));
 }
 
 // One state per layer and direction, stacked: [L*D, B, X]. A single one needs no copy.
@@ -51,8 +50,7 @@ std::tuple<Tensor, Tensor, Tensor> recurrent_layers(
               "rnnfast.recurrent_layers: weights must hold ", kWeightsPerDirection,
               " entries (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) per layer and "
               "direction, a multiple of ",
-              kWeightsPerDirection * directions, " for ", directions, " direction(s); got ",
-              count);
+              kWeightsPerDirection * directions, " for ", directions, " direction(s); got ", count);
   TORCH_CHECK(dropout >= 0 && dropout <= 1,
               "rnnfast.recurrent_layers: dropout must lie in [0, 1]; got ", dropout);
   const int64_t states = count / kWeightsPerDirection;
@@ -67,8 +65,7 @@ std::tuple<Tensor, Tensor, Tensor> recurrent_layers(
   // Once here, not in each layer's and direction's forward and backward (pad_packed_sequence's
   // lengths live on the CPU; a copy to the GPU waits for it).
   const optional<Tensor> step_lengths =
-      lengths.has_value() ? optional<Tensor>(lengths_on_device(*lengths, input.device()))
-                          : lengths;
+      lengths.has_value() ? optional<Tensor>(lengths_on_device(*lengths, input.device())) : lengths;
   std::vector<Tensor> h_n, c_n;
   h_n.reserve(states);
   c_n.reserve(states);
@@ -83,12 +80,12 @@ std::tuple<Tensor, Tensor, Tensor> recurrent_layers(
                 "rnnfast.recurrent_layers: weight_ih and weight_hh of layer ", k / directions,
                 ", direction ", direction, " (weights[", k * kWeightsPerDirection, "] and [",
                 k * kWeightsPerDirection + 1, "]) must be tensors; got None");
-    auto [output, h, c, saved] = forward_op().call(
-        layer_input, *weight_ih, *weight_hh, weight(2), weight(3),
-        hx.has_value() ? optional<Tensor>(hx->select(0, k)) : std::nullopt,
-        cx.has_value() ? optional<Tensor>(cx->select(0, k)) : std::nullopt, weight(4),
-        step_lengths, cell, /*reverse=*/direction == 1, batch_first,
-        /*need_saved=*/need_saved_without_graph());
+    auto [output, h, c, saved] =
+        forward_op().call(layer_input, *weight_ih, *weight_hh, weight(2), weight(3),
+                          hx.has_value() ? optional<Tensor>(hx->select(0, k)) : std::nullopt,
+                          cx.has_value() ? optional<Tensor>(cx->select(0, k)) : std::nullopt,
+                          weight(4), step_lengths, cell, /*reverse=*/direction == 1, batch_first,
+                          /*need_saved=*/need_saved_without_graph());
     h_n.push_back(std::move(h));
     c_n.push_back(std::move(c));
     if (direction + 1 < directions) {  // the forward half of a bidirectional layer

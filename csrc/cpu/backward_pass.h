@@ -36,10 +36,10 @@ class BackwardPass {
   // asks for them; shapes as recurrent_forward_cpu's arguments.
   BackwardPass(const Recurrence<Cell, scalar_t>& layer,
                const std::optional<at::Tensor>& grad_output,
-               const std::optional<at::Tensor>& grad_h_n,
-               const std::optional<at::Tensor>& grad_c_n, const at::Tensor& input,
-               const at::Tensor& weight_ih, const std::optional<at::Tensor>& hx,
-               const at::Tensor& output, const at::Tensor& saved, std::array<bool, 8> mask)
+               const std::optional<at::Tensor>& grad_h_n, const std::optional<at::Tensor>& grad_c_n,
+               const at::Tensor& input, const at::Tensor& weight_ih,
+               const std::optional<at::Tensor>& hx, const at::Tensor& output,
+               const at::Tensor& saved, std::array<bool, 8> mask)
       : layer_(layer), plan_(backward_plan(layer, mask)), mask_(mask) {
     const int64_t B = layer.sizes.B, P = layer.sizes.P;
     const auto opts = output.options();
@@ -113,9 +113,9 @@ class BackwardPass {
     const int64_t B = layer_.sizes.B, H = layer_.sizes.H, P = layer_.sizes.P;
     const int64_t I = layer_.sizes.I, GH = layer_.GH;
     const auto acc_opts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
-    dh_state_ = grad_h_n.has_value() ? grad_h_n->to(acc_opts, false, /*copy=*/true,
-                                                    at::MemoryFormat::Contiguous)
-                                     : new_zeros({B, P}, acc_opts);
+    dh_state_ = grad_h_n.has_value()
+                    ? grad_h_n->to(acc_opts, false, /*copy=*/true, at::MemoryFormat::Contiguous)
+                    : new_zeros({B, P}, acc_opts);
     dc_state_ = Cell::kHasCellState && grad_c_n.has_value()
                     ? grad_c_n->to(acc_opts, false, /*copy=*/true, at::MemoryFormat::Contiguous)
                     : new_zeros({Cell::kHasCellState ? B : 0, H}, acc_opts);
@@ -166,8 +166,7 @@ class BackwardPass {
       r.reset(t, first_row, b0, b1);
     }
     // dh_prev += dG W_hh, the gates before kRecurrentBiasFrom from the input-side gradients.
-    products.recurrent.multiply(dense<scalar_t>(r.dgx + slice_row * GH, GH), 1.f, r.dh + b0 * P,
-                                P);
+    products.recurrent.multiply(dense<scalar_t>(r.dgx + slice_row * GH, GH), 1.f, r.dh + b0 * P, P);
     if (SH > 0) {
       products.split_recurrent.multiply(dense<scalar_t>(r.dgh + slice_row * SH, SH), 1.f,
                                         r.dh + b0 * P, P);
@@ -184,8 +183,7 @@ class BackwardPass {
     const MatrixRef<scalar_t> dgx_t{r.dgx, GH, true};  // [GH, rows] as dgx^T
     if (mask_[2]) {
       acc_t* gw = grad_w_hh_.data_ptr<acc_t>();
-      chunk.add_h_prev_products(input_side_rows(H), dgx_t, t0, steps, r.out, r.h0, r.hp, beta,
-                                gw);
+      chunk.add_h_prev_products(input_side_rows(H), dgx_t, t0, steps, r.out, r.h0, r.hp, beta, gw);
       if (SH > 0) {
         chunk.add_h_prev_products(SH, {r.dgh, SH, true}, t0, steps, r.out, r.h0, r.hp, beta,
                                   gw + kRecurrentBiasFrom * H * P);

@@ -91,10 +91,13 @@ struct ChunkGradients {
       }
     }
     gemm<scalar_t>(steps * B, I, GH, dense(dgx, GH), w_ih, 0.f, dx, I);
-    for_each_row(0, steps * B, I, [&](int64_t r) {
-      const acc_t* src = dx + r * I;
-      std::copy(src, src + I, gi + seq.row(t0 + r / B, r % B) * I);
-    }, kCopyWork);
+    for_each_row(
+        0, steps * B, I,
+        [&](int64_t r) {
+          const acc_t* src = dx + r * I;
+          std::copy(src, src + I, gi + seq.row(t0 + r / B, r % B) * I);
+        },
+        kCopyWork);
   }
 
   // The input rows of steps [t0, t0 + steps) copied into `dst` as one time-major
@@ -103,16 +106,19 @@ struct ChunkGradients {
   MatrixRef<scalar_t> chunk_input(const scalar_t* x, int64_t t0, int64_t steps,
                                   scalar_t* dst) const {
     const int64_t B = layer.sizes.B, I = layer.sizes.I;
-    for_each_row(0, steps * B, I, [&](int64_t r) {
-      const int64_t t = t0 + r / B, b = r % B;
-      scalar_t* d = dst + r * I;
-      if (!layer.active(t, b)) {
-        zero_row(d, I);
-      } else {
-        const scalar_t* src = x + layer.seq.row(t, b) * I;
-        std::copy(src, src + I, d);
-      }
-    }, kCopyWork);
+    for_each_row(
+        0, steps * B, I,
+        [&](int64_t r) {
+          const int64_t t = t0 + r / B, b = r % B;
+          scalar_t* d = dst + r * I;
+          if (!layer.active(t, b)) {
+            zero_row(d, I);
+          } else {
+            const scalar_t* src = x + layer.seq.row(t, b) * I;
+            std::copy(src, src + I, d);
+          }
+        },
+        kCopyWork);
     return dense<scalar_t>(dst, I);
   }
 };
@@ -121,8 +127,7 @@ struct ChunkGradients {
 // columns are summed down the rows in registers, in parallel (a bias gradient of a large
 // layer is a pass over megabytes); the columns past the last full block, row by row.
 template <class scalar_t>
-void add_column_sums(const scalar_t* m, int64_t rows, int64_t W,
-                     at::opmath_type<scalar_t>* sums) {
+void add_column_sums(const scalar_t* m, int64_t rows, int64_t W, at::opmath_type<scalar_t>* sums) {
   using V = VecOf<scalar_t>;
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int64_t kVecs = 8, kWidth = V::size(), kBlock = kVecs * kWidth;

@@ -89,10 +89,9 @@ class ForwardPass {
 
   StepProducts step_products(int64_t rows) const {
     const int64_t T = layer_.sizes.T, H = layer_.sizes.H, P = layer_.sizes.P;
-    return StepProducts{
-        Packed(rows, plan_.gh_cols, P, w_hh_, T),
-        Packed(Cell::kResetBefore ? rows : 0, H, H, from_column(w_hh_, 2 * H), T),
-        Packed(layer_.projection ? rows : 0, P, H, w_hr_, T)};
+    return StepProducts{Packed(rows, plan_.gh_cols, P, w_hh_, T),
+                        Packed(Cell::kResetBefore ? rows : 0, H, H, from_column(w_hh_, 2 * H), T),
+                        Packed(layer_.projection ? rows : 0, P, H, w_hr_, T)};
   }
 
   void allocate_outputs(const at::Tensor& input, const std::optional<at::Tensor>& hx,
@@ -155,21 +154,19 @@ class ForwardPass {
     const SingleThreadedBlas projection_on_this_thread(plan_.project_locally(steps, B, GH, I));
     if (plan_.per_step_projection) {
       for (int64_t k = 0; k < steps; ++k) {
-        gemm<scalar_t>(B, GH, I, dense(x_data + layer_.seq.row(chunk_t0 + k, 0) * I, T * I),
-                       w_ih_, 0.f, gx + k * B * GH, GH);
+        gemm<scalar_t>(B, GH, I, dense(x_data + layer_.seq.row(chunk_t0 + k, 0) * I, T * I), w_ih_,
+                       0.f, gx + k * B * GH, GH);
       }
     } else {
-      gemm<scalar_t>(steps * B, GH, I,
-                     dense(x_data + (plan_.one_chunk ? 0 : chunk_t0 * B * I), I), w_ih_, 0.f,
-                     gx, GH);
+      gemm<scalar_t>(steps * B, GH, I, dense(x_data + (plan_.one_chunk ? 0 : chunk_t0 * B * I), I),
+                     w_ih_, 0.f, gx, GH);
     }
   }
 
   // Step t of the batch rows [b0, b1).
   void step_rows(int64_t t, int64_t b0, int64_t b1, const StepProducts& products) const {
     const int64_t H = layer_.sizes.H, P = layer_.sizes.P, GH = layer_.GH;
-    products.recurrent.multiply(dense<scalar_t>(rows_.h + b0 * P, P), 0.f, rows_.gh + b0 * GH,
-                                GH);
+    products.recurrent.multiply(dense<scalar_t>(rows_.h + b0 * P, P), 0.f, rows_.gh + b0 * GH, GH);
     if constexpr (Cell::kResetBefore) {
       rows_.reset(t, b0, b1, 0, H);
       products.reset_recurrent.multiply(dense<scalar_t>(rows_.step_operand + b0 * H, H), 0.f,

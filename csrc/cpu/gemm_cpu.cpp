@@ -92,9 +92,8 @@ void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const 
                 bool accumulate, T* C, int64_t ldc) {
   constexpr int64_t W = at::vec::Vectorized<T>::size();
   for (int64_t j = 0; j < N; j += 2 * W) {
-    column_block</*kTransA=*/false, /*kPaddedB=*/false>(M, K, A, lda, B + j, ldb,
-                                                       std::min(2 * W, N - j), accumulate,
-                                                       C + j, ldc);
+    column_block</*kTransA=*/false, /*kPaddedB=*/false>(
+        M, K, A, lda, B + j, ldb, std::min(2 * W, N - j), accumulate, C + j, ldc);
   }
 }
 
@@ -114,8 +113,8 @@ void gemm_fallback(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T>
 
 // C[M, N] = A^T B + beta * C (A.trans, B not) as Ct[N, M] = B^T A in scratch, then added to
 // C transposed.
-void narrow_transposed_gemm(int64_t M, int64_t N, int64_t K, MatrixRef<float> A,
-                            MatrixRef<float> B, float beta, float* C, int64_t ldc) {
+void narrow_transposed_gemm(int64_t M, int64_t N, int64_t K, MatrixRef<float> A, MatrixRef<float> B,
+                            float beta, float* C, int64_t ldc) {
   const at::Tensor scratch = scratch_empty({N, M}, at::kFloat);
   float* ct = scratch.data_ptr<float>();
   gemm<float>(N, M, K, {B.data, B.ld, true}, {A.data, A.ld, false}, 0.f, ct, M);

@@ -80,9 +80,7 @@ void multiply_panel(int64_t p, int64_t i0, int64_t i1, int64_t N, int64_t K, Mat
 
 StepGemm step_gemm() { return step_gemm_choice().load(std::memory_order_relaxed); }
 
-void set_step_gemm(StepGemm choice) {
-  step_gemm_choice().store(choice, std::memory_order_relaxed);
-}
+void set_step_gemm(StepGemm choice) { step_gemm_choice().store(choice, std::memory_order_relaxed); }
 
 PanelMatrix::PanelMatrix(int64_t N, int64_t K, MatrixRef<float> B) : N_(N), K_(K) {
   const int64_t count = (N + kPanelWidth - 1) / kPanelWidth;
@@ -124,8 +122,8 @@ void PanelMatrix::multiply(int64_t M, MatrixRef<float> A, bool accumulate, float
       at::in_parallel_region() || M * N_ * K_ < kThreadedMacs ? 1 : at::get_num_threads();
   const int64_t row_splits =
       std::min((2 * threads + count - 1) / count, (M + kBlockRows - 1) / kBlockRows);
-  const int64_t task_rows = ((M + row_splits - 1) / row_splits + kBlockRows - 1) /
-                            kBlockRows * kBlockRows;
+  const int64_t task_rows =
+      ((M + row_splits - 1) / row_splits + kBlockRows - 1) / kBlockRows * kBlockRows;
   const int64_t tasks_per_panel = (M + task_rows - 1) / task_rows;
   const int64_t tasks = count * tasks_per_panel;
   const int64_t task_macs = std::max<int64_t>(task_rows * K_ * kPanelWidth, 1);

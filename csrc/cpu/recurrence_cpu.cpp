@@ -89,8 +89,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recur
       using scalar_t = decltype(scalar);
       const Recurrence<Cell, scalar_t> layer(sizes, reverse, batch_first, weight_hh, weight_hr,
                                              lengths);
-      return BackwardPass<Cell, scalar_t>(layer, grad_output, grad_h_n, grad_c_n, input,
-                                          weight_ih, hx, output, saved, output_mask)
+      return BackwardPass<Cell, scalar_t>(layer, grad_output, grad_h_n, grad_c_n, input, weight_ih,
+                                          hx, output, saved, output_mask)
           .run();
     });
   });

@@ -49,7 +49,8 @@ struct Recurrence {
 
   // The state before step t of batch entry b: a row of the output, or of h0 at the first step.
   const scalar_t* h_prev_of(int64_t t, int64_t b, const scalar_t* out, const scalar_t* h0) const {
-    return first_step(t, b) ? h0 + b * sizes.P : out + seq.row(reverse ? t + 1 : t - 1, b) * sizes.P;
+    return first_step(t, b) ? h0 + b * sizes.P
+                            : out + seq.row(reverse ? t + 1 : t - 1, b) * sizes.P;
   }
 
   // The weights that every step multiplies: W_hh [G*H, P], and W_hr [P, H] if any.

@@ -137,8 +137,8 @@ BackwardPlan backward_plan(const Recurrence<Cell, scalar_t>& layer, std::array<b
   // About 16 MiB of chunk buffers in float32, and at least 1024 rows so the GEMMs stay
   // efficient.
   const int64_t row_width = GH + plan.SH + P + 2 * H + P + 2 * I;
-  plan.chunk = even_chunks(
-      T, std::max((1 << 22) / std::max<int64_t>(B * row_width, 1), (1023 + B) / B));
+  plan.chunk =
+      even_chunks(T, std::max((1 << 22) / std::max<int64_t>(B * row_width, 1), (1023 + B) / B));
   const int64_t R = plan.chunk * B;
   plan.R = R;
   // A copy where reversed sequences of different lengths start from h0 at different steps,
@@ -156,8 +156,7 @@ BackwardPlan backward_plan(const Recurrence<Cell, scalar_t>& layer, std::array<b
   plan.x_copy_at = layout.add<scalar_t>(mask[1] && !plan.x_in_place ? R * I : 0);
   // Only where grad_input does not take the products directly (see input_gradient).
   plan.dx_rows_at = layout.add<acc_t>(mask[0] && !layer.dx_in_place() ? R * I : 0);
-  plan.d_step_operand_at =
-      layout.add<acc_t>((Cell::kResetBefore || projection) ? B * H : 0);
+  plan.d_step_operand_at = layout.add<acc_t>((Cell::kResetBefore || projection) ? B * H : 0);
   return plan;
 }
 

@@ -23,16 +23,16 @@ struct ForwardRows {
   static constexpr int kSavedSlots = S > 0 ? S : 1;
 
   const Recurrence<Cell, scalar_t>& layer;
-  bool one_chunk;        // gx holds all T steps, in the caller's layout
-  int64_t chunk_t0 = 0;  // the first (smallest) step of the chunk held in gx
-  const acc_t* gx;       // [chunk * B, G*H], time-major (or [T*B, G*H] for one chunk)
-  acc_t* gh;             // [B, G*H]: the step's recurrent products
-  acc_t* projected;      // [B, P]: the projected h (LSTM projection)
-  scalar_t* step_operand;  // [B, H]: r * h (reset-before GRU) or the unprojected output
-  scalar_t* out;           // [N, P], the caller's layout
-  scalar_t* h;             // [B, P]
-  acc_t* c;                // [B, H] or null
-  scalar_t* sv;            // [N, S*H] or null
+  bool one_chunk;               // gx holds all T steps, in the caller's layout
+  int64_t chunk_t0 = 0;         // the first (smallest) step of the chunk held in gx
+  const acc_t* gx;              // [chunk * B, G*H], time-major (or [T*B, G*H] for one chunk)
+  acc_t* gh;                    // [B, G*H]: the step's recurrent products
+  acc_t* projected;             // [B, P]: the projected h (LSTM projection)
+  scalar_t* step_operand;       // [B, H]: r * h (reset-before GRU) or the unprojected output
+  scalar_t* out;                // [N, P], the caller's layout
+  scalar_t* h;                  // [B, P]
+  acc_t* c;                     // [B, H] or null
+  scalar_t* sv;                 // [N, S*H] or null
   const acc_t* input_bias;      // [G*H] or null
   const acc_t* recurrent_bias;  // [G*H] or null
 
@@ -70,7 +70,7 @@ struct ForwardRows {
     const acc_t *const gh = this->gh, *const input_bias = this->input_bias,
                        *const recurrent_bias = this->recurrent_bias;
     scalar_t *const h = this->h, *const out = this->out, *const sv = this->sv,
-                   *const step_operand = this->step_operand;
+                    *const step_operand = this->step_operand;
     acc_t* const c = this->c;
     for_each_row(b0, b1, G * (j1 - j0), [&](int64_t b) {
       const int64_t row = layer.seq.row(t, b);
@@ -137,7 +137,6 @@ struct ForwardRows {
       }
     });
   }
-
 };
 
 // The reverse loop's pointwise passes. Rows of the chunk buffers (dgx, dgh, hp, rh, um, dproj)
@@ -153,20 +152,20 @@ struct BackwardRows {
   static constexpr int kRecurrentBiasFrom = Cell::kRecurrentBiasFrom;
 
   const Recurrence<Cell, scalar_t>& layer;
-  int64_t SH;                    // (G - kRecurrentBiasFrom) * H
-  StridedRows<scalar_t> g_out;   // grad_output, or null data
-  const scalar_t* out;           // [N, P]
-  const scalar_t* sv;            // [N, S*H] or null
-  const scalar_t* h0;            // [B, P]
-  scalar_t* dgx;                 // [R, G*H]: d(gates), input side
-  scalar_t* dgh;                 // [R, SH]: d(gates from kRecurrentBiasFrom), recurrent side
-  scalar_t* hp;                  // [R, P]: h_prev, or null where read in place
-  scalar_t* rh;                  // [R, H]: r * h_prev (reset-before GRU)
-  scalar_t* um;                  // [R, H]: unprojected output (LSTM projection)
-  scalar_t* dproj;               // [R, P]: d(projected output)
-  acc_t* dh;                     // [B, P]
-  acc_t* dc;                     // [B, H]
-  acc_t* d_step_operand;         // [B, H]: d(r * h) or d(unprojected output)
+  int64_t SH;                   // (G - kRecurrentBiasFrom) * H
+  StridedRows<scalar_t> g_out;  // grad_output, or null data
+  const scalar_t* out;          // [N, P]
+  const scalar_t* sv;           // [N, S*H] or null
+  const scalar_t* h0;           // [B, P]
+  scalar_t* dgx;                // [R, G*H]: d(gates), input side
+  scalar_t* dgh;                // [R, SH]: d(gates from kRecurrentBiasFrom), recurrent side
+  scalar_t* hp;                 // [R, P]: h_prev, or null where read in place
+  scalar_t* rh;                 // [R, H]: r * h_prev (reset-before GRU)
+  scalar_t* um;                 // [R, H]: unprojected output (LSTM projection)
+  scalar_t* dproj;              // [R, P]: d(projected output)
+  acc_t* dh;                    // [B, P]
+  acc_t* dc;                    // [B, H]
+  acc_t* d_step_operand;        // [B, H]: d(r * h) or d(unprojected output)
 
   // dh += grad_output[t], kept per step in dproj for d(weight_hr) (LSTM projection).
   void projected_gradient(int64_t t, int64_t first_row, int64_t b0, int64_t b1) const {

@@ -71,8 +71,8 @@ void Blas::gemm(at::ScalarType ab_type, at::ScalarType c_type, int64_t M, int64_
       ab_type == at::kFloat && allow_tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   const cudaDataType_t t = cuda_type(ab_type);
   TORCH_CUDABLAS_CHECK(cublasGemmEx(handle, op_first, op_second, m, n, k, &alpha_f, g.first, t,
-                                    ld_first, g.second, t, ld_second, &beta_f, c,
-                                    cuda_type(c_type), ld_c, compute, CUBLAS_GEMM_DEFAULT));
+                                    ld_first, g.second, t, ld_second, &beta_f, c, cuda_type(c_type),
+                                    ld_c, compute, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace rnnfast::cuda

@@ -34,8 +34,8 @@ class CudaDevice {
     C10_CUDA_CHECK(launch_reset_forward(kind, type, geo, t, args, reset_h, stream_));
   }
 
-  void store_projection(ElementType type, const StepGeometry& geo, int64_t t,
-                        const void* projected, void* h, void* output) const {
+  void store_projection(ElementType type, const StepGeometry& geo, int64_t t, const void* projected,
+                        void* h, void* output) const {
     C10_CUDA_CHECK(launch_store_projection(type, geo, t, projected, h, output, stream_));
   }
 

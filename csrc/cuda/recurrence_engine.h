@@ -92,10 +92,8 @@ class DeviceRecurrence {
         projection_(weight_hr.has_value()) {
     if (projection_) weight_hr_ = weight_hr->contiguous();
     if (lengths.has_value()) {
-      lengths_ = lengths_on_device(*lengths, input.device())
-                     .to(at::kLong)
-                     .clamp(0, sizes.T)
-                     .contiguous();
+      lengths_ =
+          lengths_on_device(*lengths, input.device()).to(at::kLong).clamp(0, sizes.T).contiguous();
     }
     geo_ = StepGeometry{s_.T,
                         s_.B,
@@ -195,12 +193,12 @@ class DeviceRecurrence {
   // What the reverse loop reads and writes, then the weight gradients read. N = T * B rows in
   // the caller's layout; empty where the cell or the projection has no use for a buffer.
   struct BackwardBuffers {
-    Tensor g_out, out, saved, h0;  // [N, P], [N, P], [N, S*H], [B, P]
-    Tensor d_gates_x;              // [N, G*H]
-    Tensor d_gates_h;              // [N, (G - recurrent_bias_from) * H]
-    Tensor d_recurrent;            // [B, G*H]
-    Tensor h_prevs;                // [N, P]
-    Tensor reset_h;                // [N, H]: r * h_prev of the reset-before GRU
+    Tensor g_out, out, saved, h0;     // [N, P], [N, P], [N, S*H], [B, P]
+    Tensor d_gates_x;                 // [N, G*H]
+    Tensor d_gates_h;                 // [N, (G - recurrent_bias_from) * H]
+    Tensor d_recurrent;               // [B, G*H]
+    Tensor h_prevs;                   // [N, P]
+    Tensor reset_h;                   // [N, H]: r * h_prev of the reset-before GRU
     Tensor unprojected, d_projected;  // [N, H], [N, P]
     Tensor dh_state, dc_state;        // [B, P], [B, H] in the compute type
     Tensor d_step_operand;            // [B, H]: d(unprojected output) or d(r * h)
@@ -273,8 +271,8 @@ class DeviceRecurrence {
       const int64_t t = geo_.reverse ? T - 1 - step : step;
       const int64_t row0 = batch_first_ ? t : t * B;  // row (t, 0)
       if (projection_) {
-        device_.projection_grad(element_, geo_, t, data_or_null(buf.g_out),
-                                buf.dh_state.data_ptr(), buf.d_projected.data_ptr());
+        device_.projection_grad(element_, geo_, t, data_or_null(buf.g_out), buf.dh_state.data_ptr(),
+                                buf.d_projected.data_ptr());
         // d(unprojected) = dh W_hr
         device_.gemm(type_, acc_, B, H, P, 1.0,
                      rows(element_at(buf.d_projected, row0 * P), batch_ld * P),
@@ -285,8 +283,8 @@ class DeviceRecurrence {
         // d(r * h_prev) = dn_pre W_hn; then r's gradient and r's share of dh_prev.
         device_.gemm(type_, acc_, B, H, H, 1.0,
                      rows(element_at(buf.d_gates_x, row0 * GH_ + 2 * H), batch_ld * GH_),
-                     rows(element_at(weight_hh_, 2 * H * P), P), 0.0,
-                     buf.d_step_operand.data_ptr(), H);
+                     rows(element_at(weight_hh_, 2 * H * P), P), 0.0, buf.d_step_operand.data_ptr(),
+                     H);
         device_.reset_backward(s_.kind, element_, geo_, t, args,
                                buf.d_step_operand.const_data_ptr());
       }
@@ -328,8 +326,8 @@ class DeviceRecurrence {
                       element_at(grad_w_hh, from * H * P), P);
       }
       if (cell_.reset_before) {  // rows n multiply r * h_prev (no projection here: P == H)
-        sum_over_rows(H, P, element_at(buf.d_gates_x, 2 * H), GH_, buf.reset_h.const_data_ptr(),
-                      H, element_at(grad_w_hh, 2 * H * P), P);
+        sum_over_rows(H, P, element_at(buf.d_gates_x, 2 * H), GH_, buf.reset_h.const_data_ptr(), H,
+                      element_at(grad_w_hh, 2 * H * P), P);
       }
       grads[2] = grad_w_hh.to(type_);
     }
@@ -340,8 +338,8 @@ class DeviceRecurrence {
     }
     if (mask[7] && projection_) {
       Tensor grad_w_hr = at::empty({P, H}, acc_opts);
-      sum_over_rows(P, H, buf.d_projected.const_data_ptr(), P, buf.unprojected.const_data_ptr(),
-                    H, grad_w_hr.data_ptr(), H);
+      sum_over_rows(P, H, buf.d_projected.const_data_ptr(), P, buf.unprojected.const_data_ptr(), H,
+                    grad_w_hr.data_ptr(), H);
       grads[7] = grad_w_hr.to(type_);
     }
     // What only the weight gradients read goes before the input's gradients allocate.
@@ -433,12 +431,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> device_recurrent_forward(
 // The backward op on a Device.
 template <class Device>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>
-device_recurrent_backward(
-    const optional<Tensor>& grad_output, const optional<Tensor>& grad_h_n,
-    const optional<Tensor>& grad_c_n, const Tensor& input, const Tensor& weight_ih,
-    const Tensor& weight_hh, const optional<Tensor>& hx, const optional<Tensor>& weight_hr,
-    const optional<Tensor>& lengths, const Tensor& output, const Tensor& saved,
-    c10::string_view cell, bool reverse, bool batch_first, std::array<bool, 8> output_mask) {
+device_recurrent_backward(const optional<Tensor>& grad_output, const optional<Tensor>& grad_h_n,
+                          const optional<Tensor>& grad_c_n, const Tensor& input,
+                          const Tensor& weight_ih, const Tensor& weight_hh,
+                          const optional<Tensor>& hx, const optional<Tensor>& weight_hr,
+                          const optional<Tensor>& lengths, const Tensor& output,
+                          const Tensor& saved, c10::string_view cell, bool reverse,
+                          bool batch_first, std::array<bool, 8> output_mask) {
   const LayerSizes sizes =
       check_backward_args(grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, hx,
                           weight_hr, lengths, output, saved, std::string(cell), batch_first);

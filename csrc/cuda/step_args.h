@@ -79,4 +79,3 @@ struct BackwardStep {
 };
 
 }  // namespace rnnfast::cuda
-

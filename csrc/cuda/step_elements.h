@@ -217,9 +217,8 @@ RF_HD void backward_step_element(const StepGeometry& geo, int64_t t, const Backw
     if (unprojected) store(unprojected + row * H + j, A(0));
     return;
   }
-  const T* h_prev_row = first_step(geo, t, b)
-                            ? h0 + b * P
-                            : output + row_of(geo, geo.reverse ? t + 1 : t - 1, b) * P;
+  const T* h_prev_row =
+      first_step(geo, t, b) ? h0 + b * P : output + row_of(geo, geo.reverse ? t + 1 : t - 1, b) * P;
   for (int64_t k = j; k < P; k += H) h_prev_out[row * P + k] = h_prev_row[k];
   A vsaved[S > 0 ? S : 1], vdgx[G], vdgh[G];
   for (int k = 0; k < S; ++k) vsaved[k] = to_acc(saved[row * S * H + k * H + j]);

@@ -154,9 +154,9 @@ class RecurrentBackwardFunction : public torch::autograd::Function<RecurrentBack
                                const Tensor& output, const Tensor& saved, c10::string_view cell,
                                bool reverse, bool batch_first, std::array<bool, 8> output_mask) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return as_list(backward_op().call(grad_output, grad_h_n, grad_c_n, input, weight_ih,
-                                      weight_hh, hx, weight_hr, lengths, output, saved, cell,
-                                      reverse, batch_first, output_mask));
+    return as_list(backward_op().call(grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh,
+                                      hx, weight_hr, lengths, output, saved, cell, reverse,
+                                      batch_first, output_mask));
   }
 
   static variable_list backward(AutogradContext*, variable_list) {
@@ -229,8 +229,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrent_forward_autograd(
     const optional<Tensor>& cx, const optional<Tensor>& weight_hr, const optional<Tensor>& lengths,
     c10::string_view cell, bool reverse, bool batch_first, bool need_saved) {
   if (needs_ops(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr)) {
-    return forward_as_ops(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
-                          lengths, cell, reverse, batch_first);
+    return forward_as_ops(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths,
+                          cell, reverse, batch_first);
   }
   const bool needs_backward =
       at::GradMode::is_enabled() &&

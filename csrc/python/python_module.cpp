@@ -63,9 +63,8 @@ std::tuple<Tensor, Tensor, Tensor> recurrent_forward(
 // Returns (h' [B, H], c' [B, H] for LSTM, else empty).
 std::tuple<Tensor, Tensor> cell_forward(const Tensor& input, const Tensor& weight_ih,
                                         const Tensor& weight_hh, const optional<Tensor>& bias_ih,
-                                        const optional<Tensor>& bias_hh,
-                                        const optional<Tensor>& hx, const optional<Tensor>& cx,
-                                        const std::string& cell) {
+                                        const optional<Tensor>& bias_hh, const optional<Tensor>& hx,
+                                        const optional<Tensor>& cx, const std::string& cell) {
   TORCH_CHECK(input.dim() == 2, "rnnfast: a cell's input must be 2-D [B, I]; got ", input.dim(),
               "-D");
   const GilReleasedForLargeCalls gil(input_rows(input), weight_ih.numel() + weight_hh.numel());
@@ -98,10 +97,10 @@ pybind11::dict cells() {
   using namespace pybind11::literals;
   pybind11::dict out;
   for (const rnnfast::CellSpec& spec : rnnfast::kCellSpecs) {
-    out[spec.name] = pybind11::dict(
-        "gates"_a = spec.gates, "saved"_a = spec.saved,
-        "recurrent_bias_from"_a = spec.recurrent_bias_from, "reset_before"_a = spec.reset_before,
-        "has_cell_state"_a = spec.has_cell_state);
+    out[spec.name] = pybind11::dict("gates"_a = spec.gates, "saved"_a = spec.saved,
+                                    "recurrent_bias_from"_a = spec.recurrent_bias_from,
+                                    "reset_before"_a = spec.reset_before,
+                                    "has_cell_state"_a = spec.has_cell_state);
   }
   return out;
 }

@@ -62,14 +62,14 @@ int main() {
         std::optional<at::Tensor>(), std::optional<at::Tensor>(), std::optional<at::Tensor>()}) {
     weights.push_back(w);
   }
-  auto [stack_output, stack_h, stack_c] = layers_op.call(
-      x, weights, std::nullopt, std::nullopt, std::nullopt, "lstm", false, false, 0.0);
+  auto [stack_output, stack_h, stack_c] = layers_op.call(x, weights, std::nullopt, std::nullopt,
+                                                         std::nullopt, "lstm", false, false, 0.0);
   auto [second_output, second_h, second_c, second_saved] =
       op.call(output, w_ih2, w_hh2, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
               std::nullopt, std::nullopt, "lstm", false, false, true);
-  const double layers_error = std::max(
-      (stack_output - second_output).abs().max().item<double>(),
-      (stack_h - torch::stack({h_n, second_h})).abs().max().item<double>());
+  const double layers_error =
+      std::max((stack_output - second_output).abs().max().item<double>(),
+               (stack_h - torch::stack({h_n, second_h})).abs().max().item<double>());
 
   std::printf("rnnfast smoke: forward error %.3g, backward error %.3g, layers error %.3g\n",
               forward_error, backward_error, layers_error);

@@ -54,8 +54,8 @@ void for_each_element(int64_t n, Element&& element) {
 Tensor column_major_matrix(const void* data, int64_t rows, int64_t cols, int64_t ld,
                            at::ScalarType type) {
   TORCH_CHECK(ld >= std::max<int64_t>(1, rows), "rnnfast (CUDA engine on the host): a GEMM ",
-              "operand stored as ", rows, " x ", cols, " (column-major) has leading dimension ",
-              ld, "; cuBLAS would refuse it");
+              "operand stored as ", rows, " x ", cols, " (column-major) has leading dimension ", ld,
+              "; cuBLAS would refuse it");
   return at::from_blob(const_cast<void*>(data), {rows, cols}, {1, ld},
                        at::TensorOptions().dtype(type));
 }
@@ -94,9 +94,8 @@ class HostDevice {
     each_cell_and_type(kind, type, [&](auto cell, auto tag) {
       using Cell = decltype(cell);
       using T = typename decltype(tag)::type;
-      for_each_element(geo.B * geo.H, [&](int64_t e) {
-        cuda::forward_step_element<Cell, T>(geo, t, args, e);
-      });
+      for_each_element(geo.B * geo.H,
+                       [&](int64_t e) { cuda::forward_step_element<Cell, T>(geo, t, args, e); });
     });
   }
 
@@ -115,8 +114,8 @@ class HostDevice {
     });
   }
 
-  void store_projection(ElementType type, const StepGeometry& geo, int64_t t,
-                        const void* projected, void* h, void* output) const {
+  void store_projection(ElementType type, const StepGeometry& geo, int64_t t, const void* projected,
+                        void* h, void* output) const {
     dispatch_type(type, [&](auto tag) {
       using T = typename decltype(tag)::type;
       using A = typename cuda::Storage<T>::Acc;
@@ -144,9 +143,8 @@ class HostDevice {
     each_cell_and_type(kind, type, [&](auto cell, auto tag) {
       using Cell = decltype(cell);
       using T = typename decltype(tag)::type;
-      for_each_element(geo.B * geo.H, [&](int64_t e) {
-        cuda::backward_step_element<Cell, T>(geo, t, args, e);
-      });
+      for_each_element(geo.B * geo.H,
+                       [&](int64_t e) { cuda::backward_step_element<Cell, T>(geo, t, args, e); });
     });
   }
 
@@ -193,10 +191,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recur
     const std::optional<Tensor>& weight_hr, const std::optional<Tensor>& lengths,
     const Tensor& output, const Tensor& saved, const std::string& cell, bool reverse,
     bool batch_first, std::array<bool, 8> output_mask) {
-  return cuda::device_recurrent_backward<HostDevice>(grad_output, grad_h_n, grad_c_n, input,
-                                                     weight_ih, weight_hh, hx, weight_hr, lengths,
-                                                     output, saved, cell, reverse, batch_first,
-                                                     output_mask);
+  return cuda::device_recurrent_backward<HostDevice>(
+      grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, hx, weight_hr, lengths, output,
+      saved, cell, reverse, batch_first, output_mask);
 }
 
 }  // namespace rnnfast::cuda_on_host
