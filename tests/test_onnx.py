@@ -179,5 +179,5 @@ def test_cells(cell):
     (lambda: rnnfast.LSTM(I, H, proj_size=2), "LSTM with a projection"),
 ], ids=["residual", "projection"])
 def test_what_onnx_cannot_express_is_named(make, problem):
-    with pytest.warns(UserWarning, match=problem), pytest.raises(Exception):
+    with pytest.warns(UserWarning, match=problem), pytest.raises(Exception):  # noqa: B017
         torch.onnx.export(make(), (torch.randn(4, 2, I),), dynamo=True, verbose=False)

@@ -261,7 +261,7 @@ def run(args, save=lambda report: None):
                         timed(case, dict(case, impl=name, pass_=pass_),
                               lambda: make_step(forward, params, x, pass_),
                               1 if name == "seed" else args.repeat, math=math)
-                del impls, x
+                impls = x = None  # freed before the floor's buffers
                 if phase == "fast":
                     time_floor(case, cell, B, T, H, dtype)
                 if report["stopped"] is None:
