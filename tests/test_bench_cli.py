@@ -23,7 +23,7 @@ def _recorded():
 
 
 @pytest.mark.parametrize("argv, shapes", [
-    ([], ("S", "B1", "LM")),
+    ([], ("S", "B1", "LM", "M")),
     (["--quick"], ("S",)),
     (["--full"], tuple(cases.SHAPES)),
     (["--full", "--shapes", "M,L"], ("M", "L")),
@@ -31,7 +31,7 @@ def _recorded():
 def test_modes_choose_the_shapes(argv, shapes):
     args = cli.parse_args(argv)
     assert args.shapes == shapes and args.passes == ("fwd", "fwdbwd")
-    assert not {"M", "L"} & set(cli.parse_args([]).shapes)  # their seed loops take minutes
+    assert "L" not in cli.parse_args([]).shapes  # its seed loops take minutes
 
 
 def test_quick_and_full_exclude_each_other(capsys):

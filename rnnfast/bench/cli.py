@@ -1,6 +1,6 @@
 """Compare rnnfast with torch.nn and hand-written Python loops.
 
-    python -m rnnfast.bench                      # shapes S, B1, LM; all cells, fwd and fwdbwd
+    python -m rnnfast.bench                      # shapes S, B1, LM, M; all cells, fwd and fwdbwd
     python -m rnnfast.bench --quick              # shape S only, few repetitions
     python -m rnnfast.bench --full               # every shape, L included
     python -m rnnfast.bench --shapes S,LM --cells gru --json results.json

@@ -25,8 +25,8 @@ MODES = {
     for m in (
         Mode("quick", ("S",), modules.QUICK_GROUPS, quick_plan=True,
              duration="about 30 seconds"),
-        # The small shapes: at M and L the hand-written loops take most of a full run.
-        Mode("default", ("S", "B1", "LM"), modules.QUICK_GROUPS, quick_plan=False,
+        # Up to M: at L the hand-written loops take most of a full run.
+        Mode("default", ("S", "B1", "LM", "M"), modules.QUICK_GROUPS, quick_plan=False,
              duration="about 3 minutes"),
         Mode("full", tuple(cases.SHAPES), modules.GROUPS, quick_plan=False,
              duration="5 minutes on an idle machine, up to 30 on a busy one"),
