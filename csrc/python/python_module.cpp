@@ -17,6 +17,7 @@
 #include "../cpu/unit_slices.h"
 #include "../cuda/on_host/recurrence_on_host.h"
 #include "../op_handles.h"
+#include "scan_engine_bindings.h"
 
 namespace {
 
@@ -100,6 +101,7 @@ std::tuple<Tensor, Tensor, Tensor> recurrent_layers(
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
+  rnnfast::bind_scan_engine(m);
   m.def("recurrent_forward", &recurrent_forward,
         "rnnfast::recurrent_forward, called directly (eager mode only)");
   m.def("recurrent_layers", &recurrent_layers,

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from .engine import LoopEngine
 from .interpret import run_nodes
 from .ir import Program
 from .split import SplitStep
@@ -23,6 +24,7 @@ class LoopStep:
         self.inputs = list(prog.carry_in) + split.loop_seq_in + split.loop_weights_in
         self.outputs = list(prog.carry_out) + split.boundary
         self.n_carry = len(prog.carry_in)
+        self.engine = LoopEngine(split)  # the C++ runner of the forward loop, where it can
         self.vjp_program: Optional[Program] = None
         self._vjp_diff: List[bool] = []
 

@@ -18,7 +18,11 @@ def _row_mask(mask_t: Tensor, like: Tensor) -> Tensor:
 def forward_loop(step: LoopStep, carry: List[Tensor], seqs: List[Tensor], weights: List[Tensor],
                  T: int, mask: Optional[Tensor], reverse: bool, keep_states: bool):
     """Runs T steps (from the last if reverse). Rows whose mask[t] is false keep their carry.
-    Returns (final carry, boundary values [T, B, ...], the carry before each step or None)."""
+    Returns (final carry, boundary values [T, B, ...], the carry before each step or None).
+    The C++ engine runs it where it can; else each step runs its ATen ops from Python."""
+    ran = step.engine.forward(carry, seqs, weights, T, mask, reverse, keep_states)
+    if ran is not None:
+        return ran
     order = range(T - 1, -1, -1) if reverse else range(T)
     states = [[None] * T for _ in carry] if keep_states else None
     boundary = None

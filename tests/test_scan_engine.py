@@ -1,0 +1,151 @@
+"""rnnfast.scan's C++ loop engine (csrc/scan/) against its Python runner (float64: outputs,
+final carry and every gradient), on every cell of tests/scan_cells.py, with reverse and
+lengths; the opcode table's coverage; and the silent fallback to the Python runner."""
+
+import contextlib
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torch.utils._pytree as pytree
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import scan_cells  # noqa: E402
+
+import rnnfast  # noqa: E402
+from rnnfast.scan import cache, lower  # noqa: E402
+from rnnfast.scan.engine import engine_runs, set_engine_enabled  # noqa: E402
+
+DT = torch.float64
+TIGHT = dict(rtol=1e-9, atol=1e-10)
+CELLS = scan_cells.COURSE + scan_cells.LITERATURE
+
+
+@contextlib.contextmanager
+def engine(enabled):
+    old = set_engine_enabled(enabled)
+    try:
+        yield
+    finally:
+        set_engine_enabled(old)
+
+
+def outputs_and_grads(step, init, xs, params, **kw):
+    wrt = [t for t in pytree.tree_leaves((init, xs)) if t.requires_grad] + list(params)
+    outs = [o for o in pytree.tree_leaves(rnnfast.scan(step, init, xs, **kw))
+            if isinstance(o, torch.Tensor)]
+    gen = torch.Generator().manual_seed(0)
+    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
+    return outs, torch.autograd.grad(loss, wrt, allow_unused=True)
+
+
+def assert_engine_matches_runner(step, init, xs, params, **kw):
+    with engine(False):
+        want = outputs_and_grads(step, init, xs, params, **kw)
+    runs = engine_runs()
+    with engine(True):
+        got = outputs_and_grads(step, init, xs, params, **kw)
+    assert engine_runs() > runs, "the engine did not run"
+    for a, b in zip(got[0] + list(got[1]), want[0] + list(want[1])):
+        if b is None:
+            assert a is None
+        else:
+            torch.testing.assert_close(a, b, **TIGHT)
+
+
+@pytest.mark.parametrize("make", CELLS, ids=lambda m: m.__name__[5:])
+@pytest.mark.parametrize("B,T", [(1, 1), (3, 5)])
+def test_engine_matches_python_runner(make, B, T):
+    torch.manual_seed(B * 10 + T)
+    step, init, xs, params = make(5, 6, DT)
+    assert_engine_matches_runner(step, init(B), xs(T, B), params)
+
+
+@pytest.mark.parametrize("make", [scan_cells.make_peephole_lstm, scan_cells.make_slstm,
+                                  scan_cells.make_layernorm_gru], ids=lambda m: m.__name__[5:])
+def test_engine_reverse_and_lengths(make):
+    torch.manual_seed(1)
+    step, init, xs, params = make(4, 5, DT)
+    lengths = torch.tensor([5, 0, 3, 1])
+    for reverse in (False, True):
+        assert_engine_matches_runner(step, init(4), xs(5, 4), params, reverse=reverse,
+                                     lengths=lengths)
+
+
+def test_engine_without_grad_float32():
+    torch.manual_seed(2)
+    step, init, xs, params = scan_cells.make_peephole_lstm(4, 8, torch.float32)
+    h0, x = init(3), xs(6, 3)
+    with torch.no_grad(), engine(False):
+        want = rnnfast.scan(step, h0, x)
+    runs = engine_runs()
+    with torch.no_grad():
+        got = rnnfast.scan(step, h0, x)
+    assert engine_runs() == runs + 1
+    for a, b in zip(pytree.tree_leaves(got), pytree.tree_leaves(want)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+H = 6
+W_X, W_H = torch.randn(3, 4 * H, dtype=DT) * 0.5, torch.randn(H, 4 * H, dtype=DT) * 0.5
+BIAS, GAIN = torch.randn(4 * H, dtype=DT) * 0.5, torch.rand(H, dtype=DT) + 0.5
+W_E = torch.randn(H - H // 2, H - H // 2, dtype=DT) * 0.5
+
+
+def every_opcode_step(h, x):
+    """Touches every opcode of the engine's table (lower.py)."""
+    z = torch.addmm(BIAS, h, W_H) + x @ W_X
+    a, b, c, d = torch.split(z, H, dim=-1)
+    a = F.layer_norm(a, (H,), GAIN, None) - a.mean(-1, keepdim=True) / (1 + a.pow(2).sum(-1, True))
+    b = torch.maximum(torch.sigmoid(b), torch.tanh(c)) * torch.minimum(b.neg(), F.relu(d))
+    c = torch.exp(c.clamp(-3, 3)) / torch.expm1(c.abs() + 0.5) + torch.log(c.abs() + 1)
+    d = torch.log1p(d.abs()) * torch.sqrt(d.abs() + 1) + torch.rsqrt(d.abs() + 1).reciprocal()
+    e = F.logsigmoid(a) + F.softplus(b) + F.hardtanh(c) + d.clamp_min(-1).clamp_max(1) + \
+        (a.abs() + 1).pow(1.5) + a.clone()
+    h = torch.cat([e[:, :H // 2], torch.tanh(e[:, H // 2:] @ W_E)], dim=-1)
+    return h, h * 1
+
+
+def codes_opcodes(codes):
+    """The opcodes of a lowered program (csrc/scan/scan_program.h's layout)."""
+    n_slots, counts, n_nodes = codes[2], codes[3:8], codes[8]
+    pos, found = 9 + n_slots + sum(counts), set()
+    for _ in range(n_nodes):
+        found.add(codes[pos])
+        pos += 1
+        for _ in range(3):  # outs, ins, ints
+            pos += 1 + codes[pos]
+    assert pos == len(codes)
+    return found
+
+
+def test_every_opcode_lowers_and_matches():
+    torch.manual_seed(3)
+    h0 = torch.randn(4, H, dtype=DT, requires_grad=True)
+    xs = torch.randn(5, 4, 3, dtype=DT, requires_grad=True)
+    assert_engine_matches_runner(every_opcode_step, h0, xs, [])
+    plan = list(cache._entries.values())[-1]
+    codes, _ = lower.lower_loop(plan.split)
+    table = {lower.MM, lower.ADDMM, lower.CLAMP, lower.POW, lower.SOFTPLUS, lower.SPLIT,
+             lower.CAT, lower.ROW_SUM, lower.ROW_MEAN, lower.LAYER_NORM,
+             *lower.BINARY.values(), *lower.UNARY.values()}
+    assert codes_opcodes(codes) == table
+
+
+def test_unsupported_op_falls_back_silently():
+    W = torch.randn(3, 3, dtype=DT, requires_grad=True)
+
+    def step(h, x):
+        h = torch.where(h > 0, torch.tanh(x + h @ W), h * 0.5)
+        return h, None
+    h0, xs = torch.randn(2, 3, dtype=DT), torch.randn(4, 2, 3, dtype=DT)
+    runs = engine_runs()
+    final, _ = rnnfast.scan(step, h0, xs)
+    assert engine_runs() == runs
+    want = h0
+    for t in range(4):
+        want, _ = step(want, xs[t])
+    torch.testing.assert_close(final, want, **TIGHT)
