@@ -111,8 +111,8 @@ def every_opcode_step(h, x):
 
 def codes_opcodes(codes):
     """The opcodes of a lowered program (csrc/scan/scan_program.h's layout)."""
-    n_slots, counts, n_nodes = codes[2], codes[3:8], codes[8]
-    pos, found = 9 + n_slots + sum(counts), set()
+    n_slots, counts, n_nodes, n_acc = codes[2], codes[3:8], codes[8], codes[9]
+    pos, found = 10 + n_slots + sum(counts) + 2 * n_acc, set()
     for _ in range(n_nodes):
         found.add(codes[pos])
         pos += 1

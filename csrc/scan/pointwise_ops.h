@@ -48,6 +48,12 @@ bool run_pointwise(Op op, int64_t B, int64_t N, Rows<T> out, const std::vector<O
       map_rows<T>(B, N, out, [](V x, V lo, V hi) {
         return at::vec::minimum(at::vec::maximum(x, lo), hi); }, in[0], in[1], in[2]);
       return true;
+    case Op::kTanhBackward: binary([](V g, V y) { return g * (V(1) - y * y); }); return true;
+    case Op::kSigmoidBackward: binary([](V g, V y) { return g * (V(1) - y) * y; }); return true;
+    case Op::kThresholdBackward:
+      map_rows<T>(B, N, out, [](V g, V x, V threshold) {
+        return V::blendv(g, V(0), x <= threshold); }, in[0], in[1], in[2]);
+      return true;
     case Op::kPow: binary([](V x, V e) { return x.pow(e); }); return true;
     case Op::kSoftplus:  // x where beta x > threshold, else log1p(exp(beta x)) / beta
       map_rows<T>(B, N, out, [](V x, V beta, V threshold) {

@@ -19,15 +19,34 @@ void check_input(const at::Tensor& t, const char* what, size_t k, at::IntArrayRe
 template <class scalar_t>
 Rows<const scalar_t> rows_of(const Rows<scalar_t>& r) { return {r.data, r.ld}; }
 
-// The next carry k, row by row: the step's value, or the current one where the mask is off.
+// The next carry, row by row: the step's value, or where the mask is off the current one
+// (a gradient: the step's value plus the current one).
 template <class scalar_t>
 void advance_carry(int64_t B, int64_t N, Rows<scalar_t> step_value, const scalar_t* current,
-                   scalar_t* next, const bool* mask_t) {
+                   scalar_t* next, const bool* mask_t, bool gradient) {
   for (int64_t b = 0; b < B; ++b) {
-    const scalar_t* from = (mask_t == nullptr || mask_t[b])
-                               ? step_value.data + b * step_value.ld
-                               : current + b * N;
-    std::copy(from, from + N, next + b * N);
+    const scalar_t* value = step_value.data + b * step_value.ld;
+    const scalar_t* kept = current + b * N;
+    scalar_t* out = next + b * N;
+    if (mask_t == nullptr || mask_t[b]) {
+      std::copy(value, value + N, out);
+    } else if (gradient) {
+      for (int64_t j = 0; j < N; ++j) out[j] = value[j] + kept[j];
+    } else {
+      std::copy(kept, kept + N, out);
+    }
+  }
+}
+
+// The carry's rows where the mask is on, zeros elsewhere (a gradient's input to a step).
+template <class scalar_t>
+void masked_rows(int64_t B, int64_t N, const scalar_t* carry, scalar_t* out, const bool* mask_t) {
+  for (int64_t b = 0; b < B; ++b) {
+    if (mask_t[b]) {
+      std::copy(carry + b * N, carry + (b + 1) * N, out + b * N);
+    } else {
+      std::fill(out + b * N, out + (b + 1) * N, scalar_t(0));
+    }
   }
 }
 
@@ -35,12 +54,19 @@ template <class scalar_t>
 scalar_t* data(const at::Tensor& t) { return t.data_ptr<scalar_t>(); }
 
 // Points the carry and sequence slots at step t's rows; keeps the carry before the step.
+// A gradient's carry is masked into `masked` where there is a mask.
 template <class scalar_t>
 void enter_step(const Program& p, StepRunner<scalar_t>& runner, ScanForward& out,
-                const std::vector<at::Tensor>& seq, int64_t B, int64_t t) {
+                const std::vector<at::Tensor>& seq, const std::vector<at::Tensor>& masked,
+                const bool* mask_t, int64_t B, int64_t t) {
   for (size_t c = 0; c < p.carry_in.size(); ++c) {
     const int64_t N = p.cols[p.carry_in[c]];
-    runner.set_rows(p.carry_in[c], data<scalar_t>(out.final_carry[c]), N);
+    scalar_t* carry = data<scalar_t>(out.final_carry[c]);
+    if (!masked.empty() && mask_t != nullptr) {
+      masked_rows<scalar_t>(B, N, carry, data<scalar_t>(masked[c]), mask_t);
+      carry = data<scalar_t>(masked[c]);
+    }
+    runner.set_rows(p.carry_in[c], carry, N);
     if (!out.states.empty()) {
       const scalar_t* from = data<scalar_t>(out.final_carry[c]);
       std::copy(from, from + B * N, data<scalar_t>(out.states[c]) + t * B * N);
@@ -55,7 +81,8 @@ void enter_step(const Program& p, StepRunner<scalar_t>& runner, ScanForward& out
 // Keeps step t's boundary values and moves each carry on (next becomes the current carry).
 template <class scalar_t>
 void leave_step(const Program& p, const StepRunner<scalar_t>& runner, ScanForward& out,
-                std::vector<at::Tensor>& next, const bool* mask_t, int64_t B, int64_t t) {
+                std::vector<at::Tensor>& next, const bool* mask_t, bool gradient, int64_t B,
+                int64_t t) {
   for (size_t j = 0; j < p.boundary.size(); ++j) {
     const int64_t N = p.cols[p.boundary[j]];
     copy_rows<scalar_t>(B, N, rows_of(runner.rows(p.boundary[j])),
@@ -63,7 +90,8 @@ void leave_step(const Program& p, const StepRunner<scalar_t>& runner, ScanForwar
   }
   for (size_t c = 0; c < p.carry_in.size(); ++c) {
     advance_carry<scalar_t>(B, p.cols[p.carry_in[c]], runner.rows(p.carry_out[c]),
-                            data<scalar_t>(out.final_carry[c]), data<scalar_t>(next[c]), mask_t);
+                            data<scalar_t>(out.final_carry[c]), data<scalar_t>(next[c]), mask_t,
+                            gradient);
   }
   std::swap(out.final_carry, next);
 }
@@ -73,14 +101,15 @@ ScanForward run_forward(const Program& p, const std::vector<at::Tensor>& carry,
                         const std::vector<at::Tensor>& seqs,
                         const std::vector<at::Tensor>& weights,
                         const std::optional<at::Tensor>& mask, int64_t T, bool reverse,
-                        bool keep_states) {
+                        bool keep_states, bool gradient) {
   const int64_t B = carry.at(0).size(0);
   ScanForward out;
-  std::vector<at::Tensor> next, seq;
+  std::vector<at::Tensor> next, seq, masked;
   for (const at::Tensor& s : seqs) seq.push_back(s.contiguous());
   for (const at::Tensor& c : carry) {
     out.final_carry.push_back(c.clone(at::MemoryFormat::Contiguous));
     next.push_back(at::empty_like(out.final_carry.back()));
+    if (gradient && mask.has_value()) masked.push_back(at::empty_like(next.back()));
     if (keep_states) out.states.push_back(c.new_empty({T, B, c.size(1)}));
   }
   for (int64_t id : p.boundary) {
@@ -88,12 +117,16 @@ ScanForward run_forward(const Program& p, const std::vector<at::Tensor>& carry,
   }
   const at::Tensor mask_rows = mask.has_value() ? mask->contiguous() : at::Tensor();
   StepRunner<scalar_t> runner(p, B, weights, T);
+  for (size_t k = 0; k < p.accumulators.size(); ++k) {
+    out.accumulators.push_back(carry[0].new_zeros(p.accumulators[k]));
+    runner.set_accumulator(k, data<scalar_t>(out.accumulators.back()));
+  }
   for (int64_t k = 0; k < T; ++k) {
     const int64_t t = reverse ? T - 1 - k : k;
-    enter_step<scalar_t>(p, runner, out, seq, B, t);
-    runner.run_step();
     const bool* mask_t = mask_rows.defined() ? mask_rows.const_data_ptr<bool>() + t * B : nullptr;
-    leave_step<scalar_t>(p, runner, out, next, mask_t, B, t);
+    enter_step<scalar_t>(p, runner, out, seq, masked, mask_t, B, t);
+    runner.run_step();
+    leave_step<scalar_t>(p, runner, out, next, mask_t, gradient, B, t);
   }
   return out;
 }
@@ -104,7 +137,7 @@ ScanForward ScanEngine::forward(const std::vector<at::Tensor>& carry,
                                 const std::vector<at::Tensor>& seqs,
                                 const std::vector<at::Tensor>& weights,
                                 const std::optional<at::Tensor>& mask, int64_t T, bool reverse,
-                                bool keep_states) const {
+                                bool keep_states, bool gradient) const {
   const Program& p = program_;
   TORCH_CHECK_VALUE(carry.size() == p.carry_in.size() && seqs.size() == p.seq_in.size() &&
                     weights.size() == p.weights.size(),
@@ -125,9 +158,9 @@ ScanForward ScanEngine::forward(const std::vector<at::Tensor>& carry,
   }
   if (mask.has_value()) check_input(*mask, "mask", 0, {T, B}, at::kBool);
   if (p.dtype == 0) {
-    return run_forward<float>(p, carry, seqs, weights, mask, T, reverse, keep_states);
+    return run_forward<float>(p, carry, seqs, weights, mask, T, reverse, keep_states, gradient);
   }
-  return run_forward<double>(p, carry, seqs, weights, mask, T, reverse, keep_states);
+  return run_forward<double>(p, carry, seqs, weights, mask, T, reverse, keep_states, gradient);
 }
 
 }  // namespace rnnfast::scan

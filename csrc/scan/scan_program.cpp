@@ -49,6 +49,7 @@ Program decode_program(const std::vector<int64_t>& codes, std::vector<double> sc
   const int64_t n_slots = r.next();
   const int64_t n_carry = r.next(), n_seq = r.next(), n_weight = r.next();
   const int64_t n_carry_out = r.next(), n_boundary = r.next(), n_nodes = r.next();
+  const int64_t n_accumulators = r.next();
   TORCH_CHECK(n_carry == n_carry_out, "scan program: carry in and out counts differ");
   p.cols = r.list(n_slots);
   p.carry_in = r.list(n_carry);
@@ -58,6 +59,12 @@ Program decode_program(const std::vector<int64_t>& codes, std::vector<double> sc
   p.boundary = r.list(n_boundary);
   for (const auto* ids : {&p.carry_in, &p.seq_in, &p.weights, &p.carry_out, &p.boundary}) {
     check_slots(*ids, n_slots, 0, false);
+  }
+  for (int64_t k = 0; k < n_accumulators; ++k) {
+    const int64_t rows = r.next(), cols = r.next();
+    TORCH_CHECK(rows >= 0 && cols >= 0, "scan program: bad accumulator shape");
+    p.accumulators.push_back(rows == 0 ? std::vector<int64_t>{cols}
+                                       : std::vector<int64_t>{rows, cols});
   }
   for (int64_t k = 0; k < n_nodes; ++k) {
     Node node;

@@ -3,10 +3,12 @@
 // (scan_engine.h) runs it at every step without Python.
 //
 // Codes: a header [version, dtype (0 float32, 1 float64), n_slots, n_carry, n_seq, n_weight,
-// n_carry_out, n_boundary, n_nodes], then per slot its column count (-1 for a weight), then
-// the slot ids of carry_in, seq_in (hoisted rows read at each step), weights, carry_out and
-// boundary (values kept per step), then per node [opcode, n_out, outs.., n_in, ins.., n_int,
-// ints..]. An input operand is a slot id, or -(1 + k) for the immediate scalars[k].
+// n_carry_out, n_boundary, n_nodes, n_accumulators], then per slot its column count (-1 for a
+// weight), then the slot ids of carry_in, seq_in (rows read at each step), weights, carry_out
+// and boundary (values kept per step), then per accumulator its [rows, cols] (rows 0 for a
+// vector), then per node [opcode, n_out, outs.., n_in, ins.., n_int, ints..]. An input operand
+// is a slot id, or -(1 + k) for the immediate scalars[k]. Accumulators sum a weight's
+// gradient over the steps (a backward program: rnnfast/scan/lower_vjp.py).
 // Every batch slot is [B, cols] row-major with a row stride (last-dim slices are views).
 #pragma once
 
@@ -21,12 +23,16 @@ enum class Op : int64_t {
   kAdd = 10, kSub, kMul, kDiv, kMaximum, kMinimum,
   kNeg = 20, kReciprocal, kSigmoid, kTanh, kRelu, kExp, kExpm1, kLog, kLog1p, kAbs, kSqrt,
   kRsqrt, kLogSigmoid, kCopy,
+  kTanhBackward = 36, kSigmoidBackward,  // (grad, y): ATen's formulas from the output y
   kClamp = 40,     // (x, lo, hi)
   kPow = 41,       // (x, exponent)
   kSoftplus = 42,  // (x, beta, threshold)
+  kThresholdBackward = 43,  // (grad, x, threshold): 0 where x <= threshold
   kSplit = 50,     // (x) ints: each out's first column; outs are views
   kCat = 51,       // (xs..) along the last dim
   kRowSum = 60, kRowMean, kLayerNorm,  // layer norm: (x, w or none, b or none, eps)
+  kAccumulateProduct = 70,  // (a [B, K], g [B, N]) ints [acc, transposed]: acc += a^T g (or g^T a)
+  kAccumulateColumnSum = 71,  // (g [B, N]) ints [acc]: acc[N] += sum over rows of g
 };
 
 constexpr int64_t kNoOperand = INT64_MIN;  // an absent optional operand (layer norm's w, b)
@@ -40,6 +46,7 @@ struct Program {
   int dtype = 0;                  // 0 float32, 1 float64
   std::vector<int64_t> cols;      // per slot: columns of a batch slot, -1 for a weight
   std::vector<int64_t> carry_in, seq_in, weights, carry_out, boundary;
+  std::vector<std::vector<int64_t>> accumulators;  // per accumulator its shape
   std::vector<Node> nodes;
   std::vector<double> scalars;
 };

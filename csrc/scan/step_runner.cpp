@@ -18,7 +18,8 @@ template <class T>
 StepRunner<T>::StepRunner(const Program& p, int64_t B, const std::vector<at::Tensor>& weights,
                           int64_t steps)
     : p_(p), B_(B), views_(p.cols.size()), weight_(p.cols.size()),
-      immediates_(p.scalars.begin(), p.scalars.end()), products_(p.nodes.size()) {
+      immediates_(p.scalars.begin(), p.scalars.end()), accumulators_(p.accumulators.size()),
+      products_(p.nodes.size()) {
   for (size_t k = 0; k < p.weights.size(); ++k) {
     weight_[p.weights[k]] = weights[k].contiguous();
   }
@@ -135,9 +136,33 @@ void StepRunner<T>::run_row_node(const Node& node) {
                          weight_data(node.ins[2]), immediates_[-node.ins[3] - 1],
                          views_[node.outs[0]], views_[node.outs[1]], views_[node.outs[2]]);
       return;
+    case Op::kAccumulateProduct:
+    case Op::kAccumulateColumnSum:
+      return accumulate(node);
     default:
       TORCH_CHECK(false, "scan engine: unknown opcode ", static_cast<int64_t>(node.op));
   }
+}
+
+template <class T>
+void StepRunner<T>::accumulate(const Node& node) {
+  T* acc = accumulators_.at(node.ints.at(0));
+  if (node.op == Op::kAccumulateColumnSum) {
+    const Rows<T> g = views_[node.ins[0]];
+    const int64_t N = p_.cols[node.ins[0]];
+    for (int64_t b = 0; b < B_; ++b) {
+      for (int64_t j = 0; j < N; ++j) acc[j] += g.data[b * g.ld + j];
+    }
+    return;
+  }
+  // acc [K, N] += a^T g, or acc [N, K] += g^T a where transposed.
+  Rows<T> a = views_[node.ins[0]], g = views_[node.ins[1]];
+  int64_t K = p_.cols[node.ins[0]], N = p_.cols[node.ins[1]];
+  if (node.ints.at(1) != 0) {
+    std::swap(a, g);
+    std::swap(K, N);
+  }
+  cpu::gemm<T>(K, N, B_, {a.data, a.ld, true}, {g.data, g.ld, false}, 1.f, acc, N);
 }
 
 template class StepRunner<float>;

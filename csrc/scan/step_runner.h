@@ -23,6 +23,8 @@ class StepRunner {
   StepRunner(const Program& p, int64_t B, const std::vector<at::Tensor>& weights, int64_t steps);
   void set_rows(int64_t slot, T* data, int64_t ld) { views_[slot] = {data, ld}; }
   Rows<T> rows(int64_t slot) const { return views_[slot]; }
+  // Where accumulator k (p.accumulators[k], contiguous) sums its gradient.
+  void set_accumulator(size_t k, T* data) { accumulators_.at(k) = data; }
   void run_step();
 
  private:
@@ -31,12 +33,14 @@ class StepRunner {
   void run_node(size_t k);
   void run_product(size_t k);
   void run_row_node(const Node& node);
+  void accumulate(const Node& node);
 
   const Program& p_;
   const int64_t B_;
   std::vector<Rows<T>> views_;           // per slot: this step's rows (batch slots)
   std::vector<at::Tensor> weight_;       // per slot: the contiguous weight (weight slots)
   std::vector<T> immediates_;            // the program's scalars in T
+  std::vector<T*> accumulators_;         // per accumulator
   std::vector<std::unique_ptr<cpu::PackedMatrix<T>>> products_;  // per node, for products
   std::vector<at::Tensor> keep_;         // arena and copies the products' views point into
 };

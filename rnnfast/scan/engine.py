@@ -6,14 +6,21 @@ from typing import List, Optional
 
 from torch import Tensor
 
+from .interpret import run_nodes
 from .lower import lower_loop
+from .lower_vjp import lower_vjp
 
-_state = {"enabled": True, "runs": 0}
+_state = {"enabled": True, "runs": 0, "backward_runs": 0}
 
 
 def engine_runs() -> int:
-    """How many loops the C++ engine has run since the process started (for tests)."""
+    """How many forward loops the C++ engine has run since the process started (for tests)."""
     return _state["runs"]
+
+
+def engine_backward_runs() -> int:
+    """How many backward loops the C++ engine has run since the process started."""
+    return _state["backward_runs"]
 
 
 def set_engine_enabled(enabled: bool) -> bool:
@@ -29,6 +36,8 @@ class LoopEngine:
 
     def __init__(self, split):
         self.engine = None
+        self.backward_program = self.backward_engine = None
+        self.backward_lowered = False
         lowered = lower_loop(split)
         if lowered is None:
             return
@@ -38,14 +47,44 @@ class LoopEngine:
     def forward(self, carry: List[Tensor], seqs: List[Tensor], weights: List[Tensor], T: int,
                 mask: Optional[Tensor], reverse: bool, keep_states: bool):
         """forward_loop's result from the engine, or None where it cannot run these tensors."""
-        if self.engine is None or not _state["enabled"] or carry[0].shape[0] == 0:
+        if not self._runs(carry, [*carry, *seqs, *weights]):
             return None
-        tensors = [*carry, *seqs, *weights]
-        dtype = carry[0].dtype
-        if any(t.device.type != "cpu" or t.dtype != dtype for t in tensors):
-            return None
-        final, boundary, states = self.engine.forward(
+        final, boundary, states, _ = self.engine.forward(
             [c.detach() for c in carry], [s.detach() for s in seqs],
             [w.detach() for w in weights], mask, T, reverse, keep_states)
         _state["runs"] += 1
         return list(final), list(boundary), (list(states) if keep_states else None)
+
+    def _runs(self, carry: List[Tensor], tensors: List[Tensor]) -> bool:
+        dtype = carry[0].dtype
+        return (self.engine is not None and _state["enabled"] and carry[0].shape[0] > 0 and
+                all(t.device.type == "cpu" and t.dtype == dtype for t in tensors))
+
+    def backward(self, step, states, seqs, weights, g_carry, g_bound, mask, reverse, T):
+        """Recurrence.backward's gradients (carry, sequences, weights) from the engine, or None
+        where it cannot run them (the Python backward runs them then)."""
+        dtype = states[0].dtype
+        g_carry = [g.to(dtype) for g in g_carry]
+        if not self._runs(g_carry, [*states, *seqs, *weights, *g_carry, *g_bound]):
+            return None
+        primals = [s[0] for s in states] + [s[0] for s in seqs] + list(weights)
+        prog = step.traced_vjp(primals, g_carry + [g[0] for g in g_bound])
+        if not self.backward_lowered:
+            self.backward_lowered = True
+            if step.all_differentiable():
+                self.backward_program = lower_vjp(prog, len(states), len(seqs))
+            if self.backward_program is not None:
+                from .. import _C
+                self.backward_engine = _C.ScanEngine(self.backward_program.codes,
+                                                     self.backward_program.scalars)
+        if self.backward_engine is None:
+            return None
+        lowered = self.backward_program
+        env = dict(zip(prog.carry_in[len(states) + len(seqs):], weights))
+        env.update(prog.constants)
+        run_nodes(lowered.pre_nodes, env, g_carry[0].shape[0])
+        g_first, g_seqs, _, g_weights = self.backward_engine.forward(
+            g_carry, [*states, *seqs, *[g.detach() for g in g_bound]],
+            [env[i] for i in lowered.weight_ids], mask, T, not reverse, False, True)
+        _state["backward_runs"] += 1
+        return (*g_first, *g_seqs, *g_weights)

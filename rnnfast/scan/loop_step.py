@@ -34,12 +34,20 @@ class LoopStep:
         outs = [env[i] for i in self.outputs]
         return outs[:self.n_carry], outs[self.n_carry:]
 
+    def traced_vjp(self, primals: List[Tensor], cotangents: List[Tensor]) -> Program:
+        """The vjp program, traced on first use at these inputs' shapes and dtypes."""
+        if self.vjp_program is None:
+            self.vjp_program = self._trace_vjp(primals, cotangents)
+        return self.vjp_program
+
+    def all_differentiable(self) -> bool:
+        """Whether the traced vjp gives a gradient for every input."""
+        return all(self._vjp_diff)
+
     def vjp(self, primals: List[Tensor], cotangents: List[Tensor]) -> List[Optional[Tensor]]:
         """Gradients of the step's inputs (carry, seq_t, weights; None where not floating)
         for cotangents of its floating outputs."""
-        if self.vjp_program is None:
-            self.vjp_program = self._trace_vjp(primals, cotangents)
-        prog = self.vjp_program
+        prog = self.traced_vjp(primals, cotangents)
         env = dict(zip(prog.carry_in + prog.x_in, [*primals, *cotangents]))
         env.update(prog.constants)
         run_nodes(prog.nodes, env, primals[0].shape[0])

@@ -31,46 +31,45 @@ class Unsupported(Exception):
 def lower_loop(split: SplitStep) -> Optional[Tuple[List[int], List[float]]]:
     """(codes, scalars) of the loop part, or None where the engine cannot run it."""
     try:
-        return _Lowering(split).codes()
+        return _LoopLowering(split).codes()
     except Unsupported:
         return None
 
 
 class _Lowering:
-    def __init__(self, split: SplitStep):
-        prog = split.prog
-        self.split, self.meta = split, prog.meta
-        self.dtype = prog.meta[prog.carry_in[0]].dtype
-        if self.dtype not in DTYPES:
-            raise Unsupported(f"dtype {self.dtype}")
+    """Slots, operands and nodes of a program over values of ``meta`` (one dtype)."""
+
+    def __init__(self, meta, dtype):
+        if dtype not in DTYPES:
+            raise Unsupported(f"dtype {dtype}")
+        self.meta, self.dtype = meta, dtype
         self.slots: Dict[int, int] = {}
         self.cols: List[int] = []
         self.scalars: List[float] = []
         self.nodes: List[int] = []
         self.n_nodes = 0
+        self.accumulators: List[Tuple[int, int]] = []  # [rows, cols], rows 0 for a vector
         self.unreadable = set()  # outputs only a backward reads (log_sigmoid's buffer)
-        for i in prog.carry_in + split.loop_seq_in:
-            self._batch_slot(i)
-        for i in split.loop_weights_in:
-            m = prog.meta[i]
-            if m.batched or m.dtype != self.dtype:
-                raise Unsupported("weight")
-            self.slots[i] = len(self.cols)
-            self.cols.append(-1)
 
-    def codes(self) -> Tuple[List[int], List[float]]:
-        for node in self.split.loop_nodes:
-            self._node(node)
-        prog, split = self.split.prog, self.split
-        ends = [self._read(i) for i in list(prog.carry_out) + split.boundary]
+    def _weight_slot(self, i: int) -> None:
+        m = self.meta[i]
+        if m.batched or m.dtype != self.dtype:
+            raise Unsupported("weight")
+        self.slots[i] = len(self.cols)
+        self.cols.append(-1)
+
+    def program(self, carry_in, seq_in, weights, carry_out, boundary):
+        """(codes, scalars) of the nodes emitted so far with these value ids as the groups."""
+        ends = [self._read(i) for i in list(carry_out) + list(boundary)]
         if any(self.cols[s] < 0 for s in ends):
             raise Unsupported("a weight as an output")
-        groups = [prog.carry_in, split.loop_seq_in, split.loop_weights_in, prog.carry_out,
-                  split.boundary]
+        groups = [carry_in, seq_in, weights, carry_out, boundary]
         header = [VERSION, DTYPES[self.dtype], len(self.cols), *[len(g) for g in groups],
-                  self.n_nodes]
-        body = [s for g in groups for s in (self._read(i) for i in g)]
-        return header + self.cols + body + self.nodes, self.scalars
+                  self.n_nodes, len(self.accumulators)]
+        body = [self._read(i) for g in groups for i in g]
+        shapes = [d for shape in self.accumulators for d in shape]
+        return header + self.cols + body + shapes + self.nodes, self.scalars
+
 
     # -- slots and operands --------------------------------------------------------------
 
@@ -129,6 +128,24 @@ class _Lowering:
         extra = [self._batch_slot(o, unreadable=True) for o in node.outs[1:n_outs]]
         ins = [self._operand(a, self.cols[out]) for a in args]
         self._emit(opcode, [out, *extra], ins)
+
+
+class _LoopLowering(_Lowering):
+    def __init__(self, split: SplitStep):
+        prog = split.prog
+        super().__init__(prog.meta, prog.meta[prog.carry_in[0]].dtype)
+        self.split = split
+        for i in prog.carry_in + split.loop_seq_in:
+            self._batch_slot(i)
+        for i in split.loop_weights_in:
+            self._weight_slot(i)
+
+    def codes(self) -> Tuple[List[int], List[float]]:
+        for node in self.split.loop_nodes:
+            self._node(node)
+        prog, split = self.split.prog, self.split
+        return self.program(prog.carry_in, split.loop_seq_in, split.loop_weights_in,
+                            prog.carry_out, split.boundary)
 
 
 def _kwargs_default(node: Node, **defaults) -> None:

@@ -70,6 +70,10 @@ class Recurrence(torch.autograd.Function):
         g_carry = [g if g is not None else torch.zeros_like(f, dtype=torch.float32)
                    for g, f in zip(grads[:n_carry], finals)]
         g_bound = list(grads[n_carry:])
+        ran = ctx.step.engine.backward(ctx.step, states, seqs, weights, g_carry, g_bound,
+                                       ctx.mask, ctx.reverse, ctx.T)
+        if ran is not None:
+            return (None,) * 6 + ran
         g_seqs = [torch.zeros_like(s) if s.is_floating_point() else None for s in seqs]
         g_weights = [torch.zeros_like(w) if w.is_floating_point() else None for w in weights]
         step, mask, T = ctx.step, ctx.mask, ctx.T

@@ -1,0 +1,132 @@
+"""Lowers the loop step's traced vjp (LoopStep.vjp_program) to a backward program for the C++
+engine: the carries' gradients are its carries, the primal carries and sequences and the
+boundary cotangents its per-step inputs, the sequences' gradients its per-step outputs, and
+the weights' gradients (a^T g products, column sums of g) accumulators summed over the steps.
+Nodes over weights alone run once per backward in Python (``pre_nodes``)."""
+
+from typing import Dict, List, Optional, Tuple
+
+from .ir import Node, Program, Ref
+from .lower import _HANDLERS, Unsupported, _kwargs_default, _Lowering
+
+TANH_BACKWARD, SIGMOID_BACKWARD, THRESHOLD_BACKWARD = 36, 37, 43
+ACCUMULATE_PRODUCT, ACCUMULATE_COLUMN_SUM = 70, 71
+
+
+class BackwardProgram:
+    """codes and scalars for the engine; ``pre_nodes`` to run over the weights first, and the
+    ids of the weight values the engine reads (``weight_ids``)."""
+
+    def __init__(self, codes, scalars, pre_nodes: List[Node], weight_ids: List[int]):
+        self.codes, self.scalars = codes, scalars
+        self.pre_nodes, self.weight_ids = pre_nodes, weight_ids
+
+
+def lower_vjp(prog: Program, n_carry: int, n_seq: int) -> Optional[BackwardProgram]:
+    try:
+        return _VjpLowering(prog, n_carry, n_seq).lower()
+    except Unsupported:
+        return None
+
+
+class _VjpLowering(_Lowering):
+    def __init__(self, prog: Program, n_carry: int, n_seq: int):
+        super().__init__(prog.meta, prog.meta[prog.carry_in[0]].dtype)
+        self.prog, self.n_carry, self.n_seq = prog, n_carry, n_seq
+        n_primal = len(prog.carry_in)
+        if len(prog.carry_out) != n_primal or len(prog.x_in) < n_carry:
+            raise Unsupported("a primal without a gradient")
+        self.transposed: Dict[int, int] = {}  # t(batch value): the value's id
+        self.terms: Dict[int, List[Tuple]] = {}  # per-step weight-gradient terms
+
+    def lower(self) -> BackwardProgram:
+        prog, n_carry, n_seq = self.prog, self.n_carry, self.n_seq
+        const = set(prog.carry_in[n_carry + n_seq:]) | set(prog.constants)
+        pre, step = [], []
+        for node in prog.nodes:
+            batched = any(self.meta.get(o) is not None and self.meta[o].batched
+                          for o in node.outs)
+            if all(r in const for r in node.refs) and not batched:
+                pre.append(node)
+                const.update(node.outs)
+            else:
+                step.append(node)
+        weight_ids = list(dict.fromkeys(r for n in step for r in n.refs if r in const))
+        cot_carry, per_step_cot = prog.x_in[:n_carry], prog.x_in[n_carry:]
+        primal_rows = prog.carry_in[:n_carry + n_seq]
+        for i in cot_carry + primal_rows + per_step_cot:
+            self._batch_slot(i)
+        for i in weight_ids:
+            self._weight_slot(i)
+        for node in step:
+            self._vjp_node(node)
+        for k, i in enumerate(prog.carry_out[n_carry + n_seq:]):
+            self._accumulate(k, i)
+        codes, scalars = self.program(cot_carry, primal_rows + per_step_cot, weight_ids,
+                                      prog.carry_out[:n_carry],
+                                      prog.carry_out[n_carry:n_carry + n_seq])
+        return BackwardProgram(codes, scalars, pre, weight_ids)
+
+    def _vjp_node(self, node: Node) -> None:
+        name = node.op.split(".")[1]
+        refs = node.refs
+        if name in ("tanh_backward", "sigmoid_backward"):
+            _kwargs_default(node)
+            code = TANH_BACKWARD if name == "tanh_backward" else SIGMOID_BACKWARD
+            self._pointwise(code, node, node.args[:2])
+        elif name == "threshold_backward":
+            _kwargs_default(node)
+            self._pointwise(THRESHOLD_BACKWARD, node, node.args[:3])
+        elif name == "t" and refs[0] in self.slots and self.cols[self.slots[refs[0]]] >= 0:
+            self.transposed[node.outs[0]] = refs[0]
+        elif name == "t" and refs[0] in self.terms:
+            self.terms[node.outs[0]] = [_flip(term) for term in self.terms[refs[0]]]
+        elif name in ("view", "reshape", "_unsafe_view") and refs[0] in self.terms:
+            self.terms[node.outs[0]] = self.terms[refs[0]]
+        elif name == "add" and len(refs) == 2 and all(r in self.terms for r in refs) \
+                and not node.kwargs:
+            self.terms[node.outs[0]] = self.terms[refs[0]] + self.terms[refs[1]]
+        elif name == "mm" and refs[0] in self.transposed:
+            g = self._read(refs[1])
+            if self.cols[g] < 0:
+                raise Unsupported("a product of a transposed value by a weight")
+            self.terms[node.outs[0]] = [("mm", self.slots[self.transposed[refs[0]]], g, 0)]
+        elif name == "sum" and _over_batch(node) and refs[0] in self.slots:
+            self.terms[node.outs[0]] = [("colsum", self._read(refs[0]))]
+        else:
+            handler = _HANDLERS.get(name)
+            if handler is None:
+                raise Unsupported(node.op)
+            handler(self, node, node.op.split(".")[2])
+
+    def _accumulate(self, k: int, i: int) -> None:
+        """Emits the terms of weight gradient i into accumulator k, of the weight's shape."""
+        if i not in self.terms:
+            raise Unsupported("a weight gradient that is not a sum over the batch")
+        shape = tuple(self.meta[i].shape)
+        if len(shape) not in (1, 2):
+            raise Unsupported("a weight gradient of rank other than 1 or 2")
+        self.accumulators.append((0, shape[0]) if len(shape) == 1 else shape)
+        for term in self.terms[i]:
+            if term[0] == "colsum":
+                if shape[-1] != self.cols[term[1]] or (len(shape) == 2 and shape[0] != 1):
+                    raise Unsupported("a column sum of another shape")
+                self._emit(ACCUMULATE_COLUMN_SUM, [], [term[1]], [k])
+                continue
+            _, a, g, flipped = term
+            want = (self.cols[g], self.cols[a]) if flipped else (self.cols[a], self.cols[g])
+            if shape != want:
+                raise Unsupported("a product gradient of another shape")
+            self._emit(ACCUMULATE_PRODUCT, [], [a, g], [k, flipped])
+
+
+def _flip(term: Tuple) -> Tuple:
+    if term[0] == "colsum":
+        return term
+    return term[:3] + (1 - term[3],)
+
+
+def _over_batch(node: Node) -> bool:
+    dims = node.args[1] if len(node.args) > 1 else None
+    return isinstance(dims, (list, tuple)) and list(dims) == [0] and \
+        not isinstance(node.args[0], (list, tuple)) and isinstance(node.args[0], Ref)
