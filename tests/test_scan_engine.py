@@ -1,6 +1,7 @@
 """rnnfast.scan's C++ loop engine (csrc/scan/) against its Python runner (float64: outputs,
-final carry and every gradient), on every cell of tests/scan_cells.py, with reverse and
-lengths; the opcode table's coverage; and the silent fallback to the Python runner."""
+final carry and every gradient), forward and backward, on every cell of tests/scan_cells.py,
+with reverse and lengths; the opcode table's coverage; and the silent fallback to the Python
+runner."""
 
 import contextlib
 import os
@@ -16,12 +17,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import scan_cells  # noqa: E402
 
 import rnnfast  # noqa: E402
-from rnnfast.scan import cache, lower  # noqa: E402
-from rnnfast.scan.engine import engine_runs, set_engine_enabled  # noqa: E402
+from rnnfast.scan import cache, lower, lower_vjp  # noqa: E402
+from rnnfast.scan.engine import engine_backward_runs, engine_runs, set_engine_enabled  # noqa: E402
 
 DT = torch.float64
 TIGHT = dict(rtol=1e-9, atol=1e-10)
 CELLS = scan_cells.COURSE + scan_cells.LITERATURE
+# Cells whose traced vjp uses an op outside the engine's table keep the Python backward:
+# layer norm's backward, hardtanh's, slice's, and the comparisons of maximum's and minimum's.
+PYTHON_BACKWARD = {scan_cells.make_layernorm_lstm, scan_cells.make_layernorm_gru,
+                   scan_cells.make_slstm, scan_cells.make_reset_gru,
+                   scan_cells.make_hard_sigmoid_cell, scan_cells.make_rms_cell}
 
 
 @contextlib.contextmanager
@@ -42,13 +48,14 @@ def outputs_and_grads(step, init, xs, params, **kw):
     return outs, torch.autograd.grad(loss, wrt, allow_unused=True)
 
 
-def assert_engine_matches_runner(step, init, xs, params, **kw):
+def assert_engine_matches_runner(step, init, xs, params, backward=True, **kw):
     with engine(False):
         want = outputs_and_grads(step, init, xs, params, **kw)
-    runs = engine_runs()
+    runs, backward_runs = engine_runs(), engine_backward_runs()
     with engine(True):
         got = outputs_and_grads(step, init, xs, params, **kw)
     assert engine_runs() > runs, "the engine did not run"
+    assert (engine_backward_runs() > backward_runs) == backward, "the engine's backward"
     for a, b in zip(got[0] + list(got[1]), want[0] + list(want[1])):
         if b is None:
             assert a is None
@@ -61,18 +68,20 @@ def assert_engine_matches_runner(step, init, xs, params, **kw):
 def test_engine_matches_python_runner(make, B, T):
     torch.manual_seed(B * 10 + T)
     step, init, xs, params = make(5, 6, DT)
-    assert_engine_matches_runner(step, init(B), xs(T, B), params)
+    assert_engine_matches_runner(step, init(B), xs(T, B), params,
+                                 backward=make not in PYTHON_BACKWARD)
 
 
 @pytest.mark.parametrize("make", [scan_cells.make_peephole_lstm, scan_cells.make_slstm,
-                                  scan_cells.make_layernorm_gru], ids=lambda m: m.__name__[5:])
+                                  scan_cells.make_layernorm_gru, scan_cells.make_numpy_lstm,
+                                  scan_cells.make_projected_lstm], ids=lambda m: m.__name__[5:])
 def test_engine_reverse_and_lengths(make):
     torch.manual_seed(1)
     step, init, xs, params = make(4, 5, DT)
     lengths = torch.tensor([5, 0, 3, 1])
     for reverse in (False, True):
         assert_engine_matches_runner(step, init(4), xs(5, 4), params, reverse=reverse,
-                                     lengths=lengths)
+                                     lengths=lengths, backward=make not in PYTHON_BACKWARD)
 
 
 def test_engine_without_grad_float32():
@@ -126,7 +135,7 @@ def test_every_opcode_lowers_and_matches():
     torch.manual_seed(3)
     h0 = torch.randn(4, H, dtype=DT, requires_grad=True)
     xs = torch.randn(5, 4, 3, dtype=DT, requires_grad=True)
-    assert_engine_matches_runner(every_opcode_step, h0, xs, [])
+    assert_engine_matches_runner(every_opcode_step, h0, xs, [], backward=False)
     plan = list(cache._entries.values())[-1]
     codes, _ = lower.lower_loop(plan.split)
     table = {lower.MM, lower.ADDMM, lower.CLAMP, lower.POW, lower.SOFTPLUS, lower.SPLIT,
@@ -149,3 +158,17 @@ def test_unsupported_op_falls_back_silently():
     for t in range(4):
         want, _ = step(want, xs[t])
     torch.testing.assert_close(final, want, **TIGHT)
+
+
+def test_backward_opcodes_are_covered():
+    """The backward opcodes (lower_vjp.py) all appear in the cells' backward programs that
+    test_engine_matches_python_runner checks."""
+    found = set()
+    for make in (scan_cells.make_peephole_lstm, scan_cells.make_indrnn, scan_cells.make_mlstm):
+        torch.manual_seed(4)
+        step, init, xs, params = make(3, 4, DT)
+        assert_engine_matches_runner(step, init(2), xs(3, 2), params)
+        engine_of = list(cache._entries.values())[-1].loop.engine
+        found |= codes_opcodes(engine_of.backward_program.codes)
+    assert {lower_vjp.TANH_BACKWARD, lower_vjp.SIGMOID_BACKWARD, lower_vjp.THRESHOLD_BACKWARD,
+            lower_vjp.ACCUMULATE_PRODUCT, lower_vjp.ACCUMULATE_COLUMN_SUM} <= found

@@ -44,9 +44,12 @@ StepRunner<T>::StepRunner(const Program& p, int64_t B, const std::vector<at::Ten
     const at::Tensor& w = weights[std::find(p.weights.begin(), p.weights.end(), node.ins.back()) -
                                   p.weights.begin()];
     TORCH_CHECK(w.dim() == 2, "scan engine: a product's weight must be 2-D; got ", w.dim(), "-D");
-    at::Tensor storage;
-    const cpu::MatrixRef<T> ref = cpu::matrix_ref<T>(w, storage);
-    if (storage.defined()) keep_.push_back(storage);
+    // Row-major, so that small products take the small-GEMM path rather than copying a
+    // transposed weight into panels at every step (a copy per call instead).
+    const at::Tensor row_major = w.contiguous();
+    keep_.push_back(row_major);
+    const cpu::MatrixRef<T> ref{row_major.const_data_ptr<T>(), std::max<int64_t>(w.size(1), 1),
+                                false};
     products_[k] = std::make_unique<cpu::PackedMatrix<T>>(B, w.size(1), w.size(0), ref, steps);
   }
 }
