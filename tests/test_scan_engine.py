@@ -24,10 +24,9 @@ DT = torch.float64
 TIGHT = dict(rtol=1e-9, atol=1e-10)
 CELLS = scan_cells.COURSE + scan_cells.LITERATURE
 # Cells whose traced vjp uses an op outside the engine's table keep the Python backward:
-# layer norm's backward, hardtanh's, slice's, and the comparisons of maximum's and minimum's.
-PYTHON_BACKWARD = {scan_cells.make_layernorm_lstm, scan_cells.make_layernorm_gru,
-                   scan_cells.make_slstm, scan_cells.make_reset_gru,
-                   scan_cells.make_hard_sigmoid_cell, scan_cells.make_rms_cell}
+# the comparisons and where of clamp's, maximum's and minimum's backward.
+PYTHON_BACKWARD = {scan_cells.make_slstm, scan_cells.make_hard_sigmoid_cell,
+                   scan_cells.make_rms_cell}
 
 
 @contextlib.contextmanager
@@ -164,11 +163,25 @@ def test_backward_opcodes_are_covered():
     """The backward opcodes (lower_vjp.py) all appear in the cells' backward programs that
     test_engine_matches_python_runner checks."""
     found = set()
-    for make in (scan_cells.make_peephole_lstm, scan_cells.make_indrnn, scan_cells.make_mlstm):
+    for make in (scan_cells.make_peephole_lstm, scan_cells.make_indrnn, scan_cells.make_mlstm,
+                 scan_cells.make_layernorm_lstm, scan_cells.make_reset_gru, make_hardtanh_rnn):
         torch.manual_seed(4)
         step, init, xs, params = make(3, 4, DT)
         assert_engine_matches_runner(step, init(2), xs(3, 2), params)
         engine_of = list(cache._entries.values())[-1].loop.engine
         found |= codes_opcodes(engine_of.backward_program.codes)
     assert {lower_vjp.TANH_BACKWARD, lower_vjp.SIGMOID_BACKWARD, lower_vjp.THRESHOLD_BACKWARD,
+            lower_vjp.HARDTANH_BACKWARD, lower_vjp.SLICE_BACKWARD, lower_vjp.LAYER_NORM_BACKWARD,
             lower_vjp.ACCUMULATE_PRODUCT, lower_vjp.ACCUMULATE_COLUMN_SUM} <= found
+
+
+def make_hardtanh_rnn(I, H, dtype):  # noqa: E741 (I, H as in scan_cells)
+    """h' = hardtanh(W x + U h), for the backward of hardtanh."""
+    W = (torch.randn(I, H, dtype=dtype) * 0.5).requires_grad_()
+    U = (torch.randn(H, H, dtype=dtype) * 0.5).requires_grad_()
+
+    def step(h, x):
+        h = F.hardtanh(x @ W + h @ U)
+        return h, h * 1
+    return (step, lambda B: torch.randn(B, H, dtype=dtype, requires_grad=True),
+            lambda T, B: torch.randn(T, B, I, dtype=dtype, requires_grad=True), [W, U])

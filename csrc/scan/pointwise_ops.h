@@ -54,6 +54,10 @@ bool run_pointwise(Op op, int64_t B, int64_t N, Rows<T> out, const std::vector<O
       map_rows<T>(B, N, out, [](V g, V x, V threshold) {
         return V::blendv(g, V(0), x <= threshold); }, in[0], in[1], in[2]);
       return true;
+    case Op::kHardtanhBackward:
+      map_rows<T>(B, N, out, [](V g, V x, V lo, V hi) {
+        return V::blendv(g, V(0), (x <= lo) | (x >= hi)); }, in[0], in[1], in[2], in[3]);
+      return true;
     case Op::kPow: binary([](V x, V e) { return x.pow(e); }); return true;
     case Op::kSoftplus:  // x where beta x > threshold, else log1p(exp(beta x)) / beta
       map_rows<T>(B, N, out, [](V x, V beta, V threshold) {

@@ -46,6 +46,33 @@ void layer_norm_rows(int64_t B, int64_t N, Rows<const T> x, const T* w, const T*
   }
 }
 
+// ATen's layer-norm backward over N columns (its CPU kernel's formula): dx = rstd w g +
+// b x + c per row, and g * x_hat for the weight's gradient. w may be null.
+template <class T>
+void layer_norm_backward_rows(int64_t B, int64_t N, Rows<const T> g, Rows<const T> x,
+                              Rows<const T> mean, Rows<const T> rstd, const T* w, Rows<T> dx,
+                              Rows<T> g_xhat) {
+  for (int64_t b = 0; b < B; ++b) {
+    const T* gr = g.data + b * g.ld;
+    const T* xr = x.data + b * x.ld;
+    const T m = mean.data[b * mean.ld], r = rstd.data[b * rstd.ld];
+    T ds = 0, db = 0;
+    for (int64_t j = 0; j < N; ++j) {
+      const T gw = w != nullptr ? gr[j] * w[j] : gr[j];
+      ds += gw * xr[j];
+      db += gw;
+    }
+    const T scale = T(1) / N;
+    const T bb = (db * m - ds) * r * r * r * scale;
+    const T c = -bb * m - db * r * scale;
+    for (int64_t j = 0; j < N; ++j) {
+      const T gw = w != nullptr ? gr[j] * w[j] : gr[j];
+      dx.data[b * dx.ld + j] = r * gw + bb * xr[j] + c;
+      g_xhat.data[b * g_xhat.ld + j] = gr[j] * (xr[j] - m) * r;
+    }
+  }
+}
+
 // out[:, first:first + N] = x for B rows.
 template <class T>
 void copy_rows(int64_t B, int64_t N, Rows<const T> x, Rows<T> out, int64_t first = 0) {

@@ -28,9 +28,12 @@ enum class Op : int64_t {
   kPow = 41,       // (x, exponent)
   kSoftplus = 42,  // (x, beta, threshold)
   kThresholdBackward = 43,  // (grad, x, threshold): 0 where x <= threshold
+  kHardtanhBackward = 44,   // (grad, x, lo, hi): 0 where x <= lo or x >= hi
   kSplit = 50,     // (x) ints: each out's first column; outs are views
   kCat = 51,       // (xs..) along the last dim
+  kSliceBackward = 52,  // (grad) ints [first]: grad in columns [first, first + cols), else 0
   kRowSum = 60, kRowMean, kLayerNorm,  // layer norm: (x, w or none, b or none, eps)
+  kLayerNormBackward = 63,  // (grad, x, mean, rstd, w or none) -> (grad x, grad * x_hat)
   kAccumulateProduct = 70,  // (a [B, K], g [B, N]) ints [acc, transposed]: acc += a^T g (or g^T a)
   kAccumulateColumnSum = 71,  // (g [B, N]) ints [acc]: acc[N] += sum over rows of g
 };

@@ -128,6 +128,19 @@ void StepRunner<T>::run_row_node(const Node& node) {
       }
       return;
     }
+    case Op::kSliceBackward: {
+      const Rows<T> out = views_[node.outs[0]];
+      for (int64_t b = 0; b < B_; ++b) {
+        std::fill(out.data + b * out.ld, out.data + b * out.ld + p_.cols[node.outs[0]], T(0));
+      }
+      copy_rows<T>(B_, p_.cols[node.ins[0]], in(0), out, node.ints.at(0));
+      return;
+    }
+    case Op::kLayerNormBackward:
+      layer_norm_backward_rows<T>(B_, p_.cols[node.ins[1]], in(0), in(1), in(2), in(3),
+                                  weight_data(node.ins[4]), views_[node.outs[0]],
+                                  views_[node.outs[1]]);
+      return;
     case Op::kRowSum:
     case Op::kRowMean: {
       const int64_t N = p_.cols[node.ins[0]];

@@ -6,10 +6,13 @@ Nodes over weights alone run once per backward in Python (``pre_nodes``)."""
 
 from typing import Dict, List, Optional, Tuple
 
-from .ir import Node, Program, Ref
-from .lower import _HANDLERS, Unsupported, _kwargs_default, _Lowering
+import torch
 
-TANH_BACKWARD, SIGMOID_BACKWARD, THRESHOLD_BACKWARD = 36, 37, 43
+from .ir import BATCH, Node, Program, Ref
+from .lower import _HANDLERS, COPY, NO_OPERAND, Unsupported, _kwargs_default, _Lowering
+
+TANH_BACKWARD, SIGMOID_BACKWARD, THRESHOLD_BACKWARD, HARDTANH_BACKWARD = 36, 37, 43, 44
+SLICE_BACKWARD, LAYER_NORM_BACKWARD = 52, 63
 ACCUMULATE_PRODUCT, ACCUMULATE_COLUMN_SUM = 70, 71
 
 
@@ -74,9 +77,18 @@ class _VjpLowering(_Lowering):
             _kwargs_default(node)
             code = TANH_BACKWARD if name == "tanh_backward" else SIGMOID_BACKWARD
             self._pointwise(code, node, node.args[:2])
-        elif name == "threshold_backward":
+        elif name in ("threshold_backward", "hardtanh_backward"):
             _kwargs_default(node)
-            self._pointwise(THRESHOLD_BACKWARD, node, node.args[:3])
+            code = THRESHOLD_BACKWARD if name == "threshold_backward" else HARDTANH_BACKWARD
+            self._pointwise(code, node, node.args)
+        elif name == "zeros" and node.args and list(node.args[0][:1]) == [BATCH]:
+            _kwargs_default(node, dtype=self.dtype, layout=torch.strided,
+                            device=torch.device("cpu"), pin_memory=False)
+            self._emit(COPY, [self._batch_slot(node.outs[0])], [self._immediate(0.0)])
+        elif name == "slice_backward":
+            self._slice_backward(node)
+        elif name == "native_layer_norm_backward":
+            self._layer_norm_backward(node)
         elif name == "t" and refs[0] in self.slots and self.cols[self.slots[refs[0]]] >= 0:
             self.transposed[node.outs[0]] = refs[0]
         elif name == "t" and refs[0] in self.terms:
@@ -98,6 +110,41 @@ class _VjpLowering(_Lowering):
             if handler is None:
                 raise Unsupported(node.op)
             handler(self, node, node.op.split(".")[2])
+
+    def _slice_backward(self, node: Node) -> None:
+        _kwargs_default(node)
+        g, _, dim, start, _, step = node.args
+        out = self._batch_slot(node.outs[0])
+        n, width = self.cols[out], self.cols[self._read(g.id)]
+        start = min(max(start + n if start < 0 else start, 0), n)
+        if dim not in (1, -1) or step != 1 or width < 0 or start + width > n:
+            raise Unsupported("a slice_backward other than a last-dim slice")
+        self._emit(SLICE_BACKWARD, [out], [self._read(g.id)], [start])
+
+    def _layer_norm_backward(self, node: Node) -> None:
+        """dx a batch value; the weight's and bias' gradients column sums of g * x_hat and g."""
+        _kwargs_default(node)
+        g, x, shape, mean, rstd, w, _, mask = node.args
+        gs, xs = self._read(g.id), self._read(x.id)
+        if len(shape) != 1 or self.cols[xs] != shape[0] or self.cols[gs] != shape[0]:
+            raise Unsupported("layer norm over several dimensions")
+        w_slot = NO_OPERAND
+        if w is not None:
+            w_slot = self._read(w.id)
+            if self.cols[w_slot] >= 0 or tuple(self.meta[w.id].shape) != (shape[0],):
+                raise Unsupported("layer norm with a batch-shaped weight")
+        dx = self._batch_slot(node.outs[0]) if mask[0] else self._anonymous_slot(shape[0])
+        g_xhat = self._anonymous_slot(shape[0])
+        self._emit(LAYER_NORM_BACKWARD, [dx, g_xhat],
+                   [gs, xs, self._read(mean.id), self._read(rstd.id), w_slot])
+        if mask[1]:
+            self.terms[node.outs[1]] = [("colsum", g_xhat)]
+        if mask[2]:
+            self.terms[node.outs[2]] = [("colsum", gs)]
+
+    def _anonymous_slot(self, cols: int) -> int:
+        self.cols.append(cols)
+        return len(self.cols) - 1
 
     def _accumulate(self, k: int, i: int) -> None:
         """Emits the terms of weight gradient i into accumulator k, of the weight's shape."""
