@@ -9,6 +9,9 @@
 namespace rnnfast::scan {
 namespace {
 
+// Weight-gradient products up to this many multiply-adds run as rank-one updates.
+constexpr int64_t kSmallAccumulateMacs = int64_t{1} << 16;
+
 bool is_product(Op op) { return op == Op::kMm || op == Op::kAddmm; }
 bool is_pointwise(Op op) { return op >= Op::kAdd && op < Op::kSplit; }
 
@@ -178,7 +181,21 @@ void StepRunner<T>::accumulate(const Node& node) {
     std::swap(a, g);
     std::swap(K, N);
   }
-  cpu::gemm<T>(K, N, B_, {a.data, a.ld, true}, {g.data, g.ld, false}, 1.f, acc, N);
+  if (B_ * K * N > kSmallAccumulateMacs) {
+    cpu::gemm<T>(K, N, B_, {a.data, a.ld, true}, {g.data, g.ld, false}, 1.f, acc, N);
+    return;
+  }
+  // Rank-one updates: a transposed operand sends small products down the GEMM's general
+  // path, which copies g into panels at every step.
+  for (int64_t b = 0; b < B_; ++b) {
+    const T* a_row = a.data + b * a.ld;
+    const T* g_row = g.data + b * g.ld;
+    for (int64_t k = 0; k < K; ++k) {
+      const T s = a_row[k];
+      T* acc_row = acc + k * N;
+      for (int64_t j = 0; j < N; ++j) acc_row[j] += s * g_row[j];
+    }
+  }
 }
 
 template class StepRunner<float>;
