@@ -1,6 +1,8 @@
-"""The C++ engine (csrc/scan/) as the runner of the loop part's forward: the program lowered
-once per traced step (lower.py), run over all steps without Python where the tensors allow
-(CPU, float32 or float64, a batch of at least one); otherwise the Python runner runs it."""
+"""The C++ engine (csrc/scan/) as the runner of the loop part: its forward lowered once per
+traced step (lower.py), its backward (the step's traced vjp, lower_vjp.py) once on the first
+backward, each run over all steps without Python where the tensors allow (CPU, float32 or
+float64, a batch of at least one); otherwise, or where the lowering meets an op it has no
+opcode for, the Python runner runs it."""
 
 from typing import List, Optional
 
