@@ -37,22 +37,22 @@ StepRunner<T>::StepRunner(const Program& p, int64_t B, const std::vector<at::Ten
     }
   }
   at::Tensor arena = at::empty({total}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>()));
-  keep_.push_back(arena);
+  arena_ = arena;
   for (size_t s = 0; s < offset.size(); ++s) {
     if (offset[s] >= 0) views_[s] = {arena.data_ptr<T>() + offset[s], p.cols[s]};
   }
   for (size_t k = 0; k < p.nodes.size(); ++k) {
     const Node& node = p.nodes[k];
     if (!is_product(node.op)) continue;
-    const at::Tensor& w = weights[std::find(p.weights.begin(), p.weights.end(), node.ins.back()) -
-                                  p.weights.begin()];
-    TORCH_CHECK(w.dim() == 2, "scan engine: a product's weight must be 2-D; got ", w.dim(), "-D");
-    // Row-major, so that small products take the small-GEMM path rather than copying a
-    // transposed weight into panels at every step (a copy per call instead).
-    const at::Tensor row_major = w.contiguous();
-    keep_.push_back(row_major);
-    const cpu::MatrixRef<T> ref{row_major.const_data_ptr<T>(), std::max<int64_t>(w.size(1), 1),
-                                false};
+    const int64_t a = node.ins.at(node.ins.size() - 2), w_slot = node.ins.back();
+    TORCH_CHECK(a >= 0 && p.cols[a] >= 0 && w_slot >= 0 && p.cols[w_slot] < 0,
+                "scan engine: a product must multiply a batch value by a weight");
+    // Row-major (weight_ holds them contiguous), so that small products take the small-GEMM
+    // path rather than copying a transposed weight into panels at every step.
+    const at::Tensor& w = weight_[w_slot];
+    TORCH_CHECK(w.dim() == 2 && w.size(0) == p.cols[a], "scan engine: a product's weight must "
+                "be [", p.cols[a], ", N]; got ", w.sizes());
+    const cpu::MatrixRef<T> ref{w.const_data_ptr<T>(), std::max<int64_t>(w.size(1), 1), false};
     products_[k] = std::make_unique<cpu::PackedMatrix<T>>(B, w.size(1), w.size(0), ref, steps);
   }
 }

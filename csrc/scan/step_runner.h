@@ -42,7 +42,7 @@ class StepRunner {
   std::vector<T> immediates_;            // the program's scalars in T
   std::vector<T*> accumulators_;         // per accumulator
   std::vector<std::unique_ptr<cpu::PackedMatrix<T>>> products_;  // per node, for products
-  std::vector<at::Tensor> keep_;         // arena and copies the products' views point into
+  at::Tensor arena_;                     // the buffer that the written slots' rows point into
 };
 
 }  // namespace rnnfast::scan
