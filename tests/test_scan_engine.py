@@ -185,3 +185,16 @@ def make_hardtanh_rnn(I, H, dtype):  # noqa: E741 (I, H as in scan_cells)
         return h, h * 1
     return (step, lambda B: torch.randn(B, H, dtype=dtype, requires_grad=True),
             lambda T, B: torch.randn(T, B, I, dtype=dtype, requires_grad=True), [W, U])
+
+
+def test_vmap_keeps_the_python_runner():
+    """functorch's wrapped tensors have no memory the engine could read."""
+    W = torch.randn(3, 3, dtype=DT)
+
+    def step(h, x):
+        h = torch.tanh(x + h @ W)
+        return h, h.clone()
+    h0, xs = torch.randn(5, 2, 3, dtype=DT), torch.randn(4, 2, 3, dtype=DT)
+    got = torch.vmap(lambda h: rnnfast.scan(step, h, xs)[0])(h0)
+    want = torch.stack([rnnfast.scan(step, h, xs)[0] for h in h0])
+    torch.testing.assert_close(got, want, **TIGHT)

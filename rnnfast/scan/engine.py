@@ -7,6 +7,8 @@ opcode for, the Python runner runs it."""
 from typing import List, Optional
 
 from torch import Tensor
+from torch._C._functorch import is_functorch_wrapped_tensor
+from torch.overrides import has_torch_function
 
 from .interpret import run_nodes
 from .lower import lower_loop
@@ -58,9 +60,13 @@ class LoopEngine:
         return list(final), list(boundary), (list(states) if keep_states else None)
 
     def _runs(self, carry: List[Tensor], tensors: List[Tensor]) -> bool:
+        """Whether the engine can read these tensors' memory: plain CPU tensors of one dtype
+        (not functorch's wrappers under vmap, nor subclasses with their own dispatch)."""
         dtype = carry[0].dtype
         return (self.engine is not None and _state["enabled"] and carry[0].shape[0] > 0 and
-                all(t.device.type == "cpu" and t.dtype == dtype for t in tensors))
+                all(t.device.type == "cpu" and t.dtype == dtype and
+                    not is_functorch_wrapped_tensor(t) for t in tensors) and
+                not has_torch_function(tensors))
 
     def backward(self, step, states, seqs, weights, g_carry, g_bound, mask, reverse, T):
         """Recurrence.backward's gradients (carry, sequences, weights) from the engine, or None
