@@ -198,3 +198,19 @@ def test_vmap_keeps_the_python_runner():
     got = torch.vmap(lambda h: rnnfast.scan(step, h, xs)[0])(h0)
     want = torch.stack([rnnfast.scan(step, h, xs)[0] for h in h0])
     torch.testing.assert_close(got, want, **TIGHT)
+
+
+def test_cpu_autocast_keeps_the_python_runner():
+    """Under autocast the step's products run in bfloat16, which the engine does not do."""
+    torch.manual_seed(5)
+    step, init, xs, _ = scan_cells.make_peephole_lstm(4, 8, torch.float32)
+    h0, x = init(3), xs(6, 3)
+    runs = engine_runs()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = rnnfast.scan(step, h0, x)
+        with engine(False):
+            want = rnnfast.scan(step, h0, x)
+    assert engine_runs() == runs
+    for a, b in zip(pytree.tree_leaves(got), pytree.tree_leaves(want)):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b)

@@ -6,6 +6,7 @@ opcode for, the Python runner runs it."""
 
 from typing import List, Optional
 
+import torch
 from torch import Tensor
 from torch._C._functorch import is_functorch_wrapped_tensor
 from torch.overrides import has_torch_function
@@ -61,9 +62,11 @@ class LoopEngine:
 
     def _runs(self, carry: List[Tensor], tensors: List[Tensor]) -> bool:
         """Whether the engine can read these tensors' memory: plain CPU tensors of one dtype
-        (not functorch's wrappers under vmap, nor subclasses with their own dispatch)."""
+        (not functorch's wrappers under vmap, nor subclasses with their own dispatch), and
+        runs what the ATen ops would (not under CPU autocast, which changes their dtypes)."""
         dtype = carry[0].dtype
         return (self.engine is not None and _state["enabled"] and carry[0].shape[0] > 0 and
+                not torch.is_autocast_enabled("cpu") and
                 all(t.device.type == "cpu" and t.dtype == dtype and
                     not is_functorch_wrapped_tensor(t) for t in tensors) and
                 not has_torch_function(tensors))
