@@ -178,9 +178,14 @@ def _product(low: _Lowering, node: Node, _overload) -> None:
         low._emit(ADDMM, [out], [low._operand(node.args[0], low.cols[out]), a, low._read(w.id)])
 
 
-def _binary(low: _Lowering, node: Node, _overload) -> None:
+def _binary(low: _Lowering, node: Node, overload) -> None:
     name = node.op.split(".")[1]
-    _kwargs_default(node, alpha=1) if name in ("add", "sub") else _kwargs_default(node)
+    if overload not in ("Tensor", "Scalar", "default") or len(node.args) != 2:
+        raise Unsupported(node.op)  # div's rounding modes, out= overloads
+    if name in ("add", "sub"):
+        _kwargs_default(node, alpha=1)
+    else:
+        _kwargs_default(node)
     low._pointwise(BINARY[name], node, node.args[:2])
 
 
@@ -193,6 +198,8 @@ def _rsub(low: _Lowering, node: Node, _overload) -> None:
 
 def _unary(low: _Lowering, node: Node, _overload) -> None:
     name = node.op.split(".")[1]
+    if len(node.args) != 1:
+        raise Unsupported(node.op)
     if name == "_to_copy":
         _kwargs_default(node, dtype=low.dtype, layout=torch.strided, device=torch.device("cpu"))
     elif name == "clone":
