@@ -119,10 +119,14 @@ def every_opcode_step(h, x):
 
 def codes_opcodes(codes):
     """The opcodes of a lowered program (csrc/scan/scan_program.h's layout)."""
+    return set(codes_opcode_list(codes))
+
+
+def codes_opcode_list(codes):
     n_slots, counts, n_nodes, n_acc = codes[2], codes[3:8], codes[8], codes[9]
-    pos, found = 10 + n_slots + sum(counts) + 2 * n_acc, set()
+    pos, found = 10 + n_slots + sum(counts) + 2 * n_acc, []
     for _ in range(n_nodes):
-        found.add(codes[pos])
+        found.append(codes[pos])
         pos += 1
         for _ in range(3):  # outs, ins, ints
             pos += 1 + codes[pos]
@@ -169,7 +173,8 @@ def test_backward_opcodes_are_covered():
         step, init, xs, params = make(3, 4, DT)
         assert_engine_matches_runner(step, init(2), xs(3, 2), params)
         engine_of = list(cache._entries.values())[-1].loop.engine
-        found |= codes_opcodes(engine_of.backward_program.codes)
+        for program, _ in engine_of.backward_programs.values():
+            found |= codes_opcodes(program.codes)
     assert {lower_vjp.TANH_BACKWARD, lower_vjp.SIGMOID_BACKWARD, lower_vjp.THRESHOLD_BACKWARD,
             lower_vjp.HARDTANH_BACKWARD, lower_vjp.SLICE_BACKWARD, lower_vjp.LAYER_NORM_BACKWARD,
             lower_vjp.ACCUMULATE_PRODUCT, lower_vjp.ACCUMULATE_COLUMN_SUM} <= found
@@ -236,3 +241,22 @@ def test_engine_rejects_bad_programs_and_inputs():
         engine_of.forward([h], [], weights, None, 3, False, False)
     final, _, _, _ = engine_of.forward([h], [seq], weights, None, 3, False, False)
     assert final[0].shape == (2, 4)
+
+
+@pytest.mark.parametrize("make", [scan_cells.make_nndl_srn, scan_cells.make_peephole_lstm,
+                                  scan_cells.make_mlstm], ids=lambda m: m.__name__[5:])
+def test_backward_reads_the_forward_products(make):
+    """Under autograd the forward keeps its products per step; the backward reads them rather
+    than multiplying again (one product fewer per kept one), with the same gradients."""
+    torch.manual_seed(7)
+    step, init, xs, params = make(3, 4, DT)
+    assert_engine_matches_runner(step, init(2), xs(3, 2), params)
+    loop_engine = list(cache._entries.values())[-1].loop.engine
+    assert loop_engine.kept_ids
+    kept_program, _ = loop_engine.backward_programs[True]
+    step_of = list(cache._entries.values())[-1].loop
+    plain = lower_vjp.lower_vjp(step_of.vjp_program, step_of.n_carry,
+                                len(step_of.split.loop_seq_in))
+    products = [codes_opcode_list(p.codes).count(lower.MM) + codes_opcode_list(p.codes).count(
+        lower.ADDMM) for p in (plain, kept_program)]
+    assert products[1] == products[0] - len(loop_engine.kept_ids)

@@ -12,8 +12,8 @@ from torch._C._functorch import is_functorch_wrapped_tensor
 from torch.overrides import has_torch_function
 
 from .interpret import run_nodes
-from .lower import lower_loop
-from .lower_vjp import lower_vjp
+from .lower import lower_loop, product_ids
+from .lower_vjp import KeptProducts, lower_vjp
 
 _state = {"enabled": True, "runs": 0, "backward_runs": 0}
 
@@ -37,12 +37,15 @@ def set_engine_enabled(enabled: bool) -> bool:
 
 class LoopEngine:
     """The loop part of a split step lowered for the C++ engine, or unusable (``engine`` None)
-    where the lowering found something it has no opcode for."""
+    where the lowering found something it has no opcode for. Under autograd the forward also
+    keeps the loop's products per step, which the backward reads instead of multiplying
+    again."""
 
     def __init__(self, split):
-        self.engine = None
-        self.backward_program = self.backward_engine = None
-        self.backward_lowered = False
+        self.split = split
+        self.engine = self.keeping_engine = None
+        self.kept_ids = product_ids(split)
+        self.backward_programs = {}  # by whether the products were kept: (program, engine)
         lowered = lower_loop(split)
         if lowered is None:
             return
@@ -54,11 +57,20 @@ class LoopEngine:
         """forward_loop's result from the engine, or None where it cannot run these tensors."""
         if not self._runs(carry, [*carry, *seqs, *weights]):
             return None
-        final, boundary, states, _ = self.engine.forward(
+        engine = self.engine
+        if keep_states and self.kept_ids:
+            if self.keeping_engine is None:
+                from .. import _C
+                self.keeping_engine = _C.ScanEngine(*lower_loop(self.split, self.kept_ids))
+            engine = self.keeping_engine
+        final, boundary, states, _ = engine.forward(
             [c.detach() for c in carry], [s.detach() for s in seqs],
             [w.detach() for w in weights], mask, T, reverse, keep_states)
         _state["runs"] += 1
-        return list(final), list(boundary), (list(states) if keep_states else None)
+        n_boundary = len(self.split.boundary)
+        kept = list(boundary[n_boundary:]) if keep_states else []
+        return (list(final), list(boundary[:n_boundary]), (list(states) if keep_states else None),
+                kept)
 
     def _runs(self, carry: List[Tensor], tensors: List[Tensor]) -> bool:
         """Whether the engine can read these tensors' memory: plain CPU tensors of one dtype
@@ -71,31 +83,41 @@ class LoopEngine:
                     not is_functorch_wrapped_tensor(t) for t in tensors) and
                 not has_torch_function(tensors))
 
-    def backward(self, step, states, seqs, weights, g_carry, g_bound, mask, reverse, T):
+    def backward(self, step, states, seqs, weights, kept, g_carry, g_bound, mask, reverse, T):
         """Recurrence.backward's gradients (carry, sequences, weights) from the engine, or None
-        where it cannot run them (the Python backward runs them then)."""
+        where it cannot run them (the Python backward runs them then). ``kept``: the
+        forward's products per step, or none."""
         dtype = states[0].dtype
         g_carry = [g.to(dtype) for g in g_carry]
-        if not self._runs(g_carry, [*states, *seqs, *weights, *g_carry, *g_bound]):
+        if not self._runs(g_carry, [*states, *seqs, *weights, *g_carry, *g_bound, *kept]):
             return None
         primals = [s[0] for s in states] + [s[0] for s in seqs] + list(weights)
         prog = step.traced_vjp(primals, g_carry + [g[0] for g in g_bound])
-        if not self.backward_lowered:
-            self.backward_lowered = True
-            if step.all_differentiable():
-                self.backward_program = lower_vjp(prog, len(states), len(seqs))
-            if self.backward_program is not None:
-                from .. import _C
-                self.backward_engine = _C.ScanEngine(self.backward_program.codes,
-                                                     self.backward_program.scalars)
-        if self.backward_engine is None:
+        key = bool(kept)
+        if key not in self.backward_programs:
+            self.backward_programs[key] = self._lower_backward(step, prog, len(seqs), key)
+        if self.backward_programs[key] is None:
             return None
-        lowered = self.backward_program
+        lowered, engine = self.backward_programs[key]
         env = dict(zip(prog.carry_in[len(states) + len(seqs):], weights))
         env.update(prog.constants)
         run_nodes(lowered.pre_nodes, env, g_carry[0].shape[0])
-        g_first, g_seqs, _, g_weights = self.backward_engine.forward(
-            g_carry, [*states, *seqs, *[g.detach() for g in g_bound]],
+        g_first, g_seqs, _, g_weights = engine.forward(
+            g_carry, [*states, *seqs, *[g.detach() for g in g_bound], *kept],
             [env[i] for i in lowered.weight_ids], mask, T, not reverse, False, True)
         _state["backward_runs"] += 1
         return (*g_first, *g_seqs, *g_weights)
+
+    def _lower_backward(self, step, prog, n_seq: int, kept: bool):
+        if not step.all_differentiable():
+            return None
+        forward = None
+        if kept:
+            meta = self.split.prog.meta
+            forward = KeptProducts(step.inputs, self.split.loop_nodes, self.kept_ids,
+                                   [meta[i].shape[1] for i in self.kept_ids])
+        lowered = lower_vjp(prog, step.n_carry, n_seq, forward)
+        if lowered is None:
+            return None
+        from .. import _C
+        return lowered, _C.ScanEngine(lowered.codes, lowered.scalars)

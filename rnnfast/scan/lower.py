@@ -4,7 +4,7 @@
 None, and the Python runner runs it."""
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -28,12 +28,20 @@ class Unsupported(Exception):
     """The engine has no opcode for this node or value."""
 
 
-def lower_loop(split: SplitStep) -> Optional[Tuple[List[int], List[float]]]:
-    """(codes, scalars) of the loop part, or None where the engine cannot run it."""
+def lower_loop(split: SplitStep, kept: Sequence[int] = ()
+               ) -> Optional[Tuple[List[int], List[float]]]:
+    """(codes, scalars) of the loop part, or None where the engine cannot run it. The values
+    ``kept`` are written out per step after the boundary (for the backward)."""
     try:
-        return _LoopLowering(split).codes()
+        return _LoopLowering(split, list(kept)).codes()
     except Unsupported:
         return None
+
+
+def product_ids(split: SplitStep) -> List[int]:
+    """The loop's products by weights: what the forward keeps so the backward need not
+    multiply again."""
+    return [n.outs[0] for n in split.loop_nodes if n.op.split(".")[1] in ("mm", "addmm")]
 
 
 class _Lowering:
@@ -131,10 +139,10 @@ class _Lowering:
 
 
 class _LoopLowering(_Lowering):
-    def __init__(self, split: SplitStep):
+    def __init__(self, split: SplitStep, kept: List[int]):
         prog = split.prog
         super().__init__(prog.meta, prog.meta[prog.carry_in[0]].dtype)
-        self.split = split
+        self.split, self.kept = split, kept
         for i in prog.carry_in + split.loop_seq_in:
             self._batch_slot(i)
         for i in split.loop_weights_in:
@@ -145,7 +153,7 @@ class _LoopLowering(_Lowering):
             self._node(node)
         prog, split = self.split.prog, self.split
         return self.program(prog.carry_in, split.loop_seq_in, split.loop_weights_in,
-                            prog.carry_out, split.boundary)
+                            prog.carry_out, split.boundary + self.kept)
 
 
 def _kwargs_default(node: Node, **defaults) -> None:

@@ -4,7 +4,7 @@ boundary cotangents its per-step inputs, the sequences' gradients its per-step o
 the weights' gradients (a^T g products, column sums of g) accumulators summed over the steps.
 Nodes over weights alone run once per backward in Python (``pre_nodes``)."""
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -16,6 +16,15 @@ SLICE_BACKWARD, LAYER_NORM_BACKWARD = 52, 63
 ACCUMULATE_PRODUCT, ACCUMULATE_COLUMN_SUM = 70, 71
 
 
+class KeptProducts(NamedTuple):
+    """The forward's products kept per step: the loop step's inputs and nodes (to find them in
+    the vjp's recomputation of the forward), their ids and column counts."""
+    inputs: List[int]
+    loop_nodes: List[Node]
+    ids: List[int]
+    cols: List[int]
+
+
 class BackwardProgram:
     """codes and scalars for the engine; ``pre_nodes`` to run over the weights first, and the
     ids of the weight values the engine reads (``weight_ids``)."""
@@ -25,17 +34,20 @@ class BackwardProgram:
         self.pre_nodes, self.weight_ids = pre_nodes, weight_ids
 
 
-def lower_vjp(prog: Program, n_carry: int, n_seq: int) -> Optional[BackwardProgram]:
+def lower_vjp(prog: Program, n_carry: int, n_seq: int,
+              kept: Optional[KeptProducts] = None) -> Optional[BackwardProgram]:
+    """The backward program, or None where it has an op outside the engine's table. With
+    ``kept``, its products that recompute one of the forward's read it per step instead."""
     try:
-        return _VjpLowering(prog, n_carry, n_seq).lower()
+        return _VjpLowering(prog, n_carry, n_seq, kept).lower()
     except Unsupported:
         return None
 
 
 class _VjpLowering(_Lowering):
-    def __init__(self, prog: Program, n_carry: int, n_seq: int):
+    def __init__(self, prog: Program, n_carry: int, n_seq: int, kept: Optional[KeptProducts]):
         super().__init__(prog.meta, prog.meta[prog.carry_in[0]].dtype)
-        self.prog, self.n_carry, self.n_seq = prog, n_carry, n_seq
+        self.prog, self.n_carry, self.n_seq, self.kept = prog, n_carry, n_seq, kept
         n_primal = len(prog.carry_in)
         if len(prog.carry_out) != n_primal or len(prog.x_in) < n_carry:
             raise Unsupported("a primal without a gradient")
@@ -59,16 +71,38 @@ class _VjpLowering(_Lowering):
         primal_rows = prog.carry_in[:n_carry + n_seq]
         for i in cot_carry + primal_rows + per_step_cot:
             self._batch_slot(i)
+        kept_keys, replaced = self._kept_slots()
         for i in weight_ids:
             self._weight_slot(i)
         for node in step:
-            self._vjp_node(node)
+            if node.outs[0] not in replaced:
+                self._vjp_node(node)
         for k, i in enumerate(prog.carry_out[n_carry + n_seq:]):
             self._accumulate(k, i)
-        codes, scalars = self.program(cot_carry, primal_rows + per_step_cot, weight_ids,
+        codes, scalars = self.program(cot_carry, primal_rows + per_step_cot + kept_keys,
+                                      weight_ids,
                                       prog.carry_out[:n_carry],
                                       prog.carry_out[n_carry:n_carry + n_seq])
         return BackwardProgram(codes, scalars, pre, weight_ids)
+
+    def _kept_slots(self):
+        """Slots of the kept products (keys ("kept", k)), and the vjp's products that
+        recompute them, mapped onto those slots."""
+        if self.kept is None:
+            return [], set()
+        keys = []
+        for k, cols in enumerate(self.kept.cols):
+            keys.append(("kept", k))
+            self.slots[keys[-1]] = len(self.cols)
+            self.cols.append(cols)
+        position = {i: k for k, i in enumerate(self.kept.ids)}
+        replaced = set()
+        for vjp_id, forward_id in _recomputed(self.prog, self.kept).items():
+            if forward_id in position and self.meta[vjp_id].shape[-1] == \
+                    self.kept.cols[position[forward_id]]:
+                self.slots[vjp_id] = self.slots[("kept", position[forward_id])]
+                replaced.add(vjp_id)
+        return keys, replaced
 
     def _vjp_node(self, node: Node) -> None:
         name = node.op.split(".")[1]
@@ -177,3 +211,39 @@ def _over_batch(node: Node) -> bool:
     dims = node.args[1] if len(node.args) > 1 else None
     return isinstance(dims, (list, tuple)) and list(dims) == [0] and \
         not isinstance(node.args[0], (list, tuple)) and isinstance(node.args[0], Ref)
+
+
+def _recomputed(prog: Program, kept: KeptProducts) -> Dict[int, int]:
+    """The vjp's products that repeat one of the forward loop's nodes (same op on the same
+    values), by vjp id: the forward's id."""
+    same = dict(zip(prog.carry_in, kept.inputs))  # vjp id -> forward id
+    forward = {}
+    for node in kept.loop_nodes:
+        forward.setdefault(_node_key(node, lambda i: i), node)
+    products = {}
+    for node in prog.nodes:
+        key = _node_key(node, same.get)
+        match = forward.get(key) if key is not None else None
+        if match is None or len(match.outs) != len(node.outs):
+            continue
+        same.update(zip(node.outs, match.outs))
+        if node.op.split(".")[1] in ("mm", "addmm"):
+            products[node.outs[0]] = match.outs[0]
+    return products
+
+
+def _node_key(node: Node, lookup):
+    """A node's op and arguments with its values named through lookup (None if one is not)."""
+    def arg(a):
+        if isinstance(a, Ref):
+            found = lookup(a.id)
+            if found is None:
+                raise KeyError(a.id)
+            return ("ref", found)
+        if isinstance(a, (list, tuple)):
+            return tuple(arg(e) for e in a)
+        return repr(a)
+    try:
+        return node.op, arg(node.args), tuple(sorted((k, arg(v)) for k, v in node.kwargs.items()))
+    except KeyError:
+        return None
