@@ -80,9 +80,10 @@ def extension():
     openmp = openmp_flags()
     cxx_flags += openmp
     # Every backend's sources but the CUDA kernels: the schemas, the dispatch-key kernels, the
-    # composite ATen path, the CPU engine, and the CUDA engine's host build (for the tests).
-    common = [path for folder in ("", "dispatch/", "composite/", "python/", "cpu/", "cuda/on_host/")
-              for path in sources(f"csrc/{folder}*.cpp")]
+    # composite ATen path, the CPU engine, the CUDA engine's host build (for the tests), and
+    # rnnfast.scan's loop engine.
+    folders = ("", "dispatch/", "composite/", "python/", "cpu/", "cuda/on_host/", "scan/")
+    common = [path for folder in folders for path in sources(f"csrc/{folder}*.cpp")]
 
     cuda_sources = sources("csrc/cuda/*.cu") + sources("csrc/cuda/*.cpp")
     use_cuda = bool(cuda_sources) and (

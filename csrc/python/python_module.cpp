@@ -12,6 +12,7 @@
 #include "../cell_registry.h"
 #include "../cpu/scratch_pool.h"
 #include "../op_handles.h"
+#include "scan_engine_bindings.h"
 #include "testing_module.h"
 
 namespace {
@@ -108,6 +109,7 @@ pybind11::dict cells() {
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
+  rnnfast::bind_scan_engine(m);
   m.def("recurrent_forward", &recurrent_forward,
         "rnnfast::recurrent_forward, called directly (eager mode only)");
   m.def("recurrent_layers", &recurrent_layers,

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from .engine import LoopEngine
 from .interpret import run_nodes
 from .ir import Program
 from .split import SplitStep
@@ -23,6 +24,7 @@ class LoopStep:
         self.inputs = list(prog.carry_in) + split.loop_seq_in + split.loop_weights_in
         self.outputs = list(prog.carry_out) + split.boundary
         self.n_carry = len(prog.carry_in)
+        self.engine = LoopEngine(split)  # the C++ runner of the forward loop, where it can
         self.vjp_program: Optional[Program] = None
         self._vjp_diff: List[bool] = []
 
@@ -32,12 +34,20 @@ class LoopStep:
         outs = [env[i] for i in self.outputs]
         return outs[:self.n_carry], outs[self.n_carry:]
 
+    def traced_vjp(self, primals: List[Tensor], cotangents: List[Tensor]) -> Program:
+        """The vjp program, traced on first use at these inputs' shapes and dtypes."""
+        if self.vjp_program is None:
+            self.vjp_program = self._trace_vjp(primals, cotangents)
+        return self.vjp_program
+
+    def all_differentiable(self) -> bool:
+        """Whether the traced vjp gives a gradient for every input."""
+        return all(self._vjp_diff)
+
     def vjp(self, primals: List[Tensor], cotangents: List[Tensor]) -> List[Optional[Tensor]]:
         """Gradients of the step's inputs (carry, seq_t, weights; None where not floating)
         for cotangents of its floating outputs."""
-        if self.vjp_program is None:
-            self.vjp_program = self._trace_vjp(primals, cotangents)
-        prog = self.vjp_program
+        prog = self.traced_vjp(primals, cotangents)
         env = dict(zip(prog.carry_in + prog.x_in, [*primals, *cotangents]))
         env.update(prog.constants)
         run_nodes(prog.nodes, env, primals[0].shape[0])

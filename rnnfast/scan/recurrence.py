@@ -18,7 +18,12 @@ def _row_mask(mask_t: Tensor, like: Tensor) -> Tensor:
 def forward_loop(step: LoopStep, carry: List[Tensor], seqs: List[Tensor], weights: List[Tensor],
                  T: int, mask: Optional[Tensor], reverse: bool, keep_states: bool):
     """Runs T steps (from the last if reverse). Rows whose mask[t] is false keep their carry.
-    Returns (final carry, boundary values [T, B, ...], the carry before each step or None)."""
+    Returns (final carry, boundary values [T, B, ...], the carry before each step or None,
+    values kept for the backward [T, B, ...]: the C++ engine's products, else none).
+    The C++ engine runs it where it can; else each step runs its ATen ops from Python."""
+    ran = step.engine.forward(carry, seqs, weights, T, mask, reverse, keep_states)
+    if ran is not None:
+        return ran
     order = range(T - 1, -1, -1) if reverse else range(T)
     states = [[None] * T for _ in carry] if keep_states else None
     boundary = None
@@ -35,7 +40,7 @@ def forward_loop(step: LoopStep, carry: List[Tensor], seqs: List[Tensor], weight
         for out, b in zip(boundary, bound):
             out[t] = b
     stacked = [torch.stack(s) for s in states] if keep_states else None
-    return carry, boundary or [], stacked
+    return carry, boundary or [], stacked, []
 
 
 class Recurrence(torch.autograd.Function):
@@ -46,11 +51,11 @@ class Recurrence(torch.autograd.Function):
         carry = list(tensors[:n_carry])
         seqs = list(tensors[n_carry:n_carry + n_seq])
         weights = list(tensors[n_carry + n_seq:])
-        final, boundary, states = forward_loop(step, carry, seqs, weights, T, mask, reverse,
-                                               keep_states=True)
+        final, boundary, states, products = forward_loop(step, carry, seqs, weights, T, mask,
+                                                         reverse, keep_states=True)
         ctx.step, ctx.mask, ctx.reverse, ctx.T = step, mask, reverse, T
-        ctx.counts = (n_carry, n_seq)
-        ctx.save_for_backward(*states, *seqs, *weights)
+        ctx.counts = (n_carry, n_seq, len(products))
+        ctx.save_for_backward(*states, *seqs, *weights, *products)
         originals = {id(t) for t in tensors}
         final = [f.clone() if id(f) in originals else f for f in final]
         return (*final, *boundary)
@@ -58,14 +63,19 @@ class Recurrence(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads):
-        n_carry, n_seq = ctx.counts
+        n_carry, n_seq, n_products = ctx.counts
         saved = ctx.saved_tensors
-        states, seqs, weights = saved[:n_carry], saved[n_carry:n_carry + n_seq], \
-            saved[n_carry + n_seq:]
+        states, seqs = saved[:n_carry], saved[n_carry:n_carry + n_seq]
+        weights = saved[n_carry + n_seq:len(saved) - n_products]
+        products = saved[len(saved) - n_products:]
         finals = [s[0] for s in states]
         g_carry = [g if g is not None else torch.zeros_like(f, dtype=torch.float32)
                    for g, f in zip(grads[:n_carry], finals)]
         g_bound = list(grads[n_carry:])
+        ran = ctx.step.engine.backward(ctx.step, states, seqs, weights, products, g_carry,
+                                       g_bound, ctx.mask, ctx.reverse, ctx.T)
+        if ran is not None:
+            return (None,) * 6 + ran
         g_seqs = [torch.zeros_like(s) if s.is_floating_point() else None for s in seqs]
         g_weights = [torch.zeros_like(w) if w.is_floating_point() else None for w in weights]
         step, mask, T = ctx.step, ctx.mask, ctx.T

@@ -47,8 +47,8 @@ def run_plan(plan: StepPlan, init: List[Tensor], xs: List[Tensor], weights: List
         outs = Recurrence.apply(plan.loop, mask, reverse, T, len(init), len(seqs), *tensors)
         final, boundary = list(outs[:len(init)]), list(outs[len(init):])
     else:
-        final, boundary, _ = forward_loop(plan.loop, list(init), seqs, loop_weights, T, mask,
-                                          reverse, keep_states=False)
+        final, boundary, _, _ = forward_loop(plan.loop, list(init), seqs, loop_weights, T,
+                                             mask, reverse, keep_states=False)
     env.update((i, _rows(b, T, B)) for i, b in zip(split.boundary, boundary))
     run_nodes(split.output_nodes, env, T * B)
     ys = [env[i].reshape(T, B, *env[i].shape[1:]) for i in prog.y_out]

@@ -1,0 +1,123 @@
+"""The C++ engine (csrc/scan/) as the runner of the loop part: its forward lowered once per
+traced step (lower.py), its backward (the step's traced vjp, lower_vjp.py) once on the first
+backward, each run over all steps without Python where the tensors allow (CPU, float32 or
+float64, a batch of at least one); otherwise, or where the lowering meets an op it has no
+opcode for, the Python runner runs it."""
+
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+from torch._C._functorch import is_functorch_wrapped_tensor
+from torch.overrides import has_torch_function
+
+from .interpret import run_nodes
+from .lower import lower_loop, product_ids
+from .lower_vjp import KeptProducts, lower_vjp
+
+_state = {"enabled": True, "runs": 0, "backward_runs": 0}
+
+
+def engine_runs() -> int:
+    """How many forward loops the C++ engine has run since the process started (for tests)."""
+    return _state["runs"]
+
+
+def engine_backward_runs() -> int:
+    """How many backward loops the C++ engine has run since the process started."""
+    return _state["backward_runs"]
+
+
+def set_engine_enabled(enabled: bool) -> bool:
+    """Turns the C++ engine on or off (off: every loop runs in Python); returns the old
+    setting."""
+    old, _state["enabled"] = _state["enabled"], bool(enabled)
+    return old
+
+
+class LoopEngine:
+    """The loop part of a split step lowered for the C++ engine, or unusable (``engine`` None)
+    where the lowering found something it has no opcode for. Under autograd the forward also
+    keeps the loop's products per step, which the backward reads instead of multiplying
+    again."""
+
+    def __init__(self, split):
+        self.split = split
+        self.engine = self.keeping_engine = None
+        self.kept_ids = product_ids(split)
+        self.backward_programs = {}  # by whether the products were kept: (program, engine)
+        lowered = lower_loop(split)
+        if lowered is None:
+            return
+        from .. import _C
+        self.engine = _C.ScanEngine(*lowered)
+
+    def forward(self, carry: List[Tensor], seqs: List[Tensor], weights: List[Tensor], T: int,
+                mask: Optional[Tensor], reverse: bool, keep_states: bool):
+        """forward_loop's result from the engine, or None where it cannot run these tensors."""
+        if not self._runs(carry, [*carry, *seqs, *weights]):
+            return None
+        engine = self.engine
+        if keep_states and self.kept_ids:
+            if self.keeping_engine is None:
+                from .. import _C
+                self.keeping_engine = _C.ScanEngine(*lower_loop(self.split, self.kept_ids))
+            engine = self.keeping_engine
+        final, boundary, states, _ = engine.forward(
+            [c.detach() for c in carry], [s.detach() for s in seqs],
+            [w.detach() for w in weights], mask, T, reverse, keep_states)
+        _state["runs"] += 1
+        n_boundary = len(self.split.boundary)
+        kept = list(boundary[n_boundary:]) if keep_states else []
+        return (list(final), list(boundary[:n_boundary]), (list(states) if keep_states else None),
+                kept)
+
+    def _runs(self, carry: List[Tensor], tensors: List[Tensor]) -> bool:
+        """Whether the engine can read these tensors' memory: plain CPU tensors of one dtype
+        (not functorch's wrappers under vmap, nor subclasses with their own dispatch), and
+        runs what the ATen ops would (not under CPU autocast, which changes their dtypes)."""
+        dtype = carry[0].dtype
+        return (self.engine is not None and _state["enabled"] and carry[0].shape[0] > 0 and
+                not torch.is_autocast_enabled("cpu") and
+                all(t.device.type == "cpu" and t.dtype == dtype and
+                    not is_functorch_wrapped_tensor(t) for t in tensors) and
+                not has_torch_function(tensors))
+
+    def backward(self, step, states, seqs, weights, kept, g_carry, g_bound, mask, reverse, T):
+        """Recurrence.backward's gradients (carry, sequences, weights) from the engine, or None
+        where it cannot run them (the Python backward runs them then). ``kept``: the
+        forward's products per step, or none."""
+        dtype = states[0].dtype
+        g_carry = [g.to(dtype) for g in g_carry]
+        if not self._runs(g_carry, [*states, *seqs, *weights, *g_carry, *g_bound, *kept]):
+            return None
+        primals = [s[0] for s in states] + [s[0] for s in seqs] + list(weights)
+        prog = step.traced_vjp(primals, g_carry + [g[0] for g in g_bound])
+        key = bool(kept)
+        if key not in self.backward_programs:
+            self.backward_programs[key] = self._lower_backward(step, prog, len(seqs), key)
+        if self.backward_programs[key] is None:
+            return None
+        lowered, engine = self.backward_programs[key]
+        env = dict(zip(prog.carry_in[len(states) + len(seqs):], weights))
+        env.update(prog.constants)
+        run_nodes(lowered.pre_nodes, env, g_carry[0].shape[0])
+        g_first, g_seqs, _, g_weights = engine.forward(
+            g_carry, [*states, *seqs, *[g.detach() for g in g_bound], *kept],
+            [env[i] for i in lowered.weight_ids], mask, T, not reverse, False, True)
+        _state["backward_runs"] += 1
+        return (*g_first, *g_seqs, *g_weights)
+
+    def _lower_backward(self, step, prog, n_seq: int, kept: bool):
+        if not step.all_differentiable():
+            return None
+        forward = None
+        if kept:
+            meta = self.split.prog.meta
+            forward = KeptProducts(step.inputs, self.split.loop_nodes, self.kept_ids,
+                                   [meta[i].shape[1] for i in self.kept_ids])
+        lowered = lower_vjp(prog, step.n_carry, n_seq, forward)
+        if lowered is None:
+            return None
+        from .. import _C
+        return lowered, _C.ScanEngine(lowered.codes, lowered.scalars)

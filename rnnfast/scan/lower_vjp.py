@@ -1,0 +1,249 @@
+"""Lowers the loop step's traced vjp (LoopStep.vjp_program) to a backward program for the C++
+engine: the carries' gradients are its carries, the primal carries and sequences and the
+boundary cotangents its per-step inputs, the sequences' gradients its per-step outputs, and
+the weights' gradients (a^T g products, column sums of g) accumulators summed over the steps.
+Nodes over weights alone run once per backward in Python (``pre_nodes``)."""
+
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import torch
+
+from .ir import BATCH, Node, Program, Ref
+from .lower import _HANDLERS, COPY, NO_OPERAND, Unsupported, _kwargs_default, _Lowering
+
+TANH_BACKWARD, SIGMOID_BACKWARD, THRESHOLD_BACKWARD, HARDTANH_BACKWARD = 36, 37, 43, 44
+SLICE_BACKWARD, LAYER_NORM_BACKWARD = 52, 63
+ACCUMULATE_PRODUCT, ACCUMULATE_COLUMN_SUM = 70, 71
+
+
+class KeptProducts(NamedTuple):
+    """The forward's products kept per step: the loop step's inputs and nodes (to find them in
+    the vjp's recomputation of the forward), their ids and column counts."""
+    inputs: List[int]
+    loop_nodes: List[Node]
+    ids: List[int]
+    cols: List[int]
+
+
+class BackwardProgram:
+    """codes and scalars for the engine; ``pre_nodes`` to run over the weights first, and the
+    ids of the weight values the engine reads (``weight_ids``)."""
+
+    def __init__(self, codes, scalars, pre_nodes: List[Node], weight_ids: List[int]):
+        self.codes, self.scalars = codes, scalars
+        self.pre_nodes, self.weight_ids = pre_nodes, weight_ids
+
+
+def lower_vjp(prog: Program, n_carry: int, n_seq: int,
+              kept: Optional[KeptProducts] = None) -> Optional[BackwardProgram]:
+    """The backward program, or None where it has an op outside the engine's table. With
+    ``kept``, its products that recompute one of the forward's read it per step instead."""
+    try:
+        return _VjpLowering(prog, n_carry, n_seq, kept).lower()
+    except Unsupported:
+        return None
+
+
+class _VjpLowering(_Lowering):
+    def __init__(self, prog: Program, n_carry: int, n_seq: int, kept: Optional[KeptProducts]):
+        super().__init__(prog.meta, prog.meta[prog.carry_in[0]].dtype)
+        self.prog, self.n_carry, self.n_seq, self.kept = prog, n_carry, n_seq, kept
+        n_primal = len(prog.carry_in)
+        if len(prog.carry_out) != n_primal or len(prog.x_in) < n_carry:
+            raise Unsupported("a primal without a gradient")
+        self.transposed: Dict[int, int] = {}  # t(batch value): the value's id
+        self.terms: Dict[int, List[Tuple]] = {}  # per-step weight-gradient terms
+
+    def lower(self) -> BackwardProgram:
+        prog, n_carry, n_seq = self.prog, self.n_carry, self.n_seq
+        const = set(prog.carry_in[n_carry + n_seq:]) | set(prog.constants)
+        pre, step = [], []
+        for node in prog.nodes:
+            batched = any(self.meta.get(o) is not None and self.meta[o].batched
+                          for o in node.outs)
+            if all(r in const for r in node.refs) and not batched:
+                pre.append(node)
+                const.update(node.outs)
+            else:
+                step.append(node)
+        weight_ids = list(dict.fromkeys(r for n in step for r in n.refs if r in const))
+        cot_carry, per_step_cot = prog.x_in[:n_carry], prog.x_in[n_carry:]
+        primal_rows = prog.carry_in[:n_carry + n_seq]
+        for i in cot_carry + primal_rows + per_step_cot:
+            self._batch_slot(i)
+        kept_keys, replaced = self._kept_slots()
+        for i in weight_ids:
+            self._weight_slot(i)
+        for node in step:
+            if node.outs[0] not in replaced:
+                self._vjp_node(node)
+        for k, i in enumerate(prog.carry_out[n_carry + n_seq:]):
+            self._accumulate(k, i)
+        codes, scalars = self.program(cot_carry, primal_rows + per_step_cot + kept_keys,
+                                      weight_ids,
+                                      prog.carry_out[:n_carry],
+                                      prog.carry_out[n_carry:n_carry + n_seq])
+        return BackwardProgram(codes, scalars, pre, weight_ids)
+
+    def _kept_slots(self):
+        """Slots of the kept products (keys ("kept", k)), and the vjp's products that
+        recompute them, mapped onto those slots."""
+        if self.kept is None:
+            return [], set()
+        keys = []
+        for k, cols in enumerate(self.kept.cols):
+            keys.append(("kept", k))
+            self.slots[keys[-1]] = len(self.cols)
+            self.cols.append(cols)
+        position = {i: k for k, i in enumerate(self.kept.ids)}
+        replaced = set()
+        for vjp_id, forward_id in _recomputed(self.prog, self.kept).items():
+            if forward_id in position and self.meta[vjp_id].shape[-1] == \
+                    self.kept.cols[position[forward_id]]:
+                self.slots[vjp_id] = self.slots[("kept", position[forward_id])]
+                replaced.add(vjp_id)
+        return keys, replaced
+
+    def _vjp_node(self, node: Node) -> None:
+        name = node.op.split(".")[1]
+        refs = node.refs
+        if name in ("tanh_backward", "sigmoid_backward"):
+            _kwargs_default(node)
+            code = TANH_BACKWARD if name == "tanh_backward" else SIGMOID_BACKWARD
+            self._pointwise(code, node, node.args[:2])
+        elif name in ("threshold_backward", "hardtanh_backward"):
+            _kwargs_default(node)
+            code = THRESHOLD_BACKWARD if name == "threshold_backward" else HARDTANH_BACKWARD
+            self._pointwise(code, node, node.args)
+        elif name == "zeros" and node.args and list(node.args[0][:1]) == [BATCH]:
+            _kwargs_default(node, dtype=self.dtype, layout=torch.strided,
+                            device=torch.device("cpu"), pin_memory=False)
+            self._emit(COPY, [self._batch_slot(node.outs[0])], [self._immediate(0.0)])
+        elif name == "slice_backward":
+            self._slice_backward(node)
+        elif name == "native_layer_norm_backward":
+            self._layer_norm_backward(node)
+        elif name == "t" and refs[0] in self.slots and self.cols[self.slots[refs[0]]] >= 0:
+            self.transposed[node.outs[0]] = refs[0]
+        elif name == "t" and refs[0] in self.terms:
+            self.terms[node.outs[0]] = [_flip(term) for term in self.terms[refs[0]]]
+        elif name in ("view", "reshape", "_unsafe_view") and refs[0] in self.terms:
+            self.terms[node.outs[0]] = self.terms[refs[0]]
+        elif name == "add" and len(refs) == 2 and all(r in self.terms for r in refs) \
+                and not node.kwargs:
+            self.terms[node.outs[0]] = self.terms[refs[0]] + self.terms[refs[1]]
+        elif name == "mm" and refs[0] in self.transposed:
+            g = self._read(refs[1])
+            if self.cols[g] < 0:
+                raise Unsupported("a product of a transposed value by a weight")
+            self.terms[node.outs[0]] = [("mm", self.slots[self.transposed[refs[0]]], g, 0)]
+        elif name == "sum" and _over_batch(node) and refs[0] in self.slots:
+            self.terms[node.outs[0]] = [("colsum", self._read(refs[0]))]
+        else:
+            handler = _HANDLERS.get(name)
+            if handler is None:
+                raise Unsupported(node.op)
+            handler(self, node, node.op.split(".")[2])
+
+    def _slice_backward(self, node: Node) -> None:
+        _kwargs_default(node)
+        g, _, dim, start, _, step = node.args
+        out = self._batch_slot(node.outs[0])
+        n, width = self.cols[out], self.cols[self._read(g.id)]
+        start = min(max(start + n if start < 0 else start, 0), n)
+        if dim not in (1, -1) or step != 1 or width < 0 or start + width > n:
+            raise Unsupported("a slice_backward other than a last-dim slice")
+        self._emit(SLICE_BACKWARD, [out], [self._read(g.id)], [start])
+
+    def _layer_norm_backward(self, node: Node) -> None:
+        """dx a batch value; the weight's and bias' gradients column sums of g * x_hat and g."""
+        _kwargs_default(node)
+        g, x, shape, mean, rstd, w, _, mask = node.args
+        gs, xs = self._read(g.id), self._read(x.id)
+        if len(shape) != 1 or self.cols[xs] != shape[0] or self.cols[gs] != shape[0]:
+            raise Unsupported("layer norm over several dimensions")
+        w_slot = NO_OPERAND
+        if w is not None:
+            w_slot = self._read(w.id)
+            if self.cols[w_slot] >= 0 or tuple(self.meta[w.id].shape) != (shape[0],):
+                raise Unsupported("layer norm with a batch-shaped weight")
+        dx = self._batch_slot(node.outs[0]) if mask[0] else self._anonymous_slot(shape[0])
+        g_xhat = self._anonymous_slot(shape[0])
+        self._emit(LAYER_NORM_BACKWARD, [dx, g_xhat],
+                   [gs, xs, self._read(mean.id), self._read(rstd.id), w_slot])
+        if mask[1]:
+            self.terms[node.outs[1]] = [("colsum", g_xhat)]
+        if mask[2]:
+            self.terms[node.outs[2]] = [("colsum", gs)]
+
+    def _anonymous_slot(self, cols: int) -> int:
+        self.cols.append(cols)
+        return len(self.cols) - 1
+
+    def _accumulate(self, k: int, i: int) -> None:
+        """Emits the terms of weight gradient i into accumulator k, of the weight's shape."""
+        if i not in self.terms:
+            raise Unsupported("a weight gradient that is not a sum over the batch")
+        shape = tuple(self.meta[i].shape)
+        if len(shape) not in (1, 2):
+            raise Unsupported("a weight gradient of rank other than 1 or 2")
+        self.accumulators.append((0, shape[0]) if len(shape) == 1 else shape)
+        for term in self.terms[i]:
+            if term[0] == "colsum":
+                if shape[-1] != self.cols[term[1]] or (len(shape) == 2 and shape[0] != 1):
+                    raise Unsupported("a column sum of another shape")
+                self._emit(ACCUMULATE_COLUMN_SUM, [], [term[1]], [k])
+                continue
+            _, a, g, flipped = term
+            want = (self.cols[g], self.cols[a]) if flipped else (self.cols[a], self.cols[g])
+            if shape != want:
+                raise Unsupported("a product gradient of another shape")
+            self._emit(ACCUMULATE_PRODUCT, [], [a, g], [k, flipped])
+
+
+def _flip(term: Tuple) -> Tuple:
+    if term[0] == "colsum":
+        return term
+    return term[:3] + (1 - term[3],)
+
+
+def _over_batch(node: Node) -> bool:
+    dims = node.args[1] if len(node.args) > 1 else None
+    return isinstance(dims, (list, tuple)) and list(dims) == [0] and \
+        not isinstance(node.args[0], (list, tuple)) and isinstance(node.args[0], Ref)
+
+
+def _recomputed(prog: Program, kept: KeptProducts) -> Dict[int, int]:
+    """The vjp's products that repeat one of the forward loop's nodes (same op on the same
+    values), by vjp id: the forward's id."""
+    same = dict(zip(prog.carry_in, kept.inputs))  # vjp id -> forward id
+    forward = {}
+    for node in kept.loop_nodes:
+        forward.setdefault(_node_key(node, lambda i: i), node)
+    products = {}
+    for node in prog.nodes:
+        key = _node_key(node, same.get)
+        match = forward.get(key) if key is not None else None
+        if match is None or len(match.outs) != len(node.outs):
+            continue
+        same.update(zip(node.outs, match.outs))
+        if node.op.split(".")[1] in ("mm", "addmm"):
+            products[node.outs[0]] = match.outs[0]
+    return products
+
+
+def _node_key(node: Node, lookup):
+    """A node's op and arguments with its values named through lookup (None if one is not)."""
+    def arg(a):
+        if isinstance(a, Ref):
+            found = lookup(a.id)
+            if found is None:
+                raise KeyError(a.id)
+            return ("ref", found)
+        if isinstance(a, (list, tuple)):
+            return tuple(arg(e) for e in a)
+        return repr(a)
+    try:
+        return node.op, arg(node.args), tuple(sorted((k, arg(v)) for k, v in node.kwargs.items()))
+    except KeyError:
+        return None

@@ -1,0 +1,262 @@
+"""rnnfast.scan's C++ loop engine (csrc/scan/) against its Python runner (float64: outputs,
+final carry and every gradient), forward and backward, on every cell of tests/scan_cells.py,
+with reverse and lengths; the opcode table's coverage; and the silent fallback to the Python
+runner."""
+
+import contextlib
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torch.utils._pytree as pytree
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import scan_cells  # noqa: E402
+
+import rnnfast  # noqa: E402
+from rnnfast.scan import cache, lower, lower_vjp  # noqa: E402
+from rnnfast.scan.engine import engine_backward_runs, engine_runs, set_engine_enabled  # noqa: E402
+
+DT = torch.float64
+TIGHT = dict(rtol=1e-9, atol=1e-10)
+CELLS = scan_cells.COURSE + scan_cells.LITERATURE
+# Cells whose traced vjp uses an op outside the engine's table keep the Python backward:
+# the comparisons and where of clamp's, maximum's and minimum's backward.
+PYTHON_BACKWARD = {scan_cells.make_slstm, scan_cells.make_hard_sigmoid_cell,
+                   scan_cells.make_rms_cell}
+
+
+@contextlib.contextmanager
+def engine(enabled):
+    old = set_engine_enabled(enabled)
+    try:
+        yield
+    finally:
+        set_engine_enabled(old)
+
+
+def outputs_and_grads(step, init, xs, params, **kw):
+    wrt = [t for t in pytree.tree_leaves((init, xs)) if t.requires_grad] + list(params)
+    outs = [o for o in pytree.tree_leaves(rnnfast.scan(step, init, xs, **kw))
+            if isinstance(o, torch.Tensor)]
+    gen = torch.Generator().manual_seed(0)
+    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
+    return outs, torch.autograd.grad(loss, wrt, allow_unused=True)
+
+
+def assert_engine_matches_runner(step, init, xs, params, backward=True, **kw):
+    with engine(False):
+        want = outputs_and_grads(step, init, xs, params, **kw)
+    runs, backward_runs = engine_runs(), engine_backward_runs()
+    with engine(True):
+        got = outputs_and_grads(step, init, xs, params, **kw)
+    assert engine_runs() > runs, "the engine did not run"
+    assert (engine_backward_runs() > backward_runs) == backward, "the engine's backward"
+    for a, b in zip(got[0] + list(got[1]), want[0] + list(want[1])):
+        if b is None:
+            assert a is None
+        else:
+            torch.testing.assert_close(a, b, **TIGHT)
+
+
+@pytest.mark.parametrize("make", CELLS, ids=lambda m: m.__name__[5:])
+@pytest.mark.parametrize("B,T", [(1, 1), (3, 5)])
+def test_engine_matches_python_runner(make, B, T):
+    torch.manual_seed(B * 10 + T)
+    step, init, xs, params = make(5, 6, DT)
+    assert_engine_matches_runner(step, init(B), xs(T, B), params,
+                                 backward=make not in PYTHON_BACKWARD)
+
+
+@pytest.mark.parametrize("make", [scan_cells.make_peephole_lstm, scan_cells.make_slstm,
+                                  scan_cells.make_layernorm_gru, scan_cells.make_numpy_lstm,
+                                  scan_cells.make_projected_lstm], ids=lambda m: m.__name__[5:])
+def test_engine_reverse_and_lengths(make):
+    torch.manual_seed(1)
+    step, init, xs, params = make(4, 5, DT)
+    lengths = torch.tensor([5, 0, 3, 1])
+    for reverse in (False, True):
+        assert_engine_matches_runner(step, init(4), xs(5, 4), params, reverse=reverse,
+                                     lengths=lengths, backward=make not in PYTHON_BACKWARD)
+
+
+def test_engine_without_grad_float32():
+    torch.manual_seed(2)
+    step, init, xs, params = scan_cells.make_peephole_lstm(4, 8, torch.float32)
+    h0, x = init(3), xs(6, 3)
+    with torch.no_grad(), engine(False):
+        want = rnnfast.scan(step, h0, x)
+    runs = engine_runs()
+    with torch.no_grad():
+        got = rnnfast.scan(step, h0, x)
+    assert engine_runs() == runs + 1
+    for a, b in zip(pytree.tree_leaves(got), pytree.tree_leaves(want)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+H = 6
+W_X, W_H = torch.randn(3, 4 * H, dtype=DT) * 0.5, torch.randn(H, 4 * H, dtype=DT) * 0.5
+BIAS, GAIN = torch.randn(4 * H, dtype=DT) * 0.5, torch.rand(H, dtype=DT) + 0.5
+W_E = torch.randn(H - H // 2, H - H // 2, dtype=DT) * 0.5
+
+
+def every_opcode_step(h, x):
+    """Touches every opcode of the engine's table (lower.py)."""
+    z = torch.addmm(BIAS, h, W_H) + x @ W_X
+    a, b, c, d = torch.split(z, H, dim=-1)
+    a = F.layer_norm(a, (H,), GAIN, None) - a.mean(-1, keepdim=True) / (1 + a.pow(2).sum(-1, True))
+    b = torch.maximum(torch.sigmoid(b), torch.tanh(c)) * torch.minimum(b.neg(), F.relu(d))
+    c = torch.exp(c.clamp(-3, 3)) / torch.expm1(c.abs() + 0.5) + torch.log(c.abs() + 1)
+    d = torch.log1p(d.abs()) * torch.sqrt(d.abs() + 1) + torch.rsqrt(d.abs() + 1).reciprocal()
+    e = F.logsigmoid(a) + F.softplus(b) + F.hardtanh(c) + d.clamp_min(-1).clamp_max(1) + \
+        (a.abs() + 1).pow(1.5) + a.clone()
+    h = torch.cat([e[:, :H // 2], torch.tanh(e[:, H // 2:] @ W_E)], dim=-1)
+    return h, h * 1
+
+
+def codes_opcodes(codes):
+    """The opcodes of a lowered program (csrc/scan/scan_program.h's layout)."""
+    return set(codes_opcode_list(codes))
+
+
+def codes_opcode_list(codes):
+    n_slots, counts, n_nodes, n_acc = codes[2], codes[3:8], codes[8], codes[9]
+    pos, found = 10 + n_slots + sum(counts) + 2 * n_acc, []
+    for _ in range(n_nodes):
+        found.append(codes[pos])
+        pos += 1
+        for _ in range(3):  # outs, ins, ints
+            pos += 1 + codes[pos]
+    assert pos == len(codes)
+    return found
+
+
+def test_every_opcode_lowers_and_matches():
+    torch.manual_seed(3)
+    h0 = torch.randn(4, H, dtype=DT, requires_grad=True)
+    xs = torch.randn(5, 4, 3, dtype=DT, requires_grad=True)
+    assert_engine_matches_runner(every_opcode_step, h0, xs, [], backward=False)
+    plan = list(cache._entries.values())[-1]
+    codes, _ = lower.lower_loop(plan.split)
+    table = {lower.MM, lower.ADDMM, lower.CLAMP, lower.POW, lower.SOFTPLUS, lower.SPLIT,
+             lower.CAT, lower.ROW_SUM, lower.ROW_MEAN, lower.LAYER_NORM,
+             *lower.BINARY.values(), *lower.UNARY.values()}
+    assert codes_opcodes(codes) == table
+
+
+def test_unsupported_op_falls_back_silently():
+    W = torch.randn(3, 3, dtype=DT, requires_grad=True)
+
+    def step(h, x):
+        h = torch.where(h > 0, torch.tanh(x + h @ W), h * 0.5)
+        return h, None
+    h0, xs = torch.randn(2, 3, dtype=DT), torch.randn(4, 2, 3, dtype=DT)
+    runs = engine_runs()
+    final, _ = rnnfast.scan(step, h0, xs)
+    assert engine_runs() == runs
+    want = h0
+    for t in range(4):
+        want, _ = step(want, xs[t])
+    torch.testing.assert_close(final, want, **TIGHT)
+
+
+def test_backward_opcodes_are_covered():
+    """The backward opcodes (lower_vjp.py) all appear in the cells' backward programs that
+    test_engine_matches_python_runner checks."""
+    found = set()
+    for make in (scan_cells.make_peephole_lstm, scan_cells.make_indrnn, scan_cells.make_mlstm,
+                 scan_cells.make_layernorm_lstm, scan_cells.make_reset_gru, make_hardtanh_rnn):
+        torch.manual_seed(4)
+        step, init, xs, params = make(3, 4, DT)
+        assert_engine_matches_runner(step, init(2), xs(3, 2), params)
+        engine_of = list(cache._entries.values())[-1].loop.engine
+        for program, _ in engine_of.backward_programs.values():
+            found |= codes_opcodes(program.codes)
+    assert {lower_vjp.TANH_BACKWARD, lower_vjp.SIGMOID_BACKWARD, lower_vjp.THRESHOLD_BACKWARD,
+            lower_vjp.HARDTANH_BACKWARD, lower_vjp.SLICE_BACKWARD, lower_vjp.LAYER_NORM_BACKWARD,
+            lower_vjp.ACCUMULATE_PRODUCT, lower_vjp.ACCUMULATE_COLUMN_SUM} <= found
+
+
+def make_hardtanh_rnn(I, H, dtype):  # noqa: E741 (I, H as in scan_cells)
+    """h' = hardtanh(W x + U h), for the backward of hardtanh."""
+    W = (torch.randn(I, H, dtype=dtype) * 0.5).requires_grad_()
+    U = (torch.randn(H, H, dtype=dtype) * 0.5).requires_grad_()
+
+    def step(h, x):
+        h = F.hardtanh(x @ W + h @ U)
+        return h, h * 1
+    return (step, lambda B: torch.randn(B, H, dtype=dtype, requires_grad=True),
+            lambda T, B: torch.randn(T, B, I, dtype=dtype, requires_grad=True), [W, U])
+
+
+def test_vmap_keeps_the_python_runner():
+    """functorch's wrapped tensors have no memory the engine could read."""
+    W = torch.randn(3, 3, dtype=DT)
+
+    def step(h, x):
+        h = torch.tanh(x + h @ W)
+        return h, h.clone()
+    h0, xs = torch.randn(5, 2, 3, dtype=DT), torch.randn(4, 2, 3, dtype=DT)
+    got = torch.vmap(lambda h: rnnfast.scan(step, h, xs)[0])(h0)
+    want = torch.stack([rnnfast.scan(step, h, xs)[0] for h in h0])
+    torch.testing.assert_close(got, want, **TIGHT)
+
+
+def test_cpu_autocast_keeps_the_python_runner():
+    """Under autocast the step's products run in bfloat16, which the engine does not do."""
+    torch.manual_seed(5)
+    step, init, xs, _ = scan_cells.make_peephole_lstm(4, 8, torch.float32)
+    h0, x = init(3), xs(6, 3)
+    runs = engine_runs()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = rnnfast.scan(step, h0, x)
+        with engine(False):
+            want = rnnfast.scan(step, h0, x)
+    assert engine_runs() == runs
+    for a, b in zip(pytree.tree_leaves(got), pytree.tree_leaves(want)):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b)
+
+
+def test_engine_rejects_bad_programs_and_inputs():
+    from rnnfast import _C
+
+    with pytest.raises(RuntimeError, match="codes end early"):
+        _C.ScanEngine([1, 0, 2], [])
+    with pytest.raises(RuntimeError, match="unknown version"):
+        _C.ScanEngine([7], [])
+    torch.manual_seed(6)
+    step, init, xs, params = scan_cells.make_indrnn(3, 4, DT)
+    with torch.no_grad():
+        rnnfast.scan(step, init(2), xs(3, 2))
+    engine_of = list(cache._entries.values())[-1].loop.engine.engine
+    h, seq = torch.zeros(2, 4, dtype=DT), torch.zeros(3, 2, 4, dtype=DT)
+    weights = [p.detach() for p in params[1:]]
+    with pytest.raises(ValueError, match=r"carry 0 must be a CPU Double tensor of shape \[2, 4\]"):
+        engine_of.forward([h.float()], [seq], weights, None, 3, False, False)
+    with pytest.raises(ValueError, match="expected 1 carries, 1 sequences and 2 weights"):
+        engine_of.forward([h], [], weights, None, 3, False, False)
+    final, _, _, _ = engine_of.forward([h], [seq], weights, None, 3, False, False)
+    assert final[0].shape == (2, 4)
+
+
+@pytest.mark.parametrize("make", [scan_cells.make_nndl_srn, scan_cells.make_peephole_lstm,
+                                  scan_cells.make_mlstm], ids=lambda m: m.__name__[5:])
+def test_backward_reads_the_forward_products(make):
+    """Under autograd the forward keeps its products per step; the backward reads them rather
+    than multiplying again (one product fewer per kept one), with the same gradients."""
+    torch.manual_seed(7)
+    step, init, xs, params = make(3, 4, DT)
+    assert_engine_matches_runner(step, init(2), xs(3, 2), params)
+    loop_engine = list(cache._entries.values())[-1].loop.engine
+    assert loop_engine.kept_ids
+    kept_program, _ = loop_engine.backward_programs[True]
+    step_of = list(cache._entries.values())[-1].loop
+    plain = lower_vjp.lower_vjp(step_of.vjp_program, step_of.n_carry,
+                                len(step_of.split.loop_seq_in))
+    products = [codes_opcode_list(p.codes).count(lower.MM) + codes_opcode_list(p.codes).count(
+        lower.ADDMM) for p in (plain, kept_program)]
+    assert products[1] == products[0] - len(loop_engine.kept_ids)
