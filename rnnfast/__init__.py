@@ -7,8 +7,12 @@ and their fake kernels and autograd formulas.
 - ``rnnfast.RNNCell``, ``GRUCell``, ``LSTMCell``: drop-in replacements for torch.nn's cells;
 - ``rnnfast.convert(model)``: swaps those torch.nn modules inside a model for rnnfast's;
 - ``rnnfast.functional``: one layer in one direction as a function;
+- ``rnnfast.scan(combine_fn, init, xs)``: torch.scan's signature, a hand-written step traced
+  once and run by rnnfast's engine, with autograd;
 - ``rnnfast.empty_cpu_cache()``: frees the CPU engine's idle scratch memory.
 """
+
+import importlib
 
 from . import (
     _ops,  # noqa: F401  (registers ops, fake kernels and autograd)
@@ -17,11 +21,21 @@ from . import (
 from .cells import GRUCell, LSTMCell, RNNCell
 from .convert import convert
 from .layers import GRU, LSTM, RNN
-from .scan import scan  # the function; rnnfast.scan's other names: from rnnfast.scan import ...
 
 __all__ = ["functional", "RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell", "convert",
-           "empty_cpu_cache", "scan"]
+           "empty_cpu_cache", "scan", "ScanTraceError", "CarryMismatchError"]
 __version__ = "0.1.0"
+
+# Loaded on first use: rnnfast._scan imports torch._dynamo, which takes about a second.
+_LAZY = {"scan": "api", "ScanTraceError": "errors", "CarryMismatchError": "errors"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"._scan.{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def empty_cpu_cache() -> int:

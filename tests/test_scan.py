@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import scan_cells  # noqa: E402
 
 import rnnfast  # noqa: E402
-from rnnfast.scan import CarryMismatchError, ScanTraceError, trace_count  # noqa: E402
+from rnnfast._scan import CarryMismatchError, ScanTraceError, trace_count  # noqa: E402
 
 DT = torch.float64
 TIGHT = dict(rtol=1e-9, atol=1e-10)
@@ -118,7 +118,7 @@ def test_concat_product_splits_into_hoisted_and_recurrent_rows():
 
 
 def _last_plan():
-    from rnnfast.scan import cache
+    from rnnfast._scan import cache
     return next(reversed(cache._entries.values()))
 
 

@@ -8,7 +8,7 @@ void bind_scan_engine(pybind11::module_& m) {
   using namespace pybind11::literals;
   using scan::ScanEngine;
   pybind11::class_<ScanEngine>(m, "ScanEngine",
-                               "A scan program's loop part (rnnfast/scan/lower.py), decoded once")
+                               "A scan program's loop part (rnnfast/_scan/lower.py), decoded once")
       .def(pybind11::init<const std::vector<int64_t>&, std::vector<double>>(), "codes"_a,
            "scalars"_a)
       .def(

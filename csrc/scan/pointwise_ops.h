@@ -22,47 +22,98 @@ bool run_pointwise(Op op, int64_t B, int64_t N, Rows<T> out, const std::vector<O
   auto unary = [&](auto f) { map_rows<T>(B, N, out, f, in[0]); };
   auto binary = [&](auto f) { map_rows<T>(B, N, out, f, in[0], in[1]); };
   switch (op) {
-    case Op::kAdd: binary([](V a, V b) { return a + b; }); return true;
-    case Op::kSub: binary([](V a, V b) { return a - b; }); return true;
-    case Op::kMul: binary([](V a, V b) { return a * b; }); return true;
-    case Op::kDiv: binary([](V a, V b) { return a / b; }); return true;
-    case Op::kMaximum: binary([](V a, V b) { return at::vec::maximum(a, b); }); return true;
-    case Op::kMinimum: binary([](V a, V b) { return at::vec::minimum(a, b); }); return true;
-    case Op::kNeg: unary([](V x) { return x.neg(); }); return true;
-    case Op::kReciprocal: unary([](V x) { return x.reciprocal(); }); return true;
-    case Op::kSigmoid: unary([](V x) { return M::sigmoid(x); }); return true;
-    case Op::kTanh: unary([](V x) { return M::tanh(x); }); return true;
-    case Op::kRelu: unary([](V x) { return M::keep_nan(M::relu(x), x); }); return true;
-    case Op::kExp: unary([](V x) { return x.exp(); }); return true;
-    case Op::kExpm1: unary([](V x) { return x.expm1(); }); return true;
-    case Op::kLog: unary([](V x) { return x.log(); }); return true;
-    case Op::kLog1p: unary([](V x) { return x.log1p(); }); return true;
-    case Op::kAbs: unary([](V x) { return x.abs(); }); return true;
-    case Op::kSqrt: unary([](V x) { return x.sqrt(); }); return true;
-    case Op::kRsqrt: unary([](V x) { return x.rsqrt(); }); return true;
-    case Op::kCopy: unary([](V x) { return x; }); return true;
+    case Op::kAdd:
+      binary([](V a, V b) { return a + b; });
+      return true;
+    case Op::kSub:
+      binary([](V a, V b) { return a - b; });
+      return true;
+    case Op::kMul:
+      binary([](V a, V b) { return a * b; });
+      return true;
+    case Op::kDiv:
+      binary([](V a, V b) { return a / b; });
+      return true;
+    case Op::kMaximum:
+      binary([](V a, V b) { return at::vec::maximum(a, b); });
+      return true;
+    case Op::kMinimum:
+      binary([](V a, V b) { return at::vec::minimum(a, b); });
+      return true;
+    case Op::kNeg:
+      unary([](V x) { return x.neg(); });
+      return true;
+    case Op::kReciprocal:
+      unary([](V x) { return x.reciprocal(); });
+      return true;
+    case Op::kSigmoid:
+      unary([](V x) { return M::sigmoid(x); });
+      return true;
+    case Op::kTanh:
+      unary([](V x) { return M::tanh(x); });
+      return true;
+    case Op::kRelu:
+      unary([](V x) { return M::keep_nan(M::relu(x), x); });
+      return true;
+    case Op::kExp:
+      unary([](V x) { return x.exp(); });
+      return true;
+    case Op::kExpm1:
+      unary([](V x) { return x.expm1(); });
+      return true;
+    case Op::kLog:
+      unary([](V x) { return x.log(); });
+      return true;
+    case Op::kLog1p:
+      unary([](V x) { return x.log1p(); });
+      return true;
+    case Op::kAbs:
+      unary([](V x) { return x.abs(); });
+      return true;
+    case Op::kSqrt:
+      unary([](V x) { return x.sqrt(); });
+      return true;
+    case Op::kRsqrt:
+      unary([](V x) { return x.rsqrt(); });
+      return true;
+    case Op::kCopy:
+      unary([](V x) { return x; });
+      return true;
     case Op::kLogSigmoid:  // min(x, 0) - log1p(exp(-|x|))
       unary([](V x) { return at::vec::minimum(x, V(0)) - (x.abs().neg().exp()).log1p(); });
       return true;
     case Op::kClamp:
-      map_rows<T>(B, N, out, [](V x, V lo, V hi) {
-        return at::vec::minimum(at::vec::maximum(x, lo), hi); }, in[0], in[1], in[2]);
+      map_rows<T>(
+          B, N, out, [](V x, V lo, V hi) { return at::vec::minimum(at::vec::maximum(x, lo), hi); },
+          in[0], in[1], in[2]);
       return true;
-    case Op::kTanhBackward: binary([](V g, V y) { return g * (V(1) - y * y); }); return true;
-    case Op::kSigmoidBackward: binary([](V g, V y) { return g * (V(1) - y) * y; }); return true;
+    case Op::kTanhBackward:
+      binary([](V g, V y) { return g * (V(1) - y * y); });
+      return true;
+    case Op::kSigmoidBackward:
+      binary([](V g, V y) { return g * (V(1) - y) * y; });
+      return true;
     case Op::kThresholdBackward:
-      map_rows<T>(B, N, out, [](V g, V x, V threshold) {
-        return V::blendv(g, V(0), x <= threshold); }, in[0], in[1], in[2]);
+      map_rows<T>(
+          B, N, out, [](V g, V x, V threshold) { return V::blendv(g, V(0), x <= threshold); },
+          in[0], in[1], in[2]);
       return true;
     case Op::kHardtanhBackward:
-      map_rows<T>(B, N, out, [](V g, V x, V lo, V hi) {
-        return V::blendv(g, V(0), (x <= lo) | (x >= hi)); }, in[0], in[1], in[2], in[3]);
+      map_rows<T>(
+          B, N, out, [](V g, V x, V lo, V hi) { return V::blendv(g, V(0), (x <= lo) | (x >= hi)); },
+          in[0], in[1], in[2], in[3]);
       return true;
-    case Op::kPow: binary([](V x, V e) { return x.pow(e); }); return true;
+    case Op::kPow:
+      binary([](V x, V e) { return x.pow(e); });
+      return true;
     case Op::kSoftplus:  // x where beta x > threshold, else log1p(exp(beta x)) / beta
-      map_rows<T>(B, N, out, [](V x, V beta, V threshold) {
-        const V bx = x * beta;
-        return V::blendv(bx.exp().log1p() / beta, x, bx > threshold); }, in[0], in[1], in[2]);
+      map_rows<T>(
+          B, N, out,
+          [](V x, V beta, V threshold) {
+            const V bx = x * beta;
+            return V::blendv(bx.exp().log1p() / beta, x, bx > threshold);
+          },
+          in[0], in[1], in[2]);
       return true;
     default:
       return false;

@@ -17,7 +17,9 @@ void check_input(const at::Tensor& t, const char* what, size_t k, at::IntArrayRe
 }
 
 template <class scalar_t>
-Rows<const scalar_t> rows_of(const Rows<scalar_t>& r) { return {r.data, r.ld}; }
+Rows<const scalar_t> rows_of(const Rows<scalar_t>& r) {
+  return {r.data, r.ld};
+}
 
 // The next carry, row by row: the step's value, or where the mask is off the current one
 // (a gradient: the step's value plus the current one).
@@ -51,7 +53,9 @@ void masked_rows(int64_t B, int64_t N, const scalar_t* carry, scalar_t* out, con
 }
 
 template <class scalar_t>
-scalar_t* data(const at::Tensor& t) { return t.data_ptr<scalar_t>(); }
+scalar_t* data(const at::Tensor& t) {
+  return t.data_ptr<scalar_t>();
+}
 
 // Points the carry and sequence slots at step t's rows; keeps the carry before the step.
 // A gradient's carry is masked into `masked` where there is a mask.
@@ -98,8 +102,7 @@ void leave_step(const Program& p, const StepRunner<scalar_t>& runner, ScanForwar
 
 template <class scalar_t>
 ScanForward run_forward(const Program& p, const std::vector<at::Tensor>& carry,
-                        const std::vector<at::Tensor>& seqs,
-                        const std::vector<at::Tensor>& weights,
+                        const std::vector<at::Tensor>& seqs, const std::vector<at::Tensor>& weights,
                         const std::optional<at::Tensor>& mask, int64_t T, bool reverse,
                         bool keep_states, bool gradient) {
   const int64_t B = carry.at(0).size(0);
@@ -140,7 +143,7 @@ ScanForward ScanEngine::forward(const std::vector<at::Tensor>& carry,
                                 bool keep_states, bool gradient) const {
   const Program& p = program_;
   TORCH_CHECK_VALUE(carry.size() == p.carry_in.size() && seqs.size() == p.seq_in.size() &&
-                    weights.size() == p.weights.size(),
+                        weights.size() == p.weights.size(),
                     "scan engine: expected ", p.carry_in.size(), " carries, ", p.seq_in.size(),
                     " sequences and ", p.weights.size(), " weights; got ", carry.size(), ", ",
                     seqs.size(), " and ", weights.size());

@@ -1,6 +1,6 @@
 // The loop part of an rnnfast.scan step run over all steps in C++: a decoded scan program
 // (scan_program.h) and its forward over a sequence, with the conventions of the Python
-// runner (rnnfast/scan/recurrence.py): rows whose mask[t] is false keep their carry; reverse
+// runner (rnnfast/_scan/recurrence.py): rows whose mask[t] is false keep their carry; reverse
 // runs from the last step; the carry before each step is kept on request (for the backward).
 // A backward program runs the same way with `gradient` set: its carries are the carries'
 // gradients, which pass masked rows on unchanged and add to them (what the Python backward
@@ -17,9 +17,9 @@
 namespace rnnfast::scan {
 
 struct ScanForward {
-  std::vector<at::Tensor> final_carry;  // [B, cols] each
-  std::vector<at::Tensor> boundary;     // [T, B, cols]: the boundary values of each step
-  std::vector<at::Tensor> states;       // [T, B, cols]: the carry before each step (or none)
+  std::vector<at::Tensor> final_carry;   // [B, cols] each
+  std::vector<at::Tensor> boundary;      // [T, B, cols]: the boundary values of each step
+  std::vector<at::Tensor> states;        // [T, B, cols]: the carry before each step (or none)
   std::vector<at::Tensor> accumulators;  // per accumulator of the program, summed over steps
 };
 

@@ -1,5 +1,5 @@
 // The loop part of an rnnfast.scan step as a compact program: int64 codes and double scalars,
-// built once per traced step by rnnfast/scan/lower.py and decoded here once. The engine
+// built once per traced step by rnnfast/_scan/lower.py and decoded here once. The engine
 // (scan_engine.h) runs it at every step without Python.
 //
 // Codes: a header [version, dtype (0 float32, 1 float64), n_slots, n_carry, n_seq, n_weight,
@@ -8,7 +8,7 @@
 // and boundary (values kept per step), then per accumulator its [rows, cols] (rows 0 for a
 // vector), then per node [opcode, n_out, outs.., n_in, ins.., n_int, ints..]. An input operand
 // is a slot id, or -(1 + k) for the immediate scalars[k]. Accumulators sum a weight's
-// gradient over the steps (a backward program: rnnfast/scan/lower_vjp.py).
+// gradient over the steps (a backward program: rnnfast/_scan/lower_vjp.py).
 // Every batch slot is [B, cols] row-major with a row stride (last-dim slices are views).
 #pragma once
 
@@ -20,19 +20,39 @@ namespace rnnfast::scan {
 enum class Op : int64_t {
   kMm = 0,     // (a [B, K], W [K, N])
   kAddmm = 1,  // (bias [N] or [B, N], a, W)
-  kAdd = 10, kSub, kMul, kDiv, kMaximum, kMinimum,
-  kNeg = 20, kReciprocal, kSigmoid, kTanh, kRelu, kExp, kExpm1, kLog, kLog1p, kAbs, kSqrt,
-  kRsqrt, kLogSigmoid, kCopy,
-  kTanhBackward = 36, kSigmoidBackward,  // (grad, y): ATen's formulas from the output y
-  kClamp = 40,     // (x, lo, hi)
-  kPow = 41,       // (x, exponent)
-  kSoftplus = 42,  // (x, beta, threshold)
+  kAdd = 10,
+  kSub,
+  kMul,
+  kDiv,
+  kMaximum,
+  kMinimum,
+  kNeg = 20,
+  kReciprocal,
+  kSigmoid,
+  kTanh,
+  kRelu,
+  kExp,
+  kExpm1,
+  kLog,
+  kLog1p,
+  kAbs,
+  kSqrt,
+  kRsqrt,
+  kLogSigmoid,
+  kCopy,
+  kTanhBackward = 36,
+  kSigmoidBackward,         // (grad, y): ATen's formulas from the output y
+  kClamp = 40,              // (x, lo, hi)
+  kPow = 41,                // (x, exponent)
+  kSoftplus = 42,           // (x, beta, threshold)
   kThresholdBackward = 43,  // (grad, x, threshold): 0 where x <= threshold
   kHardtanhBackward = 44,   // (grad, x, lo, hi): 0 where x <= lo or x >= hi
-  kSplit = 50,     // (x) ints: each out's first column; outs are views
-  kCat = 51,       // (xs..) along the last dim
-  kSliceBackward = 52,  // (grad) ints [first]: grad in columns [first, first + cols), else 0
-  kRowSum = 60, kRowMean, kLayerNorm,  // layer norm: (x, w or none, b or none, eps)
+  kSplit = 50,              // (x) ints: each out's first column; outs are views
+  kCat = 51,                // (xs..) along the last dim
+  kSliceBackward = 52,      // (grad) ints [first]: grad in columns [first, first + cols), else 0
+  kRowSum = 60,
+  kRowMean,
+  kLayerNorm,               // layer norm: (x, w or none, b or none, eps)
   kLayerNormBackward = 63,  // (grad, x, mean, rstd, w or none) -> (grad x, grad * x_hat)
   kAccumulateProduct = 70,  // (a [B, K], g [B, N]) ints [acc, transposed]: acc += a^T g (or g^T a)
   kAccumulateColumnSum = 71,  // (g [B, N]) ints [acc]: acc[N] += sum over rows of g
@@ -46,8 +66,8 @@ struct Node {
 };
 
 struct Program {
-  int dtype = 0;                  // 0 float32, 1 float64
-  std::vector<int64_t> cols;      // per slot: columns of a batch slot, -1 for a weight
+  int dtype = 0;              // 0 float32, 1 float64
+  std::vector<int64_t> cols;  // per slot: columns of a batch slot, -1 for a weight
   std::vector<int64_t> carry_in, seq_in, weights, carry_out, boundary;
   std::vector<std::vector<int64_t>> accumulators;  // per accumulator its shape
   std::vector<Node> nodes;

@@ -20,8 +20,12 @@ bool is_pointwise(Op op) { return op >= Op::kAdd && op < Op::kSplit; }
 template <class T>
 StepRunner<T>::StepRunner(const Program& p, int64_t B, const std::vector<at::Tensor>& weights,
                           int64_t steps)
-    : p_(p), B_(B), views_(p.cols.size()), weight_(p.cols.size()),
-      immediates_(p.scalars.begin(), p.scalars.end()), accumulators_(p.accumulators.size()),
+    : p_(p),
+      B_(B),
+      views_(p.cols.size()),
+      weight_(p.cols.size()),
+      immediates_(p.scalars.begin(), p.scalars.end()),
+      accumulators_(p.accumulators.size()),
       products_(p.nodes.size()) {
   for (size_t k = 0; k < p.weights.size(); ++k) {
     weight_[p.weights[k]] = weights[k].contiguous();
@@ -50,8 +54,10 @@ StepRunner<T>::StepRunner(const Program& p, int64_t B, const std::vector<at::Ten
     // Row-major (weight_ holds them contiguous), so that small products take the small-GEMM
     // path rather than copying a transposed weight into panels at every step.
     const at::Tensor& w = weight_[w_slot];
-    TORCH_CHECK(w.dim() == 2 && w.size(0) == p.cols[a], "scan engine: a product's weight must "
-                "be [", p.cols[a], ", N]; got ", w.sizes());
+    TORCH_CHECK(w.dim() == 2 && w.size(0) == p.cols[a],
+                "scan engine: a product's weight must "
+                "be [",
+                p.cols[a], ", N]; got ", w.sizes());
     const cpu::MatrixRef<T> ref{w.const_data_ptr<T>(), std::max<int64_t>(w.size(1), 1), false};
     products_[k] = std::make_unique<cpu::PackedMatrix<T>>(B, w.size(1), w.size(0), ref, steps);
   }

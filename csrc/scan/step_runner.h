@@ -37,12 +37,12 @@ class StepRunner {
 
   const Program& p_;
   const int64_t B_;
-  std::vector<Rows<T>> views_;           // per slot: this step's rows (batch slots)
-  std::vector<at::Tensor> weight_;       // per slot: the contiguous weight (weight slots)
-  std::vector<T> immediates_;            // the program's scalars in T
-  std::vector<T*> accumulators_;         // per accumulator
+  std::vector<Rows<T>> views_;      // per slot: this step's rows (batch slots)
+  std::vector<at::Tensor> weight_;  // per slot: the contiguous weight (weight slots)
+  std::vector<T> immediates_;       // the program's scalars in T
+  std::vector<T*> accumulators_;    // per accumulator
   std::vector<std::unique_ptr<cpu::PackedMatrix<T>>> products_;  // per node, for products
-  at::Tensor arena_;                     // the buffer that the written slots' rows point into
+  at::Tensor arena_;  // the buffer that the written slots' rows point into
 };
 
 }  // namespace rnnfast::scan

@@ -1,8 +1,9 @@
 """rnnfast.scan: any hand-written recurrent step, traced once and run split into its hoisted
 input products, its recurrent core and its output part, with autograd.
 
-``rnnfast.scan`` (the package's attribute) is the function; this subpackage's other names are
-reached by ``from rnnfast.scan import trace_count, clear_cache``.
+``rnnfast.scan`` is the function (loaded on first use: it imports torch._dynamo, about a
+second); this subpackage's other names are reached by ``from rnnfast._scan import trace_count,
+clear_cache``.
 
 Module layout: api (the entry), validate (argument checks), capture (closure lifting), trace
 (make_fx into the IR), ir and whitelist (the program and the ops the engine runs), rewrite and
