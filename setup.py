@@ -28,8 +28,16 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # The vector kernels are compiled for one SIMD level, chosen at build time (like
 # -march=native, but named, so a portable build can ask for less).
 CPU_CAPABILITY_FLAGS = {
-    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma",
-               "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
+    "AVX512": [
+        "-mavx512f",
+        "-mavx512bw",
+        "-mavx512vl",
+        "-mavx512dq",
+        "-mavx2",
+        "-mfma",
+        "-DCPU_CAPABILITY=AVX512",
+        "-DCPU_CAPABILITY_AVX512",
+    ],
     "AVX2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
     "DEFAULT": [],
 }
@@ -42,7 +50,8 @@ def cpu_capability():
         return detected if detected in CPU_CAPABILITY_FLAGS else "DEFAULT"
     if wanted not in CPU_CAPABILITY_FLAGS:
         raise ValueError(
-            f"RNNFAST_CPU_CAPABILITY must be one of {sorted(CPU_CAPABILITY_FLAGS)}; got {wanted!r}")
+            f"RNNFAST_CPU_CAPABILITY must be one of {sorted(CPU_CAPABILITY_FLAGS)}; got {wanted!r}"
+        )
     return wanted
 
 
@@ -87,16 +96,21 @@ def extension():
 
     cuda_sources = sources("csrc/cuda/*.cu") + sources("csrc/cuda/*.cpp")
     use_cuda = bool(cuda_sources) and (
-        os.environ.get("FORCE_CUDA") == "1" or (torch.cuda.is_available() and CUDA_HOME))
+        os.environ.get("FORCE_CUDA") == "1" or (torch.cuda.is_available() and CUDA_HOME)
+    )
     if use_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
         nvcc_flags = ["-O3", f"-std={std}", "--expt-relaxed-constexpr", "-lineinfo"]
         return CUDAExtension(
-            "rnnfast._C", common + cuda_sources,
+            "rnnfast._C",
+            common + cuda_sources,
             extra_compile_args={"cxx": cxx_flags + ["-DRNNFAST_WITH_CUDA"], "nvcc": nvcc_flags},
-            define_macros=[("RNNFAST_WITH_CUDA", None)], extra_link_args=openmp)
-    return CppExtension("rnnfast._C", common, extra_compile_args={"cxx": cxx_flags},
-                        extra_link_args=openmp)
+            define_macros=[("RNNFAST_WITH_CUDA", None)],
+            extra_link_args=openmp,
+        )
+    return CppExtension(
+        "rnnfast._C", common, extra_compile_args={"cxx": cxx_flags}, extra_link_args=openmp
+    )
 
 
 class BuildExtKeepingObjects(BuildExtension.with_options(use_ninja=True)):
@@ -109,7 +123,8 @@ class BuildExtKeepingObjects(BuildExtension.with_options(use_ninja=True)):
     def finalize_options(self):
         super().finalize_options()
         self.build_temp = os.path.join(
-            ROOT, "build", f"temp.{sysconfig.get_platform()}-{sys.implementation.cache_tag}")
+            ROOT, "build", f"temp.{sysconfig.get_platform()}-{sys.implementation.cache_tag}"
+        )
 
 
 setup(

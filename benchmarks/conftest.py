@@ -19,10 +19,14 @@ from rnnfast.bench import cases
 
 def pytest_addoption(parser):
     group = parser.getgroup("rnnfast benchmarks")
-    group.addoption("--quick", action="store_true", help="shape S only, few rounds (also RNNFAST_BENCH_QUICK=1)")
+    group.addoption(
+        "--quick", action="store_true", help="shape S only, few rounds (also RNNFAST_BENCH_QUICK=1)"
+    )
     group.addoption(
         "--bench-device",
-        default=os.environ.get("RNNFAST_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"),
+        default=os.environ.get(
+            "RNNFAST_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"
+        ),
         help="device to benchmark on (default: cuda if available, else cpu)",
     )
 

@@ -15,13 +15,17 @@ def _core_cases():
             marks = [pytest.mark.slow] if shape == "L" else []
             for pass_ in cases.PASSES:
                 for impl in cases.impl_names(cell, shape):
-                    yield pytest.param(cell, shape, pass_, impl, marks=marks, id=f"{cell}-{shape}-{pass_}-{impl}")
+                    yield pytest.param(
+                        cell, shape, pass_, impl, marks=marks, id=f"{cell}-{shape}-{pass_}-{impl}"
+                    )
 
 
 @pytest.mark.parametrize(("cell", "shape", "pass_", "impl"), list(_core_cases()))
 def test_core(benchmark, bench_device, bench_plan, cell, shape, pass_, impl):
     shape = cases.SHAPES[shape]
-    impls = {} if impl == "gemm_floor" else cases.build_impls(cell, shape, bench_device, names=[impl])
+    impls = (
+        {} if impl == "gemm_floor" else cases.build_impls(cell, shape, bench_device, names=[impl])
+    )
     x = cases.make_input(cell, shape, bench_device)
     step = cases.case_step(cell, shape, pass_, impl, impls, x)
     benchmark.group = f"{cell}-{shape.name}-{pass_}"

@@ -33,14 +33,20 @@ def progress_bar(**kwargs):
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu",
-                        help="cpu (default) or cuda / cuda:N where a GPU is available")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu (default) or cuda / cuda:N where a GPU is available"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    parser.add_argument("--quick", action="store_true",
-                        help="a short run (well under a minute on 2 CPU cores)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: these models are small, and on a "
-                             "busy machine more threads than free cores slow them down)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run (well under a minute on 2 CPU cores)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: these models are small, and on a "
+        "busy machine more threads than free cores slow them down)",
+    )
 
 
 def positive_int(text: str) -> int:
@@ -68,8 +74,10 @@ def pick_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {name}: torch finds no CUDA GPU on this machine")
     if device.type == "cuda" and not rnnfast_has_cuda_kernels():
-        parser.error(f"--device {name}: this build of rnnfast has no CUDA kernels "
-                     "(reinstall it where the CUDA toolkit is found, or with FORCE_CUDA=1)")
+        parser.error(
+            f"--device {name}: this build of rnnfast has no CUDA kernels "
+            "(reinstall it where the CUDA toolkit is found, or with FORCE_CUDA=1)"
+        )
     return device
 
 

@@ -80,7 +80,7 @@ def random_batches(corpus: torch.Tensor, batch_size: int, num_steps: int, genera
     starts = torch.randperm(num_subseqs, generator=generator) * num_steps
     steps = torch.arange(num_steps)
     for i in range(0, num_subseqs - batch_size + 1, batch_size):
-        positions = starts[i:i + batch_size, None] + steps
+        positions = starts[i : i + batch_size, None] + steps
         yield corpus[positions], corpus[positions + 1]
 
 
@@ -89,10 +89,10 @@ def consecutive_batches(corpus: torch.Tensor, batch_size: int, num_steps: int, g
     to right, so row i of one batch continues row i of the previous one."""
     offset = int(torch.randint(num_steps, (1,), generator=generator))
     num_tokens = (len(corpus) - offset - 1) // batch_size * batch_size
-    xs = corpus[offset:offset + num_tokens].view(batch_size, -1)
-    ys = corpus[offset + 1:offset + 1 + num_tokens].view(batch_size, -1)
+    xs = corpus[offset : offset + num_tokens].view(batch_size, -1)
+    ys = corpus[offset + 1 : offset + 1 + num_tokens].view(batch_size, -1)
     for i in range(0, xs.shape[1] - num_steps + 1, num_steps):
-        yield xs[:, i:i + num_steps], ys[:, i:i + num_steps]
+        yield xs[:, i : i + num_steps], ys[:, i : i + num_steps]
 
 
 def num_batches(corpus_len: int, batch_size: int, num_steps: int) -> int:
@@ -170,13 +170,19 @@ def fused_cells(layer: nn.Module) -> list:
     for k in range(layer.num_layers):
         input_size = layer.input_size if k == 0 else layer.hidden_size
         if isinstance(layer, rnnfast.GRU):
-            cell = rnnfast.GRUCell(input_size, layer.hidden_size, reset_after=layer.reset_after,
-                                   **where)
+            cell = rnnfast.GRUCell(
+                input_size, layer.hidden_size, reset_after=layer.reset_after, **where
+            )
         elif isinstance(layer, rnnfast.LSTM):
             cell = rnnfast.LSTMCell(input_size, layer.hidden_size, **where)
         else:
-            cell = rnnfast.RNNCell(input_size, layer.hidden_size, nonlinearity=layer.nonlinearity,
-                                   residual=layer.residual, **where)
+            cell = rnnfast.RNNCell(
+                input_size,
+                layer.hidden_size,
+                nonlinearity=layer.nonlinearity,
+                residual=layer.residual,
+                **where,
+            )
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             setattr(cell, name, getattr(layer, f"{name}_l{k}"))  # the same Parameter object
         cells.append(cell)
@@ -216,35 +222,63 @@ def generate(model, vocab, prefix: str, num_chars: int, temperature: float, gene
 
 # --------------------------------------------------------------------------- CLI
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     _common.add_common_arguments(parser)
-    parser.add_argument("--corpus", default=DEFAULT_CORPUS,
-                        help="a UTF-8 text file (default: examples/data/us_founding_texts.txt)")
-    parser.add_argument("--raw", action="store_true",
-                        help="keep the text as it is (default: lower case letters and spaces)")
-    parser.add_argument("--cell", default="gru",
-                        help=f"the recurrent layer: {', '.join(CELLS)} (default gru)")
+    parser.add_argument(
+        "--corpus",
+        default=DEFAULT_CORPUS,
+        help="a UTF-8 text file (default: examples/data/us_founding_texts.txt)",
+    )
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="keep the text as it is (default: lower case letters and spaces)",
+    )
+    parser.add_argument(
+        "--cell", default="gru", help=f"the recurrent layer: {', '.join(CELLS)} (default gru)"
+    )
     parser.add_argument("--sampling", default="consecutive", choices=SAMPLINGS)
-    parser.add_argument("--epochs", type=_common.positive_int, default=None,
-                        help="default 200 (quick: 30)")
+    parser.add_argument(
+        "--epochs", type=_common.positive_int, default=None, help="default 200 (quick: 30)"
+    )
     parser.add_argument("--batch-size", type=_common.positive_int, default=32)
     parser.add_argument("--num-steps", type=_common.positive_int, default=35)
-    parser.add_argument("--hidden-size", type=_common.positive_int, default=None,
-                        help="default 256 (quick: 128)")
+    parser.add_argument(
+        "--hidden-size", type=_common.positive_int, default=None, help="default 256 (quick: 128)"
+    )
     parser.add_argument("--num-layers", type=_common.positive_int, default=1)
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
-    parser.add_argument("--lr", type=_common.positive_float, default=None,
-                        help="default 1 for sgd (d2l), 0.01 for adam")
-    parser.add_argument("--clip", type=_common.positive_float, default=1.0,
-                        help="the largest gradient norm (default 1)")
-    parser.add_argument("--prefix", default=None,
-                        help="the start of the generated text (default: the corpus's first "
-                             "10 characters)")
-    parser.add_argument("--num-chars", type=_common.positive_int, default=100,
-                        help="characters to generate (default 100)")
-    parser.add_argument("--temperature", type=_common.positive_float, default=0.7,
-                        help="temperature of the sampled generation (default 0.7)")
+    parser.add_argument(
+        "--lr",
+        type=_common.positive_float,
+        default=None,
+        help="default 1 for sgd (d2l), 0.01 for adam",
+    )
+    parser.add_argument(
+        "--clip",
+        type=_common.positive_float,
+        default=1.0,
+        help="the largest gradient norm (default 1)",
+    )
+    parser.add_argument(
+        "--prefix",
+        default=None,
+        help="the start of the generated text (default: the corpus's first 10 characters)",
+    )
+    parser.add_argument(
+        "--num-chars",
+        type=_common.positive_int,
+        default=100,
+        help="characters to generate (default 100)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=_common.positive_float,
+        default=0.7,
+        help="temperature of the sampled generation (default 0.7)",
+    )
     args = parser.parse_args(argv)
     device = _common.set_up(parser, args)
     if args.cell not in CELLS:
@@ -266,8 +300,10 @@ def main(argv=None) -> dict:
     except UnicodeDecodeError as error:
         parser.error(f"--corpus {args.corpus} is not UTF-8 text: {error}")
     if num_batches(len(text), args.batch_size, args.num_steps) < 1:
-        parser.error(f"--corpus {args.corpus} has {len(text)} characters, too few for one batch "
-                     f"of {args.batch_size} x {args.num_steps}")
+        parser.error(
+            f"--corpus {args.corpus} has {len(text)} characters, too few for one batch "
+            f"of {args.batch_size} x {args.num_steps}"
+        )
     vocab = Vocab(text)
     prefix = text[:10] if args.prefix is None else args.prefix
     try:
@@ -275,36 +311,54 @@ def main(argv=None) -> dict:
     except ValueError as error:
         parser.error(f"--prefix {prefix!r}: {error}")
     corpus = vocab.encode(text).to(device)
-    print(f"corpus {os.path.basename(args.corpus)}: {len(text)} characters, vocabulary of "
-          f"{len(vocab)}; cell {args.cell}, hidden {args.hidden_size}, {args.sampling} sampling, "
-          f"{args.optimizer} lr {args.lr:g}, clip {args.clip:g}, device {device}")
+    print(
+        f"corpus {os.path.basename(args.corpus)}: {len(text)} characters, vocabulary of "
+        f"{len(vocab)}; cell {args.cell}, hidden {args.hidden_size}, {args.sampling} sampling, "
+        f"{args.optimizer} lr {args.lr:g}, clip {args.clip:g}, device {device}"
+    )
 
     model = CharLM(args.cell, len(vocab), args.hidden_size, args.num_layers).to(device)
-    optimizer = (torch.optim.SGD(model.parameters(), lr=args.lr) if args.optimizer == "sgd"
-                 else torch.optim.Adam(model.parameters(), lr=args.lr))
+    optimizer = (
+        torch.optim.SGD(model.parameters(), lr=args.lr)
+        if args.optimizer == "sgd"
+        else torch.optim.Adam(model.parameters(), lr=args.lr)
+    )
     generator = torch.Generator().manual_seed(args.seed)  # minibatch order and sampling
     history = []
     batches = num_batches(len(text), args.batch_size, args.num_steps)
     with _common.progress_bar(total=args.epochs * batches, desc="training", unit="batch") as bar:
         for epoch in range(1, args.epochs + 1):
-            perplexity, tokens_per_second = train_epoch(model, corpus, optimizer, args,
-                                                        generator, bar)
-            history.append({"epoch": epoch, "perplexity": perplexity,
-                            "tokens_per_second": tokens_per_second})
+            perplexity, tokens_per_second = train_epoch(
+                model, corpus, optimizer, args, generator, bar
+            )
+            history.append(
+                {"epoch": epoch, "perplexity": perplexity, "tokens_per_second": tokens_per_second}
+            )
             bar.set_postfix(ppl=f"{perplexity:.2f}")
-            bar.write(f"epoch {epoch:>3}  perplexity {perplexity:7.3f}  "
-                      f"{tokens_per_second:8.0f} tokens/s", file=sys.stdout)
+            bar.write(
+                f"epoch {epoch:>3}  perplexity {perplexity:7.3f}  "
+                f"{tokens_per_second:8.0f} tokens/s",
+                file=sys.stdout,
+            )
 
     start = time.perf_counter()
     greedy = generate(model, vocab, prefix, args.num_chars, 0.0, generator)
     seconds = time.perf_counter() - start
     sampled = generate(model, vocab, prefix, args.num_chars, args.temperature, generator)
     chars_per_second = (len(prefix) + args.num_chars) / seconds
-    print(f"greedy:          {greedy!r}\n"
-          f"temperature {args.temperature:g}: {sampled!r}\n"
-          f"generation: {chars_per_second:.0f} characters/s (one fused cell step each)")
-    return {"vocab": vocab.chars, "history": history, "greedy": greedy, "sampled": sampled,
-            "prefix": prefix, "generation_chars_per_second": chars_per_second}
+    print(
+        f"greedy:          {greedy!r}\n"
+        f"temperature {args.temperature:g}: {sampled!r}\n"
+        f"generation: {chars_per_second:.0f} characters/s (one fused cell step each)"
+    )
+    return {
+        "vocab": vocab.chars,
+        "history": history,
+        "greedy": greedy,
+        "sampled": sampled,
+        "prefix": prefix,
+        "generation_chars_per_second": chars_per_second,
+    }
 
 
 if __name__ == "__main__":

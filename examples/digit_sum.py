@@ -41,8 +41,13 @@ from rnnfast.bench.baselines import SeedSRN  # noqa: E402
 
 LENGTHS = (5, 10, 15, 20, 25, 30, 35)
 MODELS = ("srn", "residual_srn", "gru", "lstm")
-MODEL_TITLES = {"srn": "SRN", "residual_srn": "residual SRN", "gru": "GRU", "lstm": "LSTM",
-                "seed_srn": "SRN, seed loop"}
+MODEL_TITLES = {
+    "srn": "SRN",
+    "residual_srn": "residual SRN",
+    "gru": "GRU",
+    "lstm": "LSTM",
+    "seed_srn": "SRN, seed loop",
+}
 NUM_DIGITS = 10
 NUM_CLASSES = 19  # sums 0..18
 
@@ -70,8 +75,10 @@ def generate_digit_sum(length: int, k: int, rng: np.random.RandomState):
 def digit_sum_splits(length: int, seed: int):
     """Train (k=3), dev (k=1) and test (k=1) sets of one length; the same for every model."""
     rng = np.random.RandomState(seed * 1000 + length)
-    return {split: generate_digit_sum(length, k, rng)
-            for split, k in (("train", 3), ("dev", 1), ("test", 1))}
+    return {
+        split: generate_digit_sum(length, k, rng)
+        for split, k in (("train", 3), ("dev", 1), ("test", 1))
+    }
 
 
 # --------------------------------------------------------------------------- models
@@ -98,8 +105,9 @@ def make_recurrent(model: str, input_size: int, hidden_size: int) -> nn.Module:
     if model == "seed_srn":
         return SeedSRN(input_size, hidden_size)
     if model in ("srn", "residual_srn"):
-        layer = rnnfast.RNN(input_size, hidden_size, batch_first=True,
-                            residual=model == "residual_srn")
+        layer = rnnfast.RNN(
+            input_size, hidden_size, batch_first=True, residual=model == "residual_srn"
+        )
         with torch.no_grad():
             for p in layer.parameters():
                 p.zero_()
@@ -171,8 +179,13 @@ def train_one(classifier, splits, args, device, shuffle_seed: int, bar):
     seconds = time.perf_counter() - start
     classifier.load_state_dict(best_state)
     test_accuracy, _ = evaluate(classifier, *data["test"])
-    return {"test_accuracy": test_accuracy, "best_dev_accuracy": best_dev, "seconds": seconds,
-            "steps": steps, **history}
+    return {
+        "test_accuracy": test_accuracy,
+        "best_dev_accuracy": best_dev,
+        "seconds": seconds,
+        "steps": steps,
+        **history,
+    }
 
 
 def run_experiment(args, device):
@@ -180,8 +193,9 @@ def run_experiment(args, device):
     models = list(args.models) + (["seed_srn"] if args.compare_seed else [])
     runs = {model: {} for model in models}
     splits = {length: digit_sum_splits(length, args.seed) for length in args.lengths}
-    with _common.progress_bar(total=len(models) * len(args.lengths) * args.epochs,
-                              desc="digit sum", unit="epoch") as bar:
+    with _common.progress_bar(
+        total=len(models) * len(args.lengths) * args.epochs, desc="digit sum", unit="epoch"
+    ) as bar:
         for model in models:
             for length in args.lengths:
                 bar.set_description(f"{MODEL_TITLES[model]}, length {length}")
@@ -189,8 +203,9 @@ def run_experiment(args, device):
                 run_seed = args.seed * 1000 + length
                 torch.manual_seed(run_seed)
                 classifier = DigitSumClassifier(model, args.input_size, args.hidden_size)
-                runs[model][length] = train_one(classifier, splits[length], args, device,
-                                                run_seed, bar)
+                runs[model][length] = train_one(
+                    classifier, splits[length], args, device, run_seed, bar
+                )
     return runs
 
 
@@ -202,8 +217,9 @@ def accuracy_table(runs, lengths) -> str:
     header = "length  " + "  ".join(MODEL_TITLES[m].rjust(w) for m, w in zip(models, widths))
     lines = [header, "-" * len(header)]
     for length in lengths:
-        cells = [f"{100 * runs[m][length]['test_accuracy']:.1f}".rjust(w)
-                 for m, w in zip(models, widths)]
+        cells = [
+            f"{100 * runs[m][length]['test_accuracy']:.1f}".rjust(w) for m, w in zip(models, widths)
+        ]
         lines.append(f"{length:>6}  " + "  ".join(cells))
     return "\n".join(lines)
 
@@ -217,8 +233,10 @@ def timing_table(runs) -> str:
         steps = sum(r["steps"] for r in runs[model].values())
         lines.append(f"{MODEL_TITLES[model]:<16}  {value:>13.1f}  {1000 * value / steps:>11.2f}")
     if "seed_srn" in seconds and "srn" in seconds:
-        lines.append(f"SRN: the seed's hand-written loop takes "
-                     f"{seconds['seed_srn'] / seconds['srn']:.2f}x the time of rnnfast.RNN")
+        lines.append(
+            f"SRN: the seed's hand-written loop takes "
+            f"{seconds['seed_srn'] / seconds['srn']:.2f}x the time of rnnfast.RNN"
+        )
     return "\n".join(lines)
 
 
@@ -228,14 +246,24 @@ def draw_plots(runs, lengths, out_dir) -> dict:
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
-    paths = {"accuracy": os.path.join(out_dir, "accuracy_vs_length.png"),
-             "loss": os.path.join(out_dir, "loss_curves.png")}
+    paths = {
+        "accuracy": os.path.join(out_dir, "accuracy_vs_length.png"),
+        "loss": os.path.join(out_dir, "loss_curves.png"),
+    }
     fig, ax = plt.subplots(figsize=(6, 4))
     for model in runs:
-        ax.plot(lengths, [100 * runs[model][n]["test_accuracy"] for n in lengths],
-                "o--" if model == "seed_srn" else "o-", label=MODEL_TITLES[model])
-    ax.set(xlabel="sequence length", ylabel="test accuracy (%)", ylim=(0, 102),
-           title="DigitSum: accuracy against length")
+        ax.plot(
+            lengths,
+            [100 * runs[model][n]["test_accuracy"] for n in lengths],
+            "o--" if model == "seed_srn" else "o-",
+            label=MODEL_TITLES[model],
+        )
+    ax.set(
+        xlabel="sequence length",
+        ylabel="test accuracy (%)",
+        ylim=(0, 102),
+        title="DigitSum: accuracy against length",
+    )
     ax.legend(fontsize="small", framealpha=0.6)
     fig.tight_layout()
     fig.savefig(paths["accuracy"], dpi=100)
@@ -250,10 +278,15 @@ def draw_plots(runs, lengths, out_dir) -> dict:
             run = runs[model][length]
             epochs = range(1, len(run["train_loss"]) + 1)
             ax.plot(epochs, run["train_loss"], color=color, label=f"{MODEL_TITLES[model]} train")
-            ax.plot(epochs, run["dev_loss"], color=color, linestyle="--",
-                    label=f"{MODEL_TITLES[model]} dev")
+            ax.plot(
+                epochs,
+                run["dev_loss"],
+                color=color,
+                linestyle="--",
+                label=f"{MODEL_TITLES[model]} dev",
+            )
         ax.set(title=f"length {length}", xlabel="epoch", ylabel="loss")
-    for ax in list(axes.flat)[len(lengths):]:
+    for ax in list(axes.flat)[len(lengths) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize="x-small")
     fig.tight_layout()
@@ -264,25 +297,46 @@ def draw_plots(runs, lengths, out_dir) -> dict:
 
 # --------------------------------------------------------------------------- CLI
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     _common.add_common_arguments(parser)
-    parser.add_argument("--models", nargs="+", default=None, metavar="MODEL",
-                        help=f"recurrent layers to compare, of {', '.join(MODELS)} (default: all)")
-    parser.add_argument("--lengths", nargs="+", type=int, default=None,
-                        help="sequence lengths, each >= 3 (default: 5 10 ... 35; quick: 5 10)")
-    parser.add_argument("--epochs", type=_common.positive_int, default=None,
-                        help="epochs per model and length (default 150; the seed trains 500; "
-                             "quick 40)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        metavar="MODEL",
+        help=f"recurrent layers to compare, of {', '.join(MODELS)} (default: all)",
+    )
+    parser.add_argument(
+        "--lengths",
+        nargs="+",
+        type=int,
+        default=None,
+        help="sequence lengths, each >= 3 (default: 5 10 ... 35; quick: 5 10)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_common.positive_int,
+        default=None,
+        help="epochs per model and length (default 150; the seed trains 500; quick 40)",
+    )
     parser.add_argument("--batch-size", type=_common.positive_int, default=8)
     parser.add_argument("--lr", type=_common.positive_float, default=1e-3)
     parser.add_argument("--input-size", type=_common.positive_int, default=32)
     parser.add_argument("--hidden-size", type=_common.positive_int, default=32)
-    parser.add_argument("--no-seed-loop", dest="compare_seed", action="store_false",
-                        help="skip the SRN run with the seed's hand-written loop")
-    parser.add_argument("--out-dir", default=None,
-                        help="where the table and PNG files go (default examples/results, "
-                             "quick: examples/results/quick)")
+    parser.add_argument(
+        "--no-seed-loop",
+        dest="compare_seed",
+        action="store_false",
+        help="skip the SRN run with the seed's hand-written loop",
+    )
+    parser.add_argument(
+        "--out-dir",
+        default=None,
+        help="where the table and PNG files go (default examples/results, "
+        "quick: examples/results/quick)",
+    )
     args = parser.parse_args(argv)
     device = _common.set_up(parser, args)
     args.models = args.models or list(MODELS)
@@ -291,8 +345,9 @@ def parse_args(argv):
         parser.error(f"unknown model {unknown[0]!r}: choose from {', '.join(MODELS)}")
     args.lengths = args.lengths or ([5, 10] if args.quick else list(LENGTHS))
     if min(args.lengths) < 3:
-        parser.error(f"--lengths must be >= 3 (two digits and one random position), "
-                     f"got {min(args.lengths)}")
+        parser.error(
+            f"--lengths must be >= 3 (two digits and one random position), got {min(args.lengths)}"
+        )
     args.epochs = args.epochs or (40 if args.quick else 150)
     args.compare_seed = args.compare_seed and "srn" in args.models
     results = os.path.join(_common.EXAMPLES_DIR, "results")
@@ -311,15 +366,23 @@ def main(argv=None) -> dict:
     timing = timing_table(runs)
     out_dir = _common.make_out_dir(args.out_dir)
     plots = draw_plots(runs, args.lengths, out_dir)
-    report = (f"DigitSum test accuracy (%), best-on-dev weights, {args.epochs} epochs, "
-              f"batch {args.batch_size}, Adam {args.lr:g}, seed {args.seed}, device {device}\n"
-              f"{table}\n\n{timing}\n")
+    report = (
+        f"DigitSum test accuracy (%), best-on-dev weights, {args.epochs} epochs, "
+        f"batch {args.batch_size}, Adam {args.lr:g}, seed {args.seed}, device {device}\n"
+        f"{table}\n\n{timing}\n"
+    )
     print(report)
     with open(os.path.join(out_dir, "digit_sum.txt"), "w", encoding="utf-8") as f:
         f.write(report)
     print(f"wrote {out_dir}/digit_sum.txt, {plots['accuracy']}, {plots['loss']}")
-    return {"runs": runs, "table": table, "timing": timing, "plots": plots, "lengths": args.lengths,
-            "models": list(runs)}
+    return {
+        "runs": runs,
+        "table": table,
+        "timing": timing,
+        "plots": plots,
+        "lengths": args.lengths,
+        "models": list(runs),
+    }
 
 
 if __name__ == "__main__":

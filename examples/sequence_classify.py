@@ -35,16 +35,20 @@ NUM_CLASSES = 10
 def load_digits(seed: int):
     """scikit-learn's 8x8 digits as ``[N, 8, 8]`` rows in [0, 1]; a stratified 80/20 split."""
     datasets = _common.require("sklearn.datasets", "scikit-learn", "for its bundled digits")
-    model_selection = _common.require("sklearn.model_selection", "scikit-learn",
-                                      "for its bundled digits")
+    model_selection = _common.require(
+        "sklearn.model_selection", "scikit-learn", "for its bundled digits"
+    )
     digits = datasets.load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32) / 16.0  # pixel values 0..16
     labels = torch.tensor(digits.target, dtype=torch.long)
     train_idx, test_idx = model_selection.train_test_split(
-        torch.arange(len(labels)).numpy(), test_size=0.2, stratify=digits.target,
-        random_state=seed)
-    return ("8x8 digits", (images[train_idx], labels[train_idx]),
-            (images[test_idx], labels[test_idx]))
+        torch.arange(len(labels)).numpy(), test_size=0.2, stratify=digits.target, random_state=seed
+    )
+    return (
+        "8x8 digits",
+        (images[train_idx], labels[train_idx]),
+        (images[test_idx], labels[test_idx]),
+    )
 
 
 def mnist_is_local(root: str) -> bool:
@@ -111,14 +115,16 @@ def train(model, train_set, test_set, args, device):
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     order_generator = torch.Generator().manual_seed(args.seed)
     history = []
-    with _common.progress_bar(total=args.epochs * len(train_y), desc="training",
-                              unit="img", unit_scale=True) as bar:
+    with _common.progress_bar(
+        total=args.epochs * len(train_y), desc="training", unit="img", unit_scale=True
+    ) as bar:
         for epoch in range(1, args.epochs + 1):
             model.train()
             start = time.perf_counter()
             total_loss, correct = 0.0, 0
             for batch in torch.randperm(len(train_y), generator=order_generator).split(
-                    args.batch_size):
+                args.batch_size
+            ):
                 batch = batch.to(device)
                 logits = model(train_x[batch])
                 loss = F.cross_entropy(logits, train_y[batch])
@@ -129,38 +135,61 @@ def train(model, train_set, test_set, args, device):
                 correct += (logits.argmax(1) == train_y[batch]).sum().item()
                 bar.update(len(batch))
             seconds = time.perf_counter() - start
-            record = {"epoch": epoch, "train_loss": total_loss / len(train_y),
-                      "train_accuracy": correct / len(train_y),
-                      "test_accuracy": accuracy(model, test_x, test_y), "seconds": seconds}
+            record = {
+                "epoch": epoch,
+                "train_loss": total_loss / len(train_y),
+                "train_accuracy": correct / len(train_y),
+                "test_accuracy": accuracy(model, test_x, test_y),
+                "seconds": seconds,
+            }
             history.append(record)
             bar.set_postfix(test_acc=f"{record['test_accuracy']:.3f}")
-            bar.write(f"epoch {epoch:>3}  loss {record['train_loss']:.4f}  "
-                      f"train acc {record['train_accuracy']:.4f}  "
-                      f"test acc {record['test_accuracy']:.4f}  ({seconds:.1f} s)",
-                      file=sys.stdout)
+            bar.write(
+                f"epoch {epoch:>3}  loss {record['train_loss']:.4f}  "
+                f"train acc {record['train_accuracy']:.4f}  "
+                f"test acc {record['test_accuracy']:.4f}  ({seconds:.1f} s)",
+                file=sys.stdout,
+            )
     return history
 
 
 # --------------------------------------------------------------------------- CLI
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     _common.add_common_arguments(parser)
-    parser.add_argument("--dataset", choices=DATASETS, default="auto",
-                        help="digits (scikit-learn, bundled), mnist (torchvision, read from "
-                             "--data-root, never downloaded), or auto: MNIST where found, "
-                             "else digits (default)")
-    parser.add_argument("--data-root", default=os.path.join(os.path.expanduser("~"), "data"),
-                        help="the folder holding MNIST/raw (default ~/data)")
-    parser.add_argument("--epochs", type=_common.positive_int, default=None,
-                        help="default 15 (quick: 4)")
-    parser.add_argument("--batch-size", type=_common.positive_int, default=None,
-                        help="default 32 for the digits, 100 for MNIST (the seed's)")
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="auto",
+        help="digits (scikit-learn, bundled), mnist (torchvision, read from "
+        "--data-root, never downloaded), or auto: MNIST where found, "
+        "else digits (default)",
+    )
+    parser.add_argument(
+        "--data-root",
+        default=os.path.join(os.path.expanduser("~"), "data"),
+        help="the folder holding MNIST/raw (default ~/data)",
+    )
+    parser.add_argument(
+        "--epochs", type=_common.positive_int, default=None, help="default 15 (quick: 4)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_common.positive_int,
+        default=None,
+        help="default 32 for the digits, 100 for MNIST (the seed's)",
+    )
     parser.add_argument("--hidden-size", type=_common.positive_int, default=128)
     parser.add_argument("--num-layers", type=_common.positive_int, default=2)
     parser.add_argument("--lr", type=_common.positive_float, default=1e-3)
-    parser.add_argument("--limit", type=_common.positive_int, default=None,
-                        help="use only this many training images (quick on MNIST: 3000)")
+    parser.add_argument(
+        "--limit",
+        type=_common.positive_int,
+        default=None,
+        help="use only this many training images (quick on MNIST: 3000)",
+    )
     args = parser.parse_args(argv)
     device = _common.set_up(parser, args)
     if args.dataset == "auto":
@@ -182,15 +211,19 @@ def main(argv=None) -> dict:
     train_set = take(train_set, args.limit)
     test_set = take(test_set, None if args.limit is None else max(args.limit // 5, 1))
     rows, row_size = train_set[0].shape[1:]
-    print(f"{name}: {len(train_set[1])} training and {len(test_set[1])} test images, "
-          f"{rows} rows of {row_size} pixels; rnnfast.LSTM({row_size}, {args.hidden_size}, "
-          f"num_layers={args.num_layers}) on {device}")
+    print(
+        f"{name}: {len(train_set[1])} training and {len(test_set[1])} test images, "
+        f"{rows} rows of {row_size} pixels; rnnfast.LSTM({row_size}, {args.hidden_size}, "
+        f"num_layers={args.num_layers}) on {device}"
+    )
     torch.manual_seed(args.seed)
     model = RowLSTMClassifier(row_size, args.hidden_size, args.num_layers).to(device)
     history = train(model, train_set, test_set, args, device)
     final = history[-1]
-    print(f"final: train accuracy {final['train_accuracy']:.4f}, "
-          f"test accuracy {final['test_accuracy']:.4f}")
+    print(
+        f"final: train accuracy {final['train_accuracy']:.4f}, "
+        f"test accuracy {final['test_accuracy']:.4f}"
+    )
     return {"dataset": name, "history": history, "test_accuracy": final["test_accuracy"]}
 
 

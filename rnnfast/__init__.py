@@ -22,8 +22,20 @@ from .cells import GRUCell, LSTMCell, RNNCell
 from .convert import convert
 from .layers import GRU, LSTM, RNN
 
-__all__ = ["functional", "RNN", "GRU", "LSTM", "RNNCell", "GRUCell", "LSTMCell", "convert",
-           "empty_cpu_cache", "scan", "ScanTraceError", "CarryMismatchError"]
+__all__ = [
+    "functional",
+    "RNN",
+    "GRU",
+    "LSTM",
+    "RNNCell",
+    "GRUCell",
+    "LSTMCell",
+    "convert",
+    "empty_cpu_cache",
+    "scan",
+    "ScanTraceError",
+    "CarryMismatchError",
+]
 __version__ = "0.1.0"
 
 # Loaded on first use: rnnfast._scan imports torch._dynamo, which takes about a second.

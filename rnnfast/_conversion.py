@@ -18,8 +18,10 @@ class TorchConversion:
         It shares ``module``'s Parameter objects (optimisers that hold them keep working, and
         no memory is copied), device, dtype and training mode."""
         if not isinstance(module, cls._torch_class) or isinstance(module, TorchConversion):
-            raise TypeError(f"rnnfast.{cls.__name__}.from_torch: expected a torch.nn."
-                            f"{cls._torch_class.__name__}; got {type(module).__name__}")
+            raise TypeError(
+                f"rnnfast.{cls.__name__}.from_torch: expected a torch.nn."
+                f"{cls._torch_class.__name__}; got {type(module).__name__}"
+            )
         return adopt_parameters(cls, cls._config(module), module)
 
     def to_torch(self) -> nn.Module:
@@ -35,7 +37,8 @@ class TorchConversion:
             "torch.jit.trace (the traced graph calls rnnfast's ops, and saves and loads with "
             "torch.jit.save/load), torch.compile or torch.export instead; or script its torch.nn "
             f"namesake, module.to_torch() (a torch.nn.{self._torch_class.__name__} sharing its "
-            "parameters, without rnnfast's speed)")
+            "parameters, without rnnfast's speed)"
+        )
 
     def _torch_config(self) -> dict:
         """The torch.nn namesake's constructor arguments; raises where it cannot express this
@@ -46,15 +49,19 @@ class TorchConversion:
 def adopt_parameters(cls, config: dict, source: nn.Module) -> nn.Module:
     """A new ``cls(**config)`` whose parameters are ``source``'s own Parameter objects."""
     if torch.nn.utils.parametrize.is_parametrized(source):
-        raise ValueError(f"rnnfast: cannot convert {type(source).__name__} with parametrized "
-                         "weights (e.g. weight_norm); remove the parametrization first")
+        raise ValueError(
+            f"rnnfast: cannot convert {type(source).__name__} with parametrized "
+            "weights (e.g. weight_norm); remove the parametrization first"
+        )
     first = next(iter(source._parameters.values()))
     with warnings.catch_warnings():  # the dropout warning was given when source was built
         warnings.simplefilter("ignore")
         target = cls(**config, device="meta", dtype=first.dtype)
     if set(target._parameters) != set(source._parameters):
-        raise ValueError(f"rnnfast: {type(source).__name__} has parameters "
-                         f"{sorted(source._parameters)}; expected {sorted(target._parameters)}")
+        raise ValueError(
+            f"rnnfast: {type(source).__name__} has parameters "
+            f"{sorted(source._parameters)}; expected {sorted(target._parameters)}"
+        )
     for name, param in source._parameters.items():
         setattr(target, name, param)
     if isinstance(target, nn.RNNBase):

@@ -17,12 +17,14 @@ def empty_sequence_error(input_shape, layout: str) -> EmptySequenceError:
     """input_shape: the caller's own (an unbatched input's, not the op's [T, 1, I])."""
     return EmptySequenceError(
         "Expected sequence length to be larger than 0 in RNN: input must hold at least one time "
-        f"step; got an empty sequence, input of shape {list(input_shape)} {layout}")
+        f"step; got an empty sequence, input of shape {list(input_shape)} {layout}"
+    )
 
 
 def dtype_mismatch_error(name: str, expected, got) -> DtypeMismatchError:
-    return DtypeMismatchError(f"rnnfast: {name} must have the dtype of input ({expected}); "
-                              f"got {got}")
+    return DtypeMismatchError(
+        f"rnnfast: {name} must have the dtype of input ({expected}); got {got}"
+    )
 
 
 class LstmStateError(RuntimeError, TypeError):

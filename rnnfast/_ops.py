@@ -27,7 +27,8 @@ CELLS = {name: CellSpec(**traits) for name, traits in _C.cells().items()}
 
 recurrent_forward = torch.ops.rnnfast.recurrent_forward.default
 recurrent_backward = torch.ops.rnnfast.recurrent_backward.default
-# CompositeImplicitAutograd (csrc/composite/recurrent_layers.cpp): calls recurrent_forward, needs no fake.
+# CompositeImplicitAutograd (csrc/composite/recurrent_layers.cpp): calls recurrent_forward,
+# needs no fake.
 recurrent_layers = torch.ops.rnnfast.recurrent_layers.default
 
 
@@ -43,11 +44,14 @@ def _check_devices(input, lengths, **tensors):
     memory. Every tensor on input's device; lengths on the CPU or input's device."""
     for name, t in tensors.items():
         if t is not None and t.device != input.device:
-            raise RuntimeError(f"rnnfast: {name} must be on the device of input ({input.device}); "
-                               f"got {t.device}")
+            raise RuntimeError(
+                f"rnnfast: {name} must be on the device of input ({input.device}); got {t.device}"
+            )
     if lengths is not None and lengths.device.type != "cpu" and lengths.device != input.device:
-        raise RuntimeError("rnnfast: lengths must be on the CPU or on the device of input "
-                           f"({input.device}); got {lengths.device}")
+        raise RuntimeError(
+            "rnnfast: lengths must be on the CPU or on the device of input "
+            f"({input.device}); got {lengths.device}"
+        )
 
 
 def _sequence(like, batch_first, T, B, width):
@@ -55,34 +59,93 @@ def _sequence(like, batch_first, T, B, width):
 
 
 @torch.library.register_fake("rnnfast::recurrent_forward")
-def _recurrent_forward_fake(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
-                            lengths, cell, reverse, batch_first, need_saved=True):
+def _recurrent_forward_fake(
+    input,
+    weight_ih,
+    weight_hh,
+    bias_ih,
+    bias_hh,
+    hx,
+    cx,
+    weight_hr,
+    lengths,
+    cell,
+    reverse,
+    batch_first,
+    need_saved=True,
+):
     spec = _cell(cell)
-    _check_devices(input, lengths, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
-                   bias_hh=bias_hh, hx=hx, cx=cx, weight_hr=weight_hr)
+    _check_devices(
+        input,
+        lengths,
+        weight_ih=weight_ih,
+        weight_hh=weight_hh,
+        bias_ih=bias_ih,
+        bias_hh=bias_hh,
+        hx=hx,
+        cx=cx,
+        weight_hr=weight_hr,
+    )
     T, B = (input.shape[1], input.shape[0]) if batch_first else input.shape[:2]
     H = weight_ih.shape[0] // spec.gates
     P = H if weight_hr is None else weight_hr.shape[0]
     c_n = input.new_empty((B, H)) if spec.has_cell_state else input.new_empty((0,))
-    saved_t = (_sequence(input, batch_first, T, B, spec.saved * H) if spec.saved and need_saved
-               else input.new_empty((0,)))
+    saved_t = (
+        _sequence(input, batch_first, T, B, spec.saved * H)
+        if spec.saved and need_saved
+        else input.new_empty((0,))
+    )
     return _sequence(input, batch_first, T, B, P), input.new_empty((B, P)), c_n, saved_t
 
 
 @torch.library.register_fake("rnnfast::recurrent_backward")
-def _recurrent_backward_fake(grad_output, grad_h_n, grad_c_n, input, weight_ih, weight_hh, hx,
-                             weight_hr, lengths, output, saved, cell, reverse, batch_first,
-                             output_mask):
+def _recurrent_backward_fake(
+    grad_output,
+    grad_h_n,
+    grad_c_n,
+    input,
+    weight_ih,
+    weight_hh,
+    hx,
+    weight_hr,
+    lengths,
+    output,
+    saved,
+    cell,
+    reverse,
+    batch_first,
+    output_mask,
+):
     spec = _cell(cell)
     gates = spec.gates
-    _check_devices(input, lengths, weight_ih=weight_ih, weight_hh=weight_hh, hx=hx,
-                   weight_hr=weight_hr, output=output, saved=saved, grad_output=grad_output,
-                   grad_h_n=grad_h_n, grad_c_n=grad_c_n)
+    _check_devices(
+        input,
+        lengths,
+        weight_ih=weight_ih,
+        weight_hh=weight_hh,
+        hx=hx,
+        weight_hr=weight_hr,
+        output=output,
+        saved=saved,
+        grad_output=grad_output,
+        grad_h_n=grad_h_n,
+        grad_c_n=grad_c_n,
+    )
     H = weight_ih.shape[0] // gates
     P = output.shape[-1]
     B = output.shape[0] if batch_first else output.shape[1]
-    shapes = [input.shape, weight_ih.shape, weight_hh.shape, (gates * H,), (gates * H,), (B, P),
-              (B, H), (P, H)]
+    shapes = [
+        input.shape,
+        weight_ih.shape,
+        weight_hh.shape,
+        (gates * H,),
+        (gates * H,),
+        (B, P),
+        (B, H),
+        (P, H),
+    ]
     has = [True] * 6 + [spec.has_cell_state, weight_hr is not None]
-    return tuple(input.new_empty(shape if (need and ok) else (0,))
-                 for shape, need, ok in zip(shapes, output_mask, has))
+    return tuple(
+        input.new_empty(shape if (need and ok) else (0,))
+        for shape, need, ok in zip(shapes, output_mask, has)
+    )

@@ -11,5 +11,4 @@ def current_weights(module: nn.Module, names: Iterable[Optional[str]]) -> List[O
     parametrizations serve them as attributes). ``_parameters`` first: ``Module.__getattr__``
     costs 0.7 us a name, a third of a small cell's step."""
     params = module._parameters
-    return [None if n is None else params[n] if n in params else getattr(module, n)
-            for n in names]
+    return [None if n is None else params[n] if n in params else getattr(module, n) for n in names]

@@ -29,18 +29,23 @@ class RecurrentCell(TorchConversion, nn.RNNCellBase):
         name = type(self).__name__
         batch, features = input.shape
         if features != self.input_size:
-            raise RuntimeError(f"{name}: input has inconsistent input_size: got "
-                               f"{features}, expected {self.input_size}")
+            raise RuntimeError(
+                f"{name}: input has inconsistent input_size: got "
+                f"{features}, expected {self.input_size}"
+            )
         for state, what in ((h, "hx"), (c, "cx")):
             if state is None:
                 continue
             shape = state.shape
             if shape[0] != batch:
-                raise RuntimeError(f"{name}: input batch size {batch} doesn't match "
-                                   f"{what} batch size {shape[0]}")
+                raise RuntimeError(
+                    f"{name}: input batch size {batch} doesn't match {what} batch size {shape[0]}"
+                )
             if shape[1] != self.hidden_size:
-                raise RuntimeError(f"{name}: {what} has inconsistent hidden_size: got "
-                                   f"{shape[1]}, expected {self.hidden_size}")
+                raise RuntimeError(
+                    f"{name}: {what} has inconsistent hidden_size: got "
+                    f"{shape[1]}, expected {self.hidden_size}"
+                )
 
     def _step(self, input: Tensor, h: Optional[Tensor], c: Optional[Tensor]):
         """input [B, I] or [I]; h, c [B, H] or [H] (as input) or None. Returns (h', c')."""
@@ -52,10 +57,13 @@ class RecurrentCell(TorchConversion, nn.RNNCellBase):
             if state is not None and state.dim() != input_dim:
                 if state.dim() not in (1, 2):
                     raise ValueError(
-                        f"{name}: Expected {what} to be 1D or 2D, got {state.dim()}D instead")
+                        f"{name}: Expected {what} to be 1D or 2D, got {state.dim()}D instead"
+                    )
                 # torch.nn's cells fail here with an IndexError, or a message about sizes.
-                raise ValueError(f"{name}: Expected {what} to be {input_dim}D like input (batched "
-                                 f"[B, features] or unbatched [features]), got {state.dim()}D")
+                raise ValueError(
+                    f"{name}: Expected {what} to be {input_dim}D like input (batched "
+                    f"[B, features] or unbatched [features]), got {state.dim()}D"
+                )
         batched = input_dim == 2
         if not batched:
             input = input.unsqueeze(0)
@@ -76,8 +84,7 @@ class RecurrentCell(TorchConversion, nn.RNNCellBase):
             c_next = c_next.squeeze(0) if self._has_cell_state else c_next
         return h_next, c_next
 
-    def _step_without_units(self, input: Tensor, weights, h: Optional[Tensor],
-                            c: Optional[Tensor]):
+    def _step_without_units(self, input: Tensor, weights, h: Optional[Tensor], c: Optional[Tensor]):
         """hidden_size = 0, which the op refuses: torch's own cell gives the empty [B, 0] states
         torch.nn's cells return, with their autograd (zero gradients of input and weights).
         Every variant computes nothing here, so torch's cell of the same gates stands in."""
@@ -98,9 +105,17 @@ class RNNCell(RecurrentCell):
 
     _torch_class = nn.RNNCell
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 nonlinearity: str = "tanh", device=None, dtype=None, *,
-                 residual: bool = False) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        device=None,
+        dtype=None,
+        *,
+        residual: bool = False,
+    ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"Unknown nonlinearity: {nonlinearity}. Select from 'tanh' or 'relu'.")
         if not isinstance(residual, bool):
@@ -134,10 +149,20 @@ class GRUCell(RecurrentCell):
 
     _torch_class = nn.GRUCell
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None, *, reset_after: bool = True) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        reset_after: bool = True,
+    ) -> None:
         if not isinstance(reset_after, bool):
-            raise TypeError(f"reset_after should be of type bool, got: {type(reset_after).__name__}")
+            raise TypeError(
+                f"reset_after should be of type bool, got: {type(reset_after).__name__}"
+            )
         super().__init__(input_size, hidden_size, bias, num_chunks=3, device=device, dtype=dtype)
         self.reset_after = reset_after
 
@@ -153,8 +178,7 @@ class GRUCell(RecurrentCell):
 
     def _torch_config(self) -> dict:
         if not self.reset_after:
-            raise ValueError("rnnfast.GRUCell.to_torch: torch.nn.GRUCell has only "
-                             "reset_after=True")
+            raise ValueError("rnnfast.GRUCell.to_torch: torch.nn.GRUCell has only reset_after=True")
         return self._config()
 
 
@@ -165,17 +189,24 @@ class LSTMCell(RecurrentCell):
     _has_cell_state = True
     cell = "lstm"
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None
+    ) -> None:
         super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
 
-    def forward(self, input: Tensor,
-                hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+    def forward(
+        self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None
+    ) -> Tuple[Tensor, Tensor]:
         h = c = None
         if hx is not None:
-            if (not isinstance(hx, (tuple, list)) or len(hx) != 2
-                    or not all(isinstance(t, Tensor) for t in hx)):
-                raise LstmStateError("LSTMCell: hx must be a tuple (h, c) of tensors, or None; "
-                                     f"got {type(hx).__name__}")
+            if (
+                not isinstance(hx, (tuple, list))
+                or len(hx) != 2
+                or not all(isinstance(t, Tensor) for t in hx)
+            ):
+                raise LstmStateError(
+                    "LSTMCell: hx must be a tuple (h, c) of tensors, or None; "
+                    f"got {type(hx).__name__}"
+                )
             h, c = hx
         return self._step(input, h, c)

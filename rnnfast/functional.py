@@ -57,8 +57,20 @@ def _exporting_to_onnx() -> bool:
     return torch.onnx.is_in_onnx_export()
 
 
-def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths,
-                      cell, reverse, batch_first):
+def recurrent_forward(
+    input,
+    weight_ih,
+    weight_hh,
+    bias_ih,
+    bias_hh,
+    hx,
+    cx,
+    weight_hr,
+    lengths,
+    cell,
+    reverse,
+    batch_first,
+):
     """rnnfast::recurrent_forward. In plain eager mode through the extension's direct entry
     (the same op and dispatcher, without torch.ops' boxed argument parsing); under
     torch.compile, or where __torch_function__ applies, through torch.ops.
@@ -73,15 +85,51 @@ def recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, wei
         if _exporting_to_onnx():
             from . import _onnx
 
-            return _onnx.recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
-                                           weight_hr, lengths, cell, reverse, batch_first)
-        return _recurrent_forward_op(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx,
-                                     weight_hr, lengths, cell, reverse, batch_first,
-                                     torch.is_grad_enabled())[:3]
+            return _onnx.recurrent_forward(
+                input,
+                weight_ih,
+                weight_hh,
+                bias_ih,
+                bias_hh,
+                hx,
+                cx,
+                weight_hr,
+                lengths,
+                cell,
+                reverse,
+                batch_first,
+            )
+        return _recurrent_forward_op(
+            input,
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+            hx,
+            cx,
+            weight_hr,
+            lengths,
+            cell,
+            reverse,
+            batch_first,
+            torch.is_grad_enabled(),
+        )[:3]
     if lengths is not None:
         _check_wrapped_lengths(lengths, input, batch_first)
-    return _C.recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr,
-                                lengths, cell, reverse, batch_first)
+    return _C.recurrent_forward(
+        input,
+        weight_ih,
+        weight_hh,
+        bias_ih,
+        bias_hh,
+        hx,
+        cx,
+        weight_hr,
+        lengths,
+        cell,
+        reverse,
+        batch_first,
+    )
 
 
 def recurrent_layers(input, weights, hx, cx, lengths, cell, bidirectional, batch_first, dropout):
@@ -96,14 +144,17 @@ def recurrent_layers(input, weights, hx, cx, lengths, cell, bidirectional, batch
         if _exporting_to_onnx():
             from . import _onnx
 
-            return _onnx.recurrent_layers(input, weights, hx, cx, lengths, cell, bidirectional,
-                                          batch_first, dropout)
-        return _recurrent_layers_op(input, weights, hx, cx, lengths, cell, bidirectional,
-                                    batch_first, dropout)
+            return _onnx.recurrent_layers(
+                input, weights, hx, cx, lengths, cell, bidirectional, batch_first, dropout
+            )
+        return _recurrent_layers_op(
+            input, weights, hx, cx, lengths, cell, bidirectional, batch_first, dropout
+        )
     if lengths is not None:
         _check_wrapped_lengths(lengths, input, batch_first)
-    return _C.recurrent_layers(input, weights, hx, cx, lengths, cell, bidirectional, batch_first,
-                               dropout)
+    return _C.recurrent_layers(
+        input, weights, hx, cx, lengths, cell, bidirectional, batch_first, dropout
+    )
 
 
 def cell_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, cell):
@@ -115,12 +166,35 @@ def cell_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, cell):
             from . import _onnx
 
             _, h_next, c_next = _onnx.recurrent_forward(
-                input.unsqueeze(0), weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, None, None,
-                cell, False, False)
+                input.unsqueeze(0),
+                weight_ih,
+                weight_hh,
+                bias_ih,
+                bias_hh,
+                hx,
+                cx,
+                None,
+                None,
+                cell,
+                False,
+                False,
+            )
             return h_next, c_next
         _, h_next, c_next, _ = _recurrent_forward_op(
-            input.unsqueeze(0), weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, None, None, cell,
-            False, False, torch.is_grad_enabled())
+            input.unsqueeze(0),
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+            hx,
+            cx,
+            None,
+            None,
+            cell,
+            False,
+            False,
+            torch.is_grad_enabled(),
+        )
         return h_next, c_next
     return _C.cell_forward(*tensors, cell)
 
@@ -142,7 +216,8 @@ def _check_wrapped_lengths(lengths: Tensor, input: Tensor, batch_first: bool) ->
         if lo < 0 or hi > T:
             raise ValueError(
                 f"rnnfast: lengths must lie in [0, T] = [0, {T}] (T: the number of time steps "
-                f"of input); got values from {lo} to {hi}")
+                f"of input); got values from {lo} to {hi}"
+            )
 
 
 def _lengths(lengths: Lengths) -> Optional[Tensor]:
@@ -151,10 +226,20 @@ def _lengths(lengths: Lengths) -> Optional[Tensor]:
     return torch.as_tensor(lengths, dtype=torch.int64)
 
 
-def rnn(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
-        bias_hh: Optional[Tensor] = None, hx: Optional[Tensor] = None, *,
-        nonlinearity: str = "tanh", residual: bool = False, batch_first: bool = False,
-        reverse: bool = False, lengths: Lengths = None) -> Tuple[Tensor, Tensor]:
+def rnn(
+    input: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Optional[Tensor] = None,
+    bias_hh: Optional[Tensor] = None,
+    hx: Optional[Tensor] = None,
+    *,
+    nonlinearity: str = "tanh",
+    residual: bool = False,
+    batch_first: bool = False,
+    reverse: bool = False,
+    lengths: Lengths = None,
+) -> Tuple[Tensor, Tensor]:
     """Elman RNN, ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``, over a whole sequence.
 
     With ``residual=True``, ``h' = h + act(...)`` (NNDL eq. 6.50).
@@ -173,18 +258,40 @@ def rnn(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[T
         ``(output, h_n)``: ``output`` ``[T, B, H]`` (or batch-first), ``h_n`` ``[B, H]``.
     """
     cell = rnn_cell_name(nonlinearity, residual)
-    output, h_n, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, None,
-                                       None, _lengths(lengths), cell, reverse, batch_first)
+    output, h_n, _ = recurrent_forward(
+        input,
+        weight_ih,
+        weight_hh,
+        bias_ih,
+        bias_hh,
+        hx,
+        None,
+        None,
+        _lengths(lengths),
+        cell,
+        reverse,
+        batch_first,
+    )
     return output, h_n
 
 
-def gru(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
-        bias_hh: Optional[Tensor] = None, hx: Optional[Tensor] = None, *,
-        reset_after: bool = True, batch_first: bool = False, reverse: bool = False,
-        lengths: Lengths = None) -> Tuple[Tensor, Tensor]:
+def gru(
+    input: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Optional[Tensor] = None,
+    bias_hh: Optional[Tensor] = None,
+    hx: Optional[Tensor] = None,
+    *,
+    reset_after: bool = True,
+    batch_first: bool = False,
+    reverse: bool = False,
+    lengths: Lengths = None,
+) -> Tuple[Tensor, Tensor]:
     """GRU over a whole sequence, gates ``(r, z, n)`` in torch.nn's order.
 
-    ``reset_after=True`` is torch.nn.GRU (and cuDNN): ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))``;
+    ``reset_after=True`` is torch.nn.GRU (and cuDNN):
+    ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))``;
     ``reset_after=False`` is the GRU of Cho et al. 2014 and d2l:
     ``n = tanh(W_in x + b_in + W_hn (r*h) + b_hn)``. Then ``h' = (1 - z)*n + z*h``.
 
@@ -192,15 +299,36 @@ def gru(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[T
     ``[3H]``. Returns ``(output, h_n)``.
     """
     cell = gru_cell_name(reset_after)
-    output, h_n, _ = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, None,
-                                       None, _lengths(lengths), cell, reverse, batch_first)
+    output, h_n, _ = recurrent_forward(
+        input,
+        weight_ih,
+        weight_hh,
+        bias_ih,
+        bias_hh,
+        hx,
+        None,
+        None,
+        _lengths(lengths),
+        cell,
+        reverse,
+        batch_first,
+    )
     return output, h_n
 
 
-def lstm(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
-         bias_hh: Optional[Tensor] = None, hx: Optional[Tuple[Tensor, Tensor]] = None, *,
-         weight_hr: Optional[Tensor] = None, batch_first: bool = False, reverse: bool = False,
-         lengths: Lengths = None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+def lstm(
+    input: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Optional[Tensor] = None,
+    bias_hh: Optional[Tensor] = None,
+    hx: Optional[Tuple[Tensor, Tensor]] = None,
+    *,
+    weight_hr: Optional[Tensor] = None,
+    batch_first: bool = False,
+    reverse: bool = False,
+    lengths: Lengths = None,
+) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
     """LSTM over a whole sequence, gates ``(i, f, g, o)`` in torch.nn's order.
 
     ``c' = f*c + i*g``, ``h' = o*tanh(c')``, and with ``weight_hr`` ``[P, H]`` (torch.nn's
@@ -213,12 +341,25 @@ def lstm(input: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[
     h0 = c0 = None
     if hx is not None:
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError("rnnfast.functional.lstm: hx must be a tuple (h0, c0) of tensors "
-                            f"[B, P] and [B, H], or None; got {type(hx).__name__}")
+            raise TypeError(
+                "rnnfast.functional.lstm: hx must be a tuple (h0, c0) of tensors "
+                f"[B, P] and [B, H], or None; got {type(hx).__name__}"
+            )
         h0, c0 = hx
         if h0 is None or c0 is None:
             raise TypeError("rnnfast.functional.lstm: hx must hold both h0 and c0; got None")
-    output, h_n, c_n = recurrent_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
-                                         weight_hr, _lengths(lengths), "lstm", reverse,
-                                         batch_first)
+    output, h_n, c_n = recurrent_forward(
+        input,
+        weight_ih,
+        weight_hh,
+        bias_ih,
+        bias_hh,
+        h0,
+        c0,
+        weight_hr,
+        _lengths(lengths),
+        "lstm",
+        reverse,
+        batch_first,
+    )
     return output, (h_n, c_n)

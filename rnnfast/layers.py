@@ -11,13 +11,11 @@ They derive from ``torch.nn.RNNBase`` (parameters, checks, ``repr``, pickling) b
 
 from typing import Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ._conversion import TorchConversion
-from ._errors import (DtypeMismatchError, LstmStateError, dtype_mismatch_error,
-                      empty_sequence_error)
+from ._errors import DtypeMismatchError, LstmStateError, dtype_mismatch_error, empty_sequence_error
 from ._weights import current_weights
 from .functional import gru_cell_name, recurrent_layers, rnn_cell_name
 
@@ -38,8 +36,9 @@ def _check_state_dtype_and_device(input: Tensor, state: Tensor, name: str) -> No
     if state.dtype != input.dtype:
         raise dtype_mismatch_error(name, input.dtype, state.dtype)
     if state.device != input.device:
-        raise RuntimeError(f"rnnfast: {name} must be on the device of input ({input.device}); "
-                           f"got {state.device}")
+        raise RuntimeError(
+            f"rnnfast: {name} must be on the device of input ({input.device}); got {state.device}"
+        )
 
 
 class RecurrentLayer(TorchConversion, nn.RNNBase):
@@ -59,9 +58,12 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
         for layer in range(self.num_layers):
             for direction in range(directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                self._op_weight_names.append(tuple(
-                    kind + suffix if kind + suffix in self._parameters else None
-                    for kind in _PARAM_KINDS))
+                self._op_weight_names.append(
+                    tuple(
+                        kind + suffix if kind + suffix in self._parameters else None
+                        for kind in _PARAM_KINDS
+                    )
+                )
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -84,8 +86,9 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
     def _join_state(self, h: Tensor, c: Optional[Tensor]):
         return h
 
-    def _check_state(self, input: Tensor, h0: Tensor, c0: Optional[Tensor],
-                     batch_sizes: Optional[Tensor]) -> None:
+    def _check_state(
+        self, input: Tensor, h0: Tensor, c0: Optional[Tensor], batch_sizes: Optional[Tensor]
+    ) -> None:
         h_shape, c_shape = self._hidden_sizes(input, batch_sizes)
         self.check_hidden_size(h0, h_shape, self._h0_message)
         if c_shape is not None:
@@ -111,21 +114,28 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
                 self._check_state(input.data, h0, c0, input.batch_sizes)
                 h0, c0 = self._permute(h0, c0, input.sorted_indices)
             # Sorted order (longest first), as the packed data holds it.
-            x, lengths = pad_packed_sequence(PackedSequence(input.data, input.batch_sizes),
-                                             batch_first=self.batch_first)
+            x, lengths = pad_packed_sequence(
+                PackedSequence(input.data, input.batch_sizes), batch_first=self.batch_first
+            )
         else:
             if input.dim() not in (2, 3):
                 raise ValueError(
-                    f"{name}: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
+                    f"{name}: Expected input to be 2D or 3D, got {input.dim()}D tensor instead"
+                )
             batched = input.dim() == 3
             if h0 is not None:
                 expected = 3 if batched else 2
                 if h0.dim() != expected or (c0 is not None and c0.dim() != expected):
                     kind = "batched 3-D" if batched else "unbatched 2-D"
-                    got = (f"{h0.dim()}-D tensor" if c0 is None
-                           else f"({h0.dim()}-D, {c0.dim()}-D) tensors")
-                    raise RuntimeError(f"For {kind} input, hx{'' if c0 is None else ' and cx'} "
-                                       f"should also be {expected}-D but got {got}")
+                    got = (
+                        f"{h0.dim()}-D tensor"
+                        if c0 is None
+                        else f"({h0.dim()}-D, {c0.dim()}-D) tensors"
+                    )
+                    raise RuntimeError(
+                        f"For {kind} input, hx{'' if c0 is None else ' and cx'} "
+                        f"should also be {expected}-D but got {got}"
+                    )
             x = input
             if not batched:
                 x = input.unsqueeze(0 if self.batch_first else 1)
@@ -141,10 +151,10 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
         output, h_n, c_n = self._run_layers(x, h0, c0, lengths)
 
         if packed:
-            data, batch_sizes, _, _ = pack_padded_sequence(output, lengths,
-                                                           batch_first=self.batch_first)
-            output = PackedSequence(data, batch_sizes, input.sorted_indices,
-                                    input.unsorted_indices)
+            data, batch_sizes, _, _ = pack_padded_sequence(
+                output, lengths, batch_first=self.batch_first
+            )
+            output = PackedSequence(data, batch_sizes, input.sorted_indices, input.unsorted_indices)
             h_n, c_n = self._permute(h_n, c_n, input.unsorted_indices)
         elif not batched:
             output = output.squeeze(0 if self.batch_first else 1)
@@ -156,17 +166,29 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
     def _permute(h: Optional[Tensor], c: Optional[Tensor], order: Optional[Tensor]):
         if order is None:
             return h, c
-        return (None if h is None else h.index_select(1, order),
-                None if c is None else c.index_select(1, order))
+        return (
+            None if h is None else h.index_select(1, order),
+            None if c is None else c.index_select(1, order),
+        )
 
-    def _run_layers(self, x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor],
-                    lengths: Optional[Tensor]):
+    def _run_layers(
+        self, x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], lengths: Optional[Tensor]
+    ):
         # x [T, B, I] (or batch-first); h0 [L*D, B, H_out], c0 [L*D, B, H] or None.
         weights = current_weights(self, (n for names in self._op_weight_names for n in names))
         dropout = self.dropout if self.training else 0.0  # the op applies it between layers
         try:
-            output, h_n, c_n = recurrent_layers(x, weights, h0, c0, lengths, self.cell,
-                                                self.bidirectional, self.batch_first, dropout)
+            output, h_n, c_n = recurrent_layers(
+                x,
+                weights,
+                h0,
+                c0,
+                lengths,
+                self.cell,
+                self.bidirectional,
+                self.batch_first,
+                dropout,
+            )
         except TypeError as e:
             # The op's TypeErrors are its dtype checks (a weight's, here); torch.nn's layers
             # raise RuntimeError.
@@ -179,9 +201,15 @@ class RecurrentLayer(TorchConversion, nn.RNNBase):
 
     def _config(self) -> dict:
         """Constructor arguments shared with the torch.nn namesake."""
-        return dict(input_size=self.input_size, hidden_size=self.hidden_size,
-                    num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
-                    dropout=self.dropout, bidirectional=self.bidirectional)
+        return dict(
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            bias=self.bias,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            bidirectional=self.bidirectional,
+        )
 
 
 class RNN(RecurrentLayer):
@@ -203,13 +231,13 @@ class RNN(RecurrentLayer):
         else:
             self.nonlinearity = kwargs.pop("nonlinearity", "tanh")
         if self.nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. "
-                             "Select from 'tanh' or 'relu'.")
+            raise ValueError(
+                f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'."
+            )
         if not isinstance(residual, bool):
             raise TypeError(f"residual should be of type bool, got: {type(residual).__name__}")
         self.residual = residual
-        super().__init__("RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU", *args,
-                         **kwargs)
+        super().__init__("RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU", *args, **kwargs)
 
     @property
     def cell(self) -> str:
@@ -245,7 +273,9 @@ class GRU(RecurrentLayer):
         if "proj_size" in kwargs:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if not isinstance(reset_after, bool):
-            raise TypeError(f"reset_after should be of type bool, got: {type(reset_after).__name__}")
+            raise TypeError(
+                f"reset_after should be of type bool, got: {type(reset_after).__name__}"
+            )
         self.reset_after = reset_after
         super().__init__("GRU", *args, **kwargs)
 
@@ -286,11 +316,14 @@ class LSTM(RecurrentLayer):
         if hx is None:
             return None, None
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise LstmStateError("LSTM: hx must be a tuple (h_0, c_0) of tensors, or None; got "
-                                 f"{type(hx).__name__}")
+            raise LstmStateError(
+                f"LSTM: hx must be a tuple (h_0, c_0) of tensors, or None; got {type(hx).__name__}"
+            )
         if not isinstance(hx[0], Tensor) or not isinstance(hx[1], Tensor):
-            raise LstmStateError("LSTM: hx must hold two tensors (h_0, c_0); got "
-                                 f"({type(hx[0]).__name__}, {type(hx[1]).__name__})")
+            raise LstmStateError(
+                "LSTM: hx must hold two tensors (h_0, c_0); got "
+                f"({type(hx[0]).__name__}, {type(hx[1]).__name__})"
+            )
         return hx[0], hx[1]
 
     def _join_state(self, h, c):

@@ -45,9 +45,13 @@ print(json.dumps(min(times) * 1e3))
 
 
 def fastest_run_ms(checkout: str, case: str, runs: int, env: dict) -> float:
-    out = subprocess.run([sys.executable, "-c", _CHILD, checkout, case, str(runs)],
-                         check=True, capture_output=True, text=True,
-                         env={**os.environ, **env}).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, checkout, case, str(runs)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -58,11 +62,21 @@ def main(argv=None) -> None:
     p.add_argument("cases", nargs="+", help="cell:shape:pass, e.g. gru:M:fwdbwd")
     p.add_argument("--rounds", type=int, default=4, help="processes per build and case")
     p.add_argument("--runs", type=int, default=5, help="timed runs per process")
-    p.add_argument("--base-env", action="append", default=[], metavar="NAME=VALUE",
-                   help="environment variable for the base processes (repeatable); with the "
-                        "same checkout twice, compares one build under two settings")
-    p.add_argument("--new-env", action="append", default=[], metavar="NAME=VALUE",
-                   help="environment variable for the new processes (repeatable)")
+    p.add_argument(
+        "--base-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment variable for the base processes (repeatable); with the "
+        "same checkout twice, compares one build under two settings",
+    )
+    p.add_argument(
+        "--new-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment variable for the new processes (repeatable)",
+    )
     args = p.parse_args(argv)
     envs = {}
     for name, pairs in (("base", args.base_env), ("new", args.new_env)):
@@ -76,8 +90,10 @@ def main(argv=None) -> None:
             p.error(f"{name} checkout {path} holds no rnnfast package")
 
     start = time.time()
-    print(f"{'case':<16} {'base ms (per round)':<34} {'new ms (per round)':<34} "
-          f"{'base min':>9} {'new min':>9} {'new/base':>9}")
+    print(
+        f"{'case':<16} {'base ms (per round)':<34} {'new ms (per round)':<34} "
+        f"{'base min':>9} {'new min':>9} {'new/base':>9}"
+    )
     for case in args.cases:
         mins = {"base": [], "new": []}
         for _ in range(args.rounds):
@@ -85,10 +101,15 @@ def main(argv=None) -> None:
                 mins[name].append(fastest_run_ms(checkouts[name], case, args.runs, envs[name]))
         base, new = min(mins["base"]), min(mins["new"])
         rounds = {k: " ".join(f"{v:.4g}" for v in vs) for k, vs in mins.items()}
-        print(f"{case:<16} {rounds['base']:<34} {rounds['new']:<34} {base:>9.4g} {new:>9.4g} "
-              f"{new / base:>8.3f}x", flush=True)
-    print(f"({args.rounds} alternating processes per build and case, fastest of {args.runs} "
-          f"runs each; {time.time() - start:.0f} s)")
+        print(
+            f"{case:<16} {rounds['base']:<34} {rounds['new']:<34} {base:>9.4g} {new:>9.4g} "
+            f"{new / base:>8.3f}x",
+            flush=True,
+        )
+    print(
+        f"({args.rounds} alternating processes per build and case, fastest of {args.runs} "
+        f"runs each; {time.time() - start:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

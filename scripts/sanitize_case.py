@@ -34,8 +34,17 @@ def one(cell, dtype, reverse, batch_first):
         out, h_n = F.gru(x, w_ih, w_hh, b_ih, b_hh, h0, reset_after=cell == "gru", **common)
         loss = out.float().sum() + h_n.float().sum()
     else:
-        out, h_n = F.rnn(x, w_ih, w_hh, b_ih, b_hh, h0, nonlinearity=cell.split("_")[1],
-                         residual=cell.endswith("residual"), **common)
+        out, h_n = F.rnn(
+            x,
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            h0,
+            nonlinearity=cell.split("_")[1],
+            residual=cell.endswith("residual"),
+            **common,
+        )
         loss = out.float().sum() + h_n.float().sum()
     loss.backward()
     torch.cuda.synchronize()

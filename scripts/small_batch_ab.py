@@ -7,11 +7,12 @@ Each checkout must hold a built extension (as for scripts/ab_builds.py). GRU and
 H in 128, 256, 512, T = 50, I = 128, float32, forward without grad and forward+backward;
 prints microseconds per step (each build's minimum over its processes) and the ratios.
 """
+
 import json
 import subprocess
 import sys
 
-CHILD = r'''
+CHILD = r"""
 import sys, time, json, torch
 sys.path.insert(0, sys.argv[1])
 import rnnfast, rnnfast.functional as RF
@@ -51,9 +52,14 @@ for spec in sys.argv[2].split(";"):
         best = min(best, (time.perf_counter() - t0) / n)
     res[spec] = best / T * 1e6
 print(json.dumps(res))
-'''
-SPECS = [f"{cell},{H},{B},{pass_}" for pass_ in ("fwd", "fwdbwd") for cell in ("gru", "lstm")
-         for H in (128, 256, 512) for B in (1, 2, 3, 5, 7)]
+"""
+SPECS = [
+    f"{cell},{H},{B},{pass_}"
+    for pass_ in ("fwd", "fwdbwd")
+    for cell in ("gru", "lstm")
+    for H in (128, 256, 512)
+    for B in (1, 2, 3, 5, 7)
+]
 
 
 def main():
@@ -66,18 +72,24 @@ def main():
         for name, path, mode in (("base", base, "rf"), ("new", new, "rf"), ("nn", new, "nn")):
             if name == "nn" and r >= 2:  # torch.nn only as a reference: two processes
                 continue
-            out = subprocess.run([sys.executable, "-c", CHILD, path, ";".join(SPECS), mode],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, path, ";".join(SPECS), mode],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             for k, v in json.loads(out.stdout).items():
                 best[name][k] = min(best[name].get(k, 1e9), v)
     if json_path:
         with open(json_path, "w") as f:
             json.dump(best, f, indent=1)
-    print(f"{'case (cell, H, B, pass)':26} {'base us':>8} {'new us':>8} {'new/base':>8} "
-          f"{'torch.nn':>9} {'nn/new':>7}")
+    print(
+        f"{'case (cell, H, B, pass)':26} {'base us':>8} {'new us':>8} {'new/base':>8} "
+        f"{'torch.nn':>9} {'nn/new':>7}"
+    )
     for s in SPECS:
         b, n, t = best["base"][s], best["new"][s], best["nn"][s]
-        print(f"{s:26} {b:8.1f} {n:8.1f} {n/b:7.2f}x {t:9.1f} {t/n:6.2f}x")
+        print(f"{s:26} {b:8.1f} {n:8.1f} {n / b:7.2f}x {t:9.1f} {t / n:6.2f}x")
 
 
 if __name__ == "__main__":

@@ -54,16 +54,20 @@ def extension_calls_openmp():
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--cuda-engine-on-host", action="store_true",
+        "--cuda-engine-on-host",
+        action="store_true",
         help="run every test with the CUDA engine's host build (csrc/cuda/on_host/) in place of "
-             "the ops' CPU kernels: the whole suite then checks the CUDA engine without a GPU; "
-             "tests marked cpu_engine_only skip")
+        "the ops' CPU kernels: the whole suite then checks the CUDA engine without a GPU; "
+        "tests marked cpu_engine_only skip",
+    )
 
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "cpu_engine_only: checks the CPU engine's own machinery (its scratch pool, "
-                   "its GIL policy); skipped under --cuda-engine-on-host")
+        "markers",
+        "cpu_engine_only: checks the CPU engine's own machinery (its scratch pool, "
+        "its GIL policy); skipped under --cuda-engine-on-host",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -161,8 +165,10 @@ class Case:
     def __repr__(self):
         shapes = {n: tuple(t.shape) for n, t in self.tensors().items()}
         lens = None if self.lengths is None else self.lengths.tolist()
-        return (f"Case({self.cell}, {shapes}, lengths={lens}, reverse={self.reverse}, "
-                f"batch_first={self.batch_first})")
+        return (
+            f"Case({self.cell}, {shapes}, lengths={lens}, reverse={self.reverse}, "
+            f"batch_first={self.batch_first})"
+        )
 
 
 def call(impl, case, tensors=None):
@@ -173,9 +179,13 @@ def call(impl, case, tensors=None):
     args = (t["input"], t["weight_ih"], t["weight_hh"], t.get("bias_ih"), t.get("bias_hh"))
     cell = case.cell
     if cell.startswith("rnn"):
-        out, hn = impl.rnn(*args, t.get("h0"),
-                           nonlinearity="relu" if "relu" in cell else "tanh",
-                           residual=cell.endswith("residual"), **common)
+        out, hn = impl.rnn(
+            *args,
+            t.get("h0"),
+            nonlinearity="relu" if "relu" in cell else "tanh",
+            residual=cell.endswith("residual"),
+            **common,
+        )
         return [out, hn]
     if cell.startswith("gru"):
         out, hn = impl.gru(*args, t.get("h0"), reset_after=(cell == "gru"), **common)
@@ -200,8 +210,9 @@ def run(impl, case, upstream=None, seed=1234):
         upstream = [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in outs]
     loss = sum((o * u.to(o.dtype)).sum() for o, u in zip(outs, upstream))
     names = list(leaves)
-    grads = torch.autograd.grad(loss, [leaves[n] for n in names], allow_unused=True,
-                                materialize_grads=True)
+    grads = torch.autograd.grad(
+        loss, [leaves[n] for n in names], allow_unused=True, materialize_grads=True
+    )
     return [o.detach() for o in outs], dict(zip(names, grads)), upstream
 
 
@@ -210,12 +221,17 @@ def assert_close(actual, expected, name, case, rtol, atol, scaled=False):
     scaled=True multiplies atol by max(1, max|expected|) (for float32 checks of
     quantities whose magnitude grows, e.g. gradients of long residual recurrences)."""
     assert actual.shape == expected.shape, (
-        f"{name}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)} for {case}")
+        f"{name}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)} for {case}"
+    )
     if scaled and expected.numel():
         atol = atol * max(1.0, expected.detach().abs().max().item())
-    torch.testing.assert_close(actual.detach().to(expected.dtype), expected.detach(),
-                               rtol=rtol, atol=atol,
-                               msg=lambda m: f"{name} mismatch for {case}\n{m}")
+    torch.testing.assert_close(
+        actual.detach().to(expected.dtype),
+        expected.detach(),
+        rtol=rtol,
+        atol=atol,
+        msg=lambda m: f"{name} mismatch for {case}\n{m}",
+    )
 
 
 def compare(F, case, ref_case=None, rtol=1e-9, atol=1e-10, grads=True):
@@ -233,7 +249,9 @@ def compare(F, case, ref_case=None, rtol=1e-9, atol=1e-10, grads=True):
             outs = call(F, case)
     assert len(outs) == len(ref_outs)
     for name, o, r in zip(OUTPUT_NAMES, outs, ref_outs):
-        assert o.dtype == case.input.dtype, f"{name} dtype {o.dtype} != input dtype {case.input.dtype}"
+        assert o.dtype == case.input.dtype, (
+            f"{name} dtype {o.dtype} != input dtype {case.input.dtype}"
+        )
         assert_close(o, r, name, case, rtol, atol, scaled)
     if grads:
         assert set(got_grads) == set(ref_grads)
@@ -273,8 +291,23 @@ def uniform(shape, k, dtype=torch.float64, generator=None):
     return (torch.rand(shape, dtype=dtype, generator=generator) * 2 - 1) * k
 
 
-def make_case(cell, T=5, B=3, I=4, H=6, *, P=None, bias=True, hx=True, lengths=None,
-              reverse=False, batch_first=False, dtype=torch.float64, seed=0, scale=1.0):
+def make_case(
+    cell,
+    T=5,
+    B=3,
+    I=4,
+    H=6,
+    *,
+    P=None,
+    bias=True,
+    hx=True,
+    lengths=None,
+    reverse=False,
+    batch_first=False,
+    dtype=torch.float64,
+    seed=0,
+    scale=1.0,
+):
     """Random case with contiguous tensors. Weights ~ U(-k, k), k = scale/sqrt(H)
     (torch.nn's init), input and initial states ~ N(0, 1).
 
@@ -282,7 +315,7 @@ def make_case(cell, T=5, B=3, I=4, H=6, *, P=None, bias=True, hx=True, lengths=N
     T when B >= 2)."""
     g = torch.Generator().manual_seed(seed)
     G = num_gates(cell)
-    k = scale / (H ** 0.5)
+    k = scale / (H**0.5)
     Hout = H if P is None else P
     if P is not None:
         assert cell == "lstm"

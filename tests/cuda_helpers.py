@@ -6,9 +6,8 @@ import contextlib
 import warnings
 
 import pytest
-import torch
-
 import reference
+import torch
 from conftest import OUTPUT_NAMES, assert_close, call, run
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -43,16 +42,20 @@ def run_cuda(F, case, upstream):
         assert o.dtype == case.input.dtype, f"output dtype {o.dtype}, input {case.input.dtype}"
     loss = sum((o * u.to(o.device, o.dtype)).sum() for o, u in zip(outs, upstream))
     names = list(leaves)
-    grads = torch.autograd.grad(loss, [leaves[n] for n in names], allow_unused=True,
-                                materialize_grads=True)
+    grads = torch.autograd.grad(
+        loss, [leaves[n] for n in names], allow_unused=True, materialize_grads=True
+    )
     for n, g in zip(names, grads):
         assert g.dtype == leaves[n].dtype and g.device == leaves[n].device, n
-    return ([o.detach().cpu().double() for o in outs],
-            {n: g.detach().cpu().double() for n, g in zip(names, grads)})
+    return (
+        [o.detach().cpu().double() for o in outs],
+        {n: g.detach().cpu().double() for n, g in zip(names, grads)},
+    )
 
 
-def compare_with_reference(F, case64, engine, dtype=torch.float64, lengths_on_device=False,
-                           tolerances=None):
+def compare_with_reference(
+    F, case64, engine, dtype=torch.float64, lengths_on_device=False, tolerances=None
+):
     """rnnfast's CUDA engine (a CudaEngine) in `dtype` against the float64 CPU reference of the
     same values (the case rounded to `dtype` first, so that only the computation differs)."""
     rounded = case64.to(dtype).to(torch.float64) if dtype != torch.float64 else case64
@@ -124,13 +127,38 @@ class CudaEngine:
     def _host_kernels(active):
         from rnnfast import _C
 
-        def forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, weight_hr, lengths,
-                    cell, reverse, batch_first, need_saved=True):  # the dispatcher omits defaults
+        def forward(
+            input,
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+            hx,
+            cx,
+            weight_hr,
+            lengths,
+            cell,
+            reverse,
+            batch_first,
+            need_saved=True,
+        ):  # the dispatcher omits defaults
             for engine in active:
                 engine.calls += 1
-            return _C._testing.cuda_engine_forward_on_host(input, weight_ih, weight_hh, bias_ih, bias_hh,
-                                                   hx, cx, weight_hr, lengths, cell, reverse,
-                                                   batch_first, need_saved)
+            return _C._testing.cuda_engine_forward_on_host(
+                input,
+                weight_ih,
+                weight_hh,
+                bias_ih,
+                bias_hh,
+                hx,
+                cx,
+                weight_hr,
+                lengths,
+                cell,
+                reverse,
+                batch_first,
+                need_saved,
+            )
 
         def backward(*args):
             for engine in active:
@@ -150,5 +178,3 @@ class CudaEngine:
 
 def engine_on_gpu():
     return CudaEngine(on_host=False)
-
-

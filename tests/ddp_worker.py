@@ -40,7 +40,7 @@ def batch(step, rank=None):
     y = torch.randn(BATCH * WORLD_SIZE, 2, generator=gen, dtype=torch.float64)
     if rank is None:
         return x, y
-    return x[rank * BATCH:(rank + 1) * BATCH], y[rank * BATCH:(rank + 1) * BATCH]
+    return x[rank * BATCH : (rank + 1) * BATCH], y[rank * BATCH : (rank + 1) * BATCH]
 
 
 def train(model, forward, rank=None):
@@ -54,8 +54,9 @@ def train(model, forward, rank=None):
 
 def run(rank, init_file, out_dir):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD_SIZE)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE
+    )
     try:
         model = make_model()
         train(model, DistributedDataParallel(model), rank)

@@ -73,10 +73,22 @@ def _finish(out, batch_first):
     return out.transpose(0, 1) if batch_first else out
 
 
-def rnn(input, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *,
-        nonlinearity="tanh", residual=False, batch_first=False, reverse=False,
-        lengths=None):
-    """Elman RNN (optionally residual, NNDL eq. 6.50): h' = [h +] act(W_ih x + b_ih + W_hh h + b_hh)."""
+def rnn(
+    input,
+    weight_ih,
+    weight_hh,
+    bias_ih=None,
+    bias_hh=None,
+    hx=None,
+    *,
+    nonlinearity="tanh",
+    residual=False,
+    batch_first=False,
+    reverse=False,
+    lengths=None,
+):
+    """Elman RNN (optionally residual, NNDL eq. 6.50):
+    h' = [h +] act(W_ih x + b_ih + W_hh h + b_hh)."""
     if nonlinearity == "tanh":
         act = torch.tanh
     elif nonlinearity == "relu":
@@ -96,8 +108,19 @@ def rnn(input, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *,
     return _finish(out, batch_first), hn
 
 
-def gru(input, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *,
-        reset_after=True, batch_first=False, reverse=False, lengths=None):
+def gru(
+    input,
+    weight_ih,
+    weight_hh,
+    bias_ih=None,
+    bias_hh=None,
+    hx=None,
+    *,
+    reset_after=True,
+    batch_first=False,
+    reverse=False,
+    lengths=None,
+):
     """GRU, gate order r, z, n.
 
     reset_after=True (torch.nn.GRU): n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
@@ -126,8 +149,19 @@ def gru(input, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *,
     return _finish(out, batch_first), hn
 
 
-def lstm(input, weight_ih, weight_hh, bias_ih=None, bias_hh=None, hx=None, *,
-         weight_hr=None, batch_first=False, reverse=False, lengths=None):
+def lstm(
+    input,
+    weight_ih,
+    weight_hh,
+    bias_ih=None,
+    bias_hh=None,
+    hx=None,
+    *,
+    weight_hr=None,
+    batch_first=False,
+    reverse=False,
+    lengths=None,
+):
     """LSTM, gate order i, f, g, o; optional projection h = W_hr (o * tanh(c))."""
     x, T, B, lens = _prepare(input, batch_first, lengths)
     H = weight_hh.shape[0] // 4

@@ -18,8 +18,9 @@ def _x(I, dtype):
 def _h(H, dtype, n=1):
     if n == 1:
         return lambda B: (torch.randn(B, H, dtype=dtype) * 0.5).requires_grad_()
-    return lambda B: tuple((torch.randn(B, H, dtype=dtype) * 0.5).requires_grad_()
-                           for _ in range(n))
+    return lambda B: tuple(
+        (torch.randn(B, H, dtype=dtype) * 0.5).requires_grad_() for _ in range(n)
+    )
 
 
 def make_nndl_srn(I, H, dtype):
@@ -29,6 +30,7 @@ def make_nndl_srn(I, H, dtype):
     def step(h, x):
         h = torch.tanh(x @ W + h @ U + b)
         return h, None
+
     return step, _h(H, dtype), _x(I, dtype), [W, U, b]
 
 
@@ -39,14 +41,17 @@ def make_residual_srn(I, H, dtype):
     def step(h, x):
         h = h + torch.tanh(x @ W + h @ U + b)
         return h, h.clone()
+
     return step, _h(H, dtype), _x(I, dtype), [W, U, b]
 
 
 def make_d2l_gru(I, H, dtype):
     """d2l's GRU from scratch: reset before, a weight per gate, the output layer in the loop."""
     Q = 3
-    params = [_p(*s, dtype=dtype) for s in
-              [(I, H), (H, H), (H,), (I, H), (H, H), (H,), (I, H), (H, H), (H,), (H, Q), (Q,)]]
+    params = [
+        _p(*s, dtype=dtype)
+        for s in [(I, H), (H, H), (H,), (I, H), (H, H), (H,), (I, H), (H, H), (H,), (H, Q), (Q,)]
+    ]
 
     def step(H_, X):
         W_xz, W_hz, b_z, W_xr, W_hr, b_r, W_xh, W_hh, b_h, W_hq, b_q = params
@@ -56,6 +61,7 @@ def make_d2l_gru(I, H, dtype):
         H_ = Z * H_ + (1 - Z) * H_tilde
         Y = H_ @ W_hq + b_q
         return H_, Y
+
     return step, _h(H, dtype), _x(I, dtype), params
 
 
@@ -70,6 +76,7 @@ def make_numpy_lstm(I, H, dtype):
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return (h, c), h
+
     return step, _h(H, dtype, 2), _x(I, dtype), [W, b]
 
 
@@ -110,15 +117,18 @@ def make_peephole_lstm(I, H, dtype):
         c = f * c + i * torch.tanh(gg)
         h = torch.sigmoid(go + p_o * c) * torch.tanh(c)
         return (h, c), h
+
     return step, _h(H, dtype, 2), _x(I, dtype), [W, U, b, p_i, p_f, p_o]
 
 
 def make_layernorm_lstm(I, H, dtype):
     """Ba et al.'s layer-normalized LSTM: LN of each product and of the cell."""
     W, U, b = _lstm_weights(I, H, dtype)
-    g_x, g_h, g_c = (1 + _p(4 * H, dtype=dtype, scale=0.1).detach()).requires_grad_(), \
-        (1 + _p(4 * H, dtype=dtype, scale=0.1).detach()).requires_grad_(), \
-        (1 + _p(H, dtype=dtype, scale=0.1).detach()).requires_grad_()
+    g_x, g_h, g_c = (
+        (1 + _p(4 * H, dtype=dtype, scale=0.1).detach()).requires_grad_(),
+        (1 + _p(4 * H, dtype=dtype, scale=0.1).detach()).requires_grad_(),
+        (1 + _p(H, dtype=dtype, scale=0.1).detach()).requires_grad_(),
+    )
     b_c = _p(H, dtype=dtype)
 
     def step(state, x):
@@ -128,6 +138,7 @@ def make_layernorm_lstm(I, H, dtype):
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(F.layer_norm(c, (H,), g_c, b_c))
         return (h, c), h
+
     return step, _h(H, dtype, 2), _x(I, dtype), [W, U, b, g_x, g_h, g_c, b_c]
 
 
@@ -145,6 +156,7 @@ def make_layernorm_gru(I, H, dtype):
         n = torch.tanh(nx + r * nh)
         h = (1 - z) * n + z * h
         return h, h * 1
+
     return step, _h(H, dtype), _x(I, dtype), [W, U, ln.weight, ln.bias]
 
 
@@ -155,6 +167,7 @@ def make_indrnn(I, H, dtype):
     def step(h, x):
         h = torch.relu(x @ W + u * h + b)
         return h, h + 0
+
     return step, _h(H, dtype), _x(I, dtype), [W, u, b]
 
 
@@ -166,6 +179,7 @@ def make_min_gru(I, H, dtype):
         z = torch.sigmoid(x @ Wz)
         h = (1 - z) * h + z * (x @ Wh)
         return h, h.clone()
+
     return step, _h(H, dtype), _x(I, dtype), [Wz, Wh]
 
 
@@ -185,12 +199,14 @@ def make_slstm(I, H, dtype):
         n = f * n + i
         h = torch.sigmoid(zo) * (c / n)
         return (h, c, n, m_new), h
+
     def init(B):
         h = (torch.randn(B, H, dtype=dtype) * 0.5).requires_grad_()
         c = (torch.randn(B, H, dtype=dtype) * 0.5).requires_grad_()
         n = (torch.rand(B, H, dtype=dtype) + 1).requires_grad_()
         m = torch.zeros(B, H, dtype=dtype)
         return (h, c, n, m)
+
     return step, init, _x(I, dtype), [W, R, b]
 
 
@@ -208,8 +224,11 @@ def make_projected_lstm(I, H, dtype):
         return (h, c), h
 
     def init(B):
-        return ((torch.randn(B, P, dtype=dtype) * 0.5).requires_grad_(),
-                (torch.randn(B, H, dtype=dtype) * 0.5).requires_grad_())
+        return (
+            (torch.randn(B, P, dtype=dtype) * 0.5).requires_grad_(),
+            (torch.randn(B, H, dtype=dtype) * 0.5).requires_grad_(),
+        )
+
     return step, init, _x(I, dtype), [W, U, b, W_hr]
 
 
@@ -223,7 +242,7 @@ def make_reset_gru(I, H, dtype):
         gx, gh = F.linear(x, W, b), h @ U.t()
         r, z, _ = (gx + gh).chunk(3, -1)
         r, z = torch.sigmoid(r), torch.sigmoid(z)
-        n = torch.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
+        n = torch.tanh(gx[:, 2 * H :] + r * gh[:, 2 * H :])
         h = (1 - z) * n + z * h
         return h, h.clone()
 
@@ -231,6 +250,7 @@ def make_reset_gru(I, H, dtype):
         x = torch.randn(T, B, I, dtype=dtype).requires_grad_()
         reset = (torch.rand(T, B, 1) < 0.3).to(dtype)
         return (x, reset)
+
     return step, _h(H, dtype), xs, [W, U, b]
 
 
@@ -246,6 +266,7 @@ def make_hard_sigmoid_cell(I, H, dtype):
         z = torch.clamp(ALPHA * a + 0.5, 0.0, 1.0)
         h = z * h + (1 - z) * F.hardtanh(g)
         return h, h * 2.0
+
     return step, _h(H, dtype), _x(I, dtype), [W, U]
 
 
@@ -258,6 +279,7 @@ def make_mi_rnn(I, H, dtype):
         wx, uh = x @ W, h @ U
         h = torch.tanh(alpha * wx * uh + b1 * uh + b2 * wx + b)
         return h, h.clone()
+
     return step, _h(H, dtype), _x(I, dtype), [W, U, alpha, b1, b2, b]
 
 
@@ -273,6 +295,7 @@ def make_mlstm(I, H, dtype):
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return (h, c), h
+
     return step, _h(H, dtype, 2), _x(I, dtype), [W_mx, W_mh, W_x, W_m, b]
 
 
@@ -286,10 +309,22 @@ def make_rms_cell(I, H, dtype):
         s = F.softplus(a) - torch.sqrt(a.abs() + 1.0)
         h = torch.minimum(torch.tanh(s), h.sum(-1, keepdim=True) * 0.1 + 0.5)
         return h, torch.where(s > 0, s, 0.5 * s)
+
     return step, _h(H, dtype), _x(I, dtype), [W, U, g]
 
 
 COURSE = [make_nndl_srn, make_residual_srn, make_d2l_gru, make_numpy_lstm, make_module_cell]
-LITERATURE = [make_peephole_lstm, make_layernorm_lstm, make_layernorm_gru, make_indrnn,
-              make_min_gru, make_slstm, make_projected_lstm, make_reset_gru,
-              make_hard_sigmoid_cell, make_mi_rnn, make_mlstm, make_rms_cell]
+LITERATURE = [
+    make_peephole_lstm,
+    make_layernorm_lstm,
+    make_layernorm_gru,
+    make_indrnn,
+    make_min_gru,
+    make_slstm,
+    make_projected_lstm,
+    make_reset_gru,
+    make_hard_sigmoid_cell,
+    make_mi_rnn,
+    make_mlstm,
+    make_rms_cell,
+]

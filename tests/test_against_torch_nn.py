@@ -11,12 +11,11 @@ that the reference used by the other test files is itself right).
 """
 
 import pytest
+import reference
 import torch
+from conftest import assert_close
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-import reference
-from conftest import assert_close
 
 RTOL, ATOL = 1e-9, 1e-10
 
@@ -88,13 +87,28 @@ def flat(res):
     return [out, *hn] if isinstance(hn, tuple) else [out, hn]
 
 
-def check(impl, kind, *, T=6, B=5, I=3, H=7, P=None, bias=True, hx=True, lengths=None,
-          batch_first=False, impl_lengths=None, seed=0):
+def check(
+    impl,
+    kind,
+    *,
+    T=6,
+    B=5,
+    I=3,
+    H=7,
+    P=None,
+    bias=True,
+    hx=True,
+    lengths=None,
+    batch_first=False,
+    impl_lengths=None,
+    seed=0,
+):
     torch.manual_seed(seed)
     m = make_module(kind, I, H, P, bias, batch_first)
     Hout = P or H
-    x = torch.randn((B, T, I) if batch_first else (T, B, I), dtype=torch.float64,
-                    requires_grad=True)
+    x = torch.randn(
+        (B, T, I) if batch_first else (T, B, I), dtype=torch.float64, requires_grad=True
+    )
     leaves = [x]
     h = None
     if hx:
@@ -110,19 +124,32 @@ def check(impl, kind, *, T=6, B=5, I=3, H=7, P=None, bias=True, hx=True, lengths
     leaves += params
 
     expected = flat(run_nn(m, x, h, lengths, batch_first, T))
-    got = flat(run_impl(impl, kind, m, x, h,
-                        lengths if impl_lengths is None else impl_lengths, batch_first))
-    what = (f"{kind} T={T} B={B} I={I} H={H} P={P} bias={bias} hx={hx} "
-            f"lengths={None if lengths is None else lengths.tolist()} batch_first={batch_first}")
+    got = flat(
+        run_impl(
+            impl, kind, m, x, h, lengths if impl_lengths is None else impl_lengths, batch_first
+        )
+    )
+    what = (
+        f"{kind} T={T} B={B} I={I} H={H} P={P} bias={bias} hx={hx} "
+        f"lengths={None if lengths is None else lengths.tolist()} batch_first={batch_first}"
+    )
     for name, g, e in zip(["output", "h_n", "c_n"], got, expected):
         assert_close(g, e, name, what, RTOL, ATOL)
 
     gen = torch.Generator().manual_seed(seed + 1)
     ups = [torch.randn(e.shape, dtype=e.dtype, generator=gen) for e in expected]
-    ge = torch.autograd.grad(sum((e * u).sum() for e, u in zip(expected, ups)), leaves,
-                             allow_unused=True, materialize_grads=True)
-    gg = torch.autograd.grad(sum((g * u).sum() for g, u in zip(got, ups)), leaves,
-                             allow_unused=True, materialize_grads=True)
+    ge = torch.autograd.grad(
+        sum((e * u).sum() for e, u in zip(expected, ups)),
+        leaves,
+        allow_unused=True,
+        materialize_grads=True,
+    )
+    gg = torch.autograd.grad(
+        sum((g * u).sum() for g, u in zip(got, ups)),
+        leaves,
+        allow_unused=True,
+        materialize_grads=True,
+    )
     for name, a, b in zip(names, gg, ge):
         assert_close(a, b, "grad of " + name, what, RTOL, ATOL)
 
@@ -171,8 +198,9 @@ def test_lstm_projection(impl, P, hx, use_lengths, batch_first):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("T,B,I,H", [(1, 1, 1, 1), (1, 4, 2, 3), (9, 1, 5, 2), (4, 3, 13, 5),
-                                     (3, 2, 2, 13)])
+@pytest.mark.parametrize(
+    "T,B,I,H", [(1, 1, 1, 1), (1, 4, 2, 3), (9, 1, 5, 2), (4, 3, 13, 5), (3, 2, 2, 13)]
+)
 def test_sizes(impl, kind, T, B, I, H):
     check(impl, kind, T=T, B=B, I=I, H=H)
     lengths = torch.randint(1, T + 1, (B,))

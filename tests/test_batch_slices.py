@@ -9,10 +9,10 @@ import contextlib
 
 import pytest
 import torch
-
-import rnnfast
 from conftest import CELLS, LOOSE, compare, extension_calls_openmp, make_case
 from test_functional import HALF_DTYPES, assert_16bit_close
+
+import rnnfast
 
 
 def parallel_loops():
@@ -22,8 +22,9 @@ def parallel_loops():
     return not torch.backends.openmp.is_available() or extension_calls_openmp()
 
 
-pytestmark = pytest.mark.skipif(not parallel_loops(),
-                                reason="this build runs its loops serially: no batch slices")
+pytestmark = pytest.mark.skipif(
+    not parallel_loops(), reason="this build runs its loops serially: no batch slices"
+)
 
 
 @contextlib.contextmanager
@@ -43,7 +44,9 @@ def slices_of(case):
         T, B = B, T
     GH, P = case.weight_hh.shape
     elements = GH * P + (case.weight_hr.numel() if case.weight_hr is not None else 0)
-    return rnnfast._C._testing.cpu_batch_slices(B, T, elements, elements * case.weight_hh.element_size())
+    return rnnfast._C._testing.cpu_batch_slices(
+        B, T, elements, elements * case.weight_hh.element_size()
+    )
 
 
 def split_case(cell, B, threads, H=64, **options):

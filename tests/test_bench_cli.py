@@ -10,8 +10,13 @@ import pytest
 
 from rnnfast.bench import cases, cli, summary
 
-RECORDED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks",
-                        "results", "2026-11-23_cpu-xeon-2c_full.json")
+RECORDED = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)),
+    "..",
+    "benchmarks",
+    "results",
+    "2026-11-23_cpu-xeon-2c_full.json",
+)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -22,12 +27,15 @@ def _recorded():
     return report
 
 
-@pytest.mark.parametrize("argv, shapes", [
-    ([], ("S", "B1", "LM", "M")),
-    (["--quick"], ("S",)),
-    (["--full"], tuple(cases.SHAPES)),
-    (["--full", "--shapes", "M,L"], ("M", "L")),
-])
+@pytest.mark.parametrize(
+    "argv, shapes",
+    [
+        ([], ("S", "B1", "LM", "M")),
+        (["--quick"], ("S",)),
+        (["--full"], tuple(cases.SHAPES)),
+        (["--full", "--shapes", "M,L"], ("M", "L")),
+    ],
+)
 def test_modes_choose_the_shapes(argv, shapes):
     args = cli.parse_args(argv)
     assert args.shapes == shapes and args.passes == ("fwd", "fwdbwd")
@@ -41,8 +49,12 @@ def test_quick_and_full_exclude_each_other(capsys):
 
 
 def test_help_lists_the_choices_and_each_modes_duration():
-    text = subprocess.run([sys.executable, "-m", "rnnfast.bench", "--help"], check=True,
-                          capture_output=True, text=True).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "rnnfast.bench", "--help"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     for name in (*cases.CELLS, *cases.PASSES, *(str(s) for s in cases.SHAPES.values())):
         assert name in text, name
     assert "about 3 minutes" in text and "--full" in text and "--quick" in text
@@ -58,10 +70,15 @@ def test_summary_table_relates_both_baselines_to_rnnfast():
     assert len(rows) == 3 * 4 * 3  # cells x shapes x passes of the recorded run
     row = rows[("lstm", "M", "fwdbwd")]
     assert row[3] == f"{ms[('lstm', 'M', 'fwdbwd', 'rnnfast')]:.1f}"
-    assert row[-2] == f"{ms[('lstm', 'M', 'fwdbwd', 'torch_nn')] / ms[('lstm', 'M', 'fwdbwd', 'rnnfast')]:.2f}x"
+    assert (
+        row[-2]
+        == f"{ms[('lstm', 'M', 'fwdbwd', 'torch_nn')] / ms[('lstm', 'M', 'fwdbwd', 'rnnfast')]:.2f}x"  # noqa: E501
+    )
     # gru: the seed loop (reset-before) against rnnfast's reset-before GRU
     row = rows[("gru", "S", "fwd")]
-    assert row[-1] == f"{ms[('gru', 'S', 'fwd', 'seed')] / ms[('gru', 'S', 'fwd', 'rnnfast_rb')]:.2f}x"
+    assert (
+        row[-1] == f"{ms[('gru', 'S', 'fwd', 'seed')] / ms[('gru', 'S', 'fwd', 'rnnfast_rb')]:.2f}x"
+    )
 
 
 def test_disturbed_figures_get_a_sentence():
@@ -78,11 +95,26 @@ def test_disturbed_figures_get_a_sentence():
 
 def test_a_run_ends_with_the_summary_and_writes_json_and_plot(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    report = cli.main(["--shapes", "S", "--cells", "rnn", "--passes", "fwd", "--repeat", "1",
-                       "--no-modules", "--json", "run.json"])
+    report = cli.main(
+        [
+            "--shapes",
+            "S",
+            "--cells",
+            "rnn",
+            "--passes",
+            "fwd",
+            "--repeat",
+            "1",
+            "--no-modules",
+            "--json",
+            "run.json",
+        ]
+    )
     out = capsys.readouterr().out
-    tail = out[out.index("\nsummary: "):]
-    row = next(line.split() for line in tail.splitlines() if line.split()[:3] == ["rnn", "S", "fwd"])
+    tail = out[out.index("\nsummary: ") :]
+    row = next(
+        line.split() for line in tail.splitlines() if line.split()[:3] == ["rnn", "S", "fwd"]
+    )
     assert len(row) == 8 and row[-1].endswith("x") and row[-2].endswith("x")
     assert "measured in " in tail
     assert tail.rstrip().endswith("plot: " + os.path.join("bench-results", "rnnfast-bench.png"))
@@ -95,7 +127,19 @@ def test_a_run_ends_with_the_summary_and_writes_json_and_plot(tmp_path, monkeypa
 
 def test_no_plot_draws_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    cli.main(["--shapes", "S", "--cells", "rnn", "--passes", "fwd", "--repeat", "1",
-              "--no-modules", "--no-plot"])
+    cli.main(
+        [
+            "--shapes",
+            "S",
+            "--cells",
+            "rnn",
+            "--passes",
+            "fwd",
+            "--repeat",
+            "1",
+            "--no-modules",
+            "--no-plot",
+        ]
+    )
     assert not (tmp_path / "bench-results").exists()
     assert "plot: " not in capsys.readouterr().out

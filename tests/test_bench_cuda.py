@@ -5,27 +5,44 @@ import json
 
 import pytest
 import torch
-
 from cuda_helpers import requires_cuda
+
 from rnnfast.bench import cuda as bench_cuda
 
 
 def test_runs_on_the_cpu_and_reports_every_case(tmp_path, capsys):
-    bench_cuda.main(["--out", str(tmp_path), "--device", "cpu", "--batches", "2,3",
-                     "--steps", "4", "--hidden", "5", "--repeat", "2"])
+    bench_cuda.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+            "--batches",
+            "2,3",
+            "--steps",
+            "4",
+            "--hidden",
+            "5",
+            "--repeat",
+            "2",
+        ]
+    )
     report = json.loads((tmp_path / "bench_cuda.json").read_text())
     assert report["skipped"] == []
     timed = {(r["cell"], r["dtype"], r["pass_"], r["B"], r["impl"]) for r in report["results"]}
     for cell in ("rnn", "gru", "lstm"):
         impls = ["rnnfast", "torch_nn", "seed", "gemm_floor"] + (
-            ["rnnfast_rb"] if cell == "gru" else [])
+            ["rnnfast_rb"] if cell == "gru" else []
+        )
         for dtype in ("float32", "bfloat16"):
             for pass_ in ("fwd", "fwdbwd"):
                 for B in (2, 3):
                     for impl in impls:
                         assert (cell, dtype, pass_, B, impl) in timed
-    assert all(r["ms"] > 0 and len(r["runs_ms"]) == (1 if r["impl"] == "seed" else 2)
-               for r in report["results"])
+    assert all(
+        r["ms"] > 0 and len(r["runs_ms"]) == (1 if r["impl"] == "seed" else 2)
+        for r in report["results"]
+    )
     # Every baseline computes what rnnfast's cell of the same math computes.
     assert len(report["agreement"]) == 6
     for case, diffs in report["agreement"].items():
@@ -45,7 +62,8 @@ def test_runs_on_the_cpu_and_reports_every_case(tmp_path, capsys):
         G = {"rnn": 1, "gru": 3, "lstm": 4}[row["cell"]]
         forward_gflop = 2 * 4 * row["B"] * G * 5 * (5 + 5) / 1e9
         assert floor["gemm_gflop"] == pytest.approx(
-            forward_gflop * (3 if row["pass_"] == "fwdbwd" else 1))
+            forward_gflop * (3 if row["pass_"] == "fwdbwd" else 1)
+        )
         assert row["floor_ms"] == floor["ms"]
         seed = ms[key + ("seed",)]["ms"]
         assert row["seed_over_floor"] == pytest.approx(seed / floor["ms"])
@@ -55,16 +73,32 @@ def test_runs_on_the_cpu_and_reports_every_case(tmp_path, capsys):
 def _bounds_report(seed_ms, floor_ms):
     """A report of one case with the given seed and floor times (rnnfast 1 ms, cuDNN 1 ms)."""
     case = dict(cell="rnn", dtype="float32", pass_="fwd", B=64, T=100, H=128)
-    results = [dict(case, impl=impl, ms=ms, runs_ms=[ms]) for impl, ms in
-               (("rnnfast", 1.0), ("torch_nn", 1.0), ("seed", seed_ms), ("gemm_floor", floor_ms))]
-    return dict(machine=dict(device="GPU", torch="x", cudnn=1), results=results, skipped=[],
-                agreement={}, seconds=1.0, stopped=None)
+    results = [
+        dict(case, impl=impl, ms=ms, runs_ms=[ms])
+        for impl, ms in (
+            ("rnnfast", 1.0),
+            ("torch_nn", 1.0),
+            ("seed", seed_ms),
+            ("gemm_floor", floor_ms),
+        )
+    ]
+    return dict(
+        machine=dict(device="GPU", torch="x", cudnn=1),
+        results=results,
+        skipped=[],
+        agreement={},
+        seconds=1.0,
+        stopped=None,
+    )
 
 
-@pytest.mark.parametrize("seed_ms, floor_ms, misses, out_of_reach, mark",
-                         [(25.0, 1.0, 0, 0, " "), (15.0, 0.5, 1, 0, " "), (15.0, 1.0, 1, 1, "<")])
+@pytest.mark.parametrize(
+    "seed_ms, floor_ms, misses, out_of_reach, mark",
+    [(25.0, 1.0, 0, 0, " "), (15.0, 0.5, 1, 0, " "), (15.0, 1.0, 1, 1, "<")],
+)
 def test_the_table_tells_misses_within_reach_from_those_beyond_the_floor(
-        seed_ms, floor_ms, misses, out_of_reach, mark):
+    seed_ms, floor_ms, misses, out_of_reach, mark
+):
     text = bench_cuda.table(_bounds_report(seed_ms, floor_ms))
     row = next(line for line in text.splitlines() if line.startswith("rnn "))
     assert row.split()[-2] == f"{seed_ms / floor_ms:.2f}{mark}".strip()
@@ -98,6 +132,7 @@ def test_the_floor_replays_the_cases_gemms_from_a_cuda_graph(dtype, atol):
 
 def check_floor_gemms(t, atol=1e-5):
     """The outputs of gemm_floor_step's tensors against the products they stand for."""
+
     def close(a, b):
         torch.testing.assert_close(a, b, atol=atol, rtol=atol)
 
@@ -110,8 +145,7 @@ def check_floor_gemms(t, atol=1e-5):
     close(t["dw_hh"], dg.t() @ t["h_all"].flatten(0, 1))
 
 
-TINY = ["--device", "cpu", "--batches", "2,3", "--steps", "4", "--hidden", "5",
-        "--repeat", "1"]
+TINY = ["--device", "cpu", "--batches", "2,3", "--steps", "4", "--hidden", "5", "--repeat", "1"]
 
 
 def _failing(monkeypatch, impl, error, after_calls=0):
@@ -135,8 +169,7 @@ def _failing(monkeypatch, impl, error, after_calls=0):
     monkeypatch.setattr(bench_cuda, "make_impls", patched)
 
 
-def test_an_error_in_one_implementation_is_recorded_and_the_rest_measured(tmp_path,
-                                                                          monkeypatch):
+def test_an_error_in_one_implementation_is_recorded_and_the_rest_measured(tmp_path, monkeypatch):
     _failing(monkeypatch, "torch_nn", RuntimeError("cuDNN refused\nsecond line"))
     bench_cuda.main(["--out", str(tmp_path)] + TINY)
     report = json.loads((tmp_path / "bench_cuda.json").read_text())
@@ -150,8 +183,9 @@ def test_an_error_in_one_implementation_is_recorded_and_the_rest_measured(tmp_pa
 
 
 def test_a_cuda_error_stops_the_run_and_keeps_what_was_measured(tmp_path, monkeypatch):
-    _failing(monkeypatch, "rnnfast", RuntimeError("CUDA error: an illegal memory access"),
-             after_calls=4)
+    _failing(
+        monkeypatch, "rnnfast", RuntimeError("CUDA error: an illegal memory access"), after_calls=4
+    )
     bench_cuda.main(["--out", str(tmp_path)] + TINY)
     report = json.loads((tmp_path / "bench_cuda.json").read_text())
     assert report["stopped"].startswith("a CUDA error in rnnfast")
@@ -159,7 +193,8 @@ def test_a_cuda_error_stops_the_run_and_keeps_what_was_measured(tmp_path, monkey
     last = report["results"][-1]
     assert report["skipped"] and all(
         s["why"] == report["stopped"] or s["why"].startswith("RuntimeError: CUDA error")
-        for s in report["skipped"])
+        for s in report["skipped"]
+    )
     assert "STOPPED early" in (tmp_path / "bench_cuda.txt").read_text()
     assert (last["cell"], last["dtype"]) == ("rnn", "float32")
 
@@ -183,8 +218,22 @@ def test_bad_sizes_are_named(value, capsys):
 
 def test_short_sequences_of_every_cell_and_dtype_come_first(tmp_path):
     """A run cut short by its budget has the short sequences of the whole grid."""
-    report = bench_cuda.main(["--out", str(tmp_path), "--device", "cpu", "--batches", "2",
-                              "--steps", "3,5", "--hidden", "4", "--repeat", "1"])
+    report = bench_cuda.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+            "--batches",
+            "2",
+            "--steps",
+            "3,5",
+            "--hidden",
+            "4",
+            "--repeat",
+            "1",
+        ]
+    )
     steps = [r["T"] for r in report["results"]]
     assert steps.index(5) == len(steps) - steps[::-1].index(3)  # every T = 3 before any T = 5
     first = {(r["cell"], r["dtype"]) for r in report["results"] if r["T"] == 3}

@@ -12,12 +12,18 @@ from rnnfast.bench import cli as bench
 from rnnfast.bench import report as _bench_report
 from rnnfast.bench import tables
 
-RECORDED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "results",
-                        "2026-11-23_cpu-xeon-2c_full.json")
+RECORDED = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)),
+    "..",
+    "benchmarks",
+    "results",
+    "2026-11-23_cpu-xeon-2c_full.json",
+)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # The plots need matplotlib (in requirements.txt); a bare GPU machine may lack it.
-needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
-                                      reason="needs matplotlib")
+needs_matplotlib = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None, reason="needs matplotlib"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -38,10 +44,12 @@ def test_speedups_match_the_printed_table():
     report = _recorded()
     ms = {(t["cell"], t["shape"], t["pass"], t["impl"]): t["median_ms"] for t in report["timings"]}
     assert ratios[("torch_nn", "fwdbwd", "gru", "S")] == pytest.approx(
-        ms[("gru", "S", "fwdbwd", "torch_nn")] / ms[("gru", "S", "fwdbwd", "rnnfast")])
+        ms[("gru", "S", "fwdbwd", "torch_nn")] / ms[("gru", "S", "fwdbwd", "rnnfast")]
+    )
     # The seed's GRU is reset-before: compared with rnnfast's reset-before GRU.
     assert ratios[("seed", "fwd", "gru", "M")] == pytest.approx(
-        ms[("gru", "M", "fwd", "seed")] / ms[("gru", "M", "fwd", "rnnfast_rb")])
+        ms[("gru", "M", "fwd", "seed")] / ms[("gru", "M", "fwd", "rnnfast_rb")]
+    )
 
 
 @needs_matplotlib
@@ -67,8 +75,11 @@ def test_plot_refuses_a_report_without_baselines(tmp_path):
 
 def _row(text, case, impl):
     """The comparison table's row of a case and implementation, split into its columns."""
-    rows = [re.split(r"\s{2,}", line.strip()) for line in text.splitlines()
-            if line.startswith(case + "  ")]
+    rows = [
+        re.split(r"\s{2,}", line.strip())
+        for line in text.splitlines()
+        if line.startswith(case + "  ")
+    ]
     matches = [r for r in rows if r[1] == impl]
     assert len(matches) == 1, (case, impl, rows)
     return matches[0]
@@ -98,11 +109,26 @@ def test_cli_runs_plots_and_compares(tmp_path, capsys):
     """A real (quick, small) run, written, drawn, compared with the recorded one, and read
     back with --from-json."""
     out, png = tmp_path / "run.json", tmp_path / "run.png"
-    report = bench.main(["--quick", "--cells", "rnn", "--no-memory", "--json", str(out),
-                         "--plot", str(png), "--compare", RECORDED])
+    report = bench.main(
+        [
+            "--quick",
+            "--cells",
+            "rnn",
+            "--no-memory",
+            "--json",
+            str(out),
+            "--plot",
+            str(png),
+            "--compare",
+            RECORDED,
+        ]
+    )
     printed = capsys.readouterr().out
     assert {(t["cell"], t["pass"], t["impl"]) for t in report["timings"]} >= {
-        ("rnn", "fwdbwd", "rnnfast"), ("rnn", "fwdbwd", "torch_nn"), ("rnn", "fwdbwd", "seed")}
+        ("rnn", "fwdbwd", "rnnfast"),
+        ("rnn", "fwdbwd", "torch_nn"),
+        ("rnn", "fwdbwd", "seed"),
+    }
     assert {m["group"] for m in report["modules"]} == {"layer-S", "generate-200"}
     assert "layers and cells" in printed and "compared with the run of" in printed
     assert png.read_bytes().startswith(PNG_MAGIC)
@@ -110,12 +136,15 @@ def test_cli_runs_plots_and_compares(tmp_path, capsys):
     assert again["timings"] == json.loads(out.read_text())["timings"]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--compare", "/nonexistent/old.json"], "--compare: no such file"),
-    (["--from-json", "/nonexistent/run.json"], "--from-json: no such file"),
-    (["--plot", "/nonexistent/dir/x.png"], "--plot: the folder"),
-    (["--cells", "rnn,transformer"], "unknown"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--compare", "/nonexistent/old.json"], "--compare: no such file"),
+        (["--from-json", "/nonexistent/run.json"], "--from-json: no such file"),
+        (["--plot", "/nonexistent/dir/x.png"], "--plot: the folder"),
+        (["--cells", "rnn,transformer"], "unknown"),
+    ],
+)
 def test_cli_argument_errors(argv, message, capsys):
     with pytest.raises(SystemExit):
         bench.main(argv)
@@ -138,8 +167,14 @@ def test_timing_table_relates_rnnfast_and_torch_nn_to_the_gemm_floor():
     header = [h.strip() for h in header if h.strip()]
     assert header[-3:] == ["GEMM floor", "rnnfast / floor", "torch.nn / floor"]
     row = next(line.split() for line in lines if line.split()[:3] == ["lstm", "L", "fwdbwd"])
-    floor = min(next(t["times_ms"] for t in report["timings"]
-                     if (t["cell"], t["shape"], t["pass"], t["impl"]) == ("lstm", "L", "fwdbwd", "gemm_floor")))
+    floor = min(
+        next(
+            t["times_ms"]
+            for t in report["timings"]
+            if (t["cell"], t["shape"], t["pass"], t["impl"])
+            == ("lstm", "L", "fwdbwd", "gemm_floor")
+        )
+    )
     assert row[-2] == f"{ms[('lstm', 'L', 'fwdbwd', 'rnnfast')] / floor:.2f}x"
     assert row[-1] == f"{ms[('lstm', 'L', 'fwdbwd', 'torch_nn')] / floor:.2f}x"
     # Shapes without a floor show dashes in its three columns.
@@ -157,9 +192,22 @@ def test_ab_builds_compares_two_checkouts():
 
     checkout = os.path.dirname(os.path.dirname(os.path.abspath(rnnfast.__file__)))
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "ab_builds.py")
-    out = subprocess.run([sys.executable, script, checkout, checkout, "rnn:S:fwd_nograd",
-                          "--rounds", "2", "--runs", "2"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            script,
+            checkout,
+            checkout,
+            "rnn:S:fwd_nograd",
+            "--rounds",
+            "2",
+            "--runs",
+            "2",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     row = next(line for line in out.splitlines() if line.startswith("rnn:S:fwd_nograd"))
     numbers = [float(v) for v in row.split()[1:-1]]
     assert len(numbers) == 2 + 2 + 2 and all(v > 0 for v in numbers)
@@ -177,8 +225,16 @@ def test_compute_bound_table_relates_the_medians_to_the_peak_rate():
     ms = {(t["cell"], t["shape"], t["pass"], t["impl"]): t["median_ms"] for t in report["timings"]}
     lines = tables.compute_bound_table(report).splitlines()
     header = [h.strip() for h in lines[0].split("  ") if h.strip()]
-    assert header == ["cell", "shape", "pass", "GFLOP", "bound ms", "rnnfast % of peak",
-                      "torch.nn % of peak", "torch.nn / bound"]
+    assert header == [
+        "cell",
+        "shape",
+        "pass",
+        "GFLOP",
+        "bound ms",
+        "rnnfast % of peak",
+        "torch.nn % of peak",
+        "torch.nn / bound",
+    ]
     rows = {tuple(line.split()[:3]): line.split() for line in lines[2:]}
     assert all(shape in cases.FLOOR_SHAPES for _, shape, _ in rows)  # no S rows
     gflop = cases.gemm_flops("gru", cases.SHAPES["M"], "fwdbwd") / 1e9
@@ -204,15 +260,31 @@ def test_gemm_peak_measures_a_plausible_rate():
 def test_cli_measures_the_peak_and_prints_the_compute_bound(capsys):
     """A run with a shape that has a GEMM floor measures the peak at its start and end and
     prints the compute bound; an S-only run does neither."""
-    report = bench.main(["--shapes", "LM", "--cells", "rnn", "--passes", "fwd_nograd",
-                         "--repeat", "1", "--no-memory", "--no-modules"])
+    report = bench.main(
+        [
+            "--shapes",
+            "LM",
+            "--cells",
+            "rnn",
+            "--passes",
+            "fwd_nograd",
+            "--repeat",
+            "1",
+            "--no-memory",
+            "--no-modules",
+        ]
+    )
     printed = capsys.readouterr().out
     peak = report["gemm_peak"]
     assert len(peak["times_ms"]) == 10 and peak["gflops"] > 0
     assert "compute bound: peak" in printed
-    row = next(line.split() for line in printed.splitlines()
-               if line.split()[:3] == ["rnn", "LM", "fwd_nograd"] and "%" in line)
+    row = next(
+        line.split()
+        for line in printed.splitlines()
+        if line.split()[:3] == ["rnn", "LM", "fwd_nograd"] and "%" in line
+    )
     assert row[5].endswith("%") and row[7].endswith("x")
-    report = bench.main(["--quick", "--cells", "rnn", "--passes", "fwd_nograd", "--no-memory",
-                         "--no-modules"])
+    report = bench.main(
+        ["--quick", "--cells", "rnn", "--passes", "fwd_nograd", "--no-memory", "--no-modules"]
+    )
     assert "gemm_peak" not in report and "compute bound" not in capsys.readouterr().out

@@ -26,10 +26,18 @@ def _arguments(cell, projection, seed=0):
     def rand(*shape):
         return torch.randn(*shape, generator=gen, dtype=torch.float64)
 
-    return {"input": rand(T, B, I), "weight_ih": rand(G * H, I), "weight_hh": rand(G * H, out),
-            "bias_ih": rand(G * H), "bias_hh": rand(G * H), "hx": rand(B, out),
-            "cx": rand(B, H) if _ops.CELLS[cell].has_cell_state else None,
-            "weight_hr": rand(P, H) if projection else None, "lengths": None}
+    return {
+        "input": rand(T, B, I),
+        "weight_ih": rand(G * H, I),
+        "weight_hh": rand(G * H, out),
+        "bias_ih": rand(G * H),
+        "bias_hh": rand(G * H),
+        "hx": rand(B, out),
+        "cx": rand(B, H) if _ops.CELLS[cell].has_cell_state else None,
+        "weight_hr": rand(P, H) if projection else None,
+        "lengths": None,
+    }
+
 
 CASES = [(cell, False) for cell in CELLS] + [("lstm", True)]
 
@@ -46,9 +54,23 @@ def test_fake_shapes_match_the_ops(cell, projection, need_saved):
     output, _, _, saved = real
     mask = [True] * 8
     grad_c_n = torch.ones(B, H, dtype=torch.float64) if _ops.CELLS[cell].has_cell_state else None
-    backward_args = (torch.ones_like(output), torch.ones(B, output.shape[-1], dtype=torch.float64),
-                     grad_c_n, args["input"], args["weight_ih"], args["weight_hh"], args["hx"],
-                     args["weight_hr"], None, output, saved, cell, False, False, mask)
+    backward_args = (
+        torch.ones_like(output),
+        torch.ones(B, output.shape[-1], dtype=torch.float64),
+        grad_c_n,
+        args["input"],
+        args["weight_ih"],
+        args["weight_hh"],
+        args["hx"],
+        args["weight_hr"],
+        None,
+        output,
+        saved,
+        cell,
+        False,
+        False,
+        mask,
+    )
     real_grads = _ops.recurrent_backward(*backward_args)
     fake_grads = _ops._recurrent_backward_fake(*backward_args)
     assert [t.shape for t in fake_grads] == [t.shape for t in real_grads]

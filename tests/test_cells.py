@@ -4,10 +4,10 @@ extras against the float64 reference, and a generation-style loop of many calls.
 import itertools
 
 import pytest
+import reference
 import torch
 from torch import nn
 
-import reference
 import rnnfast
 
 I, H, B = 4, 5, 3
@@ -20,10 +20,18 @@ STANDARD = {
 }
 EXTRAS = {
     "rnn_tanh_residual": (rnnfast.RNNCell, {"residual": True}, reference.rnn, {"residual": True}),
-    "rnn_relu_residual": (rnnfast.RNNCell, {"residual": True, "nonlinearity": "relu"},
-                          reference.rnn, {"residual": True, "nonlinearity": "relu"}),
-    "gru_reset_before": (rnnfast.GRUCell, {"reset_after": False}, reference.gru,
-                         {"reset_after": False}),
+    "rnn_relu_residual": (
+        rnnfast.RNNCell,
+        {"residual": True, "nonlinearity": "relu"},
+        reference.rnn,
+        {"residual": True, "nonlinearity": "relu"},
+    ),
+    "gru_reset_before": (
+        rnnfast.GRUCell,
+        {"reset_after": False},
+        reference.gru,
+        {"reset_after": False},
+    ),
 }
 
 
@@ -107,8 +115,15 @@ def test_cell_extras_against_reference(cell, bias, batched, with_hx):
         def forward(self, inp, h):
             xb = inp.unsqueeze(0) if batched else inp.view(1, 1, -1)
             hb = None if h is None else (h if batched else h.unsqueeze(0))
-            _, h_next = fn(xb, fast_cell.weight_ih, fast_cell.weight_hh, fast_cell.bias_ih,
-                           fast_cell.bias_hh, hb, **fn_kwargs)
+            _, h_next = fn(
+                xb,
+                fast_cell.weight_ih,
+                fast_cell.weight_hh,
+                fast_cell.bias_ih,
+                fast_cell.bias_hh,
+                hb,
+                **fn_kwargs,
+            )
             return h_next if batched else h_next.squeeze(0)
 
         def parameters(self):

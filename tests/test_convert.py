@@ -13,8 +13,9 @@ class Tagger(nn.Module):
     def __init__(self):
         super().__init__()
         self.embed = nn.Embedding(10, 6)
-        self.encoder = nn.LSTM(6, 8, num_layers=2, bidirectional=True, batch_first=True,
-                               dropout=0.25, proj_size=3)
+        self.encoder = nn.LSTM(
+            6, 8, num_layers=2, bidirectional=True, batch_first=True, dropout=0.25, proj_size=3
+        )
         self.stack = nn.ModuleList([nn.GRU(6, 5), nn.RNN(5, 4, nonlinearity="relu")])
         self.decoder = nn.Sequential(nn.Linear(6, 6), nn.GRUCell(6, 7))
         self.cells = nn.ModuleDict({"lstm": nn.LSTMCell(6, 4), "rnn": nn.RNNCell(6, 3)})
@@ -48,8 +49,14 @@ def test_convert_replaces_every_recurrent_module_in_place():
     kinds = [type(m) for m in model.modules() if isinstance(m, RECURRENT)]
     assert kinds == []
     fast = [m for m in model.modules() if type(m).__module__.startswith("rnnfast")]
-    assert {type(m).__name__ for m in fast} == {"LSTM", "GRU", "RNN", "GRUCell", "LSTMCell",
-                                               "RNNCell"}
+    assert {type(m).__name__ for m in fast} == {
+        "LSTM",
+        "GRU",
+        "RNN",
+        "GRUCell",
+        "LSTMCell",
+        "RNNCell",
+    }
     assert model.shared is model.stack[0]
     assert all(m.training for m in fast)
     assert isinstance(model.stack[1], rnnfast.RNN) and model.stack[1].nonlinearity == "relu"
@@ -91,14 +98,17 @@ def test_convert_rejects_what_is_not_a_module():
         rnnfast.convert("lstm")
 
 
-@pytest.mark.parametrize("make, fast_class", [
-    (lambda: nn.RNN(3, 4, 2, nonlinearity="relu", bias=False, batch_first=True), rnnfast.RNN),
-    (lambda: nn.GRU(3, 4, bidirectional=True, dtype=torch.float64), rnnfast.GRU),
-    (lambda: nn.LSTM(3, 4, 3, dropout=0.5, proj_size=2), rnnfast.LSTM),
-    (lambda: nn.RNNCell(3, 4, nonlinearity="relu"), rnnfast.RNNCell),
-    (lambda: nn.GRUCell(3, 4, bias=False), rnnfast.GRUCell),
-    (lambda: nn.LSTMCell(3, 4, dtype=torch.float64), rnnfast.LSTMCell),
-])
+@pytest.mark.parametrize(
+    "make, fast_class",
+    [
+        (lambda: nn.RNN(3, 4, 2, nonlinearity="relu", bias=False, batch_first=True), rnnfast.RNN),
+        (lambda: nn.GRU(3, 4, bidirectional=True, dtype=torch.float64), rnnfast.GRU),
+        (lambda: nn.LSTM(3, 4, 3, dropout=0.5, proj_size=2), rnnfast.LSTM),
+        (lambda: nn.RNNCell(3, 4, nonlinearity="relu"), rnnfast.RNNCell),
+        (lambda: nn.GRUCell(3, 4, bias=False), rnnfast.GRUCell),
+        (lambda: nn.LSTMCell(3, 4, dtype=torch.float64), rnnfast.LSTMCell),
+    ],
+)
 def test_from_torch_and_back(make, fast_class):
     original = make().eval()
     fast = fast_class.from_torch(original)
@@ -106,11 +116,18 @@ def test_from_torch_and_back(make, fast_class):
     back = fast.to_torch()
     assert type(back) is type(original) and not back.training
     assert repr(back) == repr(original)
-    for (n1, p1), (n2, p2), (n3, p3) in zip(original.named_parameters(),
-                                            fast.named_parameters(), back.named_parameters()):
+    for (n1, p1), (n2, p2), (n3, p3) in zip(
+        original.named_parameters(), fast.named_parameters(), back.named_parameters()
+    ):
         assert n1 == n2 == n3 and p1 is p2 is p3
-    x = torch.randn(5, 2, 3, dtype=original.weight_ih_l0.dtype if hasattr(original, "weight_ih_l0")
-                    else original.weight_ih.dtype)
+    x = torch.randn(
+        5,
+        2,
+        3,
+        dtype=original.weight_ih_l0.dtype
+        if hasattr(original, "weight_ih_l0")
+        else original.weight_ih.dtype,
+    )
     x = x[0] if isinstance(original, nn.RNNCellBase) else x
     out_original, out_fast = original(x), fast(x)
     if isinstance(out_original, tuple) and not isinstance(original, nn.LSTMCell):
@@ -151,11 +168,14 @@ def test_convert_keeps_module_hooks():
     pre = model[1].register_forward_pre_hook(lambda m, args: calls.append(("pre", type(m))))
     post = model[1].register_forward_hook(
         lambda m, args, kwargs, out: calls.append(("forward", type(m), len(kwargs))),
-        with_kwargs=True)
+        with_kwargs=True,
+    )
     back = model[1].register_full_backward_hook(
-        lambda m, grad_in, grad_out: calls.append(("backward", type(m))))
+        lambda m, grad_in, grad_out: calls.append(("backward", type(m)))
+    )
     saved = model[1].register_state_dict_post_hook(
-        lambda m, state, prefix, local: calls.append(("state_dict", type(m))))
+        lambda m, state, prefix, local: calls.append(("state_dict", type(m)))
+    )
 
     rnnfast.convert(model)
     assert isinstance(model[1], rnnfast.GRU)
@@ -163,8 +183,12 @@ def test_convert_keeps_module_hooks():
     output, _ = model[1](model[0](x))
     output.sum().backward()
     model.state_dict()
-    assert calls == [("pre", rnnfast.GRU), ("forward", rnnfast.GRU, 0),
-                     ("backward", rnnfast.GRU), ("state_dict", rnnfast.GRU)]
+    assert calls == [
+        ("pre", rnnfast.GRU),
+        ("forward", rnnfast.GRU, 0),
+        ("backward", rnnfast.GRU),
+        ("state_dict", rnnfast.GRU),
+    ]
 
     calls.clear()
     for handle in (pre, post, back, saved):

@@ -9,14 +9,21 @@ tolerances that fit it."""
 import contextlib
 
 import pytest
+import reference
 import torch
+from conftest import CELLS, OUTPUT_NAMES, assert_close, call, make_case, run
+from cuda_helpers import (
+    TOLERANCES,
+    CudaEngine,
+    compare_with_reference,
+    engine_on_gpu,
+    on_device,
+    requires_cuda,
+    run_cuda,
+    tf32_off,
+)
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-import reference
-from conftest import CELLS, OUTPUT_NAMES, assert_close, call, make_case, run
-from cuda_helpers import (TOLERANCES, CudaEngine, compare_with_reference, engine_on_gpu,
-                          on_device, requires_cuda, run_cuda, tf32_off)
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
@@ -44,8 +51,20 @@ def test_host_build_stands_in_only_while_running(F):
 @pytest.mark.parametrize("lengths", [None, "random"], ids=["full", "lengths"])
 def test_matrix_float64(F, engine, cell, bias, hx, reverse, batch_first, lengths):
     P = 4 if cell == "lstm" and lengths else None
-    case = make_case(cell, T=5, B=4, I=3, H=7, P=P, bias=bias, hx=hx, lengths=lengths,
-                     reverse=reverse, batch_first=batch_first, seed=11)
+    case = make_case(
+        cell,
+        T=5,
+        B=4,
+        I=3,
+        H=7,
+        P=P,
+        bias=bias,
+        hx=hx,
+        lengths=lengths,
+        reverse=reverse,
+        batch_first=batch_first,
+        seed=11,
+    )
     compare_with_reference(F, case, engine)
 
 
@@ -65,14 +84,30 @@ def _well_posed(cell, dtype, B, H):
     return not ("relu" in cell and dtype in (torch.float16, torch.bfloat16) and B * H > 1000)
 
 
-@pytest.mark.parametrize("cell,dtype,T,B,I,H", [
-    pytest.param(cell, dtype, *size, id=f"{cell}-{dtype}-{'x'.join(map(str, size))}")
-    for size in SIZES for dtype in DTYPES for cell in CELLS
-    if _well_posed(cell, dtype, size[1], size[3])])
+@pytest.mark.parametrize(
+    "cell,dtype,T,B,I,H",
+    [
+        pytest.param(cell, dtype, *size, id=f"{cell}-{dtype}-{'x'.join(map(str, size))}")
+        for size in SIZES
+        for dtype in DTYPES
+        for cell in CELLS
+        if _well_posed(cell, dtype, size[1], size[3])
+    ],
+)
 def test_sizes_and_dtypes(F, engine, cell, dtype, T, B, I, H):
     P = max(1, H // 3) if cell == "lstm" and B % 2 else None
-    case = make_case(cell, T=T, B=B, I=I, H=H, P=P, lengths="random", reverse=B % 2 == 1,
-                     batch_first=T % 2 == 0, seed=T * 100 + B)
+    case = make_case(
+        cell,
+        T=T,
+        B=B,
+        I=I,
+        H=H,
+        P=P,
+        lengths="random",
+        reverse=B % 2 == 1,
+        batch_first=T % 2 == 0,
+        seed=T * 100 + B,
+    )
     compare_with_reference(F, case, engine, dtype=dtype)
 
 
@@ -81,8 +116,9 @@ def test_sizes_and_dtypes(F, engine, cell, dtype, T, B, I, H):
 def test_against_cpu_op(F, engine, cell, dtype):
     """The same op on the CPU engine and on the CUDA engine, same dtype, same values."""
     P = 11 if cell == "lstm" else None
-    case = make_case(cell, T=9, B=23, I=17, H=45, P=P, lengths="random", reverse=True,
-                     seed=5).to(dtype)
+    case = make_case(cell, T=9, B=23, I=17, H=45, P=P, lengths="random", reverse=True, seed=5).to(
+        dtype
+    )
     cpu_outs, cpu_grads, up = run(F, case)
     with engine.running():
         outs, grads = run_cuda(F, on_device(case, engine.device), up)
@@ -142,9 +178,11 @@ def test_noncontiguous_arguments(F, engine, cell):
     I = case.input.shape[-1]
     big = torch.randn(case.B, case.T, 2 * I + 1, dtype=torch.float64, device=engine.device)
     big[..., 1::2][..., :I].copy_(dev.input)
-    dev = dev.replace(input=big[..., 1::2][..., :I],
-                      weight_hh=dev.weight_hh.t().contiguous().t(),
-                      weight_ih=dev.weight_ih.t().contiguous().t())
+    dev = dev.replace(
+        input=big[..., 1::2][..., :I],
+        weight_hh=dev.weight_hh.t().contiguous().t(),
+        weight_ih=dev.weight_ih.t().contiguous().t(),
+    )
     assert not dev.input.is_contiguous() and not dev.weight_hh.is_contiguous()
     ref_outs, ref_grads, up = run(reference, case)
     with engine.running():
@@ -179,8 +217,9 @@ def test_partial_outputs_used(F, engine, cell, used):
         impl = reference if name == "ref" else F
         with engine.running() if name == "cuda" else contextlib.nullcontext():
             loss = pick(call(impl, c, leaves))
-            g = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True,
-                                    materialize_grads=True)
+            g = torch.autograd.grad(
+                loss, list(leaves.values()), allow_unused=True, materialize_grads=True
+            )
         grads[name] = dict(zip(leaves, g))
     for n, r in grads["ref"].items():
         assert_close(grads["cuda"][n].cpu(), r, "grad of " + n, case, rtol=1e-9, atol=1e-10)
@@ -239,8 +278,7 @@ def against_torch_nn(F, engine, kind, use_lengths):
     args = (x, m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)
     with engine.running():
         if kind == "lstm":
-            out, (h, c) = F.lstm(*args, weight_hr=getattr(m, "weight_hr_l0", None),
-                                 lengths=lengths)
+            out, (h, c) = F.lstm(*args, weight_hr=getattr(m, "weight_hr_l0", None), lengths=lengths)
             got = [out, h, c]
         elif kind == "gru":
             got = list(F.gru(*args, lengths=lengths))
@@ -269,15 +307,37 @@ def test_forward_op_same_as_cpu_op(engine, cell, batch_first):
 
     op = torch.ops.rnnfast.recurrent_forward.default
     P = 3 if cell == "lstm" else None
-    case = make_case(cell, T=6, B=5, I=4, H=7, P=P, lengths="random", reverse=True,
-                     batch_first=batch_first, seed=90)
+    case = make_case(
+        cell,
+        T=6,
+        B=5,
+        I=4,
+        H=7,
+        P=P,
+        lengths="random",
+        reverse=True,
+        batch_first=batch_first,
+        seed=90,
+    )
     dev = on_device(case, engine.device, lengths_on_device=True)
 
     def args(c, need_saved):
         t = c.tensors()
-        return (t["input"], t["weight_ih"], t["weight_hh"], t.get("bias_ih"), t.get("bias_hh"),
-                t.get("h0"), t.get("c0"), t.get("weight_hr"), c.lengths, c.cell, c.reverse,
-                c.batch_first, need_saved)
+        return (
+            t["input"],
+            t["weight_ih"],
+            t["weight_hh"],
+            t.get("bias_ih"),
+            t.get("bias_hh"),
+            t.get("h0"),
+            t.get("c0"),
+            t.get("weight_hr"),
+            c.lengths,
+            c.cell,
+            c.reverse,
+            c.batch_first,
+            need_saved,
+        )
 
     expected = op(*args(case, True))
     with engine.running():

@@ -6,16 +6,22 @@ import contextlib
 
 import pytest
 import torch
+from cuda_helpers import requires_cuda, tf32_off
 from torch import nn
 
 import rnnfast
-from cuda_helpers import requires_cuda, tf32_off
 
-LAYERS = {"rnn": (nn.RNN, rnnfast.RNN, {}), "gru": (nn.GRU, rnnfast.GRU, {}),
-          "lstm": (nn.LSTM, rnnfast.LSTM, {}), "lstm_proj": (nn.LSTM, rnnfast.LSTM,
-                                                             {"proj_size": 5})}
-CELLS = {"rnn": (nn.RNNCell, rnnfast.RNNCell), "gru": (nn.GRUCell, rnnfast.GRUCell),
-         "lstm": (nn.LSTMCell, rnnfast.LSTMCell)}
+LAYERS = {
+    "rnn": (nn.RNN, rnnfast.RNN, {}),
+    "gru": (nn.GRU, rnnfast.GRU, {}),
+    "lstm": (nn.LSTM, rnnfast.LSTM, {}),
+    "lstm_proj": (nn.LSTM, rnnfast.LSTM, {"proj_size": 5}),
+}
+CELLS = {
+    "rnn": (nn.RNNCell, rnnfast.RNNCell),
+    "gru": (nn.GRUCell, rnnfast.GRUCell),
+    "lstm": (nn.LSTMCell, rnnfast.LSTMCell),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -43,15 +49,19 @@ def test_layer_agrees_with_torch_nn(engine, kind, packed):
     results = []
     for layer in (torch_layer, fast_layer):
         leaf = x.clone().requires_grad_()
-        inp = (nn.utils.rnn.pack_padded_sequence(leaf, lengths, batch_first=True,
-                                                 enforce_sorted=False) if packed else leaf)
+        inp = (
+            nn.utils.rnn.pack_padded_sequence(leaf, lengths, batch_first=True, enforce_sorted=False)
+            if packed
+            else leaf
+        )
         with engine.running() if layer is fast_layer else contextlib.nullcontext():
             out, state = layer(inp)
             if packed:
                 out = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)[0]
             outs = [out] + _flat(state)
-            loss = sum((o * torch.linspace(-1, 1, o.numel(), device=device).view_as(o)).sum()
-                       for o in outs)
+            loss = sum(
+                (o * torch.linspace(-1, 1, o.numel(), device=device).view_as(o)).sum() for o in outs
+            )
             grads = torch.autograd.grad(loss, [leaf, *layer.parameters()])
         results.append([o.detach() for o in outs] + list(grads))
     for a, e in zip(results[1], results[0]):

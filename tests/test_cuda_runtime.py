@@ -3,12 +3,12 @@ non-default streams and devices. Tests that take the `engine` fixture also run t
 engine's host build (see test_cuda.py); the others need a GPU."""
 
 import pytest
-import torch
-
 import reference
-import rnnfast.functional as RF
+import torch
 from conftest import CELLS, OUTPUT_NAMES, assert_close, call, compile_and_compare, make_case
 from cuda_helpers import on_device, requires_cuda
+
+import rnnfast.functional as RF
 
 
 def forward_op():
@@ -25,29 +25,78 @@ def backward_op():
 
 def op_args(case):
     t = case.tensors()
-    return (t["input"], t["weight_ih"], t["weight_hh"], t.get("bias_ih"), t.get("bias_hh"),
-            t.get("h0"), t.get("c0"), t.get("weight_hr"), case.lengths, case.cell,
-            case.reverse, case.batch_first)
+    return (
+        t["input"],
+        t["weight_ih"],
+        t["weight_hh"],
+        t.get("bias_ih"),
+        t.get("bias_hh"),
+        t.get("h0"),
+        t.get("c0"),
+        t.get("weight_hr"),
+        case.lengths,
+        case.cell,
+        case.reverse,
+        case.batch_first,
+    )
 
 
 def backward_args(case, output, h_n, c_n, saved, grads):
     """recurrent_backward's arguments, grads = (grad_output, grad_h_n, grad_c_n)."""
     t = case.tensors()
     is_lstm = case.cell == "lstm"
-    mask = [True, True, True, "bias_ih" in t, "bias_hh" in t, "h0" in t, is_lstm and "c0" in t,
-            "weight_hr" in t]
-    return (grads[0], grads[1], grads[2] if is_lstm else None, t["input"], t["weight_ih"],
-            t["weight_hh"], t.get("h0"), t.get("weight_hr"), case.lengths, output, saved,
-            case.cell, case.reverse, case.batch_first, mask)
+    mask = [
+        True,
+        True,
+        True,
+        "bias_ih" in t,
+        "bias_hh" in t,
+        "h0" in t,
+        is_lstm and "c0" in t,
+        "weight_hr" in t,
+    ]
+    return (
+        grads[0],
+        grads[1],
+        grads[2] if is_lstm else None,
+        t["input"],
+        t["weight_ih"],
+        t["weight_hh"],
+        t.get("h0"),
+        t.get("weight_hr"),
+        case.lengths,
+        output,
+        saved,
+        case.cell,
+        case.reverse,
+        case.batch_first,
+        mask,
+    )
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("lengths,reverse,batch_first",
-                         [(None, False, False), ([3, 0, 4], True, False), ([2, 4, 1], False, True)])
+@pytest.mark.parametrize(
+    "lengths,reverse,batch_first",
+    [(None, False, False), ([3, 0, 4], True, False), ([2, 4, 1], False, True)],
+)
 def test_gradcheck(F, engine, cell, lengths, reverse, batch_first):
     P = 2 if cell == "lstm" and lengths is not None else None
-    case = on_device(make_case(cell, T=4, B=3, I=2, H=3, P=P, lengths=lengths, reverse=reverse,
-                               batch_first=batch_first, seed=30, scale=1.5), engine.device)
+    case = on_device(
+        make_case(
+            cell,
+            T=4,
+            B=3,
+            I=2,
+            H=3,
+            P=P,
+            lengths=lengths,
+            reverse=reverse,
+            batch_first=batch_first,
+            seed=30,
+            scale=1.5,
+        ),
+        engine.device,
+    )
     names = list(case.tensors())
     leaves = [t.detach().clone().requires_grad_(True) for t in case.tensors().values()]
 
@@ -61,8 +110,20 @@ def test_gradcheck(F, engine, cell, lengths, reverse, batch_first):
 @pytest.mark.parametrize("cell", CELLS)
 def test_gradgradcheck(F, engine, cell):
     """Second derivatives on the GPU (the layer recomputed as ATen ops under create_graph)."""
-    case = on_device(make_case(cell, T=3, B=3, I=2, H=3, P=2 if cell == "lstm" else None,
-                               lengths=[3, 0, 2], reverse=True, seed=31), engine.device)
+    case = on_device(
+        make_case(
+            cell,
+            T=3,
+            B=3,
+            I=2,
+            H=3,
+            P=2 if cell == "lstm" else None,
+            lengths=[3, 0, 2],
+            reverse=True,
+            seed=31,
+        ),
+        engine.device,
+    )
     names = list(case.tensors())
     leaves = [t.detach().clone().requires_grad_(True) for t in case.tensors().values()]
 
@@ -76,8 +137,9 @@ def test_gradgradcheck(F, engine, cell):
 @pytest.mark.parametrize("cell", CELLS)
 def test_func_grad_and_vmap(F, engine, cell):
     """torch.func.grad and vmap on the GPU (the layer as ATen ops) against autograd and a loop."""
-    case = on_device(make_case(cell, T=4, B=3, I=2, H=3, lengths=[4, 0, 2], reverse=True,
-                               seed=32), engine.device)
+    case = on_device(
+        make_case(cell, T=4, B=3, I=2, H=3, lengths=[4, 0, 2], reverse=True, seed=32), engine.device
+    )
     names = list(case.tensors())
 
     def loss(tensors):
@@ -99,8 +161,21 @@ def test_func_grad_and_vmap(F, engine, cell):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_opcheck(engine, cell, dtype):
-    case = on_device(make_case(cell, T=4, B=3, I=2, H=5, P=2 if cell == "lstm" else None,
-                               lengths=[3, 0, 4], reverse=True, seed=32), engine.device, dtype)
+    case = on_device(
+        make_case(
+            cell,
+            T=4,
+            B=3,
+            I=2,
+            H=5,
+            P=2 if cell == "lstm" else None,
+            lengths=[3, 0, 4],
+            reverse=True,
+            seed=32,
+        ),
+        engine.device,
+        dtype,
+    )
     leaves = case.map(lambda t: t.detach().clone().requires_grad_(True))
     with engine.running():
         torch.library.opcheck(forward_op(), op_args(leaves))
@@ -113,9 +188,22 @@ def test_opcheck(engine, cell, dtype):
 @pytest.mark.parametrize("cell", ["rnn_relu_residual", "gru_reset_before", "lstm"])
 def test_compile_fullgraph(F, engine, cell):
     P = 3 if cell == "lstm" else None
-    case = on_device(make_case(cell, T=6, B=5, I=4, H=7, P=P, lengths="random", reverse=True,
-                               seed=40, dtype=torch.float32), engine.device,
-                     lengths_on_device=True)
+    case = on_device(
+        make_case(
+            cell,
+            T=6,
+            B=5,
+            I=4,
+            H=7,
+            P=P,
+            lengths="random",
+            reverse=True,
+            seed=40,
+            dtype=torch.float32,
+        ),
+        engine.device,
+        lengths_on_device=True,
+    )
     with engine.running():
         compile_and_compare(F, case, "aot_eager")
 
@@ -125,8 +213,22 @@ def test_compile_fullgraph(F, engine, cell):
 def test_compile_fullgraph_inductor(F, cell):
     pytest.importorskip("triton")
     P = 3 if cell == "lstm" else None
-    case = on_device(make_case(cell, T=6, B=5, I=4, H=7, P=P, lengths="random", reverse=True,
-                               seed=40, dtype=torch.float32), "cuda", lengths_on_device=True)
+    case = on_device(
+        make_case(
+            cell,
+            T=6,
+            B=5,
+            I=4,
+            H=7,
+            P=P,
+            lengths="random",
+            reverse=True,
+            seed=40,
+            dtype=torch.float32,
+        ),
+        "cuda",
+        lengths_on_device=True,
+    )
     compile_and_compare(F, case, "inductor")
 
 
@@ -142,15 +244,30 @@ def test_cuda_graph_capture_and_replay(F, cell):
     """A whole layer, forward and backward ops, captured in one CUDA graph and replayed with
     new inputs: nothing in the ops syncs with the host or depends on values read back."""
     P = 4 if cell == "lstm" else None
-    case = on_device(make_case(cell, T=7, B=6, I=5, H=9, P=P, lengths="random", reverse=True,
-                               seed=50, dtype=torch.float32), "cuda", lengths_on_device=True)
+    case = on_device(
+        make_case(
+            cell,
+            T=7,
+            B=6,
+            I=5,
+            H=9,
+            P=P,
+            lengths="random",
+            reverse=True,
+            seed=50,
+            dtype=torch.float32,
+        ),
+        "cuda",
+        lengths_on_device=True,
+    )
     static = case.map(lambda t: t.detach().clone())
 
     def layer():
         output, h_n, c_n, saved = forward_op()(*op_args(static))
         grads = (torch.ones_like(output), torch.ones_like(h_n), torch.ones_like(c_n))
-        return (output, h_n, c_n) + backward_op()(*backward_args(static, output, h_n, c_n, saved,
-                                                                   grads))
+        return (output, h_n, c_n) + backward_op()(
+            *backward_args(static, output, h_n, c_n, saved, grads)
+        )
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -170,8 +287,9 @@ def test_cuda_graph_capture_and_replay(F, cell):
         expected = layer()  # eager, on the new values
         torch.cuda.synchronize()
         for k, (c, e) in enumerate(zip(captured, expected)):
-            torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-6,
-                                       msg=lambda m: f"replay {seed}, result {k}\n{m}")
+            torch.testing.assert_close(
+                c, e, rtol=1e-5, atol=1e-6, msg=lambda m: f"replay {seed}, result {k}\n{m}"
+            )
 
 
 @requires_cuda
@@ -187,8 +305,9 @@ def test_cuda_graph_capture_with_cpu_lengths_says_what_to_do(entry):
     def run():
         if entry == "recurrent_forward":
             return RF.gru(x, w_ih, w_hh, lengths=lengths)
-        return RF.recurrent_layers(x, [w_ih, w_hh, None, None, None], None, None, lengths,
-                                   "gru", False, False, 0.0)
+        return RF.recurrent_layers(
+            x, [w_ih, w_hh, None, None, None], None, None, lengths, "gru", False, False, 0.0
+        )
 
     run()  # outside a capture CPU lengths are fine
     torch.cuda.synchronize()
@@ -269,10 +388,10 @@ def test_large_batch_times_hidden(F):
         outs = call(F, dev)
     # A few rows, checked against the reference; the last ones lie past 2^24 elements.
     sub = list(range(0, B, 997)) + [B - 2, B - 1]
-    small = case.replace(input=case.input[:, sub], h0=case.h0[sub], c0=case.c0[sub],
-                         lengths=case.lengths[sub]).to(torch.float64)
+    small = case.replace(
+        input=case.input[:, sub], h0=case.h0[sub], c0=case.c0[sub], lengths=case.lengths[sub]
+    ).to(torch.float64)
     with torch.no_grad():
         ref = call(reference, small)
-    assert_close(outs[0][:, sub].cpu(), ref[0], "output", small, rtol=1e-3, atol=1e-4,
-                 scaled=True)
+    assert_close(outs[0][:, sub].cpu(), ref[0], "output", small, rtol=1e-3, atol=1e-4, scaled=True)
     assert_close(outs[2][sub].cpu(), ref[2], "c_n", small, rtol=1e-3, atol=1e-4, scaled=True)

@@ -4,12 +4,12 @@ RuntimeError naming the argument, never run into a result of uninitialised memor
 
 import pytest
 import torch
+from conftest import make_case
+from test_ops import backward_args, backward_op, forward_op, op_args
 from torch import nn
 
 import rnnfast
 import rnnfast.functional as F
-from conftest import make_case
-from test_ops import backward_args, backward_op, forward_op, op_args
 
 T, B, I, H = 5, 3, 4, 6
 KINDS = {"rnn": "rnn_tanh", "gru": "gru", "lstm": "lstm"}
@@ -20,8 +20,17 @@ def _meta(t):
 
 
 def _case(kind):
-    return make_case(KINDS[kind], T=T, B=B, I=I, H=H, P=2 if kind == "lstm" else None,
-                     lengths=[3, 5, 1], dtype=torch.float32, seed=3)
+    return make_case(
+        KINDS[kind],
+        T=T,
+        B=B,
+        I=I,
+        H=H,
+        P=2 if kind == "lstm" else None,
+        lengths=[3, 5, 1],
+        dtype=torch.float32,
+        seed=3,
+    )
 
 
 def _functional(kind, t, lengths):
@@ -31,8 +40,16 @@ def _functional(kind, t, lengths):
     return getattr(F, kind)(*args, t["h0"], lengths=lengths)[0]
 
 
-FUNCTIONAL_ARGS = ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "h0", "c0", "weight_hr",
-                   "lengths"]
+FUNCTIONAL_ARGS = [
+    "weight_ih",
+    "weight_hh",
+    "bias_ih",
+    "bias_hh",
+    "h0",
+    "c0",
+    "weight_hr",
+    "lengths",
+]
 OP_NAMES = {"h0": "hx", "c0": "cx"}  # how the op names them
 
 
@@ -94,8 +111,18 @@ def test_forward_op_refuses_an_argument_on_meta(name):
         forward_op()(*args)
 
 
-BACKWARD_ARGS = ["grad_output", "grad_h_n", "grad_c_n", "weight_ih", "weight_hh", "hx",
-                 "weight_hr", "lengths", "output", "saved"]
+BACKWARD_ARGS = [
+    "grad_output",
+    "grad_h_n",
+    "grad_c_n",
+    "weight_ih",
+    "weight_hh",
+    "hx",
+    "weight_hr",
+    "lengths",
+    "output",
+    "saved",
+]
 
 
 @pytest.mark.parametrize("name", BACKWARD_ARGS)
@@ -110,24 +137,33 @@ def test_backward_op_refuses_an_argument_on_meta(name):
 
 def _layers_args(kind, bidirectional=False):
     case = _case(kind)
-    m = getattr(nn, kind.upper())(I, H, num_layers=2, bidirectional=bidirectional,
-                                  proj_size=2 if kind == "lstm" else 0)
+    m = getattr(nn, kind.upper())(
+        I, H, num_layers=2, bidirectional=bidirectional, proj_size=2 if kind == "lstm" else 0
+    )
     weights = []
     for layer in range(2):
-        for suffix in ("", "_reverse")[:1 + bidirectional]:
+        for suffix in ("", "_reverse")[: 1 + bidirectional]:
             for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"):
                 weights.append(getattr(m, f"{p}_l{layer}{suffix}", None))
     P = 2 if kind == "lstm" else H
     D = 1 + bidirectional
     hx = torch.randn(2 * D, B, P)
     cx = torch.randn(2 * D, B, H) if kind == "lstm" else None
-    return [case.input, [None if w is None else w.detach() for w in weights], hx, cx,
-            case.lengths, KINDS[kind], bidirectional, False, 0.0]
+    return [
+        case.input,
+        [None if w is None else w.detach() for w in weights],
+        hx,
+        cx,
+        case.lengths,
+        KINDS[kind],
+        bidirectional,
+        False,
+        0.0,
+    ]
 
 
 @pytest.mark.parametrize("entry", ["op", "direct"])
-@pytest.mark.parametrize("what", ["hx", "cx", "lengths", "weights[1]", "weights[5]",
-                                  "weights[9]"])
+@pytest.mark.parametrize("what", ["hx", "cx", "lengths", "weights[1]", "weights[5]", "weights[9]"])
 def test_layers_op_refuses_an_argument_on_meta(entry, what):
     args = _layers_args("lstm")
     if what.startswith("weights"):
@@ -143,8 +179,14 @@ def test_layers_op_refuses_an_argument_on_meta(entry, what):
         call(*args)
 
 
-LAYER_PARAMS = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_ih_l1",
-                "weight_hh_l0_reverse"]
+LAYER_PARAMS = [
+    "weight_ih_l0",
+    "weight_hh_l0",
+    "bias_ih_l0",
+    "bias_hh_l0",
+    "weight_ih_l1",
+    "weight_hh_l0_reverse",
+]
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
@@ -169,8 +211,10 @@ def test_layer_refuses_a_state_on_meta(kind, state, unbatched):
         pytest.skip("only the LSTM has c0")
     shape = (1, H) if unbatched else (1, B, H)
     x = torch.randn((T, I) if unbatched else (T, B, I))
-    states = {"h0": torch.empty(shape, device="meta") if state == "h0" else torch.randn(shape),
-              "c0": torch.empty(shape, device="meta") if state == "c0" else torch.randn(shape)}
+    states = {
+        "h0": torch.empty(shape, device="meta") if state == "h0" else torch.randn(shape),
+        "c0": torch.empty(shape, device="meta") if state == "c0" else torch.randn(shape),
+    }
     hx = (states["h0"], states["c0"]) if kind == "LSTM" else states["h0"]
     for cls in (getattr(nn, kind), getattr(rnnfast, kind)):
         with pytest.raises(RuntimeError) as e:
@@ -196,8 +240,9 @@ def test_cell_refuses_a_tensor_on_meta(kind, what, grad):
         if what in ("weight_ih", "bias_hh"):
             setattr(m, what, nn.Parameter(_meta(getattr(m, what))))
         else:
-            x, h, c = (_meta(t) if n == what else t for n, t in (("input", x), ("hx", h),
-                                                                  ("cx", c)))
+            x, h, c = (
+                _meta(t) if n == what else t for n, t in (("input", x), ("hx", h), ("cx", c))
+            )
         with torch.set_grad_enabled(grad), pytest.raises(RuntimeError) as e:
             m(x, (h, c) if kind == "LSTMCell" else h)
     named = "weight_ih" if what == "input" else what

@@ -8,12 +8,12 @@ differentiable twice.
 """
 
 import pytest
+import reference
 import torch
+from conftest import CELLS, assert_close, call, make_case
 from torch import nn
 
-import reference
 import rnnfast
-from conftest import CELLS, assert_close, call, make_case
 
 
 def leaves_of(case):
@@ -58,8 +58,9 @@ def test_gradgradcheck(F, cell, variant):
 @pytest.mark.parametrize("P", [1, 2])
 @pytest.mark.parametrize("lengths", [None, [2, 3, 0]], ids=["full", "lengths"])
 def test_gradgradcheck_lstm_projection(F, P, lengths):
-    case = make_case("lstm", T=3, B=3, I=2, H=3, P=P, lengths=lengths, reverse=lengths is not None,
-                     seed=22)
+    case = make_case(
+        "lstm", T=3, B=3, I=2, H=3, P=P, lengths=lengths, reverse=lengths is not None, seed=22
+    )
     names = list(case.tensors())
 
     def fn(*ts):
@@ -71,29 +72,33 @@ def test_gradgradcheck_lstm_projection(F, P, lengths):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_gradient_penalty_against_reference(F, cell, variant):
-    case = make_case(cell, T=5, B=3, I=4, H=6, P=3 if cell == "lstm" else None, seed=23,
-                     **VARIANTS[variant])
+    case = make_case(
+        cell, T=5, B=3, I=4, H=6, P=3 if cell == "lstm" else None, seed=23, **VARIANTS[variant]
+    )
     got = penalty_gradients(F, case, leaves_of(case))
     expected = penalty_gradients(reference, case, leaves_of(case))
     for name in expected:
-        assert_close(got[name], expected[name], "penalty gradient of " + name, case,
-                     rtol=1e-9, atol=1e-10)
+        assert_close(
+            got[name], expected[name], "penalty gradient of " + name, case, rtol=1e-9, atol=1e-10
+        )
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_differentiable_backward_equal_the_fused_ones(F, cell):
     """The first derivative taken with create_graph=True (through ATen ops) is the one the
     fused backward gives, and records a graph."""
-    case = make_case(cell, T=4, B=3, I=3, H=5, P=2 if cell == "lstm" else None,
-                     lengths=[4, 1, 0], seed=24)
+    case = make_case(
+        cell, T=4, B=3, I=3, H=5, P=2 if cell == "lstm" else None, lengths=[4, 1, 0], seed=24
+    )
     leaves = leaves_of(case)
     names = list(leaves)
     results = []
     for create_graph in (True, False):
         outs = call(F, case, leaves)
         loss = sum((o * u).sum() for o, u in zip(outs, upstream_for(outs)))
-        results.append(torch.autograd.grad(loss, [leaves[n] for n in names],
-                                           create_graph=create_graph))
+        results.append(
+            torch.autograd.grad(loss, [leaves[n] for n in names], create_graph=create_graph)
+        )
     for name, graphed, fused in zip(names, *results):
         assert graphed.requires_grad, name
         assert_close(graphed, fused, "gradient of " + name, case, rtol=1e-11, atol=1e-12)
@@ -126,8 +131,9 @@ def test_unused_outputs_need_no_gradient(F):
         (g,) = torch.autograd.grad(h_n.sum(), [leaves["weight_hh"]], create_graph=True)
         return torch.autograd.grad(g.pow(2).sum(), [leaves["input"]])[0]
 
-    assert_close(second_derivative(F), second_derivative(reference), "input", case, rtol=1e-9,
-                 atol=1e-10)
+    assert_close(
+        second_derivative(F), second_derivative(reference), "input", case, rtol=1e-9, atol=1e-10
+    )
 
 
 @pytest.mark.parametrize("dtype,atol", [(torch.bfloat16, 5e-2), (torch.float16, 1e-2)])
@@ -138,15 +144,25 @@ def test_16bit_gradient_penalty(F, dtype, atol):
     expected = penalty_gradients(reference, case, leaves_of(case))
     for name in expected:
         assert got[name].dtype == dtype
-        assert_close(got[name].double(), expected[name], "penalty gradient of " + name, case,
-                     rtol=0, atol=atol, scaled=True)
+        assert_close(
+            got[name].double(),
+            expected[name],
+            "penalty gradient of " + name,
+            case,
+            rtol=0,
+            atol=atol,
+            scaled=True,
+        )
 
 
-@pytest.mark.parametrize("kind,kwargs", [
-    ("LSTM", dict(num_layers=2, bidirectional=True, proj_size=2)),
-    ("GRU", dict(num_layers=2, batch_first=True)),
-    ("RNN", dict(nonlinearity="relu", bidirectional=True)),
-])
+@pytest.mark.parametrize(
+    "kind,kwargs",
+    [
+        ("LSTM", dict(num_layers=2, bidirectional=True, proj_size=2)),
+        ("GRU", dict(num_layers=2, batch_first=True)),
+        ("RNN", dict(nonlinearity="relu", bidirectional=True)),
+    ],
+)
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 def test_layers_against_torch_nn(kind, kwargs, packed):
     """A gradient penalty through whole layers, rnnfast's against torch.nn's."""
@@ -161,9 +177,9 @@ def test_layers_against_torch_nn(kind, kwargs, packed):
         inp = x.clone().requires_grad_(True)
         fed = inp
         if packed:
-            fed = nn.utils.rnn.pack_padded_sequence(inp, torch.tensor(lengths),
-                                                    batch_first=batch_first,
-                                                    enforce_sorted=False)
+            fed = nn.utils.rnn.pack_padded_sequence(
+                inp, torch.tensor(lengths), batch_first=batch_first, enforce_sorted=False
+            )
         out = module(fed)[0]
         if packed:
             out = nn.utils.rnn.pad_packed_sequence(out, batch_first=batch_first)[0]
@@ -191,19 +207,31 @@ def test_chained_calls_sharing_weights(F, cell):
         names = list(leaves)
         grads = torch.autograd.grad(loss, [leaves[n] for n in names], create_graph=True)
         plain = torch.autograd.grad(loss, [leaves[n] for n in names], retain_graph=True)
-        second_order = torch.autograd.grad(sum(g.pow(2).sum() for g in grads),
-                                           [leaves[n] for n in names])
+        second_order = torch.autograd.grad(
+            sum(g.pow(2).sum() for g in grads), [leaves[n] for n in names]
+        )
         return dict(zip(names, grads)), dict(zip(names, plain)), dict(zip(names, second_order))
 
     got, got_plain, got_second = penalty(F)
     expected, _, expected_second = penalty(reference)
     for name in expected:
-        assert_close(got[name], expected[name], "gradient of " + name, case, rtol=1e-10,
-                     atol=1e-12)
-        assert_close(got_plain[name], expected[name], "fused gradient of " + name, case,
-                     rtol=1e-10, atol=1e-12)
-        assert_close(got_second[name], expected_second[name], "penalty gradient of " + name,
-                     case, rtol=1e-9, atol=1e-10)
+        assert_close(got[name], expected[name], "gradient of " + name, case, rtol=1e-10, atol=1e-12)
+        assert_close(
+            got_plain[name],
+            expected[name],
+            "fused gradient of " + name,
+            case,
+            rtol=1e-10,
+            atol=1e-12,
+        )
+        assert_close(
+            got_second[name],
+            expected_second[name],
+            "penalty gradient of " + name,
+            case,
+            rtol=1e-9,
+            atol=1e-10,
+        )
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])
@@ -252,11 +280,37 @@ def test_backward_op_has_no_derivative():
     t = leaves_of(case)
     forward = torch.ops.rnnfast.recurrent_forward.default
     backward = torch.ops.rnnfast.recurrent_backward.default
-    output, h_n, _, saved = forward(t["input"], t["weight_ih"], t["weight_hh"], t["bias_ih"],
-                                    t["bias_hh"], t["h0"], None, None, None, "gru", False, False)
-    grads = backward(torch.ones_like(output), None, None, t["input"], t["weight_ih"],
-                     t["weight_hh"], t["h0"], None, None, output, saved, "gru", False, False,
-                     [True, True, True, False, False, True, False, False])
+    output, h_n, _, saved = forward(
+        t["input"],
+        t["weight_ih"],
+        t["weight_hh"],
+        t["bias_ih"],
+        t["bias_hh"],
+        t["h0"],
+        None,
+        None,
+        None,
+        "gru",
+        False,
+        False,
+    )
+    grads = backward(
+        torch.ones_like(output),
+        None,
+        None,
+        t["input"],
+        t["weight_ih"],
+        t["weight_hh"],
+        t["h0"],
+        None,
+        None,
+        output,
+        saved,
+        "gru",
+        False,
+        False,
+        [True, True, True, False, False, True, False, False],
+    )
     with pytest.raises(RuntimeError, match="recurrent_backward op has no derivative"):
         grads[0].sum().backward()
 

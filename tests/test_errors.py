@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from conftest import call, make_case
 
 ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
@@ -29,13 +28,18 @@ def new(*shape, dtype=torch.float64):
 SHAPE_ERRORS = [
     ("input_2d", lambda c: c.replace(input=c.input[0]), r"input"),
     ("input_4d", lambda c: c.replace(input=c.input[None]), r"input"),
-    ("input_size_vs_weight_ih", lambda c: c.replace(input=new(T, B, I + 1)),
-     r"weight_ih|input"),
+    ("input_size_vs_weight_ih", lambda c: c.replace(input=new(T, B, I + 1)), r"weight_ih|input"),
     ("weight_ih_1d", lambda c: c.replace(weight_ih=c.weight_ih.reshape(-1)), r"weight_ih"),
-    ("weight_hh_cols", lambda c: c.replace(weight_hh=new(c.weight_hh.shape[0], H + 1)),
-     r"weight_hh"),
-    ("weight_hh_rows", lambda c: c.replace(weight_hh=new(c.weight_hh.shape[0] - 1, H)),
-     r"weight_hh"),
+    (
+        "weight_hh_cols",
+        lambda c: c.replace(weight_hh=new(c.weight_hh.shape[0], H + 1)),
+        r"weight_hh",
+    ),
+    (
+        "weight_hh_rows",
+        lambda c: c.replace(weight_hh=new(c.weight_hh.shape[0] - 1, H)),
+        r"weight_hh",
+    ),
     ("bias_ih_size", lambda c: c.replace(bias_ih=new(c.bias_ih.shape[0] + 1)), r"bias_ih"),
     ("bias_hh_size", lambda c: c.replace(bias_hh=new(c.bias_hh.shape[0] - 1)), r"bias_hh"),
     ("hx_hidden", lambda c: c.replace(h0=new(B, H + 1)), r"hx|h0"),
@@ -46,18 +50,32 @@ SHAPE_ERRORS = [
     ("lengths_above_T", lambda c: c.replace(lengths=torch.tensor([2, T + 1, 3])), r"lengths"),
     ("lengths_float", lambda c: c.replace(lengths=torch.tensor([2.0, 1.0, 3.0])), r"lengths"),
     ("lengths_2d", lambda c: c.replace(lengths=torch.tensor([[2, 1, 3]])), r"lengths"),
-    ("lengths_2d_column", lambda c: c.replace(lengths=torch.tensor([[2], [1], [3]])),
-     r"lengths"),
-    ("empty_sequence_T0", lambda c: c.replace(input=new(0, B, I), lengths=None),
-     r"(?i)input|empty|sequence|time step"),
-    ("integer_input", lambda c: c.replace(input=torch.ones(T, B, I, dtype=torch.int64)),
-     r"(?i)input|dtype"),
-    ("float32_input_float64_weights", lambda c: c.replace(input=c.input.float()),
-     r"(?s)(input|weight_ih).*dtype|dtype.*(input|weight_ih)"),
-    ("weight_hh_dtype", lambda c: c.replace(weight_hh=c.weight_hh.float()),
-     r"(?s)weight_hh.*dtype|dtype.*weight_hh"),
-    ("bias_dtype", lambda c: c.replace(bias_hh=c.bias_hh.float()),
-     r"(?s)bias_hh.*dtype|dtype.*bias_hh"),
+    ("lengths_2d_column", lambda c: c.replace(lengths=torch.tensor([[2], [1], [3]])), r"lengths"),
+    (
+        "empty_sequence_T0",
+        lambda c: c.replace(input=new(0, B, I), lengths=None),
+        r"(?i)input|empty|sequence|time step",
+    ),
+    (
+        "integer_input",
+        lambda c: c.replace(input=torch.ones(T, B, I, dtype=torch.int64)),
+        r"(?i)input|dtype",
+    ),
+    (
+        "float32_input_float64_weights",
+        lambda c: c.replace(input=c.input.float()),
+        r"(?s)(input|weight_ih).*dtype|dtype.*(input|weight_ih)",
+    ),
+    (
+        "weight_hh_dtype",
+        lambda c: c.replace(weight_hh=c.weight_hh.float()),
+        r"(?s)weight_hh.*dtype|dtype.*weight_hh",
+    ),
+    (
+        "bias_dtype",
+        lambda c: c.replace(bias_hh=c.bias_hh.float()),
+        r"(?s)bias_hh.*dtype|dtype.*bias_hh",
+    ),
     ("hx_dtype", lambda c: c.replace(h0=c.h0.float()), r"(?s)(hx|h0).*dtype|dtype.*(hx|h0)"),
 ]
 
@@ -95,16 +113,19 @@ def test_batch_first_input_size(F, kind):
 def test_cell_weight_for_other_cell(F, kind):
     """GRU weights ([3H, I]) given to rnn, RNN weights ([H, I]) given to gru."""
     other = base("gru" if kind == "rnn" else "rnn")
-    case = base(kind).replace(weight_ih=other.weight_ih, weight_hh=other.weight_hh,
-                              bias_ih=other.bias_ih, bias_hh=other.bias_hh)
+    case = base(kind).replace(
+        weight_ih=other.weight_ih,
+        weight_hh=other.weight_hh,
+        bias_ih=other.bias_ih,
+        bias_hh=other.bias_hh,
+    )
     raises(F, case, r"weight_ih|weight_hh|bias")
 
 
 def test_unknown_nonlinearity(F):
     c = base("rnn")
     with pytest.raises(ERRORS, match=r"nonlinearity"):
-        F.rnn(c.input, c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh, c.h0,
-              nonlinearity="sigmoid")
+        F.rnn(c.input, c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh, c.h0, nonlinearity="sigmoid")
     with pytest.raises(ERRORS, match=r"nonlinearity"):
         F.rnn(c.input, c.weight_ih, c.weight_hh, nonlinearity="TANH ", residual=True)
 

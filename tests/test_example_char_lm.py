@@ -1,12 +1,10 @@
 """examples/char_lm.py: a --quick run, generation with the fused cells, the two samplings,
 determinism under --seed, and its errors."""
 
+import char_lm  # noqa: E402  (from examples/, put on sys.path by example_helpers)
 import pytest
 import torch
-
 from example_helpers import assert_bad_argument
-
-import char_lm  # noqa: E402  (from examples/, put on sys.path by example_helpers)
 
 
 def test_char_lm_quick(capsys):
@@ -67,8 +65,9 @@ def test_char_lm_is_deterministic_under_seed(capsys):
 def test_char_lm_bad_arguments(tmp_path, capsys):
     missing = str(tmp_path / "no_such_corpus.txt")
     assert_bad_argument(char_lm.main, ["--corpus", missing], "corpus file not found", capsys)
-    assert_bad_argument(char_lm.main, ["--cell", "transformer"], "unknown cell 'transformer'",
-                        capsys)
+    assert_bad_argument(
+        char_lm.main, ["--cell", "transformer"], "unknown cell 'transformer'", capsys
+    )
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("too short")
     assert_bad_argument(char_lm.main, ["--corpus", str(tiny)], "too few for one batch", capsys)

@@ -1,10 +1,8 @@
 """examples/digit_sum.py: the DigitSum data, a --quick run's table and plots, its errors."""
 
-import torch
-
-from example_helpers import assert_bad_argument, assert_png_image
-
 import digit_sum  # noqa: E402  (from examples/, put on sys.path by example_helpers)
+import torch
+from example_helpers import assert_bad_argument, assert_png_image
 
 
 def test_digit_sum_data_follows_the_seed_rules():
@@ -73,7 +71,8 @@ def test_digit_sum_seed_loop_is_the_same_model():
 
 
 def test_digit_sum_bad_arguments(capsys):
-    assert_bad_argument(digit_sum.main, ["--models", "srn", "transformer"],
-                        "unknown model 'transformer'", capsys)
+    assert_bad_argument(
+        digit_sum.main, ["--models", "srn", "transformer"], "unknown model 'transformer'", capsys
+    )
     assert_bad_argument(digit_sum.main, ["--lengths", "2"], "--lengths must be >= 3", capsys)
     assert_bad_argument(digit_sum.main, ["--epochs", "0"], "positive integer", capsys)

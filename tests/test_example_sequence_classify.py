@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from example_helpers import EXAMPLES, REPO
 
 pytest.importorskip("sklearn")
@@ -25,16 +24,26 @@ def test_sequence_classify_quick(capsys):
 
 def test_sequence_classify_cli():
     """The script runs from the command line and prints train and test accuracy per epoch."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [REPO] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    command = [sys.executable, os.path.join(EXAMPLES, "sequence_classify.py"), "--quick",
-               "--dataset", "digits", "--epochs", "2"]
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+    )
+    command = [
+        sys.executable,
+        os.path.join(EXAMPLES, "sequence_classify.py"),
+        "--quick",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "2",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     epoch_lines = [line for line in done.stdout.splitlines() if line.startswith("epoch")]
     assert len(epoch_lines) == 2 and all("test acc" in line for line in epoch_lines)
-    bad = subprocess.run(command + ["--dataset", "cifar"], env=env, capture_output=True,
-                         text=True, timeout=300)
+    bad = subprocess.run(
+        command + ["--dataset", "cifar"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode == 2 and "invalid choice: 'cifar'" in bad.stderr
 
 

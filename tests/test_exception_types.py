@@ -31,12 +31,14 @@ def _float64_parameter(module, name):
 
 def _layer_call(x=None, hx=None, ctor=None, module=None, **kw):
     """A mistake in a layer's forward: x (default [T, B, I]) and hx given to kind(I, H, **kw)."""
+
     def make(ns, kind):
         m = getattr(ns, kind)(I, H, **kw)
         if module is not None:
             m = module(m)
         inp = torch.randn(T, B, I) if x is None else x(kind)
         return lambda: m(inp, None if hx is None else hx(kind))
+
     return make
 
 
@@ -52,54 +54,62 @@ LAYER_MISTAKES = {
     "no_time_steps": _layer_call(x=lambda k: torch.randn(0, B, I)),
     "no_time_steps_unbatched": _layer_call(x=lambda k: torch.randn(0, I)),
     "no_time_steps_batch_first": _layer_call(x=lambda k: torch.randn(B, 0, I), batch_first=True),
-    "no_time_steps_with_state": _layer_call(x=lambda k: torch.randn(0, B, I),
-                                            hx=lambda k: _state(k, (1, B, H))),
+    "no_time_steps_with_state": _layer_call(
+        x=lambda k: torch.randn(0, B, I), hx=lambda k: _state(k, (1, B, H))
+    ),
     "integer_input": _layer_call(x=lambda k: torch.ones(T, B, I, dtype=torch.int64)),
     "float64_input": _layer_call(x=lambda k: torch.randn(T, B, I, dtype=torch.float64)),
     "meta_input": _layer_call(x=lambda k: torch.randn(T, B, I, device="meta")),
     "h0_2d_for_batched": _layer_call(hx=lambda k: _state(k, (B, H))),
-    "h0_3d_for_unbatched": _layer_call(x=lambda k: torch.randn(T, I),
-                                       hx=lambda k: _state(k, (1, 1, H))),
+    "h0_3d_for_unbatched": _layer_call(
+        x=lambda k: torch.randn(T, I), hx=lambda k: _state(k, (1, 1, H))
+    ),
     "h0_layers": _layer_call(hx=lambda k: _state(k, (2, B, H))),
     "h0_batch": _layer_call(hx=lambda k: _state(k, (1, B + 1, H))),
     "h0_hidden": _layer_call(hx=lambda k: _state(k, (1, B, H + 1))),
-    "h0_batch_first_takes_batch": _layer_call(x=lambda k: torch.randn(B, T, I),
-                                              hx=lambda k: _state(k, (1, T, H)),
-                                              batch_first=True),
-    "h0_bidirectional_count": _layer_call(hx=lambda k: _state(k, (1, B, H)),
-                                          bidirectional=True),
+    "h0_batch_first_takes_batch": _layer_call(
+        x=lambda k: torch.randn(B, T, I), hx=lambda k: _state(k, (1, T, H)), batch_first=True
+    ),
+    "h0_bidirectional_count": _layer_call(hx=lambda k: _state(k, (1, B, H)), bidirectional=True),
     "h0_float64": _layer_call(hx=lambda k: _state(k, (1, B, H), dtype=torch.float64)),
     "h0_meta": _layer_call(hx=lambda k: _state(k, (1, B, H), device="meta")),
-    "h0_meta_unbatched": _layer_call(x=lambda k: torch.randn(T, I),
-                                     hx=lambda k: _state(k, (1, H), device="meta")),
+    "h0_meta_unbatched": _layer_call(
+        x=lambda k: torch.randn(T, I), hx=lambda k: _state(k, (1, H), device="meta")
+    ),
     "packed_h0_batch": _layer_call(x=_packed, hx=lambda k: _state(k, (1, B + 1, H))),
     "packed_h0_meta": _layer_call(x=_packed, hx=lambda k: _state(k, (1, B, H), device="meta")),
     "weight_hh_on_meta": _layer_call(module=lambda m: _meta_parameter(m, "weight_hh_l0")),
     "bias_ih_on_meta": _layer_call(module=lambda m: _meta_parameter(m, "bias_ih_l0")),
     "bias_hh_float64": _layer_call(module=lambda m: _float64_parameter(m, "bias_hh_l0")),
     "second_layer_weight_on_meta": _layer_call(
-        module=lambda m: _meta_parameter(m, "weight_ih_l1"), num_layers=2),
+        module=lambda m: _meta_parameter(m, "weight_ih_l1"), num_layers=2
+    ),
     "reverse_weight_on_meta": _layer_call(
-        module=lambda m: _meta_parameter(m, "weight_hh_l0_reverse"), bidirectional=True),
+        module=lambda m: _meta_parameter(m, "weight_hh_l0_reverse"), bidirectional=True
+    ),
 }
 
 LSTM_MISTAKES = {
     "c0_hidden": _layer_call(hx=lambda k: _state(k, (1, B, H), (1, B, H + 1))),
     "c0_batch": _layer_call(hx=lambda k: _state(k, (1, B, H), (1, B + 1, H))),
-    "c0_float64": _layer_call(hx=lambda k: (torch.randn(1, B, H),
-                                            torch.randn(1, B, H, dtype=torch.float64))),
-    "c0_meta": _layer_call(hx=lambda k: (torch.randn(1, B, H), torch.randn(1, B, H,
-                                                                            device="meta"))),
+    "c0_float64": _layer_call(
+        hx=lambda k: (torch.randn(1, B, H), torch.randn(1, B, H, dtype=torch.float64))
+    ),
+    "c0_meta": _layer_call(
+        hx=lambda k: (torch.randn(1, B, H), torch.randn(1, B, H, device="meta"))
+    ),
     "h0_size_with_projection": _layer_call(hx=lambda k: _state(k, (1, B, H)), proj_size=2),
     "hx_three_states": _layer_call(hx=lambda k: (torch.randn(1, B, H),) * 3),
-    "weight_hr_on_meta": _layer_call(module=lambda m: _meta_parameter(m, "weight_hr_l0"),
-                                     proj_size=2),
+    "weight_hr_on_meta": _layer_call(
+        module=lambda m: _meta_parameter(m, "weight_hr_l0"), proj_size=2
+    ),
 }
 
 
 def _constructor(*args, **kw):
     def make(ns, kind):
         return lambda: getattr(ns, kind)(*args, **kw)
+
     return make
 
 
@@ -130,6 +140,7 @@ def _cell_call(x=None, hx=None, module=None, **kw):
             m = module(m)
         inp = torch.randn(B, I) if x is None else x(kind)
         return lambda: m(inp, None if hx is None else hx(kind))
+
     return make
 
 
@@ -146,8 +157,9 @@ CELL_MISTAKES = {
     "hx_hidden": _cell_call(hx=lambda k: _state(k, (B, H + 1))),
     "hx_float64": _cell_call(hx=lambda k: _state(k, (B, H), dtype=torch.float64)),
     "hx_meta": _cell_call(hx=lambda k: _state(k, (B, H), device="meta")),
-    "hx_meta_unbatched": _cell_call(x=lambda k: torch.randn(I),
-                                    hx=lambda k: _state(k, (H,), device="meta")),
+    "hx_meta_unbatched": _cell_call(
+        x=lambda k: torch.randn(I), hx=lambda k: _state(k, (H,), device="meta")
+    ),
     "bias_hh_float64": _cell_call(module=lambda m: _float64_parameter(m, "bias_hh")),
     "bias_hh_on_meta": _cell_call(module=lambda m: _meta_parameter(m, "bias_hh")),
 }
@@ -195,4 +207,5 @@ def test_rnnfast_raises_the_type_torch_nn_raises(kind, make):
     assert fast_error is not None, f"rnnfast accepts what torch.nn refuses with: {torch_error!r}"
     assert issubclass(type(fast_error), type(torch_error)), (
         f"torch.nn raises {type(torch_error).__name__}({torch_error}); rnnfast raises "
-        f"{type(fast_error).__name__}({fast_error})")
+        f"{type(fast_error).__name__}({fast_error})"
+    )

@@ -8,12 +8,12 @@ ordinary autograd through the fused op and against the plain-PyTorch reference.
 import warnings
 
 import pytest
+import reference
 import torch
+from conftest import CELLS, assert_close, call, make_case
 from torch.func import functional_call, grad, jacrev, jvp, vmap
 
-import reference
 import rnnfast
-from conftest import CELLS, assert_close, call, make_case
 
 VARIANTS = {
     "plain": dict(),
@@ -23,8 +23,16 @@ VARIANTS = {
 
 
 def case_for(cell, variant, **kw):
-    return make_case(cell, T=4, B=3, I=3, H=5, P=2 if cell == "lstm" else None, seed=41,
-                     **{**VARIANTS[variant], **kw})
+    return make_case(
+        cell,
+        T=4,
+        B=3,
+        I=3,
+        H=5,
+        P=2 if cell == "lstm" else None,
+        seed=41,
+        **{**VARIANTS[variant], **kw},
+    )
 
 
 def weighted_sum(outs, seed=3):
@@ -56,8 +64,11 @@ def test_vmap_matches_a_loop_without_fallback(F, cell, variant):
     case = case_for(cell, variant)
     n = 3
     stacked_input = torch.stack([case.input + k for k in range(n)])
-    lengths = None if case.lengths is None else torch.tensor(
-        [[min(L + k, 4) for L in case.lengths] for k in range(n)])
+    lengths = (
+        None
+        if case.lengths is None
+        else torch.tensor([[min(L + k, 4) for L in case.lengths] for k in range(n)])
+    )
 
     def run(x, lens):
         return tuple(call(F, case.replace(input=x, lengths=lens), case.tensors() | {"input": x}))
@@ -86,11 +97,13 @@ def test_per_sample_gradients(F, cell):
     got = vmap(grad(loss), in_dims=(None, 1, 0))(params, case.input, lengths)
     for b in range(case.input.shape[1]):
         leaves = {n: t.detach().clone().requires_grad_(True) for n, t in params.items()}
-        expected = torch.autograd.grad(loss(leaves, case.input[:, b], lengths[b]),
-                                       list(leaves.values()))
+        expected = torch.autograd.grad(
+            loss(leaves, case.input[:, b], lengths[b]), list(leaves.values())
+        )
         for name, e in zip(leaves, expected):
-            assert_close(got[name][b], e, f"grad of {name} for sequence {b}", case, rtol=1e-10,
-                         atol=1e-12)
+            assert_close(
+                got[name][b], e, f"grad of {name} for sequence {b}", case, rtol=1e-10, atol=1e-12
+            )
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -98,8 +111,9 @@ def test_jvp_and_forward_ad_against_reference(F, cell):
     case = case_for(cell, "lengths_reverse")
     names = list(case.tensors())
     g = torch.Generator().manual_seed(5)
-    tangents = tuple(torch.randn(t.shape, generator=g, dtype=t.dtype)
-                     for t in case.tensors().values())
+    tangents = tuple(
+        torch.randn(t.shape, generator=g, dtype=t.dtype) for t in case.tensors().values()
+    )
 
     def fn(impl):
         return lambda *ts: tuple(call(impl, case, dict(zip(names, ts))))
@@ -116,8 +130,14 @@ def test_jvp_and_forward_ad_against_reference(F, cell):
         duals = [fwAD.make_dual(p, t) for p, t in zip(primals, tangents)]
         dual_out = fn(F)(*duals)
         for got, expected, name in zip(dual_out, tangent_r, ["output", "h_n", "c_n"]):
-            assert_close(fwAD.unpack_dual(got).tangent, expected, "dual tangent of " + name,
-                         case, rtol=1e-10, atol=1e-12)
+            assert_close(
+                fwAD.unpack_dual(got).tangent,
+                expected,
+                "dual tangent of " + name,
+                case,
+                rtol=1e-10,
+                atol=1e-12,
+            )
 
 
 @pytest.mark.parametrize("cell", ["rnn_relu_residual", "gru_reset_before", "lstm"])
@@ -161,9 +181,12 @@ def test_jvp_and_hessian_of_a_layer():
     for a, e in zip(got, expected):
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
     small = x[:3, :1]
-    torch.testing.assert_close(torch.func.hessian(lambda inp: layer(inp)[0].pow(2).sum())(small),
-                               torch.func.hessian(lambda inp: theirs(inp)[0].pow(2).sum())(small),
-                               rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(
+        torch.func.hessian(lambda inp: layer(inp)[0].pow(2).sum())(small),
+        torch.func.hessian(lambda inp: theirs(inp)[0].pow(2).sum())(small),
+        rtol=1e-9,
+        atol=1e-11,
+    )
 
 
 def test_functional_call_grad_of_a_module():
@@ -176,8 +199,7 @@ def test_functional_call_grad_of_a_module():
         return functional_call(model, p, (x,))[0].pow(2).sum()
 
     got = grad(loss)(params)
-    expected = torch.autograd.grad(loss(dict(model.named_parameters())),
-                                   list(model.parameters()))
+    expected = torch.autograd.grad(loss(dict(model.named_parameters())), list(model.parameters()))
     for (name, g), e in zip(got.items(), expected):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12, msg=name)
 
@@ -200,8 +222,9 @@ def test_vmap_of_layer_modules_and_per_sample_gradients(kind):
     P = model.proj_size or model.hidden_size
     x = torch.randn(4, 5, 2, 3, dtype=torch.float64)  # 4 samples of [T=5, B=2, I=3]
     h0 = torch.randn(4, model.num_layers * D, 2, P, dtype=torch.float64)
-    state = (lambda h: (h, torch.zeros(model.num_layers * D, 2, 4, dtype=torch.float64))
-             if kind == "lstm" else h)
+    state = lambda h: (
+        (h, torch.zeros(model.num_layers * D, 2, 4, dtype=torch.float64)) if kind == "lstm" else h
+    )
 
     def run(xi, hi):
         return model(xi, state(hi))[0]
@@ -209,8 +232,9 @@ def test_vmap_of_layer_modules_and_per_sample_gradients(kind):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         got = vmap(run)(x, h0)
-    torch.testing.assert_close(got, torch.stack([run(xi, hi) for xi, hi in zip(x, h0)]),
-                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        got, torch.stack([run(xi, hi) for xi, hi in zip(x, h0)]), rtol=1e-10, atol=1e-12
+    )
 
     params = {k: v.detach() for k, v in model.named_parameters()}
 
@@ -219,8 +243,9 @@ def test_vmap_of_layer_modules_and_per_sample_gradients(kind):
 
     per_sample = vmap(grad(loss), in_dims=(None, 0))(params, x)
     for i, xi in enumerate(x):
-        expected = torch.autograd.grad(loss(dict(model.named_parameters()), xi),
-                                       list(model.parameters()))
+        expected = torch.autograd.grad(
+            loss(dict(model.named_parameters()), xi), list(model.parameters())
+        )
         for (name, g), e in zip(per_sample.items(), expected):
             torch.testing.assert_close(g[i], e, rtol=1e-9, atol=1e-11, msg=name)
 
@@ -230,13 +255,17 @@ def test_bad_input_under_transforms_names_the_argument(F):
     t = case.tensors()
     with pytest.raises(ValueError, match="hx must have shape"):
         grad(lambda w: F.gru(t["input"], w, t["weight_hh"], hx=t["h0"][:2])[0].sum())(
-            t["weight_ih"])
+            t["weight_ih"]
+        )
     with pytest.raises(ValueError, match=r"lengths must lie in \[0, T\]"):
         vmap(lambda lens: F.gru(t["input"], t["weight_ih"], t["weight_hh"], lengths=lens)[0])(
-            torch.tensor([[1, 2, 3], [1, 9, 2]]))
+            torch.tensor([[1, 2, 3], [1, 9, 2]])
+        )
     with pytest.raises(ValueError, match=r"lengths must lie in \[0, T\] = \[0, 4\]"):
-        vmap(grad(lambda w, lens: F.gru(t["input"], w, t["weight_hh"], lengths=lens)[0].sum()),
-             in_dims=(None, 0))(t["weight_ih"], torch.tensor([[1, 2, 3], [1, -1, 2]]))
+        vmap(
+            grad(lambda w, lens: F.gru(t["input"], w, t["weight_hh"], lengths=lens)[0].sum()),
+            in_dims=(None, 0),
+        )(t["weight_ih"], torch.tensor([[1, 2, 3], [1, -1, 2]]))
 
 
 def test_compiled_grad_transform():

@@ -8,11 +8,21 @@ random upstream gradients.
 import math
 
 import pytest
-import torch
-
 import reference
-from conftest import (CELLS, LOOSE, OUTPUT_NAMES, assert_close, call, compare, make_case, num_gates, run,
-                      strided_layout, transposed_layout)
+import torch
+from conftest import (
+    CELLS,
+    LOOSE,
+    OUTPUT_NAMES,
+    assert_close,
+    call,
+    compare,
+    make_case,
+    num_gates,
+    run,
+    strided_layout,
+    transposed_layout,
+)
 
 # ----------------------------------------------------------------------------------
 # the full option matrix
@@ -25,8 +35,19 @@ from conftest import (CELLS, LOOSE, OUTPUT_NAMES, assert_close, call, compare, m
 @pytest.mark.parametrize("batch_first", [False, True], ids=["tmajor", "bfirst"])
 @pytest.mark.parametrize("lengths", [None, "random"], ids=["full", "lengths"])
 def test_matrix(F, cell, bias, hx, reverse, batch_first, lengths):
-    case = make_case(cell, T=5, B=4, I=3, H=7, bias=bias, hx=hx, lengths=lengths,
-                     reverse=reverse, batch_first=batch_first, seed=11)
+    case = make_case(
+        cell,
+        T=5,
+        B=4,
+        I=3,
+        H=7,
+        bias=bias,
+        hx=hx,
+        lengths=lengths,
+        reverse=reverse,
+        batch_first=batch_first,
+        seed=11,
+    )
     compare(F, case)
 
 
@@ -47,8 +68,7 @@ SIZES = [  # T, B, I, H
 @pytest.mark.parametrize("T,B,I,H", SIZES)
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_sizes(F, cell, T, B, I, H, reverse):
-    case = make_case(cell, T=T, B=B, I=I, H=H, lengths="random", reverse=reverse,
-                     seed=T * 100 + B)
+    case = make_case(cell, T=T, B=B, I=I, H=H, lengths="random", reverse=reverse, seed=T * 100 + B)
     compare(F, case)
     compare(F, case.replace(lengths=None))
 
@@ -59,8 +79,7 @@ def test_larger(F, cell, dtype):
     """Sizes big enough for blocked GEMMs, full vectors with tails and any parallel
     split over the batch or hidden units."""
     P = 29 if cell == "lstm" and dtype == torch.float32 else None
-    case = make_case(cell, T=8, B=67, I=19, H=70, P=P, lengths="random", reverse=True,
-                     seed=70)
+    case = make_case(cell, T=8, B=67, I=19, H=70, P=P, lengths="random", reverse=True, seed=70)
     if dtype == torch.float64:
         compare(F, case)
     else:
@@ -69,8 +88,11 @@ def test_larger(F, cell, dtype):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("T,B,H", [(1, 1, 75), (1, 17, 75), (2, 9, 75), (4, 48, 230)],
-                         ids=["step-1row", "step-17rows", "2steps", "4steps-packed"])
+@pytest.mark.parametrize(
+    "T,B,H",
+    [(1, 1, 75), (1, 17, 75), (2, 9, 75), (4, 48, 230)],
+    ids=["step-1row", "step-17rows", "2steps", "4steps-packed"],
+)
 @pytest.mark.parametrize("weights", ["contiguous", "transposed-views"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_weights_in_place_copied_or_packed(F, cell, T, B, H, weights, dtype):
@@ -83,8 +105,10 @@ def test_weights_in_place_copied_or_packed(F, cell, T, B, H, weights, dtype):
     I = 41
     case = make_case(cell, T=T, B=B, I=I, H=H, lengths="random", seed=T * 10 + B)
     if weights == "transposed-views":
-        case = case.replace(weight_ih=case.weight_ih.t().contiguous().t(),
-                            weight_hh=case.weight_hh.t().contiguous().t())
+        case = case.replace(
+            weight_ih=case.weight_ih.t().contiguous().t(),
+            weight_hh=case.weight_hh.t().contiguous().t(),
+        )
         assert not case.weight_ih.is_contiguous()
     if dtype == torch.float64:
         compare(F, case, ref_case=case.map(lambda t: t.contiguous()))
@@ -99,8 +123,19 @@ def test_weights_in_place_copied_or_packed(F, cell, T, B, H, weights, dtype):
 @pytest.mark.parametrize("lengths", [None, "random"], ids=["full", "lengths"])
 @pytest.mark.parametrize("batch_first", [False, True], ids=["tmajor", "bfirst"])
 def test_lstm_projection(F, P, hx, reverse, lengths, batch_first):
-    case = make_case("lstm", T=6, B=5, I=4, H=7, P=P, hx=hx, lengths=lengths,
-                     reverse=reverse, batch_first=batch_first, seed=P)
+    case = make_case(
+        "lstm",
+        T=6,
+        B=5,
+        I=4,
+        H=7,
+        P=P,
+        hx=hx,
+        lengths=lengths,
+        reverse=reverse,
+        batch_first=batch_first,
+        seed=P,
+    )
     compare(F, case)
 
 
@@ -124,13 +159,24 @@ def test_lengths_padding_exact(F, cell, reverse, batch_first, hx):
     """Output at t >= L_b is exactly zero; h_n (c_n) of a row with L_b = 0 is exactly
     h0 (c0) (zeros without hx)."""
     lengths = [0, 3, 6, 1, 0, 4]
-    case = make_case(cell, T=6, B=6, I=3, H=5, lengths=lengths, reverse=reverse,
-                     batch_first=batch_first, hx=hx, seed=5)
+    case = make_case(
+        cell,
+        T=6,
+        B=6,
+        I=3,
+        H=5,
+        lengths=lengths,
+        reverse=reverse,
+        batch_first=batch_first,
+        hx=hx,
+        seed=5,
+    )
     outs = compare(F, case)
     out = outs[0].transpose(0, 1) if batch_first else outs[0]  # [T, B, H]
     for b, L in enumerate(lengths):
         assert torch.equal(out[L:, b], torch.zeros_like(out[L:, b])), (
-            f"row {b} (length {L}) has non-zero output at t >= {L}: {out[L:, b]}")
+            f"row {b} (length {L}) has non-zero output at t >= {L}: {out[L:, b]}"
+        )
         if L > 0:
             assert out[:L, b].abs().sum() > 0
         if L == 0:
@@ -172,8 +218,7 @@ def test_lengths_all_full_equals_none(F, cell, reverse):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_lengths_int32(F, cell, reverse):
-    case = make_case(cell, T=6, B=5, I=3, H=4, reverse=reverse, seed=6,
-                     lengths=[2, 6, 0, 5, 1])
+    case = make_case(cell, T=6, B=5, I=3, H=4, reverse=reverse, seed=6, lengths=[2, 6, 0, 5, 1])
     compare(F, case.replace(lengths=case.lengths.to(torch.int32)))
 
 
@@ -195,8 +240,18 @@ def test_padding_values_are_never_read(F, cell, reverse, batch_first, fill):
     change nothing, neither the outputs nor any gradient."""
     lengths = [4, 1, 6, 0, 2]
     T = 6
-    case = make_case(cell, T=T, B=5, I=3, H=5, lengths=lengths, reverse=reverse,
-                     batch_first=batch_first, seed=8, scale=0.5)
+    case = make_case(
+        cell,
+        T=T,
+        B=5,
+        I=3,
+        H=5,
+        lengths=lengths,
+        reverse=reverse,
+        batch_first=batch_first,
+        seed=8,
+        scale=0.5,
+    )
 
     def time_major(x):
         return x.transpose(0, 1) if batch_first else x
@@ -219,10 +274,16 @@ def test_padding_values_are_never_read(F, cell, reverse, batch_first, fill):
     gd = time_major(gdirty["input"])
     for b, L in enumerate(lengths):
         assert torch.equal(gd[L:, b], torch.zeros_like(gd[L:, b])), (
-            f"grad of input non-zero in the padding of row {b}: {gd[L:, b]}")
+            f"grad of input non-zero in the padding of row {b}: {gd[L:, b]}"
+        )
     for n in gclean:
-        torch.testing.assert_close(gdirty[n], gclean[n], rtol=0, atol=0,
-                                   msg=lambda m: f"grad of {n} depends on the padding\n{m}")
+        torch.testing.assert_close(
+            gdirty[n],
+            gclean[n],
+            rtol=0,
+            atol=0,
+            msg=lambda m: f"grad of {n} depends on the padding\n{m}",
+        )
 
 
 # ----------------------------------------------------------------------------------
@@ -243,8 +304,18 @@ def test_noncontiguous_everything(F, cell, layout, batch_first, lengths):
     """Every tensor argument non-contiguous (transposed storage order or a strided
     slice of a NaN-filled buffer with a storage offset)."""
     P = 3 if cell == "lstm" and lengths is not None else None
-    case = make_case(cell, T=5, B=3, I=4, H=6, P=P, lengths=lengths, batch_first=batch_first,
-                     reverse=(layout == "strided"), seed=9)
+    case = make_case(
+        cell,
+        T=5,
+        B=3,
+        I=4,
+        H=6,
+        P=P,
+        lengths=lengths,
+        batch_first=batch_first,
+        reverse=(layout == "strided"),
+        seed=9,
+    )
     nc = case.map(LAYOUTS[layout])
     for n, t in nc.tensors().items():
         if t.dim() >= 2:
@@ -280,8 +351,9 @@ def test_weights_transposed_view(F, cell, reverse):
     base = make_case(cell, T=T, B=B, I=I, H=H, reverse=reverse, seed=10)
     case = base.replace(weight_ih=W.t(), weight_hh=U.t())
     assert not case.weight_ih.is_contiguous() and not case.weight_hh.is_contiguous()
-    compare(F, case, ref_case=base.replace(weight_ih=W.t().contiguous(),
-                                           weight_hh=U.t().contiguous()))
+    compare(
+        F, case, ref_case=base.replace(weight_ih=W.t().contiguous(), weight_hh=U.t().contiguous())
+    )
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -293,8 +365,8 @@ def test_input_transposed_and_sliced(F, cell):
     xt = base.input.transpose(0, 1).contiguous().transpose(0, 1)  # [T,B,I], strides of [B,T,I]
     compare(F, base.replace(input=xt), ref_case=base)
     big = torch.randn(T + 3, 2 * B, I, dtype=torch.float64)
-    big[2:T + 2, ::2] = base.input
-    sliced = big[2:T + 2, ::2]
+    big[2 : T + 2, ::2] = base.input
+    sliced = big[2 : T + 2, ::2]
     compare(F, base.replace(input=sliced), ref_case=base)
     # batch_first input given as a transposed view of a time-major tensor
     bf = base.replace(batch_first=True, input=base.input.transpose(0, 1))
@@ -323,8 +395,7 @@ def test_expanded_stride_zero(F, cell):
 @pytest.mark.parametrize("lengths", [None, "random"], ids=["full", "lengths"])
 def test_float32_against_float64_reference(F, cell, reverse, lengths):
     P = 5 if cell == "lstm" and reverse else None
-    c64 = make_case(cell, T=9, B=6, I=7, H=37, P=P, lengths=lengths, reverse=reverse,
-                    seed=14)
+    c64 = make_case(cell, T=9, B=6, I=7, H=37, P=P, lengths=lengths, reverse=reverse, seed=14)
     c32 = c64.to(torch.float32)
     compare(F, c32, ref_case=c32.to(torch.float64), **LOOSE)
 
@@ -351,8 +422,9 @@ def test_16bit_against_float64_reference(F, cell, lengths, dtype):
     """bfloat16 and float16 storage, float32 accumulation: within a few of the dtype's ulps
     of the float64 result, relative to each tensor's largest entry."""
     P = 3 if cell == "lstm" else None
-    assert_16bit_close(F, make_case(cell, T=8, B=5, I=6, H=13, P=P, lengths=lengths, seed=21),
-                       dtype)
+    assert_16bit_close(
+        F, make_case(cell, T=8, B=5, I=6, H=13, P=P, lengths=lengths, seed=21), dtype
+    )
 
 
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
@@ -360,8 +432,7 @@ def test_16bit_against_float64_reference(F, cell, lengths, dtype):
 def test_16bit_batch_first_rows_in_place(F, cell, dtype):
     """16-bit storage, batch-first with 128 rows or more a step: the weight gradients' GEMMs
     read the input and h_prev where they lie, a step at a time."""
-    assert_16bit_close(F, make_case(cell, T=6, B=130, I=6, H=13, batch_first=True, seed=22),
-                       dtype)
+    assert_16bit_close(F, make_case(cell, T=6, B=130, I=6, H=13, batch_first=True, seed=22), dtype)
 
 
 # Scaled to each tensor's largest entry: about 8 ulps of bfloat16 (2^-8) and of float16 (2^-11).
@@ -398,8 +469,9 @@ def test_output_dtype(F, cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_inputs_not_modified(F, cell):
-    case = make_case(cell, T=4, B=3, I=2, H=5, P=2 if cell == "lstm" else None,
-                     lengths="random", seed=15)
+    case = make_case(
+        cell, T=4, B=3, I=2, H=5, P=2 if cell == "lstm" else None, lengths="random", seed=15
+    )
     before = {n: t.clone() for n, t in case.tensors().items()}
     lengths_before = case.lengths.clone()
     run(F, case)
@@ -466,11 +538,13 @@ def test_only_h_n_used(F, cell):
         leaves = {n: t.detach().requires_grad_(True) for n, t in case.tensors().items()}
         outs = call(F, case, leaves)
         loss = (outs[k] * up[k]).sum()  # the other outputs do not enter the graph at all
-        gg = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True,
-                                 materialize_grads=True)
+        gg = torch.autograd.grad(
+            loss, list(leaves.values()), allow_unused=True, materialize_grads=True
+        )
         for n, g in zip(leaves, gg):
-            torch.testing.assert_close(g, rg[n], rtol=1e-9, atol=1e-10,
-                                       msg=lambda m: f"grad of {n} via output {k}\n{m}")
+            torch.testing.assert_close(
+                g, rg[n], rtol=1e-9, atol=1e-10, msg=lambda m: f"grad of {n} via output {k}\n{m}"
+            )
 
 
 # ----------------------------------------------------------------------------------
@@ -577,8 +651,17 @@ def test_input_projection_in_chunks(F, batch_first, reverse, B, T):
     which 120 steps take as 2 chunks of 60): the chunks join up exactly, with lengths.
     Batch-first, B=384 projects each step of a chunk from the input in place and B=16 the
     chunk from a time-major copy."""
-    c64 = make_case("gru", T=T, B=B, I=3, H=512, lengths="random", reverse=reverse,
-                    batch_first=batch_first, seed=31)
+    c64 = make_case(
+        "gru",
+        T=T,
+        B=B,
+        I=3,
+        H=512,
+        lengths="random",
+        reverse=reverse,
+        batch_first=batch_first,
+        seed=31,
+    )
     compare(F, c64.to(torch.float32), ref_case=c64, **LOOSE)
 
 
@@ -590,15 +673,33 @@ def test_backward_in_chunks(F, cell, batch_first, reverse):
     or 100 steps), adding each chunk's share of the weight and input gradients as it goes: the
     shares join up exactly, with lengths, both layouts and directions, and a projection."""
     P = 40 if cell == "lstm" else None
-    case = make_case(cell, T=400, B=64, I=4, H=64, P=P, lengths="random", reverse=reverse,
-                     batch_first=batch_first, seed=7)
+    case = make_case(
+        cell,
+        T=400,
+        B=64,
+        I=4,
+        H=64,
+        P=P,
+        lengths="random",
+        reverse=reverse,
+        batch_first=batch_first,
+        seed=7,
+    )
     compare(F, case)
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh_residual", "gru", "gru_reset_before", "lstm"])
-@pytest.mark.parametrize("batch_first, reverse, lengths", [
-    (False, False, None), (False, True, None), (True, False, None), (True, True, None),
-    (False, False, "random"), (True, False, "random")])
+@pytest.mark.parametrize(
+    "batch_first, reverse, lengths",
+    [
+        (False, False, None),
+        (False, True, None),
+        (True, False, None),
+        (True, True, None),
+        (False, False, "random"),
+        (True, False, "random"),
+    ],
+)
 def test_weight_gradients_from_rows_in_place(F, cell, batch_first, reverse, lengths):
     """Backward over 2 or 3 chunks (67 to 100 steps), its weight-gradient GEMMs
     reading h_prev from the output and the input where they lie: time-major in one GEMM per
@@ -606,8 +707,19 @@ def test_weight_gradients_from_rows_in_place(F, cell, batch_first, reverse, leng
     lengths, h_prev is still read in place in the forward direction; the input is copied
     with its padding zeroed."""
     P = 24 if cell == "lstm" else None
-    case = make_case(cell, T=200, B=136, I=5, H=40, P=P, lengths=lengths, reverse=reverse,
-                     batch_first=batch_first, seed=8, scale=0.3)
+    case = make_case(
+        cell,
+        T=200,
+        B=136,
+        I=5,
+        H=40,
+        P=P,
+        lengths=lengths,
+        reverse=reverse,
+        batch_first=batch_first,
+        seed=8,
+        scale=0.3,
+    )
     compare(F, case)
 
 
@@ -619,8 +731,19 @@ def test_batch_first_rows_through_chunk_buffers(F, cell, reverse, lengths):
     input gradient is formed there and copied out to its batch-first rows, both copies split
     over the threads (1.5M elements a chunk)."""
     P = 5 if cell == "lstm" else None
-    case = make_case(cell, T=180, B=24, I=700, H=8, P=P, lengths=lengths, reverse=reverse,
-                     batch_first=True, seed=10, scale=0.3)
+    case = make_case(
+        cell,
+        T=180,
+        B=24,
+        I=700,
+        H=8,
+        P=P,
+        lengths=lengths,
+        reverse=reverse,
+        batch_first=True,
+        seed=10,
+        scale=0.3,
+    )
     compare(F, case)
 
 
@@ -634,8 +757,9 @@ def test_broadcast_output_gradient(cell, batch_first, broadcast):
     from test_ops import backward_args, backward_op
 
     T, B, P = 6, 5, 3
-    case = make_case(cell, T=T, B=B, I=3, H=4, P=P if cell == "lstm" else None,
-                     batch_first=batch_first, seed=9)
+    case = make_case(
+        cell, T=T, B=B, I=3, H=4, P=P if cell == "lstm" else None, batch_first=batch_first, seed=9
+    )
     args, values = backward_args(case)
     shape = values["output"].shape
     t_dim, b_dim = (1, 0) if batch_first else (0, 1)

@@ -18,8 +18,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu-check"
-OUT_FILES = sorted(["summary.txt", "gpu-check.log", "gpu-check.json", "bench_cuda.json",
-                    "bench_cuda.txt", "details.tar.gz"])
+OUT_FILES = sorted(
+    [
+        "summary.txt",
+        "gpu-check.log",
+        "gpu-check.json",
+        "bench_cuda.json",
+        "bench_cuda.txt",
+        "details.tar.gz",
+    ]
+)
 STEPS = {"build", "import", "tests-cuda", "memcheck", "racecheck", "initcheck", "bench"}
 
 FAKE_PYTHON = r"""#!/usr/bin/env bash
@@ -66,9 +74,14 @@ def fakes(tmp_path):
 
 
 def start(env, out, **fake):
-    return subprocess.Popen([str(SCRIPT), str(out)], env=dict(env, **fake),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [str(SCRIPT), str(out)],
+        env=dict(env, **fake),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 # How long the stopped runs' builds would take: durations no other process on the machine is
@@ -153,7 +166,8 @@ def test_stopped_run_leaves_its_files(fakes):
     assert time.monotonic() - stopped_at < 20, text
     assert proc.returncode != 0, text
     assert {"summary.txt", "gpu-check.json", "gpu-check.log", "details.tar.gz"} <= set(
-        os.listdir(out))
+        os.listdir(out)
+    )
     steps = steps_of(out)
     assert steps["gpu-check"]["status"] == "interrupted"
     assert "bench" not in steps

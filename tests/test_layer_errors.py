@@ -7,10 +7,16 @@ from torch import nn
 
 import rnnfast
 
-PAIRS = {"RNN": (nn.RNN, rnnfast.RNN), "GRU": (nn.GRU, rnnfast.GRU),
-         "LSTM": (nn.LSTM, rnnfast.LSTM)}
-CELL_PAIRS = {"RNNCell": (nn.RNNCell, rnnfast.RNNCell), "GRUCell": (nn.GRUCell, rnnfast.GRUCell),
-              "LSTMCell": (nn.LSTMCell, rnnfast.LSTMCell)}
+PAIRS = {
+    "RNN": (nn.RNN, rnnfast.RNN),
+    "GRU": (nn.GRU, rnnfast.GRU),
+    "LSTM": (nn.LSTM, rnnfast.LSTM),
+}
+CELL_PAIRS = {
+    "RNNCell": (nn.RNNCell, rnnfast.RNNCell),
+    "GRUCell": (nn.GRUCell, rnnfast.GRUCell),
+    "LSTMCell": (nn.LSTMCell, rnnfast.LSTMCell),
+}
 
 
 def _state(name, shape, c_shape=None):
@@ -24,7 +30,8 @@ def _state(name, shape, c_shape=None):
 # on an older torch neither makes them.
 needs_torch_2_11 = pytest.mark.skipif(
     torch.torch_version.TorchVersion(torch.__version__) < "2.11",
-    reason="torch.nn.RNNBase, and so rnnfast's layers, check this from torch 2.11 on")
+    reason="torch.nn.RNNBase, and so rnnfast's layers, check this from torch 2.11 on",
+)
 
 
 CONSTRUCTOR_CASES = [
@@ -33,16 +40,29 @@ CONSTRUCTOR_CASES = [
     ("dropout a bool", dict(dropout=True), ValueError, "dropout should be a number in range"),
     ("zero hidden size", dict(hidden_size=0), ValueError, "hidden_size must be greater than zero"),
     ("zero layers", dict(num_layers=0), ValueError, "num_layers must be greater than zero"),
-    pytest.param("bias not a bool", dict(bias=1), TypeError, "bias should be of type bool",
-                 marks=needs_torch_2_11),
-    pytest.param("input size a float", dict(input_size=3.0), TypeError,
-                 "input_size should be of type int", marks=needs_torch_2_11),
+    pytest.param(
+        "bias not a bool",
+        dict(bias=1),
+        TypeError,
+        "bias should be of type bool",
+        marks=needs_torch_2_11,
+    ),
+    pytest.param(
+        "input size a float",
+        dict(input_size=3.0),
+        TypeError,
+        "input_size should be of type int",
+        marks=needs_torch_2_11,
+    ),
 ]
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
-@pytest.mark.parametrize("what, kwargs, error, message", CONSTRUCTOR_CASES,
-                         ids=[getattr(c, "values", c)[0] for c in CONSTRUCTOR_CASES])
+@pytest.mark.parametrize(
+    "what, kwargs, error, message",
+    CONSTRUCTOR_CASES,
+    ids=[getattr(c, "values", c)[0] for c in CONSTRUCTOR_CASES],
+)
 def test_constructor_errors_like_torch_nn(name, what, kwargs, error, message):
     args = dict(input_size=3, hidden_size=4, num_layers=2)
     args.update(kwargs)
@@ -79,26 +99,57 @@ def test_unknown_nonlinearity_and_bad_extras():
 
 FORWARD_CASES = [
     # what, input shape, state shape (None: no state), error, message of rnnfast
-    ("wrong input size", (5, 2, 7), None, RuntimeError,
-     r"input.size\(-1\) must be equal to input_size. Expected 3, got 7"),
+    (
+        "wrong input size",
+        (5, 2, 7),
+        None,
+        RuntimeError,
+        r"input.size\(-1\) must be equal to input_size. Expected 3, got 7",
+    ),
     ("4-D input", (5, 2, 3, 1), None, ValueError, "Expected input to be 2D or 3D, got 4D"),
     ("1-D input", (3,), None, ValueError, "Expected input to be 2D or 3D, got 1D"),
-    ("state of the wrong batch", (5, 2, 3), (2, 3, 4), RuntimeError,
-     r"Expected hidden(\[0\])? size \(2, 2, 4\), got \[2, 3, 4\]"),
-    ("state of the wrong layers", (5, 2, 3), (1, 2, 4), RuntimeError,
-     r"Expected hidden(\[0\])? size \(2, 2, 4\), got \[1, 2, 4\]"),
-    ("state of the wrong width", (5, 2, 3), (2, 2, 5), RuntimeError,
-     r"Expected hidden(\[0\])? size \(2, 2, 4\), got \[2, 2, 5\]"),
-    ("2-D state for batched input", (5, 2, 3), (2, 4), RuntimeError,
-     "For batched 3-D input, hx.* should also be 3-D but got"),
-    ("3-D state for unbatched input", (5, 3), (2, 1, 4), RuntimeError,
-     "For unbatched 2-D input, hx.* should also be 2-D but got"),
+    (
+        "state of the wrong batch",
+        (5, 2, 3),
+        (2, 3, 4),
+        RuntimeError,
+        r"Expected hidden(\[0\])? size \(2, 2, 4\), got \[2, 3, 4\]",
+    ),
+    (
+        "state of the wrong layers",
+        (5, 2, 3),
+        (1, 2, 4),
+        RuntimeError,
+        r"Expected hidden(\[0\])? size \(2, 2, 4\), got \[1, 2, 4\]",
+    ),
+    (
+        "state of the wrong width",
+        (5, 2, 3),
+        (2, 2, 5),
+        RuntimeError,
+        r"Expected hidden(\[0\])? size \(2, 2, 4\), got \[2, 2, 5\]",
+    ),
+    (
+        "2-D state for batched input",
+        (5, 2, 3),
+        (2, 4),
+        RuntimeError,
+        "For batched 3-D input, hx.* should also be 3-D but got",
+    ),
+    (
+        "3-D state for unbatched input",
+        (5, 3),
+        (2, 1, 4),
+        RuntimeError,
+        "For unbatched 2-D input, hx.* should also be 2-D but got",
+    ),
 ]
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
-@pytest.mark.parametrize("what, shape, state_shape, error, message", FORWARD_CASES,
-                         ids=[c[0] for c in FORWARD_CASES])
+@pytest.mark.parametrize(
+    "what, shape, state_shape, error, message", FORWARD_CASES, ids=[c[0] for c in FORWARD_CASES]
+)
 def test_forward_errors_like_torch_nn(name, what, shape, state_shape, error, message):
     torch.manual_seed(0)
     x = torch.randn(shape)
@@ -113,8 +164,11 @@ def test_forward_errors_like_torch_nn(name, what, shape, state_shape, error, mes
 def test_lstm_cell_state_of_the_wrong_size():
     x, h0, c0 = torch.randn(5, 2, 3), torch.randn(1, 2, 4), torch.randn(1, 2, 3)
     for cls in (nn.LSTM, rnnfast.LSTM):
-        with pytest.raises(RuntimeError, match=r"Expected hidden\[1\] size \(1, 2, 4\), got "
-                                               r"\[1, 2, 3\]"):
+        with pytest.raises(
+            RuntimeError,
+            match=r"Expected hidden\[1\] size \(1, 2, 4\), got "
+            r"\[1, 2, 3\]",
+        ):
             cls(3, 4)(x, (h0, c0))
     with pytest.raises(TypeError, match=r"hx must be a tuple \(h_0, c_0\)"):
         rnnfast.LSTM(3, 4)(x, h0)
@@ -131,8 +185,11 @@ def test_packed_state_of_the_wrong_batch():
 def test_dtype_mismatch_like_torch_nn():
     x = torch.randn(5, 2, 3, dtype=torch.float64)
     for cls in (nn.GRU, rnnfast.GRU):
-        with pytest.raises(ValueError, match=r"input dtype \(torch.float64\) does not match "
-                                             r"weight dtype \(torch.float32\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"input dtype \(torch.float64\) does not match "
+            r"weight dtype \(torch.float32\)",
+        ):
             cls(3, 4)(x)
 
 
@@ -149,18 +206,34 @@ def test_empty_sequence_is_refused():
 CELL_CASES = [
     ("3-D input", (2, 5, 3), None, ValueError, "Expected input to be 1D or 2D, got 3D"),
     ("3-D state", (2, 3), (1, 2, 4), ValueError, "Expected hidden to be 1D or 2D, got 3D"),
-    ("wrong input size", (2, 5), None, RuntimeError,
-     "input has inconsistent input_size: got 5, expected 3"),
-    ("state of the wrong batch", (2, 3), (3, 4), RuntimeError,
-     "input batch size 2 doesn't match hx batch size 3"),
-    ("state of the wrong width", (2, 3), (2, 6), RuntimeError,
-     "hx has inconsistent hidden_size: got 6, expected 4"),
+    (
+        "wrong input size",
+        (2, 5),
+        None,
+        RuntimeError,
+        "input has inconsistent input_size: got 5, expected 3",
+    ),
+    (
+        "state of the wrong batch",
+        (2, 3),
+        (3, 4),
+        RuntimeError,
+        "input batch size 2 doesn't match hx batch size 3",
+    ),
+    (
+        "state of the wrong width",
+        (2, 3),
+        (2, 6),
+        RuntimeError,
+        "hx has inconsistent hidden_size: got 6, expected 4",
+    ),
 ]
 
 
 @pytest.mark.parametrize("name", list(CELL_PAIRS))
-@pytest.mark.parametrize("what, shape, state_shape, error, message", CELL_CASES,
-                         ids=[c[0] for c in CELL_CASES])
+@pytest.mark.parametrize(
+    "what, shape, state_shape, error, message", CELL_CASES, ids=[c[0] for c in CELL_CASES]
+)
 def test_cell_errors_like_torch_nn(name, what, shape, state_shape, error, message):
     x = torch.randn(shape)
     hx = None if state_shape is None else _state(name, state_shape)
@@ -180,8 +253,11 @@ def test_lstm_cell_wrong_cell_state_and_bad_tuple():
 
 
 @pytest.mark.parametrize("name", list(CELL_PAIRS))
-@pytest.mark.parametrize("x_shape, h_shape", [((5, 3), (5,)), ((3,), (1, 4))],
-                         ids=["batched-input-unbatched-state", "unbatched-input-batched-state"])
+@pytest.mark.parametrize(
+    "x_shape, h_shape",
+    [((5, 3), (5,)), ((3,), (1, 4))],
+    ids=["batched-input-unbatched-state", "unbatched-input-batched-state"],
+)
 def test_cell_state_rank_unlike_input(name, x_shape, h_shape):
     """A state of the other rank than the input: torch.nn's cells raise an IndexError or a
     size message (5 rows of input against an unbatched state of 4); rnnfast names the ranks."""

@@ -9,11 +9,11 @@ gradients with respect to the input, the initial state and every parameter.
 import itertools
 
 import pytest
+import reference
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-import reference
 import rnnfast
 
 I, H, P, T, B = 4, 5, 3, 6, 3
@@ -30,10 +30,18 @@ STANDARD = {
 # name -> (rnnfast class, constructor extras, reference function, its keyword arguments)
 EXTRAS = {
     "rnn_tanh_residual": (rnnfast.RNN, {"residual": True}, reference.rnn, {"residual": True}),
-    "rnn_relu_residual": (rnnfast.RNN, {"residual": True, "nonlinearity": "relu"}, reference.rnn,
-                          {"residual": True, "nonlinearity": "relu"}),
-    "gru_reset_before": (rnnfast.GRU, {"reset_after": False}, reference.gru,
-                         {"reset_after": False}),
+    "rnn_relu_residual": (
+        rnnfast.RNN,
+        {"residual": True, "nonlinearity": "relu"},
+        reference.rnn,
+        {"residual": True, "nonlinearity": "relu"},
+    ),
+    "gru_reset_before": (
+        rnnfast.GRU,
+        {"reset_after": False},
+        reference.gru,
+        {"reset_after": False},
+    ),
 }
 INPUTS = ["padded", "packed", "unbatched"]
 
@@ -54,7 +62,11 @@ def make_input(kind, batch_first, dtype):
     if kind == "padded":
         return x, x, None
     lengths = torch.tensor(LENGTHS)
-    return pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False), x, lengths
+    return (
+        pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False),
+        x,
+        lengths,
+    )
 
 
 def make_state(module, kind, dtype):
@@ -82,8 +94,10 @@ def random_functional(outs, seed):
     """A fixed random linear functional of outs, its coefficients drawn in float64 and rounded
     to each output's dtype: the same functional whatever the module's dtype."""
     gen = torch.Generator().manual_seed(seed)
-    return sum((o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)).sum()
-               for o in outs)
+    return sum(
+        (o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)).sum()
+        for o in outs
+    )
 
 
 def results(module, inp, leaf, hx, batch_first, seed=7):
@@ -96,8 +110,8 @@ def results(module, inp, leaf, hx, batch_first, seed=7):
     names, params = zip(*module.named_parameters())
     grads = torch.autograd.grad(loss, leaves + list(params), allow_unused=True)
     named = {"input": grads[0]}
-    named.update({f"hx[{k}]": g for k, g in enumerate(grads[1:len(leaves)])})
-    named.update(zip(names, grads[len(leaves):]))
+    named.update({f"hx[{k}]": g for k, g in enumerate(grads[1 : len(leaves)])})
+    named.update(zip(names, grads[len(leaves) :]))
     return [o.detach() for o in outs], named, output
 
 
@@ -108,8 +122,13 @@ def assert_same(actual, expected, rtol, atol):
         torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m: f"output {k}: {m}")
     assert grads_a.keys() == grads_e.keys()
     for name in grads_e:
-        torch.testing.assert_close(grads_a[name], grads_e[name], rtol=rtol, atol=atol,
-                                   msg=lambda m: f"gradient of {name}: {m}")
+        torch.testing.assert_close(
+            grads_a[name],
+            grads_e[name],
+            rtol=rtol,
+            atol=atol,
+            msg=lambda m: f"gradient of {name}: {m}",
+        )
 
 
 def twin(cell, dtype, **config):
@@ -124,8 +143,9 @@ def twin(cell, dtype, **config):
 def clone_input(inp, leaf, batch_first, dtype=None):
     leaf2 = leaf.detach().to(dtype or leaf.dtype, copy=True).requires_grad_()
     if isinstance(inp, PackedSequence):
-        return pack_padded_sequence(leaf2, torch.tensor(LENGTHS), batch_first=batch_first,
-                                    enforce_sorted=False), leaf2
+        return pack_padded_sequence(
+            leaf2, torch.tensor(LENGTHS), batch_first=batch_first, enforce_sorted=False
+        ), leaf2
     return leaf2, leaf2
 
 
@@ -137,23 +157,30 @@ def clone_state(hx, dtype=None):
     return hx.detach().to(dtype or hx.dtype, copy=True).requires_grad_()
 
 
-MATRIX = list(itertools.product([1, 2, 3], [False, True], [False, True], [True, False], INPUTS,
-                                [False, True]))
+MATRIX = list(
+    itertools.product([1, 2, 3], [False, True], [False, True], [True, False], INPUTS, [False, True])
+)
 
 
 def _matrix_id(p):
     layers, bidirectional, batch_first, bias, kind, with_hx = p
-    return (f"L{layers}-{'bi' if bidirectional else 'uni'}-{'bf' if batch_first else 'tf'}-"
-            f"{'bias' if bias else 'nobias'}-{kind}-{'hx' if with_hx else 'nohx'}")
+    return (
+        f"L{layers}-{'bi' if bidirectional else 'uni'}-{'bf' if batch_first else 'tf'}-"
+        f"{'bias' if bias else 'nobias'}-{kind}-{'hx' if with_hx else 'nohx'}"
+    )
 
 
 @pytest.mark.parametrize("cell", list(STANDARD))
-@pytest.mark.parametrize("layers, bidirectional, batch_first, bias, kind, with_hx", MATRIX,
-                         ids=[_matrix_id(p) for p in MATRIX])
+@pytest.mark.parametrize(
+    "layers, bidirectional, batch_first, bias, kind, with_hx",
+    MATRIX,
+    ids=[_matrix_id(p) for p in MATRIX],
+)
 def test_agrees_with_torch_nn(cell, layers, bidirectional, batch_first, bias, kind, with_hx):
     dtype = torch.float64
-    config = dict(num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
-                  bias=bias)
+    config = dict(
+        num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, bias=bias
+    )
     torch_layer, fast_layer = twin(cell, dtype, **config)
     inp, leaf, _ = make_input(kind, batch_first, dtype)
     hx = make_state(torch_layer, kind, dtype) if with_hx else None
@@ -216,9 +243,18 @@ def reference_layers(module, fn, fn_kwargs, x, hx, lengths, dropout_seed=None):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
             get = lambda n: getattr(module, n + sfx, None)  # noqa: E731
             state = None if h0 is None else h0[k]
-            out, h = fn(layer_input, get("weight_ih"), get("weight_hh"), get("bias_ih"),
-                        get("bias_hh"), state, **fn_kwargs, batch_first=module.batch_first,
-                        reverse=bool(d), lengths=lengths)
+            out, h = fn(
+                layer_input,
+                get("weight_ih"),
+                get("weight_hh"),
+                get("bias_ih"),
+                get("bias_hh"),
+                state,
+                **fn_kwargs,
+                batch_first=module.batch_first,
+                reverse=bool(d),
+                lengths=lengths,
+            )
             outs.append(out)
             h_n.append(h)
         layer_input = torch.cat(outs, -1)
@@ -228,13 +264,24 @@ def reference_layers(module, fn, fn_kwargs, x, hx, lengths, dropout_seed=None):
 
 
 @pytest.mark.parametrize("cell", list(EXTRAS))
-@pytest.mark.parametrize("layers, bidirectional, batch_first, bias, kind, with_hx", MATRIX,
-                         ids=[_matrix_id(p) for p in MATRIX])
+@pytest.mark.parametrize(
+    "layers, bidirectional, batch_first, bias, kind, with_hx",
+    MATRIX,
+    ids=[_matrix_id(p) for p in MATRIX],
+)
 def test_extras_against_reference(cell, layers, bidirectional, batch_first, bias, kind, with_hx):
     dtype = torch.float64
     fast_class, extras, fn, fn_kwargs = EXTRAS[cell]
-    layer = fast_class(I, H, num_layers=layers, bidirectional=bidirectional,
-                       batch_first=batch_first, bias=bias, dtype=dtype, **extras)
+    layer = fast_class(
+        I,
+        H,
+        num_layers=layers,
+        bidirectional=bidirectional,
+        batch_first=batch_first,
+        bias=bias,
+        dtype=dtype,
+        **extras,
+    )
     inp, leaf, lengths = make_input(kind, batch_first, dtype)
     hx = make_state(layer, kind, dtype) if with_hx else None
     actual = results(layer, inp, leaf, hx, batch_first)
@@ -256,9 +303,8 @@ def test_extras_against_reference(cell, layers, bidirectional, batch_first, bias
     expected_grads = {"input": grads[0]}
     if ref_hx is not None:
         expected_grads["hx[0]"] = grads[1]
-    expected_grads.update(zip(names, grads[len(leaves):]))
-    assert_same(actual, ([o.detach() for o in outs], expected_grads, None), rtol=1e-10,
-                atol=1e-12)
+    expected_grads.update(zip(names, grads[len(leaves) :]))
+    assert_same(actual, ([o.detach() for o in outs], expected_grads, None), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("cell", list(STANDARD) + list(EXTRAS))
@@ -285,8 +331,9 @@ def test_dropout_in_training_mode(cell):
         fn, fn_kwargs = {"rnn": (reference.rnn, {}), "lstm": (None, None)}[cell.split("_")[0]]
     else:
         fast_class, extras, fn, fn_kwargs = EXTRAS[cell]
-        layer = fast_class(I, H, num_layers=3, dropout=0.4, bidirectional=True,
-                           dtype=torch.float64, **extras)
+        layer = fast_class(
+            I, H, num_layers=3, dropout=0.4, bidirectional=True, dtype=torch.float64, **extras
+        )
     x = torch.randn(T, B, I, dtype=torch.float64)
     torch.manual_seed(3)
     first = layer(x)[0]
@@ -332,7 +379,8 @@ def test_state_dict_moves_both_ways(cell):
     for (n1, p1), (n2, p2) in zip(torch_layer.named_parameters(), back.named_parameters()):
         assert n1 == n2 and torch.equal(p1, p2)
     assert [[t.shape for t in w] for w in fast_layer.all_weights] == [
-        [t.shape for t in w] for w in torch_layer.all_weights]
+        [t.shape for t in w] for w in torch_layer.all_weights
+    ]
     fast_layer.flatten_parameters()  # exists, changes nothing
 
 
@@ -365,11 +413,20 @@ def test_repr_names_the_extras():
 
 def test_positional_arguments_as_torch_nn():
     layer = rnnfast.RNN(3, 4, 2, "relu", False, True, 0.0, True)
-    assert (layer.num_layers, layer.nonlinearity, layer.bias, layer.batch_first,
-            layer.bidirectional) == (2, "relu", False, True, True)
+    assert (
+        layer.num_layers,
+        layer.nonlinearity,
+        layer.bias,
+        layer.batch_first,
+        layer.bidirectional,
+    ) == (2, "relu", False, True, True)
     lstm = rnnfast.LSTM(3, 4, 2, False, True, 0.0, True, 2)
-    assert (lstm.bias, lstm.batch_first, lstm.bidirectional, lstm.proj_size) == (False, True,
-                                                                                True, 2)
+    assert (lstm.bias, lstm.batch_first, lstm.bidirectional, lstm.proj_size) == (
+        False,
+        True,
+        True,
+        2,
+    )
 
 
 def test_device_and_dtype_arguments():

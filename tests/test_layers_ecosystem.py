@@ -8,12 +8,12 @@ import pickle
 import threading
 import time
 
+import ddp_worker
 import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-import ddp_worker
 import rnnfast
 
 LAYERS = {
@@ -33,8 +33,9 @@ class Classifier(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.encoder = rnnfast.LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True,
-                                    dropout=0.2)
+        self.encoder = rnnfast.LSTM(
+            4, 6, num_layers=2, bidirectional=True, batch_first=True, dropout=0.2
+        )
         self.gru = rnnfast.GRU(12, 5, reset_after=False)
         self.rnn = rnnfast.RNN(5, 5, residual=True)
         self.cell = rnnfast.GRUCell(4, 5)
@@ -110,8 +111,9 @@ def test_compiled_graph_keeps_saved_only_for_backward(grad_enabled):
     with torch.set_grad_enabled(grad_enabled):
         out = compiled(x)[0]
         torch.testing.assert_close(out, model(x)[0])
-    calls = [n for n in graphs[0].graph.nodes
-             if n.target == torch.ops.rnnfast.recurrent_forward.default]
+    calls = [
+        n for n in graphs[0].graph.nodes if n.target == torch.ops.rnnfast.recurrent_forward.default
+    ]
     assert len(calls) == 2
     for node in calls:
         need_saved = node.args[12] if len(node.args) > 12 else True
@@ -125,9 +127,11 @@ def test_compiled_graph_keeps_saved_only_for_backward(grad_enabled):
             torch.testing.assert_close(g, p.grad)
 
 
-@pytest.mark.skipif(torch.torch_version.TorchVersion(torch.__version__) < "2.8",
-                    reason="torch.export of the layers with dynamic shapes needs torch 2.8 "
-                           "(2.5's strict export refuses the layers' input checks)")
+@pytest.mark.skipif(
+    torch.torch_version.TorchVersion(torch.__version__) < "2.8",
+    reason="torch.export of the layers with dynamic shapes needs torch 2.8 "
+    "(2.5's strict export refuses the layers' input checks)",
+)
 def test_torch_export_with_dynamic_shapes_save_and_load(tmp_path):
     """torch.export of a model holding every kind of rnnfast module, batch and time dynamic:
     one recurrent_layers node per layer module and one recurrent_forward per cell call, which
@@ -163,8 +167,11 @@ def test_autocast_cpu_runs_in_its_dtype(kind, dtype):
     gradients reach the float32 parameters. (torch.nn is not consistent here: in bfloat16 its
     LSTM and RNN run in bfloat16, its GRU in float32; in float16 its RNN runs in float16, its
     GRU in float32, and its LSTM fails in oneDNN. rnnfast runs every cell in autocast's dtype.)"""
-    torch_class, fast_class = {"rnn_tanh": (nn.RNN, rnnfast.RNN), "gru": (nn.GRU, rnnfast.GRU),
-                               "lstm": (nn.LSTM, rnnfast.LSTM)}[kind]
+    torch_class, fast_class = {
+        "rnn_tanh": (nn.RNN, rnnfast.RNN),
+        "gru": (nn.GRU, rnnfast.GRU),
+        "lstm": (nn.LSTM, rnnfast.LSTM),
+    }[kind]
     atol = 0.05 if dtype == torch.bfloat16 else 0.01
     torch.manual_seed(0)
     torch_layer = torch_class(8, 16, num_layers=2)
@@ -182,8 +189,9 @@ def test_autocast_cpu_runs_in_its_dtype(kind, dtype):
             torch_out, _ = torch_layer(x)
         torch.testing.assert_close(out.float(), torch_out.float(), rtol=0, atol=atol)
     out.float().sum().backward()
-    assert all(p.grad is not None and p.grad.dtype == torch.float32
-               for p in fast_layer.parameters())
+    assert all(
+        p.grad is not None and p.grad.dtype == torch.float32 for p in fast_layer.parameters()
+    )
     with torch.autocast("cpu", dtype=dtype):
         h = rnnfast.GRUCell(8, 16)(x[0])
     assert h.dtype == dtype
@@ -221,13 +229,18 @@ def test_jit_trace_of_the_functional_api_with_lengths_and_state():
     w_ih, w_hh, b = torch.randn(16, 3), torch.randn(16, 4), torch.randn(16)
 
     def run(x, lengths, h0, c0):
-        out, (h, c) = rnnfast.functional.lstm(x, w_ih, w_hh, b, b, (h0, c0), lengths=lengths,
-                                              reverse=True)
+        out, (h, c) = rnnfast.functional.lstm(
+            x, w_ih, w_hh, b, b, (h0, c0), lengths=lengths, reverse=True
+        )
         return out, h, c
 
     def inputs(T, B):
-        return (torch.randn(T, B, 3), torch.randint(1, T + 1, (B,)), torch.randn(B, 4),
-                torch.randn(B, 4))
+        return (
+            torch.randn(T, B, 3),
+            torch.randint(1, T + 1, (B,)),
+            torch.randn(B, 4),
+            torch.randn(B, 4),
+        )
 
     traced = torch.jit.trace(run, inputs(6, 3))
     assert _recurrent_forward_calls(traced.graph) == 1
@@ -236,14 +249,23 @@ def test_jit_trace_of_the_functional_api_with_lengths_and_state():
         torch.testing.assert_close(a, e, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("make", [lambda: LAYERS["gru"](), CELLS["lstm"],
-                                  lambda: nn.Sequential(nn.Linear(4, 4), LAYERS["rnn"]())],
-                         ids=["layer", "cell", "inside_a_model"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LAYERS["gru"](),
+        CELLS["lstm"],
+        lambda: nn.Sequential(nn.Linear(4, 4), LAYERS["rnn"]()),
+    ],
+    ids=["layer", "cell", "inside_a_model"],
+)
 def test_jit_script_says_what_works_instead(make):
     """TorchScript cannot compile the modules' Python forward: the error names the ways that
     work, where TorchScript's own would fail deep in its compiler."""
-    with pytest.raises(RuntimeError, match=r"cannot be compiled by torch.jit.script\. Use "
-                                           r"torch.jit.trace .*to_torch\(\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"cannot be compiled by torch.jit.script\. Use "
+        r"torch.jit.trace .*to_torch\(\)",
+    ):
         torch.jit.script(make())
 
 
@@ -258,8 +280,11 @@ def test_copy_pickle_and_save(kind, tmp_path):
         buffer = io.BytesIO()
         torch.save(module, buffer)
         buffer.seek(0)
-        copies = [copy.deepcopy(module), pickle.loads(pickle.dumps(module)),
-                  torch.load(buffer, weights_only=False)]
+        copies = [
+            copy.deepcopy(module),
+            pickle.loads(pickle.dumps(module)),
+            torch.load(buffer, weights_only=False),
+        ]
         for other in copies:
             assert type(other) is type(module) and repr(other) == repr(module)
             assert all(p is not q for p, q in zip(other.parameters(), module.parameters()))
@@ -301,8 +326,13 @@ def test_distributed_data_parallel_replicas_agree(tmp_path):
     """Two processes on gloo train a few steps: the replicas end identical, and equal to one
     process training on the whole batch (DDP averages the replicas' gradients)."""
     init_file = tmp_path / "rendezvous"
-    mp.start_processes(ddp_worker.run, args=(str(init_file), str(tmp_path)),
-                       nprocs=ddp_worker.WORLD_SIZE, join=True, start_method="spawn")
+    mp.start_processes(
+        ddp_worker.run,
+        args=(str(init_file), str(tmp_path)),
+        nprocs=ddp_worker.WORLD_SIZE,
+        join=True,
+        start_method="spawn",
+    )
     replicas = [torch.load(tmp_path / f"rank{r}.pt") for r in range(ddp_worker.WORLD_SIZE)]
     for name in replicas[0]:
         assert torch.equal(replicas[0][name], replicas[1][name]), name
@@ -330,7 +360,8 @@ def test_large_calls_let_other_python_threads_run(entry):
     else:
         lstm = nn.LSTM(I, H)
         module = lambda x: rnnfast.functional.lstm(  # noqa: E731
-            x, lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+            x, lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0
+        )
     count, stop, started = [0], threading.Event(), threading.Event()
 
     def counter():  # one count per turn with the GIL, which sleep(0) hands back at once

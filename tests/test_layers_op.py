@@ -29,8 +29,15 @@ def op_weights(module):
 def make_layer(cell, layers, bidirectional, proj=False, bias=True, I=3, H=5):
     torch.manual_seed(layers * 10 + bidirectional)
     extra = {"proj_size": 2} if proj else {}
-    return TORCH_CLASSES[cell](I, H, num_layers=layers, bidirectional=bidirectional, bias=bias,
-                               dtype=torch.float64, **extra)
+    return TORCH_CLASSES[cell](
+        I,
+        H,
+        num_layers=layers,
+        bidirectional=bidirectional,
+        bias=bias,
+        dtype=torch.float64,
+        **extra,
+    )
 
 
 def op_args(module, cell, x, hx, lengths=None, dropout=0.0):
@@ -92,8 +99,7 @@ def test_gradcheck_two_bidirectional_lstm_layers_with_projection():
 
     def fn(x, h0, c0, *weights):
         named = dict(zip([n for n, _ in module.named_parameters()], weights))
-        return torch.func.functional_call(
-            _OpModule(module), named, (x, h0, c0, lengths))
+        return torch.func.functional_call(_OpModule(module), named, (x, h0, c0, lengths))
 
     assert torch.autograd.gradcheck(fn, (x, h0, c0, *params))
 
@@ -106,8 +112,17 @@ class _OpModule(nn.Module):
         self.module = module
 
     def forward(self, x, h0, c0, lengths):
-        return RF.recurrent_layers(x, op_weights(self.module), h0, c0, lengths, "lstm",
-                                   self.module.bidirectional, False, 0.0)
+        return RF.recurrent_layers(
+            x,
+            op_weights(self.module),
+            h0,
+            c0,
+            lengths,
+            "lstm",
+            self.module.bidirectional,
+            False,
+            0.0,
+        )
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -124,9 +139,21 @@ def test_dropout_draws_as_the_python_composition(cell):
         halves = []
         for direction in range(2):
             k = 2 * layer + direction
-            w = weights[5 * k:5 * k + 5]
-            o, h, _ = RF.recurrent_forward(layer_input, w[0], w[1], w[2], w[3], None, None,
-                                              w[4], None, cell, direction == 1, False)
+            w = weights[5 * k : 5 * k + 5]
+            o, h, _ = RF.recurrent_forward(
+                layer_input,
+                w[0],
+                w[1],
+                w[2],
+                w[3],
+                None,
+                None,
+                w[4],
+                None,
+                cell,
+                direction == 1,
+                False,
+            )
             halves.append(o)
             expected_h.append(h)
         layer_input = torch.cat(halves, -1)
@@ -158,9 +185,14 @@ def test_layer_module_runs_recurrent_forward_per_layer_and_direction():
 
 BAD = [
     (lambda a: a.update(weights=a["weights"][:4]), "weights must hold 5 entries"),
-    (lambda a: a.update(weights=a["weights"] + [None] * 5, bidirectional=True),
-     "a multiple of 10 for 2 direction"),
-    (lambda a: a["weights"].__setitem__(5, None), r"weight_ih and weight_hh of layer 1, direction 0"),
+    (
+        lambda a: a.update(weights=a["weights"] + [None] * 5, bidirectional=True),
+        "a multiple of 10 for 2 direction",
+    ),
+    (
+        lambda a: a["weights"].__setitem__(5, None),
+        r"weight_ih and weight_hh of layer 1, direction 0",
+    ),
     (lambda a: a.update(hx=torch.zeros(3, 2, 5, dtype=torch.float64)), r"hx must hold 2 states"),
     (lambda a: a.update(hx=torch.zeros(2, 5, dtype=torch.float64)), r"hx must be 3-D"),
     (lambda a: a.update(dropout=1.5), r"dropout must lie in \[0, 1\]"),
@@ -171,8 +203,17 @@ BAD = [
 def test_bad_arguments_name_what_is_wrong(corrupt, message):
     module = make_layer("gru", 2, False)
     x = torch.randn(4, 2, 3, dtype=torch.float64)
-    names = ["input", "weights", "hx", "cx", "lengths", "cell", "bidirectional", "batch_first",
-             "dropout"]
+    names = [
+        "input",
+        "weights",
+        "hx",
+        "cx",
+        "lengths",
+        "cell",
+        "bidirectional",
+        "batch_first",
+        "dropout",
+    ]
     args = dict(zip(names, op_args(module, "gru", x, None)))
     corrupt(args)
     with pytest.raises(RuntimeError, match=message):

@@ -13,29 +13,37 @@ import rnnfast
 import rnnfast.functional as RF
 
 if not hasattr(torch.onnx, "ops"):
-    pytest.skip("rnnfast's ONNX export needs torch.onnx.ops (torch 2.8 or later)",
-                allow_module_level=True)
+    pytest.skip(
+        "rnnfast's ONNX export needs torch.onnx.ops (torch 2.8 or later)", allow_module_level=True
+    )
 pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
 
 pytestmark = pytest.mark.filterwarnings("ignore:Exporting a model while it is in training mode")
 
-ONNX_OPERATOR = {"rnn_tanh": "RNN", "rnn_relu": "RNN", "gru": "GRU", "gru_reset_before": "GRU",
-                 "lstm": "LSTM"}
+ONNX_OPERATOR = {
+    "rnn_tanh": "RNN",
+    "rnn_relu": "RNN",
+    "gru": "GRU",
+    "gru_reset_before": "GRU",
+    "lstm": "LSTM",
+}
 I, H = 3, 5
 
 
 def export(module, args, dynamic_shapes=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, args, dynamo=True, dynamic_shapes=dynamic_shapes,
-                                    verbose=False)
+        program = torch.onnx.export(
+            module, args, dynamo=True, dynamic_shapes=dynamic_shapes, verbose=False
+        )
     return program.model_proto
 
 
 def run_onnx(model_proto, args):
-    session = ort.InferenceSession(model_proto.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model_proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     names = [i.name for i in session.get_inputs()]
     return session.run(None, {n: a.numpy() for n, a in zip(names, args)})
 
@@ -91,27 +99,38 @@ def inputs(T, B, batch_first):
     return x, lengths, torch.randn(B, H), torch.randn(B, H)
 
 
-@pytest.mark.parametrize("bias,reverse,batch_first", [
-    (True, False, False), (False, True, False), (True, True, True), (False, False, True)])
+@pytest.mark.parametrize(
+    "bias,reverse,batch_first",
+    [(True, False, False), (False, True, False), (True, True, True), (False, False, True)],
+)
 @pytest.mark.parametrize("cell", list(ONNX_OPERATOR))
 def test_functional_with_lengths_and_state(cell, bias, reverse, batch_first):
     torch.manual_seed(0)
     module = Functional(cell, bias, reverse, batch_first)
     T, B = Dim("T"), Dim("B")
     x_dims = {0: B, 1: T} if batch_first else {0: T, 1: B}
-    model = export(module, inputs(6, 3, batch_first),
-                   dynamic_shapes=(x_dims, {0: B}, {0: B}, {0: B}))
+    model = export(
+        module, inputs(6, 3, batch_first), dynamic_shapes=(x_dims, {0: B}, {0: B}, {0: B})
+    )
     assert node_types(model).count(ONNX_OPERATOR[cell]) == 1
     assert_runs_like_rnnfast(module, model, inputs(9, 4, batch_first))
 
 
-@pytest.mark.parametrize("make", [
-    lambda: rnnfast.LSTM(I, H, num_layers=2, bidirectional=True),
-    lambda: rnnfast.GRU(I, H, num_layers=2, batch_first=True, reset_after=False),
-    lambda: rnnfast.RNN(I, H, num_layers=3, nonlinearity="relu", bias=False),
-    lambda: rnnfast.GRU(I, H, num_layers=2, bidirectional=True, dropout=0.5),
-], ids=["lstm_bidirectional", "gru_reset_before_batch_first", "rnn_relu_no_bias",
-        "gru_dropout_eval"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rnnfast.LSTM(I, H, num_layers=2, bidirectional=True),
+        lambda: rnnfast.GRU(I, H, num_layers=2, batch_first=True, reset_after=False),
+        lambda: rnnfast.RNN(I, H, num_layers=3, nonlinearity="relu", bias=False),
+        lambda: rnnfast.GRU(I, H, num_layers=2, bidirectional=True, dropout=0.5),
+    ],
+    ids=[
+        "lstm_bidirectional",
+        "gru_reset_before_batch_first",
+        "rnn_relu_no_bias",
+        "gru_dropout_eval",
+    ],
+)
 def test_layers_one_node_a_layer(make):
     """A layer module's stack (in eval mode): one ONNX node per layer, both directions in it."""
     torch.manual_seed(0)
@@ -153,9 +172,11 @@ def test_layer_with_initial_state():
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_cells(cell):
     torch.manual_seed(0)
-    module = {"rnn": lambda: rnnfast.RNNCell(I, H, nonlinearity="relu"),
-              "gru": lambda: rnnfast.GRUCell(I, H, reset_after=False),
-              "lstm": lambda: rnnfast.LSTMCell(I, H)}[cell]()
+    module = {
+        "rnn": lambda: rnnfast.RNNCell(I, H, nonlinearity="relu"),
+        "gru": lambda: rnnfast.GRUCell(I, H, reset_after=False),
+        "lstm": lambda: rnnfast.LSTMCell(I, H),
+    }[cell]()
 
     class Step(nn.Module):
         def __init__(self):
@@ -167,17 +188,23 @@ def test_cells(cell):
 
     step = Step()
     B = Dim("B")
-    model = export(step, (torch.randn(3, I), torch.randn(3, H), torch.randn(3, H)),
-                   dynamic_shapes=({0: B}, {0: B}, {0: B}))
+    model = export(
+        step,
+        (torch.randn(3, I), torch.randn(3, H), torch.randn(3, H)),
+        dynamic_shapes=({0: B}, {0: B}, {0: B}),
+    )
     assert node_types(model).count(cell.upper()) == 1
-    assert_runs_like_rnnfast(step, model, (torch.randn(5, I), torch.randn(5, H),
-                                           torch.randn(5, H)))
+    assert_runs_like_rnnfast(step, model, (torch.randn(5, I), torch.randn(5, H), torch.randn(5, H)))
 
 
-@pytest.mark.parametrize("make,problem", [
-    (lambda: rnnfast.RNN(I, H, residual=True), "no residual SRN operator"),
-    (lambda: rnnfast.LSTM(I, H, proj_size=2), "LSTM with a projection"),
-], ids=["residual", "projection"])
+@pytest.mark.parametrize(
+    "make,problem",
+    [
+        (lambda: rnnfast.RNN(I, H, residual=True), "no residual SRN operator"),
+        (lambda: rnnfast.LSTM(I, H, proj_size=2), "LSTM with a projection"),
+    ],
+    ids=["residual", "projection"],
+)
 def test_what_onnx_cannot_express_is_named(make, problem):
     with pytest.warns(UserWarning, match=problem), pytest.raises(Exception):  # noqa: B017
         torch.onnx.export(make(), (torch.randn(4, 2, I),), dynamo=True, verbose=False)

@@ -1,9 +1,8 @@
 """The registered ops: gradcheck, torch.library.opcheck and torch.compile."""
 
 import pytest
-import torch
-
 import reference
+import torch
 from conftest import CELLS, assert_close, call, compile_and_compare, make_case, run
 
 # ----------------------------------------------------------------------------------
@@ -22,8 +21,19 @@ GRADCHECK_CASES = [
 @pytest.mark.parametrize("lengths,reverse,batch_first", GRADCHECK_CASES)
 def test_gradcheck(F, cell, lengths, reverse, batch_first):
     P = 2 if cell == "lstm" and lengths is not None else None
-    case = make_case(cell, T=4, B=3, I=2, H=3, P=P, lengths=lengths, reverse=reverse,
-                     batch_first=batch_first, seed=30, scale=1.5)
+    case = make_case(
+        cell,
+        T=4,
+        B=3,
+        I=2,
+        H=3,
+        P=P,
+        lengths=lengths,
+        reverse=reverse,
+        batch_first=batch_first,
+        seed=30,
+        scale=1.5,
+    )
     names = list(case.tensors())
     leaves = [t.detach().clone().requires_grad_(True) for t in case.tensors().values()]
 
@@ -68,9 +78,20 @@ def backward_op():
 
 def op_args(case, requires_grad):
     t = {n: x.detach().clone().requires_grad_(requires_grad) for n, x in case.tensors().items()}
-    return (t["input"], t["weight_ih"], t["weight_hh"], t.get("bias_ih"), t.get("bias_hh"),
-            t.get("h0"), t.get("c0"), t.get("weight_hr"), case.lengths, case.cell,
-            case.reverse, case.batch_first)
+    return (
+        t["input"],
+        t["weight_ih"],
+        t["weight_hh"],
+        t.get("bias_ih"),
+        t.get("bias_hh"),
+        t.get("h0"),
+        t.get("c0"),
+        t.get("weight_hr"),
+        case.lengths,
+        case.cell,
+        case.reverse,
+        case.batch_first,
+    )
 
 
 OP_VARIANTS = {
@@ -108,17 +129,36 @@ def backward_args(case, mask=None):
     g = torch.Generator().manual_seed(33)
     is_lstm = case.cell == "lstm"
     if mask is None:
-        mask = [True, True, True, case.bias_ih is not None, case.bias_hh is not None,
-                case.h0 is not None, is_lstm and case.c0 is not None,
-                case.weight_hr is not None]
+        mask = [
+            True,
+            True,
+            True,
+            case.bias_ih is not None,
+            case.bias_hh is not None,
+            case.h0 is not None,
+            is_lstm and case.c0 is not None,
+            case.weight_hr is not None,
+        ]
     values = dict(
         grad_output=torch.randn(output.shape, dtype=output.dtype, generator=g),
         grad_h_n=torch.randn(h_n.shape, dtype=h_n.dtype, generator=g),
         grad_c_n=torch.randn(c_n.shape, dtype=c_n.dtype, generator=g) if is_lstm else None,
-        input=fwd_args[0], weight_ih=fwd_args[1], weight_hh=fwd_args[2],
-        bias_ih=fwd_args[3], bias_hh=fwd_args[4], hx=fwd_args[5], cx=fwd_args[6],
-        weight_hr=fwd_args[7], lengths=case.lengths, cell=case.cell, reverse=case.reverse,
-        batch_first=case.batch_first, output=output, h_n=h_n, c_n=c_n, saved=saved,
+        input=fwd_args[0],
+        weight_ih=fwd_args[1],
+        weight_hh=fwd_args[2],
+        bias_ih=fwd_args[3],
+        bias_hh=fwd_args[4],
+        hx=fwd_args[5],
+        cx=fwd_args[6],
+        weight_hr=fwd_args[7],
+        lengths=case.lengths,
+        cell=case.cell,
+        reverse=case.reverse,
+        batch_first=case.batch_first,
+        output=output,
+        h_n=h_n,
+        c_n=c_n,
+        saved=saved,
         output_mask=mask,
     )
     schema = backward_op()._schema
@@ -177,8 +217,18 @@ def test_backward_op_refuses_output_or_saved_of_another_dtype(name):
 
 
 def _compile_case(cell):
-    return make_case(cell, T=5, B=3, I=4, H=6, P=3 if cell == "lstm" else None,
-                     lengths=[5, 2, 0], reverse=True, seed=34, dtype=torch.float32)
+    return make_case(
+        cell,
+        T=5,
+        B=3,
+        I=4,
+        H=6,
+        P=3 if cell == "lstm" else None,
+        lengths=[5, 2, 0],
+        reverse=True,
+        seed=34,
+        dtype=torch.float32,
+    )
 
 
 @pytest.mark.parametrize("cell", ["rnn_relu_residual", "gru_reset_before", "lstm"])
@@ -200,8 +250,9 @@ def test_compile_aot_eager_dynamic(F):
 
     compiled = torch.compile(fn, backend=cnt, fullgraph=True, dynamic=True)
     for T, B in [(5, 3), (7, 4), (3, 6)]:
-        c = make_case("gru_reset_before", T=T, B=B, I=4, H=6, lengths="random", seed=T,
-                      dtype=torch.float32)
+        c = make_case(
+            "gru_reset_before", T=T, B=B, I=4, H=6, lengths="random", seed=T, dtype=torch.float32
+        )
         args = (c.input, c.weight_ih, c.weight_hh, c.bias_ih, c.h0, c.lengths)
         torch.testing.assert_close(compiled(*args), fn(*args), rtol=1e-5, atol=1e-6)
     assert cnt.frame_count == 1, f"recompiled: {cnt.frame_count} frames"

@@ -13,10 +13,10 @@ import sys
 
 import pytest
 import torch
-
-import rnnfast
 from conftest import LOOSE, compare, make_case
 from test_batch_slices import num_threads
+
+import rnnfast
 
 
 def operand(rows, cols, transposed, generator):
@@ -30,9 +30,25 @@ def operand(rows, cols, transposed, generator):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("accumulate", [False, True])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
-@pytest.mark.parametrize("M,N,K", [(1, 1, 1), (3, 15, 7), (4, 16, 1), (5, 17, 9), (7, 20, 3),
-                                   (8, 32, 64), (12, 48, 16), (13, 31, 5), (17, 33, 31), (64, 100, 256), (130, 7, 300), (0, 5, 3),
-                                   (3, 0, 4), (2, 3, 0)])
+@pytest.mark.parametrize(
+    "M,N,K",
+    [
+        (1, 1, 1),
+        (3, 15, 7),
+        (4, 16, 1),
+        (5, 17, 9),
+        (7, 20, 3),
+        (8, 32, 64),
+        (12, 48, 16),
+        (13, 31, 5),
+        (17, 33, 31),
+        (64, 100, 256),
+        (130, 7, 300),
+        (0, 5, 3),
+        (3, 0, 4),
+        (2, 3, 0),
+    ],
+)
 def test_panel_product(M, N, K, trans_a, trans_b, accumulate, threads):
     g = torch.Generator().manual_seed(M * 1000 + N * 10 + K + 1)
     A = operand(M, K, trans_a, g)
@@ -41,7 +57,7 @@ def test_panel_product(M, N, K, trans_a, trans_b, accumulate, threads):
     expected = A.double() @ B.double() + (C.double() if accumulate else 0)
     with num_threads(threads):
         rnnfast._C._testing.cpu_panel_gemm(A, B, C, accumulate)
-    torch.testing.assert_close(C.double(), expected, rtol=1e-5, atol=1e-5 * K ** 0.5)
+    torch.testing.assert_close(C.double(), expected, rtol=1e-5, atol=1e-5 * K**0.5)
 
 
 def test_panel_product_leaves_columns_beyond_n_alone():
@@ -68,14 +84,21 @@ def step_gemm(request):
 
 # Hidden sizes whose per-step product (16 rows) reaches the 1M multiply-adds from which the
 # engine packs W_hh, odd so that the last panel is partly padding.
-PACKED_H = {"rnn_tanh": 259, "rnn_relu_residual": 259, "gru": 151, "gru_reset_before": 151,
-            "lstm": 131}
+PACKED_H = {
+    "rnn_tanh": 259,
+    "rnn_relu_residual": 259,
+    "gru": 151,
+    "gru_reset_before": 151,
+    "lstm": 131,
+}
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("options", [dict(), dict(lengths="random", reverse=True),
-                                     dict(batch_first=True, hx=False)],
-                         ids=["plain", "lengths-reverse", "batch-first-no-hx"])
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(lengths="random", reverse=True), dict(batch_first=True, hx=False)],
+    ids=["plain", "lengths-reverse", "batch-first-no-hx"],
+)
 @pytest.mark.parametrize("cell", list(PACKED_H))
 def test_engine_float32_either_product(F, step_gemm, cell, options, threads):
     case = make_case(cell, T=6, B=16, I=9, H=PACKED_H[cell], seed=3, **options)
@@ -87,13 +110,21 @@ def test_engine_float32_either_product(F, step_gemm, cell, options, threads):
 # Steps of few rows whose products are beyond the small-GEMM kernel's 256k multiply-adds and
 # short of the 1M from which W_hh is packed (rows x G*H x H), and weights whose transposed
 # copies get padded rows (G*H a multiple of 256 floats: a 1 KiB multiple).
-SMALL_BATCH_CASES = [("gru", 3, 200), ("gru", 5, 256), ("rnn_tanh", 2, 512), ("lstm", 7, 120),
-                     ("lstm", 1, 256), ("lstm", 6, 64), ("gru_reset_before", 3, 256)]
+SMALL_BATCH_CASES = [
+    ("gru", 3, 200),
+    ("gru", 5, 256),
+    ("rnn_tanh", 2, 512),
+    ("lstm", 7, 120),
+    ("lstm", 1, 256),
+    ("lstm", 6, 64),
+    ("gru_reset_before", 3, 256),
+]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("cell,B,H", SMALL_BATCH_CASES, ids=[
-    f"{c}-B{b}-H{h}" for c, b, h in SMALL_BATCH_CASES])
+@pytest.mark.parametrize(
+    "cell,B,H", SMALL_BATCH_CASES, ids=[f"{c}-B{b}-H{h}" for c, b, h in SMALL_BATCH_CASES]
+)
 def test_engine_float32_small_batches_either_product(F, step_gemm, cell, B, H, threads):
     # T * B >= 16 rows: the engine then copies the weights transposed (fewer, a cell's call,
     # read them in place).
@@ -111,15 +142,25 @@ def test_engine_lstm_projection_either_product(F, step_gemm):
 @pytest.mark.parametrize("value,expected", [("blas", "blas"), ("panels", "panels")])
 def test_step_gemm_environment_variable(value, expected):
     env = dict(os.environ, RNNFAST_CPU_STEP_GEMM=value)
-    out = subprocess.run([sys.executable, "-c", "import rnnfast; print(rnnfast._C._testing.cpu_step_gemm())"],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import rnnfast; print(rnnfast._C._testing.cpu_step_gemm())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == expected
 
 
 def test_step_gemm_environment_variable_unknown_value_warns():
     """An unknown value is named in a warning (C++'s, on stderr) and the default applies."""
     env = dict(os.environ, RNNFAST_CPU_STEP_GEMM="fastest")
-    out = subprocess.run([sys.executable, "-c", "import rnnfast; print(rnnfast._C._testing.cpu_step_gemm())"],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import rnnfast; print(rnnfast._C._testing.cpu_step_gemm())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() in ("blas", "panels")
     assert "RNNFAST_CPU_STEP_GEMM" in out.stderr and "fastest" in out.stderr

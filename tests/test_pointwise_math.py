@@ -21,12 +21,17 @@ def grid() -> torch.Tensor:
     log = torch.logspace(-40, 2.2, 4001, dtype=torch.float64)
     bits = torch.tensor([0.25, 9.5]).view(torch.int32)
     every_61st = torch.arange(int(bits[0]), int(bits[1]), 61, dtype=torch.int32).view(torch.float32)
-    values = torch.cat([
-        torch.linspace(-20, 20, 40001, dtype=torch.float64).float(),
-        torch.linspace(-0.5, 0.5, 20001, dtype=torch.float64).float(),
-        log.float(), -log.float(), every_61st, -every_61st,
-        torch.tensor([0.25, -0.25, 9.0, -9.0, 88.0, -88.0, 89.0, -89.0, 0.0, -0.0]),
-    ])
+    values = torch.cat(
+        [
+            torch.linspace(-20, 20, 40001, dtype=torch.float64).float(),
+            torch.linspace(-0.5, 0.5, 20001, dtype=torch.float64).float(),
+            log.float(),
+            -log.float(),
+            every_61st,
+            -every_61st,
+            torch.tensor([0.25, -0.25, 9.0, -9.0, 88.0, -88.0, 89.0, -89.0, 0.0, -0.0]),
+        ]
+    )
     pad = -len(values) % H
     return torch.cat([values, torch.zeros(pad)]).view(-1, H)
 
@@ -52,14 +57,21 @@ def sigmoid_of(x: torch.Tensor) -> torch.Tensor:
     C = x.shape[1]
     eye, zero = torch.eye(C), torch.zeros(C, C)
     with torch.no_grad():
-        return RF.gru(x.unsqueeze(0), torch.cat([zero, eye, zero]), torch.zeros(3 * C, C),
-                      hx=torch.ones(x.shape[0], C))[0][0]
+        return RF.gru(
+            x.unsqueeze(0),
+            torch.cat([zero, eye, zero]),
+            torch.zeros(3 * C, C),
+            hx=torch.ones(x.shape[0], C),
+        )[0][0]
 
 
-@pytest.mark.parametrize("name, kernel, exact, max_ulp", [
-    ("tanh", tanh_of, torch.tanh, 6),
-    ("sigmoid", sigmoid_of, torch.sigmoid, 5),
-])
+@pytest.mark.parametrize(
+    "name, kernel, exact, max_ulp",
+    [
+        ("tanh", tanh_of, torch.tanh, 6),
+        ("sigmoid", sigmoid_of, torch.sigmoid, 5),
+    ],
+)
 def test_float32_accuracy(name, kernel, exact, max_ulp):
     x = grid()
     got = kernel(x)
@@ -67,17 +79,21 @@ def test_float32_accuracy(name, kernel, exact, max_ulp):
     errors = ulp_errors(got, exact(x.double()))
     worst = errors.argmax()
     assert errors.max() <= max_ulp, (
-        f"{name}: {errors.max().item():.2f} ulp at x = {x.flatten()[worst].item()!r}")
+        f"{name}: {errors.max().item():.2f} ulp at x = {x.flatten()[worst].item()!r}"
+    )
     # Well inside the bound on average: a systematic bias would show here first.
     assert errors.mean() <= 1.0, f"{name}: mean error {errors.mean().item():.3f} ulp"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("function, at_minus_inf, at_plus_inf", [
-    ("tanh", -1.0, 1.0),
-    ("relu", 0.0, float("inf")),
-    ("sigmoid", 0.0, 1.0),
-])
+@pytest.mark.parametrize(
+    "function, at_minus_inf, at_plus_inf",
+    [
+        ("tanh", -1.0, 1.0),
+        ("relu", 0.0, float("inf")),
+        ("sigmoid", 0.0, 1.0),
+    ],
+)
 def test_limits_and_nan(function, at_minus_inf, at_plus_inf, dtype):
     """Infinite pre-activations give the function's limits, and NaN stays NaN (a NaN turned
     into a number would hide a diverged model). They come in through b_ih, as a product of
@@ -93,8 +109,9 @@ def test_limits_and_nan(function, at_minus_inf, at_plus_inf, dtype):
     weight_hh = torch.zeros(G * C, C, dtype=dtype)
     with torch.no_grad():
         if function == "sigmoid":
-            got = RF.gru(x, weight_ih, weight_hh, bias.flatten(),
-                         hx=torch.ones(1, C, dtype=dtype))[0].flatten()
+            got = RF.gru(x, weight_ih, weight_hh, bias.flatten(), hx=torch.ones(1, C, dtype=dtype))[
+                0
+            ].flatten()
         else:
             got = RF.rnn(x, weight_ih, weight_hh, bias.flatten(), nonlinearity=function)[0]
             got = got.flatten()

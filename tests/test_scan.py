@@ -26,19 +26,23 @@ def python_loop(step, init, xs, lengths=None, reverse=False):
     x_leaves, x_spec = pytree.tree_flatten(xs)
     T = x_leaves[0].shape[0]
     carry, ys = init, [None] * T
-    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+    for t in range(T - 1, -1, -1) if reverse else range(T):
         nxt, y = step(carry, pytree.tree_unflatten([x[t] for x in x_leaves], x_spec))
         if lengths is not None:
             keep = lengths > t
-            nxt = pytree.tree_map(lambda n, c: torch.where(keep.view(-1, *[1] * (n.dim() - 1)),
-                                                           n, c), nxt, carry)
-            y = pytree.tree_map(lambda v: None if v is None else
-                                v * keep.view(-1, *[1] * (v.dim() - 1)), y)
+            nxt = pytree.tree_map(
+                lambda n, c: torch.where(keep.view(-1, *[1] * (n.dim() - 1)), n, c), nxt, carry
+            )
+            y = pytree.tree_map(
+                lambda v: None if v is None else v * keep.view(-1, *[1] * (v.dim() - 1)), y
+            )
         carry, ys[t] = nxt, y
     leaves = [pytree.tree_leaves(y) for y in ys]
     _, y_spec = pytree.tree_flatten(ys[0])
-    stacked = [None if leaves[0][k] is None else torch.stack([lv[k] for lv in leaves])
-               for k in range(len(leaves[0]))]
+    stacked = [
+        None if leaves[0][k] is None else torch.stack([lv[k] for lv in leaves])
+        for k in range(len(leaves[0]))
+    ]
     return carry, pytree.tree_unflatten(stacked, y_spec)
 
 
@@ -87,10 +91,17 @@ def test_matches_python_loop(make, seed):
     assert_matches_loop(step, init, xs, params)
 
 
-@pytest.mark.parametrize("make", [scan_cells.make_d2l_gru, scan_cells.make_peephole_lstm,
-                                  scan_cells.make_slstm, scan_cells.make_numpy_lstm,
-                                  scan_cells.make_indrnn],
-                         ids=lambda m: m.__name__[5:])
+@pytest.mark.parametrize(
+    "make",
+    [
+        scan_cells.make_d2l_gru,
+        scan_cells.make_peephole_lstm,
+        scan_cells.make_slstm,
+        scan_cells.make_numpy_lstm,
+        scan_cells.make_indrnn,
+    ],
+    ids=lambda m: m.__name__[5:],
+)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_lengths_and_reverse(make, reverse):
     step, init, xs, params, B, T = sample(make, 3)
@@ -119,6 +130,7 @@ def test_concat_product_splits_into_hoisted_and_recurrent_rows():
 
 def _last_plan():
     from rnnfast._scan import cache
+
     return next(reversed(cache._entries.values()))
 
 
@@ -130,15 +142,18 @@ def test_gradcheck():
         x = xs(3, 2)
 
         def f(*inputs):  # params are read from the step's closure, perturbed in place
-            h0 = pytree.tree_unflatten(list(inputs[:len(h0_leaves)]), h0_spec)
+            h0 = pytree.tree_unflatten(list(inputs[: len(h0_leaves)]), h0_spec)
             return tuple(pytree.tree_leaves(rnnfast.scan(step, h0, x)))
+
         assert torch.autograd.gradcheck(f, (*h0_leaves, x, *params))
 
 
 def _srn_in_forward(W, U, scale):
     """A lambda made anew on every call, as inside a module's forward."""
+
     def forward(h0, x):
         return rnnfast.scan(lambda h, xt: (torch.tanh(xt @ W + h @ U) * scale,) * 2, h0, x)
+
     return forward
 
 
@@ -185,6 +200,7 @@ G_WEIGHT = torch.randn(3, 4, dtype=DT, requires_grad=True)
 
 def test_global_tensor_default_argument_and_partial():
     import functools
+
     U = torch.randn(4, 4, dtype=DT, requires_grad=True)
     b = torch.randn(4, dtype=DT, requires_grad=True)
     v = torch.randn(4, dtype=DT, requires_grad=True)
@@ -192,6 +208,7 @@ def test_global_tensor_default_argument_and_partial():
     def step(h, x, v, U=U):
         h = torch.tanh(x @ G_WEIGHT + h @ U + b) * v
         return h, h.clone()
+
     h0 = torch.randn(2, 4, dtype=DT, requires_grad=True)
     x = torch.randn(3, 2, 3, dtype=DT, requires_grad=True)
     fn = functools.partial(step, v=v)
@@ -256,6 +273,7 @@ def test_fallback_loop_warns_and_matches():
     def step(h, x):  # flip along the units: no op of the engine
         h = torch.tanh(x @ W + h.flip(-1))
         return h, h.clone()
+
     h0, x = torch.randn(2, 4, dtype=DT), torch.randn(3, 2, 3, dtype=DT)
     with pytest.raises(ScanTraceError, match=r"aten\.flip.*test_scan\.py"):
         rnnfast.scan(step, h0, x)
@@ -277,8 +295,9 @@ def test_bad_input():
     with pytest.raises(CarryMismatchError, match="structure"):
         rnnfast.scan(lambda h, x: ((h, h), h.clone()), h0, x)
     with pytest.raises(RuntimeError, match="same number of steps; leaf 0 has 5, leaf 1 has 6"):
-        rnnfast.scan(lambda h, x: (h + x[0] @ W, h.clone()), h0,
-                     [x, torch.randn(6, 2, 3, dtype=DT)])
+        rnnfast.scan(
+            lambda h, x: (h + x[0] @ W, h.clone()), h0, [x, torch.randn(6, 2, 3, dtype=DT)]
+        )
     with pytest.raises(RuntimeError, match=r"init leaf 0 .*B=2.*\[3, 4\]"):
         rnnfast.scan(srn, torch.zeros(3, 4, dtype=DT), x)
     with pytest.raises(ScanTraceError, match="could not be traced"):
@@ -297,9 +316,11 @@ def test_bad_input():
 
 def test_product_of_two_states_is_refused_with_its_line():
     W = torch.randn(3, 4, dtype=DT)
+
     def step(h, x):
         h = torch.tanh(x @ W + h @ h.t() @ h)
         return h, h.clone()
+
     with pytest.raises(ScanTraceError, match="test_scan.py"):
         rnnfast.scan(step, torch.zeros(2, 4, dtype=DT), torch.randn(3, 2, 3, dtype=DT))
 
@@ -310,6 +331,7 @@ def test_under_torch_compile_is_a_graph_break_with_the_right_result():
     def model(h0, x):
         hn, ys = rnnfast.scan(lambda h, xt: (torch.tanh(xt @ W + h),) * 2, h0, x)
         return hn * 2
+
     h0, x = torch.randn(2, 4, dtype=DT), torch.randn(3, 2, 3, dtype=DT)
     compiled = torch.compile(model, backend="eager")
     torch.testing.assert_close(compiled(h0, x), model(h0, x), **TIGHT)
@@ -328,4 +350,3 @@ def test_cuda():
     want = python_loop(step, h0, x)
     for a, b in zip(pytree.tree_leaves(got), pytree.tree_leaves(want)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-

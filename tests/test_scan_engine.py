@@ -25,8 +25,11 @@ TIGHT = dict(rtol=1e-9, atol=1e-10)
 CELLS = scan_cells.COURSE + scan_cells.LITERATURE
 # Cells whose traced vjp uses an op outside the engine's table keep the Python backward:
 # the comparisons and where of clamp's, maximum's and minimum's backward.
-PYTHON_BACKWARD = {scan_cells.make_slstm, scan_cells.make_hard_sigmoid_cell,
-                   scan_cells.make_rms_cell}
+PYTHON_BACKWARD = {
+    scan_cells.make_slstm,
+    scan_cells.make_hard_sigmoid_cell,
+    scan_cells.make_rms_cell,
+}
 
 
 @contextlib.contextmanager
@@ -40,8 +43,11 @@ def engine(enabled):
 
 def outputs_and_grads(step, init, xs, params, **kw):
     wrt = [t for t in pytree.tree_leaves((init, xs)) if t.requires_grad] + list(params)
-    outs = [o for o in pytree.tree_leaves(rnnfast.scan(step, init, xs, **kw))
-            if isinstance(o, torch.Tensor)]
+    outs = [
+        o
+        for o in pytree.tree_leaves(rnnfast.scan(step, init, xs, **kw))
+        if isinstance(o, torch.Tensor)
+    ]
     gen = torch.Generator().manual_seed(0)
     loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
     return outs, torch.autograd.grad(loss, wrt, allow_unused=True)
@@ -67,20 +73,36 @@ def assert_engine_matches_runner(step, init, xs, params, backward=True, **kw):
 def test_engine_matches_python_runner(make, B, T):
     torch.manual_seed(B * 10 + T)
     step, init, xs, params = make(5, 6, DT)
-    assert_engine_matches_runner(step, init(B), xs(T, B), params,
-                                 backward=make not in PYTHON_BACKWARD)
+    assert_engine_matches_runner(
+        step, init(B), xs(T, B), params, backward=make not in PYTHON_BACKWARD
+    )
 
 
-@pytest.mark.parametrize("make", [scan_cells.make_peephole_lstm, scan_cells.make_slstm,
-                                  scan_cells.make_layernorm_gru, scan_cells.make_numpy_lstm,
-                                  scan_cells.make_projected_lstm], ids=lambda m: m.__name__[5:])
+@pytest.mark.parametrize(
+    "make",
+    [
+        scan_cells.make_peephole_lstm,
+        scan_cells.make_slstm,
+        scan_cells.make_layernorm_gru,
+        scan_cells.make_numpy_lstm,
+        scan_cells.make_projected_lstm,
+    ],
+    ids=lambda m: m.__name__[5:],
+)
 def test_engine_reverse_and_lengths(make):
     torch.manual_seed(1)
     step, init, xs, params = make(4, 5, DT)
     lengths = torch.tensor([5, 0, 3, 1])
     for reverse in (False, True):
-        assert_engine_matches_runner(step, init(4), xs(5, 4), params, reverse=reverse,
-                                     lengths=lengths, backward=make not in PYTHON_BACKWARD)
+        assert_engine_matches_runner(
+            step,
+            init(4),
+            xs(5, 4),
+            params,
+            reverse=reverse,
+            lengths=lengths,
+            backward=make not in PYTHON_BACKWARD,
+        )
 
 
 def test_engine_without_grad_float32():
@@ -111,9 +133,15 @@ def every_opcode_step(h, x):
     b = torch.maximum(torch.sigmoid(b), torch.tanh(c)) * torch.minimum(b.neg(), F.relu(d))
     c = torch.exp(c.clamp(-3, 3)) / torch.expm1(c.abs() + 0.5) + torch.log(c.abs() + 1)
     d = torch.log1p(d.abs()) * torch.sqrt(d.abs() + 1) + torch.rsqrt(d.abs() + 1).reciprocal()
-    e = F.logsigmoid(a) + F.softplus(b) + F.hardtanh(c) + d.clamp_min(-1).clamp_max(1) + \
-        (a.abs() + 1).pow(1.5) + a.clone()
-    h = torch.cat([e[:, :H // 2], torch.tanh(e[:, H // 2:] @ W_E)], dim=-1)
+    e = (
+        F.logsigmoid(a)
+        + F.softplus(b)
+        + F.hardtanh(c)
+        + d.clamp_min(-1).clamp_max(1)
+        + (a.abs() + 1).pow(1.5)
+        + a.clone()
+    )
+    h = torch.cat([e[:, : H // 2], torch.tanh(e[:, H // 2 :] @ W_E)], dim=-1)
     return h, h * 1
 
 
@@ -141,9 +169,20 @@ def test_every_opcode_lowers_and_matches():
     assert_engine_matches_runner(every_opcode_step, h0, xs, [], backward=False)
     plan = list(cache._entries.values())[-1]
     codes, _ = lower.lower_loop(plan.split)
-    table = {lower.MM, lower.ADDMM, lower.CLAMP, lower.POW, lower.SOFTPLUS, lower.SPLIT,
-             lower.CAT, lower.ROW_SUM, lower.ROW_MEAN, lower.LAYER_NORM,
-             *lower.BINARY.values(), *lower.UNARY.values()}
+    table = {
+        lower.MM,
+        lower.ADDMM,
+        lower.CLAMP,
+        lower.POW,
+        lower.SOFTPLUS,
+        lower.SPLIT,
+        lower.CAT,
+        lower.ROW_SUM,
+        lower.ROW_MEAN,
+        lower.LAYER_NORM,
+        *lower.BINARY.values(),
+        *lower.UNARY.values(),
+    }
     assert codes_opcodes(codes) == table
 
 
@@ -153,6 +192,7 @@ def test_unsupported_op_falls_back_silently():
     def step(h, x):
         h = torch.where(h > 0, torch.tanh(x + h @ W), h * 0.5)
         return h, None
+
     h0, xs = torch.randn(2, 3, dtype=DT), torch.randn(4, 2, 3, dtype=DT)
     runs = engine_runs()
     final, _ = rnnfast.scan(step, h0, xs)
@@ -167,17 +207,30 @@ def test_backward_opcodes_are_covered():
     """The backward opcodes (lower_vjp.py) all appear in the cells' backward programs that
     test_engine_matches_python_runner checks."""
     found = set()
-    for make in (scan_cells.make_peephole_lstm, scan_cells.make_indrnn, scan_cells.make_mlstm,
-                 scan_cells.make_layernorm_lstm, scan_cells.make_reset_gru, make_hardtanh_rnn):
+    for make in (
+        scan_cells.make_peephole_lstm,
+        scan_cells.make_indrnn,
+        scan_cells.make_mlstm,
+        scan_cells.make_layernorm_lstm,
+        scan_cells.make_reset_gru,
+        make_hardtanh_rnn,
+    ):
         torch.manual_seed(4)
         step, init, xs, params = make(3, 4, DT)
         assert_engine_matches_runner(step, init(2), xs(3, 2), params)
         engine_of = list(cache._entries.values())[-1].loop.engine
         for program, _ in engine_of.backward_programs.values():
             found |= codes_opcodes(program.codes)
-    assert {lower_vjp.TANH_BACKWARD, lower_vjp.SIGMOID_BACKWARD, lower_vjp.THRESHOLD_BACKWARD,
-            lower_vjp.HARDTANH_BACKWARD, lower_vjp.SLICE_BACKWARD, lower_vjp.LAYER_NORM_BACKWARD,
-            lower_vjp.ACCUMULATE_PRODUCT, lower_vjp.ACCUMULATE_COLUMN_SUM} <= found
+    assert {
+        lower_vjp.TANH_BACKWARD,
+        lower_vjp.SIGMOID_BACKWARD,
+        lower_vjp.THRESHOLD_BACKWARD,
+        lower_vjp.HARDTANH_BACKWARD,
+        lower_vjp.SLICE_BACKWARD,
+        lower_vjp.LAYER_NORM_BACKWARD,
+        lower_vjp.ACCUMULATE_PRODUCT,
+        lower_vjp.ACCUMULATE_COLUMN_SUM,
+    } <= found
 
 
 def make_hardtanh_rnn(I, H, dtype):  # noqa: E741 (I, H as in scan_cells)
@@ -188,8 +241,13 @@ def make_hardtanh_rnn(I, H, dtype):  # noqa: E741 (I, H as in scan_cells)
     def step(h, x):
         h = F.hardtanh(x @ W + h @ U)
         return h, h * 1
-    return (step, lambda B: torch.randn(B, H, dtype=dtype, requires_grad=True),
-            lambda T, B: torch.randn(T, B, I, dtype=dtype, requires_grad=True), [W, U])
+
+    return (
+        step,
+        lambda B: torch.randn(B, H, dtype=dtype, requires_grad=True),
+        lambda T, B: torch.randn(T, B, I, dtype=dtype, requires_grad=True),
+        [W, U],
+    )
 
 
 def test_vmap_keeps_the_python_runner():
@@ -199,6 +257,7 @@ def test_vmap_keeps_the_python_runner():
     def step(h, x):
         h = torch.tanh(x + h @ W)
         return h, h.clone()
+
     h0, xs = torch.randn(5, 2, 3, dtype=DT), torch.randn(4, 2, 3, dtype=DT)
     got = torch.vmap(lambda h: rnnfast.scan(step, h, xs)[0])(h0)
     want = torch.stack([rnnfast.scan(step, h, xs)[0] for h in h0])
@@ -243,8 +302,11 @@ def test_engine_rejects_bad_programs_and_inputs():
     assert final[0].shape == (2, 4)
 
 
-@pytest.mark.parametrize("make", [scan_cells.make_nndl_srn, scan_cells.make_peephole_lstm,
-                                  scan_cells.make_mlstm], ids=lambda m: m.__name__[5:])
+@pytest.mark.parametrize(
+    "make",
+    [scan_cells.make_nndl_srn, scan_cells.make_peephole_lstm, scan_cells.make_mlstm],
+    ids=lambda m: m.__name__[5:],
+)
 def test_backward_reads_the_forward_products(make):
     """Under autograd the forward keeps its products per step; the backward reads them rather
     than multiplying again (one product fewer per kept one), with the same gradients."""
@@ -255,8 +317,11 @@ def test_backward_reads_the_forward_products(make):
     assert loop_engine.kept_ids
     kept_program, _ = loop_engine.backward_programs[True]
     step_of = list(cache._entries.values())[-1].loop
-    plain = lower_vjp.lower_vjp(step_of.vjp_program, step_of.n_carry,
-                                len(step_of.split.loop_seq_in))
-    products = [codes_opcode_list(p.codes).count(lower.MM) + codes_opcode_list(p.codes).count(
-        lower.ADDMM) for p in (plain, kept_program)]
+    plain = lower_vjp.lower_vjp(
+        step_of.vjp_program, step_of.n_carry, len(step_of.split.loop_seq_in)
+    )
+    products = [
+        codes_opcode_list(p.codes).count(lower.MM) + codes_opcode_list(p.codes).count(lower.ADDMM)
+        for p in (plain, kept_program)
+    ]
     assert products[1] == products[0] - len(loop_engine.kept_ids)

@@ -3,9 +3,9 @@ reused by later calls, never handed to the caller, and rnnfast.empty_cpu_cache()
 
 import pytest
 import torch
+from conftest import make_case
 
 import rnnfast
-from conftest import make_case
 
 
 def lstm_case(B, H, seed):
@@ -15,10 +15,17 @@ def lstm_case(B, H, seed):
 
 def forward_backward(case):
     (out, (h_n, c_n)) = rnnfast.functional.lstm(
-        case.input, case.weight_ih, case.weight_hh, case.bias_ih, case.bias_hh,
-        (case.h0, case.c0), lengths=case.lengths)
-    grads = torch.autograd.grad((out.sum(), h_n.sum(), c_n.sum()),
-                                [case.input, case.weight_ih, case.weight_hh, case.h0])
+        case.input,
+        case.weight_ih,
+        case.weight_hh,
+        case.bias_ih,
+        case.bias_hh,
+        (case.h0, case.c0),
+        lengths=case.lengths,
+    )
+    grads = torch.autograd.grad(
+        (out.sum(), h_n.sum(), c_n.sum()), [case.input, case.weight_ih, case.weight_hh, case.h0]
+    )
     return [out, h_n, c_n, *grads]
 
 

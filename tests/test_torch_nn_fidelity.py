@@ -4,17 +4,22 @@ RuntimeError with torch.nn's words, at every entry."""
 
 import pytest
 import torch
+from conftest import make_case
+from test_ops import backward_args, backward_op, forward_op, op_args
 from torch import nn
 
 import rnnfast
 import rnnfast.functional as F
-from conftest import make_case
-from test_ops import backward_args, backward_op, forward_op, op_args
 
 I = 10
-VARIANTS = [("RNNCell", {}), ("RNNCell", {"nonlinearity": "relu"}),
-            ("RNNCell", {"residual": True}), ("GRUCell", {}), ("GRUCell", {"reset_after": False}),
-            ("LSTMCell", {})]
+VARIANTS = [
+    ("RNNCell", {}),
+    ("RNNCell", {"nonlinearity": "relu"}),
+    ("RNNCell", {"residual": True}),
+    ("GRUCell", {}),
+    ("GRUCell", {"reset_after": False}),
+    ("LSTMCell", {}),
+]
 
 
 def _state(kind, shape):
@@ -93,7 +98,7 @@ def test_functional_of_no_time_steps_raises_runtime_error(kind):
     w_ih, w_hh = torch.randn(4 * 5, 4), torch.randn(4 * 5, 5)
     gates = {"rnn": 1, "gru": 3, "lstm": 4}[kind]
     with pytest.raises(RuntimeError, match=NO_STEPS):
-        getattr(F, kind)(torch.randn(0, 3, 4), w_ih[:gates * 5], w_hh[:gates * 5])
+        getattr(F, kind)(torch.randn(0, 3, 4), w_ih[: gates * 5], w_hh[: gates * 5])
 
 
 def _empty_sequence_case():

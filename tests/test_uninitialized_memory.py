@@ -10,12 +10,12 @@ import contextlib
 
 import pytest
 import torch
+from conftest import CELLS, assert_close, cuda_engine, make_case
+from cuda_helpers import TOLERANCES, compare_with_reference
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnfast
-from conftest import CELLS, assert_close, cuda_engine, make_case
-from cuda_helpers import TOLERANCES, compare_with_reference
 
 
 @contextlib.contextmanager
@@ -37,13 +37,17 @@ def poisoned_empty():
 
 def test_poisoned_empty_fills_with_nan():
     """The premise: inside, a fresh float tensor is all NaN; after, the settings are back."""
-    before = (torch.are_deterministic_algorithms_enabled(),
-              torch.utils.deterministic.fill_uninitialized_memory)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.utils.deterministic.fill_uninitialized_memory,
+    )
     with poisoned_empty():
         assert torch.empty(5, 7).isnan().all()
         assert torch.empty(3, dtype=torch.bfloat16).isnan().all()
-    assert (torch.are_deterministic_algorithms_enabled(),
-            torch.utils.deterministic.fill_uninitialized_memory) == before
+    assert (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.utils.deterministic.fill_uninitialized_memory,
+    ) == before
 
 
 class CpuEngine:
@@ -66,16 +70,26 @@ def any_engine(request):
         yield from cuda_engine(on_host=request.param == "cuda_engine_on_host")
 
 
-@pytest.mark.parametrize("cell,projection", [(c, False) for c in CELLS] + [("lstm", True)],
-                         ids=CELLS + ["lstm-proj"])
+@pytest.mark.parametrize(
+    "cell,projection", [(c, False) for c in CELLS] + [("lstm", True)], ids=CELLS + ["lstm-proj"]
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("layout", ["tmajor-fwd", "bfirst-rev"])
 def test_op_reads_only_what_it_wrote(F, any_engine, cell, projection, dtype, layout):
     """Outputs and every gradient within tolerance of the float64 reference (NaN never is),
     with padded steps (lengths 0 and T among them) and odd sizes."""
-    case = make_case(cell, T=6, B=5, I=3, H=7, P=4 if projection else None, lengths="random",
-                     reverse=layout.endswith("rev"), batch_first=layout.startswith("bfirst"),
-                     seed=len(cell) + 10 * projection)
+    case = make_case(
+        cell,
+        T=6,
+        B=5,
+        I=3,
+        H=7,
+        P=4 if projection else None,
+        lengths="random",
+        reverse=layout.endswith("rev"),
+        batch_first=layout.startswith("bfirst"),
+        seed=len(cell) + 10 * projection,
+    )
     with poisoned_empty():
         compare_with_reference(F, case, any_engine, dtype=dtype)
 
@@ -90,8 +104,9 @@ def test_layer_reads_only_what_it_wrote(any_engine, kind, extra, packed):
     outputs, final states and the gradients of the input and every parameter."""
     torch.manual_seed(7)
     T, B, I, H = 6, 5, 4, 5
-    reference_layer = getattr(nn, kind)(I, H, num_layers=2, bidirectional=True,
-                                        batch_first=True, **extra).double()
+    reference_layer = getattr(nn, kind)(
+        I, H, num_layers=2, bidirectional=True, batch_first=True, **extra
+    ).double()
     layer = rnnfast.convert(reference_layer).to(any_engine.device)
     x = torch.randn(B, T, I, dtype=torch.float64)
     lengths = torch.tensor([6, 1, 4, 6, 3])

@@ -4,19 +4,22 @@ all have read the step's state and again once all have written it.
 
 The engine splits only weights of 512 KiB and more; the tests lower that to every weight, so
 that small cases take the path. Each first asks the engine's own policy
-(``rnnfast._C._testing.cpu_unit_slice_threads``) that the split is in effect, then checks outputs and
+(``rnnfast._C._testing.cpu_unit_slice_threads``) that the split is in effect, then checks
+outputs and
 all gradients against the float64 reference."""
 
 import pytest
 import torch
-
-import rnnfast
 from conftest import CELLS, LOOSE, compare, make_case
 from test_batch_slices import num_threads, parallel_loops
 from test_functional import assert_16bit_close
 
-pytestmark = pytest.mark.skipif(not parallel_loops() or not torch.backends.openmp.is_available(),
-                                reason="the unit split runs on torch's OpenMP team")
+import rnnfast
+
+pytestmark = pytest.mark.skipif(
+    not parallel_loops() or not torch.backends.openmp.is_available(),
+    reason="the unit split runs on torch's OpenMP team",
+)
 
 
 @pytest.fixture
@@ -35,8 +38,9 @@ def unit_threads(case):
         T, B = B, T
     GH, H = case.weight_hh.shape
     elements = GH * H
-    return rnnfast._C._testing.cpu_unit_slice_threads(B, T, H, elements,
-                                              elements * case.weight_hh.element_size())
+    return rnnfast._C._testing.cpu_unit_slice_threads(
+        B, T, H, elements, elements * case.weight_hh.element_size()
+    )
 
 
 def split_case(cell, B, H, threads, T=17, **options):
@@ -46,8 +50,12 @@ def split_case(cell, B, H, threads, T=17, **options):
     return case
 
 
-OPTIONS = [dict(), dict(lengths="random", reverse=True), dict(batch_first=True, hx=False),
-           dict(bias=False)]
+OPTIONS = [
+    dict(),
+    dict(lengths="random", reverse=True),
+    dict(batch_first=True, hx=False),
+    dict(bias=False),
+]
 OPTION_IDS = ["plain", "lengths-reverse", "batch-first-no-hx", "no-bias"]
 
 
@@ -85,11 +93,25 @@ def test_split_units_same_as_unsplit(F, split_every_weight):
     """The split changes only which thread computes what: the same sums in the same order."""
     case = split_case("lstm", 3, 136, 2, lengths="random").to(torch.float32)
     with num_threads(2):
-        split = F.lstm(case.input, case.weight_ih, case.weight_hh, case.bias_ih, case.bias_hh,
-                       (case.h0, case.c0), lengths=case.lengths)
+        split = F.lstm(
+            case.input,
+            case.weight_ih,
+            case.weight_hh,
+            case.bias_ih,
+            case.bias_hh,
+            (case.h0, case.c0),
+            lengths=case.lengths,
+        )
     with num_threads(1):
-        whole = F.lstm(case.input, case.weight_ih, case.weight_hh, case.bias_ih, case.bias_hh,
-                       (case.h0, case.c0), lengths=case.lengths)
+        whole = F.lstm(
+            case.input,
+            case.weight_ih,
+            case.weight_hh,
+            case.bias_ih,
+            case.bias_hh,
+            (case.h0, case.c0),
+            lengths=case.lengths,
+        )
     torch.testing.assert_close(split[0], whole[0], rtol=0, atol=0)
     torch.testing.assert_close(split[1], whole[1], rtol=0, atol=0)
 
@@ -103,10 +125,14 @@ def test_policy():
         assert rnnfast._C._testing.cpu_unit_slice_threads(1, 50, H, elements, bytes_) == 2
         assert rnnfast._C._testing.cpu_unit_slice_threads(3, 16, H, elements, bytes_) == 2
         assert rnnfast._C._testing.cpu_unit_slice_threads(3, 50, H, elements, bytes_) == 2
-        assert rnnfast._C._testing.cpu_unit_slice_threads(4, 50, H, elements, bytes_) == 1  # 1M MACs
+        assert (
+            rnnfast._C._testing.cpu_unit_slice_threads(4, 50, H, elements, bytes_) == 1
+        )  # 1M MACs
         assert rnnfast._C._testing.cpu_unit_slice_threads(1, 15, H, elements, bytes_) == 1  # steps
         small = 4 * 128 * 128
-        assert rnnfast._C._testing.cpu_unit_slice_threads(1, 50, 128, small, small * 4) == 1  # weight
+        assert (
+            rnnfast._C._testing.cpu_unit_slice_threads(1, 50, 128, small, small * 4) == 1
+        )  # weight
         assert rnnfast._C._testing.cpu_unit_slice_threads(1, 50, H, elements, bytes_) == 2
     with num_threads(8):  # at least 64 units a thread
         assert rnnfast._C._testing.cpu_unit_slice_threads(1, 50, H, elements, bytes_) == 4

@@ -18,8 +18,16 @@ from .validate import check_inputs
 
 
 @torch._dynamo.disable  # a graph break: the loop runs eagerly, its ops per step
-def scan(combine_fn, init, xs, *, dim: int = 0, reverse: bool = False, lengths=None,
-         fallback: Optional[str] = None):
+def scan(
+    combine_fn,
+    init,
+    xs,
+    *,
+    dim: int = 0,
+    reverse: bool = False,
+    lengths=None,
+    fallback: Optional[str] = None,
+):
     """``final_carry, ys = scan(combine_fn, init, xs)``: ``carry, y_t = combine_fn(carry, x_t)``
     over the steps of ``xs`` (torch.scan's semantics and signature).
 
@@ -47,14 +55,14 @@ def scan(combine_fn, init, xs, *, dim: int = 0, reverse: bool = False, lengths=N
     try:
         captures = StepCaptures(combine_fn)
         key = (captures.key, cache.signature(init_leaves, init_spec, x_leaves, x_spec))
-        plan = cache.lookup(key, lambda: _build(captures, init_leaves, init_spec, x_leaves,
-                                                x_spec))
+        plan = cache.lookup(key, lambda: _build(captures, init_leaves, init_spec, x_leaves, x_spec))
     except (ScanTraceError, TypeError) as e:
         if fallback != "loop":
             raise
         warnings.warn(f"{e} Running combine_fn as a Python loop instead.", stacklevel=2)
-        final, ys, y_spec = python_loop(combine_fn, init_leaves, init_spec, x_leaves, x_spec,
-                                        lengths, reverse)
+        final, ys, y_spec = python_loop(
+            combine_fn, init_leaves, init_spec, x_leaves, x_spec, lengths, reverse
+        )
     else:
         final, ys = run_plan(plan, init_leaves, x_leaves, captures.tensors, lengths, reverse)
         y_spec = plan.y_spec

@@ -25,9 +25,12 @@ def clear_cache() -> None:
 def signature(init_leaves, init_spec, x_leaves, x_spec) -> tuple:
     """What the trace depends on in init and xs: structure, and per leaf everything but the
     batch (init [B, ...]) and the steps (xs [T, B, ...])."""
-    return (init_spec, x_spec,
-            tuple(_without(tensor_meta(t), 1) for t in init_leaves),
-            tuple(_without(tensor_meta(x), 2) for x in x_leaves))
+    return (
+        init_spec,
+        x_spec,
+        tuple(_without(tensor_meta(t), 1) for t in init_leaves),
+        tuple(_without(tensor_meta(x), 2) for x in x_leaves),
+    )
 
 
 def _without(meta, leading: int) -> tuple:
@@ -59,5 +62,3 @@ def lookup(key: tuple, build: Callable[[], object]):
 class _Failure:
     def __init__(self, error: Exception):
         self.error = error
-
-

@@ -19,8 +19,14 @@ from torch import Tensor, nn
 
 _PRIMITIVES = (int, float, bool, str, complex, type(None), torch.dtype, torch.device)
 # Globals of these kinds are code or namespaces, assumed stable; everything else is described.
-_SKIPPED_GLOBALS = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type,
-                    types.MethodType, functools.partial)
+_SKIPPED_GLOBALS = (
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    type,
+    types.MethodType,
+    functools.partial,
+)
 
 
 def tensor_meta(t: Tensor) -> tuple:
@@ -107,7 +113,7 @@ class _Describer:
         def rebuild(ts):
             out, i = [], 0
             for (_, _, make), n in zip(parts, counts):
-                out.append(make(ts[i:i + n]))
+                out.append(make(ts[i : i + n]))
                 i += n
             return pytree.tree_unflatten(out, spec)
 
@@ -119,8 +125,12 @@ class _Describer:
             return ("object-id", id(obj), _primitive_attrs(obj)), [], lambda ts: obj
         tensors = [getattr(obj, n) for n in names]
         self.owners.extend(("attr", obj, n) for n in names)
-        key = ("attrs", type(obj), tuple(zip(names, map(tensor_meta, tensors))),
-               _primitive_attrs(obj))
+        key = (
+            "attrs",
+            type(obj),
+            tuple(zip(names, map(tensor_meta, tensors))),
+            _primitive_attrs(obj),
+        )
         return key, tensors, lambda ts: obj
 
 
@@ -144,8 +154,10 @@ def _unwrap(fn):
         return fn.__func__, fn.__self__, pargs, pkw
     if isinstance(fn, types.FunctionType):
         return fn, None, pargs, pkw
-    raise TypeError(f"rnnfast.scan: combine_fn must be a Python function, a bound method, an "
-                    f"nn.Module or a functools.partial of one; got {type(fn).__name__}")
+    raise TypeError(
+        f"rnnfast.scan: combine_fn must be a Python function, a bound method, an "
+        f"nn.Module or a functools.partial of one; got {type(fn).__name__}"
+    )
 
 
 class StepCaptures:
@@ -179,11 +191,15 @@ class StepCaptures:
         for k, v in sorted(pkw.items()):
             slots.append(("partial-kw", k, v))
         described = [d.describe(v) for _, _, v in slots]
-        self._slots = [(kind, where, rebuild, len(ts))
-                       for (kind, where, _), (_, ts, rebuild) in zip(slots, described)]
+        self._slots = [
+            (kind, where, rebuild, len(ts))
+            for (kind, where, _), (_, ts, rebuild) in zip(slots, described)
+        ]
         self.tensors: List[Tensor] = [t for _, ts, _ in described for t in ts]
-        self.key = (self.code, tuple((kind, where, k) for (kind, where, _), (k, _, _) in
-                                     zip(slots, described)))
+        self.key = (
+            self.code,
+            tuple((kind, where, k) for (kind, where, _), (k, _, _) in zip(slots, described)),
+        )
         self._describer = d
 
     def call(self, tensors, carry, x):
@@ -193,7 +209,7 @@ class StepCaptures:
         self_obj, pargs, pkw = self.self_obj, [], {}
         i = 0
         for kind, where, rebuild, n in self._slots:
-            value = rebuild(tensors[i:i + n]) if kind != "empty-cell" else None
+            value = rebuild(tensors[i : i + n]) if kind != "empty-cell" else None
             i += n
             if kind == "cell":
                 cells.append(types.CellType(value))
@@ -214,8 +230,9 @@ class StepCaptures:
         # Named forward: torch.fx keeps a node's stack trace from the innermost 'forward' frame
         # outwards, so that the step's own line is recorded.
         code = func.__code__.replace(co_name="forward")
-        new_func = types.FunctionType(code, globs, func.__name__,
-                                      tuple(defaults) or None, tuple(cells) or None)
+        new_func = types.FunctionType(
+            code, globs, func.__name__, tuple(defaults) or None, tuple(cells) or None
+        )
         new_func.__kwdefaults__ = kwdefaults or None
         step = new_func if self_obj is None else types.MethodType(new_func, self_obj)
         if pargs or pkw:

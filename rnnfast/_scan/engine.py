@@ -50,10 +50,19 @@ class LoopEngine:
         if lowered is None:
             return
         from .. import _C
+
         self.engine = _C.ScanEngine(*lowered)
 
-    def forward(self, carry: List[Tensor], seqs: List[Tensor], weights: List[Tensor], T: int,
-                mask: Optional[Tensor], reverse: bool, keep_states: bool):
+    def forward(
+        self,
+        carry: List[Tensor],
+        seqs: List[Tensor],
+        weights: List[Tensor],
+        T: int,
+        mask: Optional[Tensor],
+        reverse: bool,
+        keep_states: bool,
+    ):
         """forward_loop's result from the engine, or None where it cannot run these tensors."""
         if not self._runs(carry, [*carry, *seqs, *weights]):
             return None
@@ -61,27 +70,44 @@ class LoopEngine:
         if keep_states and self.kept_ids:
             if self.keeping_engine is None:
                 from .. import _C
+
                 self.keeping_engine = _C.ScanEngine(*lower_loop(self.split, self.kept_ids))
             engine = self.keeping_engine
         final, boundary, states, _ = engine.forward(
-            [c.detach() for c in carry], [s.detach() for s in seqs],
-            [w.detach() for w in weights], mask, T, reverse, keep_states)
+            [c.detach() for c in carry],
+            [s.detach() for s in seqs],
+            [w.detach() for w in weights],
+            mask,
+            T,
+            reverse,
+            keep_states,
+        )
         _state["runs"] += 1
         n_boundary = len(self.split.boundary)
         kept = list(boundary[n_boundary:]) if keep_states else []
-        return (list(final), list(boundary[:n_boundary]), (list(states) if keep_states else None),
-                kept)
+        return (
+            list(final),
+            list(boundary[:n_boundary]),
+            (list(states) if keep_states else None),
+            kept,
+        )
 
     def _runs(self, carry: List[Tensor], tensors: List[Tensor]) -> bool:
         """Whether the engine can read these tensors' memory: plain CPU tensors of one dtype
         (not functorch's wrappers under vmap, nor subclasses with their own dispatch), and
         runs what the ATen ops would (not under CPU autocast, which changes their dtypes)."""
         dtype = carry[0].dtype
-        return (self.engine is not None and _state["enabled"] and carry[0].shape[0] > 0 and
-                not torch.is_autocast_enabled("cpu") and
-                all(t.device.type == "cpu" and t.dtype == dtype and
-                    not is_functorch_wrapped_tensor(t) for t in tensors) and
-                not has_torch_function(tensors))
+        return (
+            self.engine is not None
+            and _state["enabled"]
+            and carry[0].shape[0] > 0
+            and not torch.is_autocast_enabled("cpu")
+            and all(
+                t.device.type == "cpu" and t.dtype == dtype and not is_functorch_wrapped_tensor(t)
+                for t in tensors
+            )
+            and not has_torch_function(tensors)
+        )
 
     def backward(self, step, states, seqs, weights, kept, g_carry, g_bound, mask, reverse, T):
         """Recurrence.backward's gradients (carry, sequences, weights) from the engine, or None
@@ -99,12 +125,19 @@ class LoopEngine:
         if self.backward_programs[key] is None:
             return None
         lowered, engine = self.backward_programs[key]
-        env = dict(zip(prog.carry_in[len(states) + len(seqs):], weights))
+        env = dict(zip(prog.carry_in[len(states) + len(seqs) :], weights))
         env.update(prog.constants)
         run_nodes(lowered.pre_nodes, env, g_carry[0].shape[0])
         g_first, g_seqs, _, g_weights = engine.forward(
-            g_carry, [*states, *seqs, *[g.detach() for g in g_bound], *kept],
-            [env[i] for i in lowered.weight_ids], mask, T, not reverse, False, True)
+            g_carry,
+            [*states, *seqs, *[g.detach() for g in g_bound], *kept],
+            [env[i] for i in lowered.weight_ids],
+            mask,
+            T,
+            not reverse,
+            False,
+            True,
+        )
         _state["backward_runs"] += 1
         return (*g_first, *g_seqs, *g_weights)
 
@@ -114,10 +147,15 @@ class LoopEngine:
         forward = None
         if kept:
             meta = self.split.prog.meta
-            forward = KeptProducts(step.inputs, self.split.loop_nodes, self.kept_ids,
-                                   [meta[i].shape[1] for i in self.kept_ids])
+            forward = KeptProducts(
+                step.inputs,
+                self.split.loop_nodes,
+                self.kept_ids,
+                [meta[i].shape[1] for i in self.kept_ids],
+            )
         lowered = lower_vjp(prog, step.n_carry, n_seq, forward)
         if lowered is None:
             return None
         from .. import _C
+
         return lowered, _C.ScanEngine(lowered.codes, lowered.scalars)

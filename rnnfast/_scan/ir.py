@@ -21,11 +21,11 @@ class Ref:
 
 @dataclass
 class Node:
-    op: str              # ATen overload, e.g. "aten.addmm.default"
+    op: str  # ATen overload, e.g. "aten.addmm.default"
     args: tuple
     kwargs: Dict[str, Any]
     outs: Tuple[int, ...]  # several for split and native_layer_norm
-    source: str = ""     # the user's line that traced it, for error messages
+    source: str = ""  # the user's line that traced it, for error messages
 
     @property
     def refs(self) -> List[int]:

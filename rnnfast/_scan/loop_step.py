@@ -32,7 +32,7 @@ class LoopStep:
         env = dict(zip(self.inputs, [*carry, *seq_t, *weights]))
         run_nodes(self.split.loop_nodes, env, carry[0].shape[0])
         outs = [env[i] for i in self.outputs]
-        return outs[:self.n_carry], outs[self.n_carry:]
+        return outs[: self.n_carry], outs[self.n_carry :]
 
     def traced_vjp(self, primals: List[Tensor], cotangents: List[Tensor]) -> Program:
         """The vjp program, traced on first use at these inputs' shapes and dtypes."""
@@ -68,10 +68,13 @@ class LoopStep:
             def f(*diff_values):
                 it = iter(diff_values)
                 values = [next(it) if d else v for v, d in zip(given, diff)]
-                carry = values[:self.n_carry]
+                carry = values[: self.n_carry]
                 n_seq = len(self.split.loop_seq_in)
-                nxt, bound = self(carry, values[self.n_carry:self.n_carry + n_seq],
-                                  values[self.n_carry + n_seq:])
+                nxt, bound = self(
+                    carry,
+                    values[self.n_carry : self.n_carry + n_seq],
+                    values[self.n_carry + n_seq :],
+                )
                 return tuple(o for o in nxt + bound if o.is_floating_point())
 
             _, pull = torch.func.vjp(f, *[v for v, d in zip(given, diff) if d])

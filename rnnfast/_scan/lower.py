@@ -13,23 +13,48 @@ from .split import SplitStep
 
 VERSION = 1
 DTYPES = {torch.float32: 0, torch.float64: 1}
-NO_OPERAND = -(2 ** 63)  # an absent optional operand
+NO_OPERAND = -(2**63)  # an absent optional operand
 
 MM, ADDMM = 0, 1
 BINARY = {"add": 10, "sub": 11, "mul": 12, "div": 13, "maximum": 14, "minimum": 15}
-UNARY = {"neg": 20, "reciprocal": 21, "sigmoid": 22, "tanh": 23, "relu": 24, "exp": 25,
-         "expm1": 26, "log": 27, "log1p": 28, "abs": 29, "sqrt": 30, "rsqrt": 31,
-         "log_sigmoid_forward": 32, "clone": 33, "alias": 33, "_to_copy": 33}
-COPY, CLAMP, POW, SOFTPLUS, SPLIT, CAT, ROW_SUM, ROW_MEAN, LAYER_NORM = \
-    33, 40, 41, 42, 50, 51, 60, 61, 62
+UNARY = {
+    "neg": 20,
+    "reciprocal": 21,
+    "sigmoid": 22,
+    "tanh": 23,
+    "relu": 24,
+    "exp": 25,
+    "expm1": 26,
+    "log": 27,
+    "log1p": 28,
+    "abs": 29,
+    "sqrt": 30,
+    "rsqrt": 31,
+    "log_sigmoid_forward": 32,
+    "clone": 33,
+    "alias": 33,
+    "_to_copy": 33,
+}
+COPY, CLAMP, POW, SOFTPLUS, SPLIT, CAT, ROW_SUM, ROW_MEAN, LAYER_NORM = (
+    33,
+    40,
+    41,
+    42,
+    50,
+    51,
+    60,
+    61,
+    62,
+)
 
 
 class Unsupported(Exception):
     """The engine has no opcode for this node or value."""
 
 
-def lower_loop(split: SplitStep, kept: Sequence[int] = ()
-               ) -> Optional[Tuple[List[int], List[float]]]:
+def lower_loop(
+    split: SplitStep, kept: Sequence[int] = ()
+) -> Optional[Tuple[List[int], List[float]]]:
     """(codes, scalars) of the loop part, or None where the engine cannot run it. The values
     ``kept`` are written out per step after the boundary (for the backward)."""
     try:
@@ -72,12 +97,17 @@ class _Lowering:
         if any(self.cols[s] < 0 for s in ends):
             raise Unsupported("a weight as an output")
         groups = [carry_in, seq_in, weights, carry_out, boundary]
-        header = [VERSION, DTYPES[self.dtype], len(self.cols), *[len(g) for g in groups],
-                  self.n_nodes, len(self.accumulators)]
+        header = [
+            VERSION,
+            DTYPES[self.dtype],
+            len(self.cols),
+            *[len(g) for g in groups],
+            self.n_nodes,
+            len(self.accumulators),
+        ]
         body = [self._read(i) for g in groups for i in g]
         shapes = [d for shape in self.accumulators for d in shape]
         return header + self.cols + body + shapes + self.nodes, self.scalars
-
 
     # -- slots and operands --------------------------------------------------------------
 
@@ -152,8 +182,13 @@ class _LoopLowering(_Lowering):
         for node in self.split.loop_nodes:
             self._node(node)
         prog, split = self.split.prog, self.split
-        return self.program(prog.carry_in, split.loop_seq_in, split.loop_weights_in,
-                            prog.carry_out, split.boundary + self.kept)
+        return self.program(
+            prog.carry_in,
+            split.loop_seq_in,
+            split.loop_weights_in,
+            prog.carry_out,
+            split.boundary + self.kept,
+        )
 
 
 def _kwargs_default(node: Node, **defaults) -> None:
@@ -249,8 +284,9 @@ def _pow(low: _Lowering, node: Node, overload) -> None:
 
 def _softplus(low: _Lowering, node: Node, _overload) -> None:
     _kwargs_default(node)
-    low._pointwise(SOFTPLUS, node, (node.args[0], _arg(node, 1, "beta", 1),
-                                    _arg(node, 2, "threshold", 20)))
+    low._pointwise(
+        SOFTPLUS, node, (node.args[0], _arg(node, 1, "beta", 1), _arg(node, 2, "threshold", 20))
+    )
 
 
 def _split(low: _Lowering, node: Node, _overload) -> None:
@@ -325,9 +361,22 @@ def _layer_norm(low: _Lowering, node: Node, _overload) -> None:
 
 
 _HANDLERS = {
-    "mm": _product, "addmm": _product, "rsub": _rsub, "clamp": _clamp, "clamp_min": _clamp,
-    "clamp_max": _clamp, "hardtanh": _clamp, "pow": _pow, "softplus": _softplus,
-    "split": _split, "split_with_sizes": _split, "slice": _slice, "cat": _cat,
-    "sum": _row_reduction, "mean": _row_reduction, "native_layer_norm": _layer_norm,
-    **{name: _binary for name in BINARY}, **{name: _unary for name in UNARY},
+    "mm": _product,
+    "addmm": _product,
+    "rsub": _rsub,
+    "clamp": _clamp,
+    "clamp_min": _clamp,
+    "clamp_max": _clamp,
+    "hardtanh": _clamp,
+    "pow": _pow,
+    "softplus": _softplus,
+    "split": _split,
+    "split_with_sizes": _split,
+    "slice": _slice,
+    "cat": _cat,
+    "sum": _row_reduction,
+    "mean": _row_reduction,
+    "native_layer_norm": _layer_norm,
+    **{name: _binary for name in BINARY},
+    **{name: _unary for name in UNARY},
 }

@@ -19,6 +19,7 @@ ACCUMULATE_PRODUCT, ACCUMULATE_COLUMN_SUM = 70, 71
 class KeptProducts(NamedTuple):
     """The forward's products kept per step: the loop step's inputs and nodes (to find them in
     the vjp's recomputation of the forward), their ids and column counts."""
+
     inputs: List[int]
     loop_nodes: List[Node]
     ids: List[int]
@@ -34,8 +35,9 @@ class BackwardProgram:
         self.pre_nodes, self.weight_ids = pre_nodes, weight_ids
 
 
-def lower_vjp(prog: Program, n_carry: int, n_seq: int,
-              kept: Optional[KeptProducts] = None) -> Optional[BackwardProgram]:
+def lower_vjp(
+    prog: Program, n_carry: int, n_seq: int, kept: Optional[KeptProducts] = None
+) -> Optional[BackwardProgram]:
     """The backward program, or None where it has an op outside the engine's table. With
     ``kept``, its products that recompute one of the forward's read it per step instead."""
     try:
@@ -56,11 +58,10 @@ class _VjpLowering(_Lowering):
 
     def lower(self) -> BackwardProgram:
         prog, n_carry, n_seq = self.prog, self.n_carry, self.n_seq
-        const = set(prog.carry_in[n_carry + n_seq:]) | set(prog.constants)
+        const = set(prog.carry_in[n_carry + n_seq :]) | set(prog.constants)
         pre, step = [], []
         for node in prog.nodes:
-            batched = any(self.meta.get(o) is not None and self.meta[o].batched
-                          for o in node.outs)
+            batched = any(self.meta.get(o) is not None and self.meta[o].batched for o in node.outs)
             if all(r in const for r in node.refs) and not batched:
                 pre.append(node)
                 const.update(node.outs)
@@ -68,7 +69,7 @@ class _VjpLowering(_Lowering):
                 step.append(node)
         weight_ids = list(dict.fromkeys(r for n in step for r in n.refs if r in const))
         cot_carry, per_step_cot = prog.x_in[:n_carry], prog.x_in[n_carry:]
-        primal_rows = prog.carry_in[:n_carry + n_seq]
+        primal_rows = prog.carry_in[: n_carry + n_seq]
         for i in cot_carry + primal_rows + per_step_cot:
             self._batch_slot(i)
         kept_keys, replaced = self._kept_slots()
@@ -77,12 +78,15 @@ class _VjpLowering(_Lowering):
         for node in step:
             if node.outs[0] not in replaced:
                 self._vjp_node(node)
-        for k, i in enumerate(prog.carry_out[n_carry + n_seq:]):
+        for k, i in enumerate(prog.carry_out[n_carry + n_seq :]):
             self._accumulate(k, i)
-        codes, scalars = self.program(cot_carry, primal_rows + per_step_cot + kept_keys,
-                                      weight_ids,
-                                      prog.carry_out[:n_carry],
-                                      prog.carry_out[n_carry:n_carry + n_seq])
+        codes, scalars = self.program(
+            cot_carry,
+            primal_rows + per_step_cot + kept_keys,
+            weight_ids,
+            prog.carry_out[:n_carry],
+            prog.carry_out[n_carry : n_carry + n_seq],
+        )
         return BackwardProgram(codes, scalars, pre, weight_ids)
 
     def _kept_slots(self):
@@ -98,8 +102,10 @@ class _VjpLowering(_Lowering):
         position = {i: k for k, i in enumerate(self.kept.ids)}
         replaced = set()
         for vjp_id, forward_id in _recomputed(self.prog, self.kept).items():
-            if forward_id in position and self.meta[vjp_id].shape[-1] == \
-                    self.kept.cols[position[forward_id]]:
+            if (
+                forward_id in position
+                and self.meta[vjp_id].shape[-1] == self.kept.cols[position[forward_id]]
+            ):
                 self.slots[vjp_id] = self.slots[("kept", position[forward_id])]
                 replaced.add(vjp_id)
         return keys, replaced
@@ -116,8 +122,13 @@ class _VjpLowering(_Lowering):
             code = THRESHOLD_BACKWARD if name == "threshold_backward" else HARDTANH_BACKWARD
             self._pointwise(code, node, node.args)
         elif name == "zeros" and node.args and list(node.args[0][:1]) == [BATCH]:
-            _kwargs_default(node, dtype=self.dtype, layout=torch.strided,
-                            device=torch.device("cpu"), pin_memory=False)
+            _kwargs_default(
+                node,
+                dtype=self.dtype,
+                layout=torch.strided,
+                device=torch.device("cpu"),
+                pin_memory=False,
+            )
             self._emit(COPY, [self._batch_slot(node.outs[0])], [self._immediate(0.0)])
         elif name == "slice_backward":
             self._slice_backward(node)
@@ -129,8 +140,12 @@ class _VjpLowering(_Lowering):
             self.terms[node.outs[0]] = [_flip(term) for term in self.terms[refs[0]]]
         elif name in ("view", "reshape", "_unsafe_view") and refs[0] in self.terms:
             self.terms[node.outs[0]] = self.terms[refs[0]]
-        elif name == "add" and len(refs) == 2 and all(r in self.terms for r in refs) \
-                and not node.kwargs:
+        elif (
+            name == "add"
+            and len(refs) == 2
+            and all(r in self.terms for r in refs)
+            and not node.kwargs
+        ):
             self.terms[node.outs[0]] = self.terms[refs[0]] + self.terms[refs[1]]
         elif name == "mm" and refs[0] in self.transposed:
             g = self._read(refs[1])
@@ -169,8 +184,11 @@ class _VjpLowering(_Lowering):
                 raise Unsupported("layer norm with a batch-shaped weight")
         dx = self._batch_slot(node.outs[0]) if mask[0] else self._anonymous_slot(shape[0])
         g_xhat = self._anonymous_slot(shape[0])
-        self._emit(LAYER_NORM_BACKWARD, [dx, g_xhat],
-                   [gs, xs, self._read(mean.id), self._read(rstd.id), w_slot])
+        self._emit(
+            LAYER_NORM_BACKWARD,
+            [dx, g_xhat],
+            [gs, xs, self._read(mean.id), self._read(rstd.id), w_slot],
+        )
         if mask[1]:
             self.terms[node.outs[1]] = [("colsum", g_xhat)]
         if mask[2]:
@@ -209,8 +227,12 @@ def _flip(term: Tuple) -> Tuple:
 
 def _over_batch(node: Node) -> bool:
     dims = node.args[1] if len(node.args) > 1 else None
-    return isinstance(dims, (list, tuple)) and list(dims) == [0] and \
-        not isinstance(node.args[0], (list, tuple)) and isinstance(node.args[0], Ref)
+    return (
+        isinstance(dims, (list, tuple))
+        and list(dims) == [0]
+        and not isinstance(node.args[0], (list, tuple))
+        and isinstance(node.args[0], Ref)
+    )
 
 
 def _recomputed(prog: Program, kept: KeptProducts) -> Dict[int, int]:
@@ -234,6 +256,7 @@ def _recomputed(prog: Program, kept: KeptProducts) -> Dict[int, int]:
 
 def _node_key(node: Node, lookup):
     """A node's op and arguments with its values named through lookup (None if one is not)."""
+
     def arg(a):
         if isinstance(a, Ref):
             found = lookup(a.id)
@@ -243,6 +266,7 @@ def _node_key(node: Node, lookup):
         if isinstance(a, (list, tuple)):
             return tuple(arg(e) for e in a)
         return repr(a)
+
     try:
         return node.op, arg(node.args), tuple(sorted((k, arg(v)) for k, v in node.kwargs.items()))
     except KeyError:

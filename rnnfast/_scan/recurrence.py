@@ -15,8 +15,16 @@ def _row_mask(mask_t: Tensor, like: Tensor) -> Tensor:
     return mask_t.view(-1, *([1] * (like.dim() - 1)))
 
 
-def forward_loop(step: LoopStep, carry: List[Tensor], seqs: List[Tensor], weights: List[Tensor],
-                 T: int, mask: Optional[Tensor], reverse: bool, keep_states: bool):
+def forward_loop(
+    step: LoopStep,
+    carry: List[Tensor],
+    seqs: List[Tensor],
+    weights: List[Tensor],
+    T: int,
+    mask: Optional[Tensor],
+    reverse: bool,
+    keep_states: bool,
+):
     """Runs T steps (from the last if reverse). Rows whose mask[t] is false keep their carry.
     Returns (final carry, boundary values [T, B, ...], the carry before each step or None,
     values kept for the backward [T, B, ...]: the C++ engine's products, else none).
@@ -49,10 +57,11 @@ class Recurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, step, mask, reverse, T, n_carry, n_seq, *tensors):
         carry = list(tensors[:n_carry])
-        seqs = list(tensors[n_carry:n_carry + n_seq])
-        weights = list(tensors[n_carry + n_seq:])
-        final, boundary, states, products = forward_loop(step, carry, seqs, weights, T, mask,
-                                                         reverse, keep_states=True)
+        seqs = list(tensors[n_carry : n_carry + n_seq])
+        weights = list(tensors[n_carry + n_seq :])
+        final, boundary, states, products = forward_loop(
+            step, carry, seqs, weights, T, mask, reverse, keep_states=True
+        )
         ctx.step, ctx.mask, ctx.reverse, ctx.T = step, mask, reverse, T
         ctx.counts = (n_carry, n_seq, len(products))
         ctx.save_for_backward(*states, *seqs, *weights, *products)
@@ -65,15 +74,27 @@ class Recurrence(torch.autograd.Function):
     def backward(ctx, *grads):
         n_carry, n_seq, n_products = ctx.counts
         saved = ctx.saved_tensors
-        states, seqs = saved[:n_carry], saved[n_carry:n_carry + n_seq]
-        weights = saved[n_carry + n_seq:len(saved) - n_products]
-        products = saved[len(saved) - n_products:]
+        states, seqs = saved[:n_carry], saved[n_carry : n_carry + n_seq]
+        weights = saved[n_carry + n_seq : len(saved) - n_products]
+        products = saved[len(saved) - n_products :]
         finals = [s[0] for s in states]
-        g_carry = [g if g is not None else torch.zeros_like(f, dtype=torch.float32)
-                   for g, f in zip(grads[:n_carry], finals)]
+        g_carry = [
+            g if g is not None else torch.zeros_like(f, dtype=torch.float32)
+            for g, f in zip(grads[:n_carry], finals)
+        ]
         g_bound = list(grads[n_carry:])
-        ran = ctx.step.engine.backward(ctx.step, states, seqs, weights, products, g_carry,
-                                       g_bound, ctx.mask, ctx.reverse, ctx.T)
+        ran = ctx.step.engine.backward(
+            ctx.step,
+            states,
+            seqs,
+            weights,
+            products,
+            g_carry,
+            g_bound,
+            ctx.mask,
+            ctx.reverse,
+            ctx.T,
+        )
         if ran is not None:
             return (None,) * 6 + ran
         g_seqs = [torch.zeros_like(s) if s.is_floating_point() else None for s in seqs]
@@ -96,10 +117,10 @@ class Recurrence(torch.autograd.Function):
                     g = g + torch.where(_row_mask(mask[t], g), 0, g_carry[k])
                 new_carry.append(g)
             g_carry = new_carry
-            for k, g in enumerate(grads_t[n_carry:n_carry + n_seq]):
+            for k, g in enumerate(grads_t[n_carry : n_carry + n_seq]):
                 if g is not None:
                     g_seqs[k][t] = g
-            for k, g in enumerate(grads_t[n_carry + n_seq:]):
+            for k, g in enumerate(grads_t[n_carry + n_seq :]):
                 if g is not None:
                     g_weights[k] += g
         return (None,) * 6 + (*g_carry, *g_seqs, *g_weights)

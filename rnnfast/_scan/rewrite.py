@@ -19,8 +19,9 @@ def classify(prog: Program) -> Dict[int, int]:
     cls.update({i: CORE for i in prog.carry_in})
     for node in prog.nodes:
         c = max((cls[r] for r in node.refs), default=CONST)
-        if c == CONST and any(prog.meta.get(o) is not None and prog.meta[o].batched
-                              for o in node.outs):
+        if c == CONST and any(
+            prog.meta.get(o) is not None and prog.meta[o].batched for o in node.outs
+        ):
             c = HOIST
         for o in node.outs:
             cls[o] = c
@@ -75,23 +76,33 @@ def _products_by_part(prog, node, parts, cls):
     for k, (part, start, width) in enumerate(rows):
         w_rows = prog.new_id(ValueMeta(w_meta.dtype, (width, *w_meta.shape[1:])))
         cls[w_rows] = CONST
-        new_nodes.append(Node("aten.slice.Tensor", (weight, 0, start, start + width), {},
-                              (w_rows,), node.source))
+        new_nodes.append(
+            Node("aten.slice.Tensor", (weight, 0, start, start + width), {}, (w_rows,), node.source)
+        )
         last = k == len(rows) - 1
         product = node.outs[0] if last and total is None else prog.new_id(out_meta)
         if k == 0 and packet(node) == "addmm":
-            new_nodes.append(Node("aten.addmm.default", (node.args[0], part, Ref(w_rows)), {},
-                                  (product,), node.source))
+            new_nodes.append(
+                Node(
+                    "aten.addmm.default",
+                    (node.args[0], part, Ref(w_rows)),
+                    {},
+                    (product,),
+                    node.source,
+                )
+            )
         else:
-            new_nodes.append(Node("aten.mm.default", (part, Ref(w_rows)), {}, (product,),
-                                  node.source))
+            new_nodes.append(
+                Node("aten.mm.default", (part, Ref(w_rows)), {}, (product,), node.source)
+            )
         cls[product] = max(cls[part.id], CONST)
         if total is None:
             total = product
             continue
         summed = node.outs[0] if last else prog.new_id(out_meta)
-        new_nodes.append(Node("aten.add.Tensor", (Ref(total), Ref(product)), {}, (summed,),
-                              node.source))
+        new_nodes.append(
+            Node("aten.add.Tensor", (Ref(total), Ref(product)), {}, (summed,), node.source)
+        )
         cls[summed] = max(cls[total], cls[product])
         total = summed
     return new_nodes

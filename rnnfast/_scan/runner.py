@@ -26,8 +26,14 @@ def _rows(t: Tensor, T: int, B: int) -> Tensor:
     return t.reshape(T * B, *t.shape[2:])
 
 
-def run_plan(plan: StepPlan, init: List[Tensor], xs: List[Tensor], weights: List[Tensor],
-             lengths: Optional[Tensor], reverse: bool):
+def run_plan(
+    plan: StepPlan,
+    init: List[Tensor],
+    xs: List[Tensor],
+    weights: List[Tensor],
+    lengths: Optional[Tensor],
+    reverse: bool,
+):
     """(final carry leaves, y leaves [T, B, ...]) of the step over xs ([T, B, ...] leaves)."""
     split, prog = plan.split, plan.split.prog
     T, B = xs[0].shape[0], xs[0].shape[1]
@@ -40,15 +46,17 @@ def run_plan(plan: StepPlan, init: List[Tensor], xs: List[Tensor], weights: List
     loop_weights = [env[i] for i in split.loop_weights_in]
     mask = None
     if lengths is not None:
-        mask = lengths.to(xs[0].device).unsqueeze(0) > torch.arange(T, device=xs[0].device
-                                                                    ).unsqueeze(1)  # [T, B]
+        mask = lengths.to(xs[0].device).unsqueeze(0) > torch.arange(
+            T, device=xs[0].device
+        ).unsqueeze(1)  # [T, B]
     tensors = [*init, *seqs, *loop_weights]
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         outs = Recurrence.apply(plan.loop, mask, reverse, T, len(init), len(seqs), *tensors)
-        final, boundary = list(outs[:len(init)]), list(outs[len(init):])
+        final, boundary = list(outs[: len(init)]), list(outs[len(init) :])
     else:
-        final, boundary, _, _ = forward_loop(plan.loop, list(init), seqs, loop_weights, T,
-                                             mask, reverse, keep_states=False)
+        final, boundary, _, _ = forward_loop(
+            plan.loop, list(init), seqs, loop_weights, T, mask, reverse, keep_states=False
+        )
     env.update((i, _rows(b, T, B)) for i, b in zip(split.boundary, boundary))
     run_nodes(split.output_nodes, env, T * B)
     ys = [env[i].reshape(T, B, *env[i].shape[1:]) for i in prog.y_out]

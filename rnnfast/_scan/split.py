@@ -23,9 +23,9 @@ class SplitStep:
     hoisted_nodes: List[Node]
     loop_nodes: List[Node]
     output_nodes: List[Node]
-    loop_seq_in: List[int]     # hoisted values the loop reads at each step
+    loop_seq_in: List[int]  # hoisted values the loop reads at each step
     loop_weights_in: List[int]  # weight values the loop reads
-    boundary: List[int]        # loop values (or carry inputs) the output part or y read
+    boundary: List[int]  # loop values (or carry inputs) the output part or y read
 
 
 def split_step(prog: Program) -> SplitStep:
@@ -35,8 +35,15 @@ def split_step(prog: Program) -> SplitStep:
     parts: Dict[str, List[Node]] = {"weights": [], "hoisted": [], "loop": [], "output": []}
     for k, node in enumerate(prog.nodes):
         c = cls[node.outs[0]]
-        part = ("weights" if c == CONST else "hoisted" if c == HOIST else
-                "loop" if k in in_loop else "output")
+        part = (
+            "weights"
+            if c == CONST
+            else "hoisted"
+            if c == HOIST
+            else "loop"
+            if k in in_loop
+            else "output"
+        )
         if part != "weights":
             _check_engine_op(node, cls, prog)
         parts[part].append(node)
@@ -46,10 +53,15 @@ def split_step(prog: Program) -> SplitStep:
     outside = [r for r in _ordered(reads) if r not in loop_defined]
     boundary_reads = [r for n in parts["output"] for r in n.refs] + list(prog.y_out)
     return SplitStep(
-        prog, parts["weights"], parts["hoisted"], parts["loop"], parts["output"],
+        prog,
+        parts["weights"],
+        parts["hoisted"],
+        parts["loop"],
+        parts["output"],
         loop_seq_in=[r for r in outside if cls[r] == HOIST],
         loop_weights_in=[r for r in outside if cls[r] == CONST],
-        boundary=[r for r in _ordered(boundary_reads) if r in loop_defined])
+        boundary=[r for r in _ordered(boundary_reads) if r in loop_defined],
+    )
 
 
 def _ordered(ids) -> List[int]:
@@ -70,10 +82,13 @@ def _loop_nodes(prog, cls) -> set:
 def _check_engine_op(node: Node, cls, prog) -> None:
     why = check(node, lambda i: prog.meta[i])
     if not why and packet(node) in PRODUCTS and cls[node.args[-1].id] != CONST:
-        why = ("a product of two values that change from step to step; the engine multiplies "
-               "the state or input by a weight")
+        why = (
+            "a product of two values that change from step to step; the engine multiplies "
+            "the state or input by a weight"
+        )
     if why:
         at = f", traced at {node.source}" if node.source else ""
         raise ScanTraceError(
             f"rnnfast.scan: combine_fn uses {node.op}, which the fused engine cannot run "
-            f"({why}){at}. Pass fallback='loop' to run such a step as a Python loop.")
+            f"({why}){at}. Pass fallback='loop' to run such a step as a Python loop."
+        )

@@ -37,11 +37,13 @@ def trace_step(captures: StepCaptures, init_leaves, init_spec, x_leaves, x_spec)
 
     def traced(*flat):
         c = pytree.tree_unflatten(list(flat[:n_carry]), init_spec)
-        x = pytree.tree_unflatten(list(flat[n_carry:n_carry + n_x]), x_spec)
-        result = captures.call(list(flat[n_carry + n_x:]), c, x)
+        x = pytree.tree_unflatten(list(flat[n_carry : n_carry + n_x]), x_spec)
+        result = captures.call(list(flat[n_carry + n_x :]), c, x)
         if not isinstance(result, (tuple, list)) or len(result) != 2:
-            raise ScanTraceError("rnnfast.scan: combine_fn must return a pair (next_carry, y); "
-                                 f"got {type(result).__name__}")
+            raise ScanTraceError(
+                "rnnfast.scan: combine_fn must return a pair (next_carry, y); "
+                f"got {type(result).__name__}"
+            )
         next_leaves = _check_carry(result[0], init_spec, carry)
         y_leaves, found["y_spec"] = pytree.tree_flatten(result[1])
         found["y_none"] = [y is None for y in y_leaves]  # a y_t of None stacks to None
@@ -50,13 +52,15 @@ def trace_step(captures: StepCaptures, init_leaves, init_spec, x_leaves, x_spec)
             if not isinstance(y, Tensor) or y.dim() == 0 or y.shape[0] != b:
                 raise ScanTraceError(
                     f"rnnfast.scan: y leaf {i} of combine_fn must be a tensor [B, ...] (B: the "
-                    f"batch of init and xs); got {_describe(y, b)}")
+                    f"batch of init and xs); got {_describe(y, b)}"
+                )
         return (*next_leaves, *y_leaves)
 
     try:
         with torch.no_grad():
             gm = make_fx(traced, tracing_mode="fake", record_stack_traces=True)(
-                *carry, *xs, *weights)
+                *carry, *xs, *weights
+            )
     except (ScanTraceError, CarryMismatchError):
         raise
     except Exception as e:
@@ -65,10 +69,12 @@ def trace_step(captures: StepCaptures, init_leaves, init_spec, x_leaves, x_spec)
                 "rnnfast.scan: combine_fn reads a tensor from a place the closure lifting does "
                 "not look (a helper function's globals or closure, an object's attribute "
                 "reached through a call); pass it through the step's closure, defaults, globals "
-                "or module instead") from e
-        raise ScanTraceError(f"rnnfast.scan: combine_fn could not be traced once for all steps "
-                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                             ) from e
+                "or module instead"
+            ) from e
+        raise ScanTraceError(
+            f"rnnfast.scan: combine_fn could not be traced once for all steps "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
     return lower(gm, n_carry, n_x, b), found["y_spec"], found["y_none"]
 
 
@@ -82,17 +88,21 @@ def _describe(v, b) -> str:
 def _check_carry(next_carry, init_spec, carry) -> list:
     leaves, spec = pytree.tree_flatten(next_carry)
     if spec != init_spec:
-        raise CarryMismatchError(f"rnnfast.scan: combine_fn's next carry must have init's "
-                                 f"structure {init_spec}; got {spec}")
+        raise CarryMismatchError(
+            f"rnnfast.scan: combine_fn's next carry must have init's "
+            f"structure {init_spec}; got {spec}"
+        )
     for i, (new, old) in enumerate(zip(leaves, carry)):
         if not isinstance(new, Tensor):
-            raise CarryMismatchError(f"rnnfast.scan: carry leaf {i} must be a tensor; got "
-                                     f"{type(new).__name__}")
+            raise CarryMismatchError(
+                f"rnnfast.scan: carry leaf {i} must be a tensor; got {type(new).__name__}"
+            )
         if new.shape != old.shape or new.dtype != old.dtype:
             raise CarryMismatchError(
                 f"rnnfast.scan: combine_fn changes carry leaf {i}: init has shape "
                 f"{list(old.shape[1:])} after the batch and dtype {old.dtype}, the next carry "
-                f"{list(new.shape[1:])} and {new.dtype}")
+                f"{list(new.shape[1:])} and {new.dtype}"
+            )
     return leaves
 
 
@@ -113,8 +123,13 @@ def lower(gm: torch.fx.GraphModule, n_carry: int, n_x: int, b: int, n_carry_out=
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             i = ids[node] = prog.new_id(_meta(node.meta["val"], b))
-            role = (prog.carry_in if placeholders < n_carry else
-                    prog.x_in if placeholders < n_carry + n_x else prog.weights_in)
+            role = (
+                prog.carry_in
+                if placeholders < n_carry
+                else prog.x_in
+                if placeholders < n_carry + n_x
+                else prog.weights_in
+            )
             role.append(i)
             placeholders += 1
         elif node.op == "get_attr":
@@ -127,9 +142,11 @@ def lower(gm: torch.fx.GraphModule, n_carry: int, n_x: int, b: int, n_carry_out=
             flat = [ids[n] for n in node.args[0]]
             prog.carry_out, prog.y_out = flat[:n_carry_out], flat[n_carry_out:]
         else:
-            raise ScanTraceError(f"rnnfast.scan: combine_fn calls {node.target}, which the "
-                                 f"tracer could not reduce to ATen ops"
-                                 f"{_at(node)}")
+            raise ScanTraceError(
+                f"rnnfast.scan: combine_fn calls {node.target}, which the "
+                f"tracer could not reduce to ATen ops"
+                f"{_at(node)}"
+            )
     return prog
 
 
@@ -143,7 +160,8 @@ def _lower_constant(prog, ids, node, tensor, b):
         raise ScanTraceError(
             "rnnfast.scan: combine_fn reads a tensor that requires grad from a place the "
             "closure lifting does not look (a helper's globals or closure); pass it through "
-            f"the step's closure, defaults, globals or module instead{_at(node)}")
+            f"the step's closure, defaults, globals or module instead{_at(node)}"
+        )
     i = ids[node] = prog.new_id(_meta(tensor, b))
     prog.constants[i] = tensor
 
@@ -162,13 +180,13 @@ def _lower_call(prog, ids, node, b):
 
     val = node.meta["val"]
     if isinstance(val, (list, tuple)):
-        outs = tuple(prog.new_id(_meta(v, b)) if isinstance(v, Tensor) else prog.new_id()
-                     for v in val)
+        outs = tuple(
+            prog.new_id(_meta(v, b)) if isinstance(v, Tensor) else prog.new_id() for v in val
+        )
         ids[node] = outs
     else:
         outs = (prog.new_id(_meta(val, b)),)
         ids[node] = outs[0]
     args = convert(tuple(node.args))
     kwargs = {k: convert(v) for k, v in node.kwargs.items()}
-    prog.nodes.append(Node(name, args, kwargs, outs,
-                           user_line(node.meta.get("stack_trace"))))
+    prog.nodes.append(Node(name, args, kwargs, outs, user_line(node.meta.get("stack_trace"))))

@@ -89,12 +89,15 @@ def seed_srn_from_torch(weight_ih, weight_hh, bias_ih=None, bias_hh=None) -> See
     """A :class:`SeedSRN` computing what ``nn.RNN`` (tanh) computes with these weights."""
     hidden_size, input_size = weight_ih.shape
     b = _sum_biases([bias_ih, bias_hh], hidden_size, weight_ih)
-    srn = SeedSRN(input_size, hidden_size, W_attr=weight_ih.t(), U_attr=weight_hh.t(), b_attr=b[None])
+    srn = SeedSRN(
+        input_size, hidden_size, W_attr=weight_ih.t(), U_attr=weight_hh.t(), b_attr=b[None]
+    )
     return srn.to(weight_ih.device)
 
 
 def seed_srn_to_torch(srn: SeedSRN) -> dict[str, Tensor]:
-    """torch.nn-layout weights (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``) of an SRN."""
+    """torch.nn-layout weights (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``) of an
+    SRN."""
     return _torch_layout([srn.W], [srn.U], [srn.b[0]])
 
 
@@ -121,13 +124,17 @@ def seed_gru(inputs, state, params):
 _GRU_TORCH_TO_SEED = (1, 0, 2)
 
 
-def seed_gru_params_from_torch(weight_ih, weight_hh, bias_ih=None, bias_hh=None, requires_grad=True):
+def seed_gru_params_from_torch(
+    weight_ih, weight_hh, bias_ih=None, bias_hh=None, requires_grad=True
+):
     """``[W_xz, W_hz, b_z, W_xr, W_hr, b_r, W_xh, W_hh, b_h]`` from torch.nn GRU weights.
 
     The seed's cell is reset-before, i.e. torch.nn-layout weights with
     ``rnnfast.functional.gru(..., reset_after=False)``, not ``nn.GRU``.
     """
-    return _seed_params(weight_ih, weight_hh, bias_ih, bias_hh, 3, _GRU_TORCH_TO_SEED, requires_grad)
+    return _seed_params(
+        weight_ih, weight_hh, bias_ih, bias_hh, 3, _GRU_TORCH_TO_SEED, requires_grad
+    )
 
 
 def seed_gru_params_to_torch(params) -> dict[str, Tensor]:
@@ -161,9 +168,14 @@ def seed_lstm(inputs, state, params):
 _LSTM_TORCH_TO_SEED = (0, 1, 2, 3)  # both i, f, g, o
 
 
-def seed_lstm_params_from_torch(weight_ih, weight_hh, bias_ih=None, bias_hh=None, requires_grad=True):
-    """``[W_xi, W_hi, b_i, W_xf, W_hf, b_f, W_xg, W_hg, b_g, W_xo, W_ho, b_o]`` from nn.LSTM weights."""
-    return _seed_params(weight_ih, weight_hh, bias_ih, bias_hh, 4, _LSTM_TORCH_TO_SEED, requires_grad)
+def seed_lstm_params_from_torch(
+    weight_ih, weight_hh, bias_ih=None, bias_hh=None, requires_grad=True
+):
+    """``[W_xi, W_hi, b_i, W_xf, W_hf, b_f, W_xg, W_hg, b_g, W_xo, W_ho, b_o]`` from nn.LSTM
+    weights."""
+    return _seed_params(
+        weight_ih, weight_hh, bias_ih, bias_hh, 4, _LSTM_TORCH_TO_SEED, requires_grad
+    )
 
 
 def seed_lstm_params_to_torch(params) -> dict[str, Tensor]:

@@ -30,8 +30,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from . import baselines
 from .. import functional as RF
+from . import baselines
 
 CELLS = ("rnn", "gru", "lstm")
 PASSES = ("fwd", "fwd_nograd", "fwdbwd")
@@ -226,8 +226,9 @@ def make_step(impl: Impl, x: Tensor, pass_: str) -> Callable[[], None]:
     return step
 
 
-def gemm_floor_step(cell: str, shape: Shape, pass_: str, device="cpu",
-                    dtype: torch.dtype = torch.float32) -> Callable[[], None]:
+def gemm_floor_step(
+    cell: str, shape: Shape, pass_: str, device="cpu", dtype: torch.dtype = torch.float32
+) -> Callable[[], None]:
     """The GEMMs of a case and nothing else, into preallocated buffers.
 
     Forward: the input projection ``[T*B,I] x [I,G*H]`` and T recurrent products
@@ -279,8 +280,19 @@ def gemm_floor_step(cell: str, shape: Shape, pass_: str, device="cpu",
             backward()
 
     # What the GEMMs read and write, for the tests.
-    tensors = dict(x=x, h_all=h_all, d_gates=d_gates, w_ih=w_ih, w_hh=w_hh, x_proj=x_proj,
-                   rec=rec, dx=dx, dh=dh, dw_ih=dw_ih, dw_hh=dw_hh)
+    tensors = dict(
+        x=x,
+        h_all=h_all,
+        d_gates=d_gates,
+        w_ih=w_ih,
+        w_hh=w_hh,
+        x_proj=x_proj,
+        rec=rec,
+        dx=dx,
+        dh=dh,
+        dw_ih=dw_ih,
+        dw_hh=dw_hh,
+    )
     if device.type != "cuda":
 
         def step():
@@ -364,7 +376,10 @@ def check_agreement(impls: dict[str, Impl], x: Tensor, backward: bool = True, to
             y = impl.forward(x)
             if backward:
                 y.sum().backward()
-        results[name] = (y.detach().reshape(-1, y.shape[-1]), None if x.grad is None else x.grad.clone())
+        results[name] = (
+            y.detach().reshape(-1, y.shape[-1]),
+            None if x.grad is None else x.grad.clone(),
+        )
     x.grad = None
     checks = []
     names = list(impls)

@@ -9,7 +9,8 @@
 Times are the median of ``--repeat`` runs (default per shape, see
 ``rnnfast.bench.cases.SHAPES``) after warm-up runs, in milliseconds, measured with
 ``time.perf_counter`` (synchronizing CUDA). Except at S, the implementations of a case run
-in rounds, one run of each per round (see ``Shape.interleaved``). For the shapes M and L the table of
+in rounds, one run of each per round (see ``Shape.interleaved``). For the shapes M and L the
+table of
 forward+backward memory follows: the peak above the level before the step (CPU: peak
 RSS, ``VmHWM`` after resetting it through ``/proc/self/clear_refs``; CUDA:
 ``torch.cuda.max_memory_allocated``) and the bytes of the tensors autograd saves for
@@ -55,37 +56,70 @@ def _choices(names, describe=str) -> str:
 
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m rnnfast.bench", description=__doc__.split("\n\n")[0],
+        prog="python -m rnnfast.bench",
+        description=__doc__.split("\n\n")[0],
         epilog=modes.describe() + "\n\nThe run ends with a summary table and draws the "
         f"speedups to {DEFAULT_PLOT} (--plot PATH elsewhere, --no-plot not at all).",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--cells", type=_csv(cases.CELLS), default=cases.CELLS,
-                   help=f"comma-separated, of {_choices(cases.CELLS)} (default: all)")
-    p.add_argument("--shapes", type=_csv(cases.SHAPES), default=None,
-                   help="comma-separated, of " + _choices(cases.SHAPES, lambda n: str(cases.SHAPES[n]))
-                   + " (default: the mode's, see below)")
-    p.add_argument("--passes", type=_csv(cases.PASSES), default=modes.PASSES,
-                   help=f"comma-separated, of {_choices(cases.PASSES)} "
-                   f"(default: {','.join(modes.PASSES)})")
-    p.add_argument("--repeat", type=int, default=None, help="timed runs per case (default: per shape)")
+    p.add_argument(
+        "--cells",
+        type=_csv(cases.CELLS),
+        default=cases.CELLS,
+        help=f"comma-separated, of {_choices(cases.CELLS)} (default: all)",
+    )
+    p.add_argument(
+        "--shapes",
+        type=_csv(cases.SHAPES),
+        default=None,
+        help="comma-separated, of "
+        + _choices(cases.SHAPES, lambda n: str(cases.SHAPES[n]))
+        + " (default: the mode's, see below)",
+    )
+    p.add_argument(
+        "--passes",
+        type=_csv(cases.PASSES),
+        default=modes.PASSES,
+        help=f"comma-separated, of {_choices(cases.PASSES)} (default: {','.join(modes.PASSES)})",
+    )
+    p.add_argument(
+        "--repeat", type=int, default=None, help="timed runs per case (default: per shape)"
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true",
-                      help=f"shape S only, few repetitions ({modes.MODES['quick'].duration})")
-    mode.add_argument("--full", action="store_true",
-                      help=f"every shape, L included ({modes.MODES['full'].duration})")
+    mode.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"shape S only, few repetitions ({modes.MODES['quick'].duration})",
+    )
+    mode.add_argument(
+        "--full",
+        action="store_true",
+        help=f"every shape, L included ({modes.MODES['full'].duration})",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
-    p.add_argument("--no-modules", action="store_true",
-                   help="skip the layer and cell benchmarks (rnnfast.RNN/GRU/LSTM and cells)")
+    p.add_argument(
+        "--no-modules",
+        action="store_true",
+        help="skip the layer and cell benchmarks (rnnfast.RNN/GRU/LSTM and cells)",
+    )
     p.add_argument("--json", metavar="PATH", help="write all figures and machine info to PATH")
-    p.add_argument("--plot", metavar="PATH", default=None,
-                   help="draw the speedups over torch.nn and hand-written loops to PATH (PNG, SVG, "
-                   f"...; default {DEFAULT_PLOT})")
+    p.add_argument(
+        "--plot",
+        metavar="PATH",
+        default=None,
+        help="draw the speedups over torch.nn and hand-written loops to PATH (PNG, SVG, "
+        f"...; default {DEFAULT_PLOT})",
+    )
     p.add_argument("--no-plot", action="store_true", help="draw nothing")
-    p.add_argument("--compare", metavar="OLD_JSON",
-                   help="show what changed since an earlier run's --json file")
-    p.add_argument("--from-json", metavar="PATH",
-                   help="measure nothing: report (and --plot, --compare) an earlier run's --json file")
+    p.add_argument(
+        "--compare", metavar="OLD_JSON", help="show what changed since an earlier run's --json file"
+    )
+    p.add_argument(
+        "--from-json",
+        metavar="PATH",
+        help="measure nothing: report (and --plot, --compare) an earlier run's --json file",
+    )
     return p
 
 
@@ -127,9 +161,13 @@ def main(argv=None) -> dict:
         print_report(report)
         _plot_and_compare(args, report, old_report)
         return report
-    print(f"rnnfast.bench, {args.mode} mode ({modes.MODES[args.mode].duration} on a 2-core "
-          f"CPU): {runner.case_count(args)} cases; shapes {','.join(args.shapes)}; "
-          f"--help lists the modes", file=sys.stderr, flush=True)
+    print(
+        f"rnnfast.bench, {args.mode} mode ({modes.MODES[args.mode].duration} on a 2-core "
+        f"CPU): {runner.case_count(args)} cases; shapes {','.join(args.shapes)}; "
+        f"--help lists the modes",
+        file=sys.stderr,
+        flush=True,
+    )
     start = time.perf_counter()
     runner.measure_all(args, report)
     report["settings"]["wall_s"] = time.perf_counter() - start

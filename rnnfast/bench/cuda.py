@@ -41,9 +41,8 @@ import time
 
 import torch
 
-from . import cases
-from . import baselines
 from .. import functional as RF
+from . import baselines, cases
 
 BATCHES = (1, 8, 64, 256)
 STEPS = (100, 1024)
@@ -104,7 +103,11 @@ def make_impls(cell, B, T, H, dtype, device):
             loop = baselines.seed_lstm
         n_states = 1 if cell == "gru" else 2
         state = tuple(torch.zeros(B, H, dtype=dtype, device=device) for _ in range(n_states))
-        impls["seed"] = (lambda x: loop(x, state, params)[0], params, "rb" if cell == "gru" else "ra")
+        impls["seed"] = (
+            lambda x: loop(x, state, params)[0],
+            params,
+            "rb" if cell == "gru" else "ra",
+        )
     return impls
 
 
@@ -177,19 +180,42 @@ def run(args, save=lambda report: None):
     results, skipped, checks = [], [], {}
     # Short sequences first, every cell and dtype of them: a run cut short by its budget still
     # has a figure for each, rather than the float32 half of the grid alone.
-    grid = [(c, d, B, T, H) for T in args.steps for d in args.dtypes for c in args.cells
-            for B in args.batches for H in args.hidden]
+    grid = [
+        (c, d, B, T, H)
+        for T in args.steps
+        for d in args.dtypes
+        for c in args.cells
+        for B in args.batches
+        for H in args.hidden
+    ]
     shapes = [(B, T, H) for _, _, B, T, H in grid]
     agreement_shape = AGREEMENT_SHAPE if AGREEMENT_SHAPE in shapes else shapes[0]
     on_gpu = device == "cuda"
     report = dict(
-        machine=dict(device=torch.cuda.get_device_name() if on_gpu else platform.processor(),
-                     torch=torch.__version__, cuda=torch.version.cuda,
-                     cudnn=torch.backends.cudnn.version() if on_gpu else None),
-        plan=dict(batches=args.batches, steps=args.steps, hidden=args.hidden, cells=args.cells,
-                  dtypes=args.dtypes, passes=args.passes, repeat=args.repeat,
-                  seed_repeat=1, seed_long_shapes=SEED_LONG_SHAPES, budget_s=args.budget_s),
-        results=results, skipped=skipped, agreement=checks, seconds=0.0, stopped=None)
+        machine=dict(
+            device=torch.cuda.get_device_name() if on_gpu else platform.processor(),
+            torch=torch.__version__,
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version() if on_gpu else None,
+        ),
+        plan=dict(
+            batches=args.batches,
+            steps=args.steps,
+            hidden=args.hidden,
+            cells=args.cells,
+            dtypes=args.dtypes,
+            passes=args.passes,
+            repeat=args.repeat,
+            seed_repeat=1,
+            seed_long_shapes=SEED_LONG_SHAPES,
+            budget_s=args.budget_s,
+        ),
+        results=results,
+        skipped=skipped,
+        agreement=checks,
+        seconds=0.0,
+        stopped=None,
+    )
 
     def snapshot():
         report["seconds"] = time.perf_counter() - started
@@ -225,9 +251,14 @@ def run(args, save=lambda report: None):
         """The case's GEMMs alone, replayed from a CUDA graph (cases.gemm_floor_step)."""
         shape = cases.Shape("g", B, T, H, H, warmup=1, repeat=args.repeat)
         for pass_ in args.passes:
-            timed(case, dict(case, impl="gemm_floor", pass_=pass_),
-                  lambda: cases.gemm_floor_step(cell, shape, pass_, device, dtype), args.repeat,
-                  math=None, gemm_gflop=cases.gemm_flops(cell, shape, pass_) / 1e9)
+            timed(
+                case,
+                dict(case, impl="gemm_floor", pass_=pass_),
+                lambda: cases.gemm_floor_step(cell, shape, pass_, device, dtype),
+                args.repeat,
+                math=None,
+                gemm_gflop=cases.gemm_flops(cell, shape, pass_) / 1e9,
+            )
             if report["stopped"] is None and on_gpu:
                 torch.cuda.empty_cache()  # the pass's buffers and graph, before the next's
 
@@ -253,14 +284,19 @@ def run(args, save=lambda report: None):
                         checks[key] = agreement(impls, x, dtype)
                     except Exception as error:  # noqa: BLE001 (the timing below names it too)
                         checks[key] = {"error": f"{type(error).__name__}: {error}"[:300]}
-                names = (["seed"] if phase == "seed" else
-                         [n for n in impls if n != "seed" or T <= 100])
+                names = (
+                    ["seed"] if phase == "seed" else [n for n in impls if n != "seed" or T <= 100]
+                )
                 for name in names:
                     forward, params, math = impls[name]
                     for pass_ in args.passes:
-                        timed(case, dict(case, impl=name, pass_=pass_),
-                              lambda: make_step(forward, params, x, pass_),
-                              1 if name == "seed" else args.repeat, math=math)
+                        timed(
+                            case,
+                            dict(case, impl=name, pass_=pass_),
+                            lambda: make_step(forward, params, x, pass_),
+                            1 if name == "seed" else args.repeat,
+                            math=math,
+                        )
                 impls = x = None  # freed before the floor's buffers
                 if phase == "fast":
                     time_floor(case, cell, B, T, H, dtype)
@@ -276,8 +312,10 @@ def run(args, save=lambda report: None):
 def speedups(report):
     """Rows (cell, dtype, pass, B, T, H, ms rnnfast, x vs cuDNN, x vs seed, floor ms, seed /
     floor, cuDNN / floor); None where a figure is missing."""
-    ms = {(r["cell"], r["dtype"], r["pass_"], r["B"], r["T"], r["H"], r["impl"]): r["ms"]
-          for r in report["results"]}
+    ms = {
+        (r["cell"], r["dtype"], r["pass_"], r["B"], r["T"], r["H"], r["impl"]): r["ms"]
+        for r in report["results"]
+    }
     rows = []
     for (cell, dtype, pass_, B, T, H, impl), t in sorted(ms.items()):
         if impl != "rnnfast":
@@ -291,27 +329,45 @@ def speedups(report):
         def ratio(a, b):
             return None if a is None or b is None else a / b
 
-        rows.append(dict(cell=cell, dtype=dtype, pass_=pass_, B=B, T=T, H=H, ms=t,
-                         vs_cudnn=ratio(cudnn, t), vs_seed=ratio(seed, same_as_seed),
-                         floor_ms=floor, seed_over_floor=ratio(seed, floor),
-                         cudnn_over_floor=ratio(cudnn, floor)))
+        rows.append(
+            dict(
+                cell=cell,
+                dtype=dtype,
+                pass_=pass_,
+                B=B,
+                T=T,
+                H=H,
+                ms=t,
+                vs_cudnn=ratio(cudnn, t),
+                vs_seed=ratio(seed, same_as_seed),
+                floor_ms=floor,
+                seed_over_floor=ratio(seed, floor),
+                cudnn_over_floor=ratio(cudnn, floor),
+            )
+        )
     return rows
 
 
 def table(report):
     rows = speedups(report)
-    lines = [f"rnnfast on {report['machine']['device']}, torch {report['machine']['torch']}, "
-             f"cuDNN {report['machine']['cudnn']}; speedup = baseline time / rnnfast time",
-             f"targets: >= {SEED_TARGET:g}x seed loops everywhere, >= {CUDNN_TARGET:g}x cuDNN "
-             "where B >= 64 (! marks a miss)",
-             "floor: the case's GEMMs alone, replayed from a CUDA graph; seed/floor is the most "
-             "any implementation running them through cuBLAS could gain over the seed loop "
-             f"(< marks one under {SEED_TARGET:g}x: that target is out of this path's reach)", ""]
-    head = f"{'cell':5} {'dtype':9} {'pass':6} {'B':>4} {'T':>5} {'H':>5} {'ms':>9} " \
-           f"{'x cuDNN':>8} {'x seed':>8} {'floor ms':>9} {'seed/fl':>8} {'cuDNN/fl':>8}"
+    lines = [
+        f"rnnfast on {report['machine']['device']}, torch {report['machine']['torch']}, "
+        f"cuDNN {report['machine']['cudnn']}; speedup = baseline time / rnnfast time",
+        f"targets: >= {SEED_TARGET:g}x seed loops everywhere, >= {CUDNN_TARGET:g}x cuDNN "
+        "where B >= 64 (! marks a miss)",
+        "floor: the case's GEMMs alone, replayed from a CUDA graph; seed/floor is the most "
+        "any implementation running them through cuBLAS could gain over the seed loop "
+        f"(< marks one under {SEED_TARGET:g}x: that target is out of this path's reach)",
+        "",
+    ]
+    head = (
+        f"{'cell':5} {'dtype':9} {'pass':6} {'B':>4} {'T':>5} {'H':>5} {'ms':>9} "
+        f"{'x cuDNN':>8} {'x seed':>8} {'floor ms':>9} {'seed/fl':>8} {'cuDNN/fl':>8}"
+    )
     lines += [head, "-" * len(head)]
     misses = beyond_floor = 0
     for r in rows:
+
         def fmt(v, mark=False):
             return f"{'-':>8}" if v is None else f"{v:7.2f}{'!' if mark else ' '}"
 
@@ -320,22 +376,31 @@ def table(report):
         out_of_reach = r["seed_over_floor"] is not None and r["seed_over_floor"] < SEED_TARGET
         misses += cudnn_miss + seed_miss
         beyond_floor += seed_miss and out_of_reach
-        seed_bound = (f"{'-':>8}" if r["seed_over_floor"] is None else
-                      f"{r['seed_over_floor']:7.2f}{'<' if out_of_reach else ' '}")
+        seed_bound = (
+            f"{'-':>8}"
+            if r["seed_over_floor"] is None
+            else f"{r['seed_over_floor']:7.2f}{'<' if out_of_reach else ' '}"
+        )
         floor = f"{'-':>9}" if r["floor_ms"] is None else f"{r['floor_ms']:9.3f}"
-        lines.append(f"{r['cell']:5} {r['dtype']:9} {r['pass_']:6} {r['B']:>4} {r['T']:>5} "
-                     f"{r['H']:>5} {r['ms']:9.3f} {fmt(r['vs_cudnn'], cudnn_miss)} "
-                     f"{fmt(r['vs_seed'], seed_miss)} {floor} {seed_bound} "
-                     f"{fmt(r['cudnn_over_floor'])}")
-    lines += ["", f"target misses: {misses} (of the seed-loop ones, {beyond_floor} out of reach "
-              "of any implementation above the floor); "
-              f"skipped: {len(report['skipped'])}; "
-              f"agreement (max rel. diff of y): {json.dumps(report['agreement'])}",
-              f"took {report['seconds']:.0f} s"]
+        lines.append(
+            f"{r['cell']:5} {r['dtype']:9} {r['pass_']:6} {r['B']:>4} {r['T']:>5} "
+            f"{r['H']:>5} {r['ms']:9.3f} {fmt(r['vs_cudnn'], cudnn_miss)} "
+            f"{fmt(r['vs_seed'], seed_miss)} {floor} {seed_bound} "
+            f"{fmt(r['cudnn_over_floor'])}"
+        )
+    lines += [
+        "",
+        f"target misses: {misses} (of the seed-loop ones, {beyond_floor} out of reach "
+        "of any implementation above the floor); "
+        f"skipped: {len(report['skipped'])}; "
+        f"agreement (max rel. diff of y): {json.dumps(report['agreement'])}",
+        f"took {report['seconds']:.0f} s",
+    ]
     if report["stopped"] is not None:
         lines.append(f"STOPPED early: {report['stopped']}")
-    failures = [case for case in report["skipped"]
-                if case["why"] not in ("time budget", report["stopped"])]
+    failures = [
+        case for case in report["skipped"] if case["why"] not in ("time budget", report["stopped"])
+    ]
     lines += [f"failed: {f}" for f in failures[:20]]
     return "\n".join(lines)
 
@@ -343,15 +408,27 @@ def table(report):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="folder for bench_cuda.json and bench_cuda.txt")
-    p.add_argument("--budget-s", type=float, default=240.0,
-                   help="stop starting new cases after this many seconds")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=240.0,
+        help="stop starting new cases after this many seconds",
+    )
     p.add_argument("--repeat", type=int, default=3, help="timed runs of rnnfast and cuDNN")
     p.add_argument("--quick", action="store_true", help="a few small shapes (smoke test)")
     for name, default in (("batches", BATCHES), ("steps", STEPS), ("hidden", HIDDEN)):
-        p.add_argument(f"--{name}", type=_sizes, default=None,
-                       help=f"comma-separated {name} (default {','.join(map(str, default))})")
-    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                   help="cpu: run this script without a GPU (a smoke test, not a benchmark)")
+        p.add_argument(
+            f"--{name}",
+            type=_sizes,
+            default=None,
+            help=f"comma-separated {name} (default {','.join(map(str, default))})",
+        )
+    p.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="cpu: run this script without a GPU (a smoke test, not a benchmark)",
+    )
     args = p.parse_args(argv)
     args.cells, args.dtypes, args.passes = list(cases.CELLS), list(DTYPES), list(PASSES)
     grid = dict(batches=list(BATCHES), steps=list(STEPS), hidden=list(HIDDEN))
@@ -370,8 +447,9 @@ def _sizes(text):
     except ValueError:
         sizes = []
     if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas, got {text!r}"
+        )
     return sizes
 
 
@@ -382,8 +460,10 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
 
     def save(report):
-        for name, text in (("bench_cuda.json", json.dumps(report, indent=1)),
-                           ("bench_cuda.txt", table(report) + "\n")):
+        for name, text in (
+            ("bench_cuda.json", json.dumps(report, indent=1)),
+            ("bench_cuda.txt", table(report) + "\n"),
+        ):
             path = os.path.join(args.out, name)
             with open(path + ".part", "w") as f:
                 f.write(text)

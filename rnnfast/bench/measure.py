@@ -122,7 +122,6 @@ class OtherLoad:
         return sum(ticks) - ticks[3] - ticks[4], sum(ticks), own_ticks  # minus idle, iowait
 
 
-
 def machine_info(device) -> dict:
     cpu = platform.processor() or "unknown"
     try:
@@ -146,4 +145,3 @@ def machine_info(device) -> dict:
         info["cuda"] = torch.version.cuda
     info["rnnfast"] = __version__
     return info
-

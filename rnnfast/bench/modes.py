@@ -23,13 +23,22 @@ PASSES = ("fwd", "fwdbwd")
 MODES = {
     m.name: m
     for m in (
-        Mode("quick", ("S",), modules.QUICK_GROUPS, quick_plan=True,
-             duration="about 30 seconds"),
+        Mode("quick", ("S",), modules.QUICK_GROUPS, quick_plan=True, duration="about 30 seconds"),
         # Up to M: at L the hand-written loops take most of a full run.
-        Mode("default", ("S", "B1", "LM", "M"), modules.QUICK_GROUPS, quick_plan=False,
-             duration="about 3 minutes"),
-        Mode("full", tuple(cases.SHAPES), modules.GROUPS, quick_plan=False,
-             duration="5 minutes on an idle machine, up to 30 on a busy one"),
+        Mode(
+            "default",
+            ("S", "B1", "LM", "M"),
+            modules.QUICK_GROUPS,
+            quick_plan=False,
+            duration="about 3 minutes",
+        ),
+        Mode(
+            "full",
+            tuple(cases.SHAPES),
+            modules.GROUPS,
+            quick_plan=False,
+            duration="5 minutes on an idle machine, up to 30 on a busy one",
+        ),
     )
 }
 
@@ -39,6 +48,8 @@ def describe() -> str:
     lines = ["modes (on a 2-core CPU; more cores or a GPU are faster):"]
     for m in MODES.values():
         flag = "(no flag)" if m.name == "default" else f"--{m.name}"
-        lines.append(f"  {flag:10s} shapes {','.join(m.shapes)}, passes {','.join(PASSES)}, "
-                     f"layer/cell groups {','.join(m.module_groups)}: {m.duration}")
+        lines.append(
+            f"  {flag:10s} shapes {','.join(m.shapes)}, passes {','.join(PASSES)}, "
+            f"layer/cell groups {','.join(m.module_groups)}: {m.duration}"
+        )
     return "\n".join(lines)

@@ -24,10 +24,10 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from . import baselines
 from .. import functional as RF
 from ..cells import GRUCell, LSTMCell, RNNCell
 from ..layers import GRU, LSTM, RNN
+from . import baselines
 
 CELLS = ("rnn", "gru", "lstm")
 GROUPS = ("layer-S", "stack-LM", "generate-200")
@@ -37,16 +37,26 @@ IMPLS = {
     "stack-LM": ("rnnfast", "torch_nn"),
     "generate-200": ("rnnfast", "torch_nn", "seed"),
 }
-PASSES = {"layer-S": ("fwd_nograd", "fwdbwd"), "stack-LM": ("fwd_nograd", "fwdbwd"),
-          "generate-200": ("fwd_nograd",)}
-LABELS = {"rnnfast": "rnnfast", "rnnfast_op": "rnnfast op", "torch_nn": "torch.nn",
-          "seed": "seed loop"}
+PASSES = {
+    "layer-S": ("fwd_nograd", "fwdbwd"),
+    "stack-LM": ("fwd_nograd", "fwdbwd"),
+    "generate-200": ("fwd_nograd",),
+}
+LABELS = {
+    "rnnfast": "rnnfast",
+    "rnnfast_op": "rnnfast op",
+    "torch_nn": "torch.nn",
+    "seed": "seed loop",
+}
 # warm-up runs, timed runs
 PLANS = {"layer-S": (20, 50), "stack-LM": (3, 10), "generate-200": (2, 10)}
 
 _LAYERS = {"rnn": (nn.RNN, RNN), "gru": (nn.GRU, GRU), "lstm": (nn.LSTM, LSTM)}
-_CELLS = {"rnn": (nn.RNNCell, RNNCell), "gru": (nn.GRUCell, GRUCell),
-          "lstm": (nn.LSTMCell, LSTMCell)}
+_CELLS = {
+    "rnn": (nn.RNNCell, RNNCell),
+    "gru": (nn.GRUCell, GRUCell),
+    "lstm": (nn.LSTMCell, LSTMCell),
+}
 _OP_CELL = {"rnn": "rnn_tanh", "gru": "gru", "lstm": "lstm"}
 GENERATE_STEPS, GENERATE_I, GENERATE_H = 200, 28, 256
 
@@ -79,8 +89,9 @@ def _seeded(make, seed=0):
 
 def _layer_pair(cell, layers, bidirectional, I, H, device):
     torch_class, fast_class = _LAYERS[cell]
-    reference = _seeded(lambda: torch_class(I, H, num_layers=layers,
-                                            bidirectional=bidirectional)).to(device)
+    reference = _seeded(
+        lambda: torch_class(I, H, num_layers=layers, bidirectional=bidirectional)
+    ).to(device)
     return reference, fast_class.from_torch(reference)
 
 
@@ -97,18 +108,24 @@ def make_step(case: ModuleCase, device="cpu") -> Callable[[], None]:
 
         return step
 
-    layers, bidirectional, (B, T, I, H) = ((1, False, (8, 20, 32, 32)) if case.group == "layer-S"
-                                           else (2, True, (32, 35, 28, 256)))
+    layers, bidirectional, (B, T, I, H) = (
+        (1, False, (8, 20, 32, 32)) if case.group == "layer-S" else (2, True, (32, 35, 28, 256))
+    )
     torch_layer, fast_layer = _layer_pair(case.cell, layers, bidirectional, I, H, device)
     x = torch.randn(T, B, I, generator=torch.Generator().manual_seed(1)).to(device)
     x.requires_grad_(case.pass_ == "fwdbwd")
     if case.impl == "rnnfast_op":
-        weights = (fast_layer.weight_ih_l0, fast_layer.weight_hh_l0, fast_layer.bias_ih_l0,
-                   fast_layer.bias_hh_l0)
+        weights = (
+            fast_layer.weight_ih_l0,
+            fast_layer.weight_hh_l0,
+            fast_layer.bias_ih_l0,
+            fast_layer.bias_hh_l0,
+        )
 
         def forward():
-            return RF.recurrent_forward(x, *weights, None, None, None, None, _OP_CELL[case.cell],
-                                        False, False)[0]
+            return RF.recurrent_forward(
+                x, *weights, None, None, None, None, _OP_CELL[case.cell], False, False
+            )[0]
     else:
         layer = fast_layer if case.impl == "rnnfast" else torch_layer
 
@@ -117,16 +134,19 @@ def make_step(case: ModuleCase, device="cpu") -> Callable[[], None]:
 
     params = list(torch_layer.parameters())
     if case.pass_ == "fwd_nograd":
+
         def step():
             with torch.no_grad():
                 forward()
             sync()
     else:
+
         def step():
             for t in [x, *params]:
                 t.grad = None
             forward().sum().backward()
             sync()
+
     return step
 
 
@@ -134,8 +154,9 @@ def _generation(cell, impl, device) -> Callable[[], Tensor]:
     """200 steps of a cell from a zero state, each step's input one row of a fixed [200, 1, I]."""
     torch_class, fast_class = _CELLS[cell]
     reference = _seeded(lambda: torch_class(GENERATE_I, GENERATE_H)).to(device)
-    inputs = torch.randn(GENERATE_STEPS, 1, GENERATE_I,
-                         generator=torch.Generator().manual_seed(1)).to(device)
+    inputs = torch.randn(
+        GENERATE_STEPS, 1, GENERATE_I, generator=torch.Generator().manual_seed(1)
+    ).to(device)
     if impl in ("rnnfast", "torch_nn"):
         module = fast_class.from_torch(reference) if impl == "rnnfast" else reference
 

@@ -21,16 +21,19 @@ def speedups(report: dict) -> dict:
     for cell, shape, pass_, impl in ms:
         for baseline, ours in cases.same_math_rnnfast(cell).items():
             if impl == baseline and (cell, shape, pass_, ours) in ms:
-                out[(baseline, pass_, cell, shape)] = ms[(cell, shape, pass_, impl)] / ms[
-                    (cell, shape, pass_, ours)]
+                out[(baseline, pass_, cell, shape)] = (
+                    ms[(cell, shape, pass_, impl)] / ms[(cell, shape, pass_, ours)]
+                )
     return out
 
 
 def plot_title(report: dict) -> str:
     m = report["machine"]
-    return (f"rnnfast {m.get('rnnfast')} speedup, float32, on {m['device_name']} "
-            f"({m['device']}, {m['threads']} threads)\ntorch {m['torch']}, "
-            f"Python {m['python']}, {m['date'][:10]}")
+    return (
+        f"rnnfast {m.get('rnnfast')} speedup, float32, on {m['device_name']} "
+        f"({m['device']}, {m['threads']} threads)\ntorch {m['torch']}, "
+        f"Python {m['python']}, {m['date'][:10]}"
+    )
 
 
 def plot_report(report: dict, path: str) -> None:
@@ -49,15 +52,21 @@ def plot_report(report: dict, path: str) -> None:
     if not ratios:
         raise ValueError("the report has no rnnfast timing next to a baseline to plot")
     passes = [p for p in PLOT_PASSES if any(k[1] == p for k in ratios)] or sorted(
-        {k[1] for k in ratios})
+        {k[1] for k in ratios}
+    )
     baselines = [b for b in ("torch_nn", "seed") if any(k[0] == b for k in ratios)]
     shapes = [s for s in cases.SHAPES if any(k[3] == s for k in ratios)]
     cells = [c for c in cases.CELLS if any(k[2] == c for k in ratios)]
     values = list(ratios.values())
     low, high = min(min(values), 1.0) / 1.6, max(max(values), 1.0) * 1.8
 
-    fig, axes = plt.subplots(len(baselines), len(passes), squeeze=False, sharey=True,
-                             figsize=(4.2 * len(passes) + 1, 3.2 * len(baselines) + 1))
+    fig, axes = plt.subplots(
+        len(baselines),
+        len(passes),
+        squeeze=False,
+        sharey=True,
+        figsize=(4.2 * len(passes) + 1, 3.2 * len(baselines) + 1),
+    )
     width = 0.8 / len(cells)
     for row, baseline in enumerate(baselines):
         for col, pass_ in enumerate(passes):
@@ -75,16 +84,25 @@ def plot_report(report: dict, path: str) -> None:
             ax.set_yscale("log")
             ax.set_ylim(low, high)
             ax.set_xticks(range(len(shapes)), shapes)
-            ax.set_title(f"vs {cases.LABELS[baseline]}, {PASS_TITLES.get(pass_, pass_)}",
-                         fontsize=10)
+            ax.set_title(
+                f"vs {cases.LABELS[baseline]}, {PASS_TITLES.get(pass_, pass_)}", fontsize=10
+            )
             if col == 0:
                 ax.set_ylabel("speedup (x, log scale)")
             ax.grid(axis="y", which="both", alpha=0.25)
     axes[0][-1].legend(title="cell", fontsize=8, loc="upper right")
     fig.suptitle(plot_title(report), fontsize=10)
-    fig.text(0.5, 0.005, "bars above 1 = rnnfast faster; shapes (B,T,I,H): " + ", ".join(
-        f"{s}=({cases.SHAPES[s].B},{cases.SHAPES[s].T},{cases.SHAPES[s].I},{cases.SHAPES[s].H})"
-        for s in shapes), ha="center", fontsize=8)
+    fig.text(
+        0.5,
+        0.005,
+        "bars above 1 = rnnfast faster; shapes (B,T,I,H): "
+        + ", ".join(
+            f"{s}=({cases.SHAPES[s].B},{cases.SHAPES[s].T},{cases.SHAPES[s].I},{cases.SHAPES[s].H})"
+            for s in shapes
+        ),
+        ha="center",
+        fontsize=8,
+    )
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -97,10 +115,16 @@ def _fmt_ratio(r: float) -> str:
 def _entries(report: dict) -> dict:
     """Every timed case of a report: ``{(case, impl): median ms}``, core cases named
     "cell shape pass", module-level ones "group cell pass"."""
-    out = {(f"{t['cell']} {t['shape']} {t['pass']}", t["impl"]): t["median_ms"]
-           for t in report.get("timings", [])}
-    out.update({(f"{t['group']} {t['cell']} {t['pass']}", t["impl"]): t["median_ms"]
-                for t in report.get("modules", [])})
+    out = {
+        (f"{t['cell']} {t['shape']} {t['pass']}", t["impl"]): t["median_ms"]
+        for t in report.get("timings", [])
+    }
+    out.update(
+        {
+            (f"{t['group']} {t['cell']} {t['pass']}", t["impl"]): t["median_ms"]
+            for t in report.get("modules", [])
+        }
+    )
     return out
 
 
@@ -110,9 +134,11 @@ def compare_reports(old: dict, new: dict, threshold: float = 0.10) -> str:
     before, after = _entries(old), _entries(new)
     common = [k for k in after if k in before]
     machine = old.get("machine", {})
-    lines = [f"\ncompared with the run of {machine.get('date', '?')} on "
-             f"{machine.get('device_name', '?')} (torch {machine.get('torch', '?')}); "
-             f"old/new above 1: faster now"]
+    lines = [
+        f"\ncompared with the run of {machine.get('date', '?')} on "
+        f"{machine.get('device_name', '?')} (torch {machine.get('torch', '?')}); "
+        f"old/new above 1: faster now"
+    ]
     if machine.get("device_name") != new.get("machine", {}).get("device_name"):
         lines.append("note: the two runs were on different devices")
     rows, faster, slower = [], 0, 0
@@ -124,16 +150,20 @@ def compare_reports(old: dict, new: dict, threshold: float = 0.10) -> str:
             mark, faster = "faster", faster + 1
         elif ratio < 1 / (1 + threshold):
             mark, slower = "slower", slower + 1
-        rows.append([case, _label(impl), f"{old_ms:.3f}", f"{new_ms:.3f}", f"{ratio:.2f}x",
-                     mark])
+        rows.append([case, _label(impl), f"{old_ms:.3f}", f"{new_ms:.3f}", f"{ratio:.2f}x", mark])
     if rows:
         header = ["case", "impl", "old ms", "new ms", "old/new", ""]
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         for r in [header, ["-" * w for w in widths], *rows]:
-            lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                                   for i, (c, w) in enumerate(zip(r, widths))).rstrip())
-    lines.append(f"{len(common)} cases in both runs: {faster} faster, {slower} slower by more "
-                 f"than {threshold:.0%}")
+            lines.append(
+                "  ".join(
+                    c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+                ).rstrip()
+            )
+    lines.append(
+        f"{len(common)} cases in both runs: {faster} faster, {slower} slower by more "
+        f"than {threshold:.0%}"
+    )
     only_old = sum(k not in after for k in before)
     only_new = sum(k not in before for k in after)
     if only_old or only_new:

@@ -28,8 +28,11 @@ class _Progress:
             from tqdm import tqdm
         except ImportError:
             tqdm = None
-        self.bar = tqdm(total=total, unit="case", file=sys.stderr, disable=None,
-                        desc="rnnfast.bench") if tqdm else None
+        self.bar = (
+            tqdm(total=total, unit="case", file=sys.stderr, disable=None, desc="rnnfast.bench")
+            if tqdm
+            else None
+        )
 
     def log(self, msg: str):
         if self.bar is not None and not self.bar.disable:
@@ -75,11 +78,21 @@ def run_modules(args, report: dict):
             warmup, repeat = cases.QUICK_PLAN["warmup"], cases.QUICK_PLAN["repeat"]
         with OtherLoad() as load:
             times = time_ms(step, warmup, args.repeat or repeat)
-        report["modules"].append({"group": case.group, "cell": case.cell, "pass": case.pass_,
-                                  "impl": case.impl, "median_ms": statistics.median(times),
-                                  "times_ms": times, "other_load": load.fraction})
-        _log(f"  {case.name:40s} {report['modules'][-1]['median_ms']:10.3f} ms"
-             + busy_mark(load.fraction))
+        report["modules"].append(
+            {
+                "group": case.group,
+                "cell": case.cell,
+                "pass": case.pass_,
+                "impl": case.impl,
+                "median_ms": statistics.median(times),
+                "times_ms": times,
+                "other_load": load.fraction,
+            }
+        )
+        _log(
+            f"  {case.name:40s} {report['modules'][-1]['median_ms']:10.3f} ms"
+            + busy_mark(load.fraction)
+        )
         _progress.advance()
 
 
@@ -87,7 +100,15 @@ def _check(cell, shape, impls, x, report):
     """Agreement of the implementations of the same math (x.grad too, below L)."""
     for a, b, what, diff, ok in cases.check_agreement(impls, x, backward=shape.name != "L"):
         report["agreement"].append(
-            {"cell": cell, "shape": shape.name, "a": a, "b": b, "what": what, "max_abs_diff": diff, "ok": ok}
+            {
+                "cell": cell,
+                "shape": shape.name,
+                "a": a,
+                "b": b,
+                "what": what,
+                "max_abs_diff": diff,
+                "ok": ok,
+            }
         )
         if not ok:
             _log(f"  WARNING {cell} {shape.name}: {a} and {b} differ in {what} by {diff:.3g}")
@@ -129,7 +150,6 @@ def _memory(cell, shape, name, impl, x, device, report):
     )
 
 
-
 def measure_all(args, report: dict) -> None:
     """Every case of ``args`` into ``report``, a progress bar over them on stderr."""
     global _progress
@@ -157,7 +177,10 @@ def measure_all(args, report: dict) -> None:
 
 def case_count(args) -> int:
     """The timed cases of a run: the length of its progress bar."""
-    core = sum(len(args.passes) * len(cases.impl_names(cell, shape))
-               for shape in args.shapes for cell in args.cells)
+    core = sum(
+        len(args.passes) * len(cases.impl_names(cell, shape))
+        for shape in args.shapes
+        for cell in args.cells
+    )
     groups = modules.cases(args.module_groups, args.cells)
     return core + (0 if args.no_modules else len(list(groups)))

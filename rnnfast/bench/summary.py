@@ -16,15 +16,28 @@ def summary_table(report: dict) -> str:
     hand-written loop, and each baseline's time over rnnfast's (above 1: rnnfast faster)."""
     ms = {(t["cell"], t["shape"], t["pass"], t["impl"]): t for t in report["timings"]}
     keys = sorted({k[:3] for k in ms}, key=case_order)
-    header = ["cell", "shape", "pass", *(f"{cases.LABELS[n]} ms" for n in COLUMNS),
-              "torch.nn / rnnfast", "seed loop / rnnfast"]
+    header = [
+        "cell",
+        "shape",
+        "pass",
+        *(f"{cases.LABELS[n]} ms" for n in COLUMNS),
+        "torch.nn / rnnfast",
+        "seed loop / rnnfast",
+    ]
     rows = []
     for cell, shape, pass_ in keys:
         get = lambda n: ms.get((cell, shape, pass_, n))  # noqa: E731
         same_math = cases.same_math_rnnfast(cell)
-        rows.append([cell, shape, pass_, *(fmt_ms(get(n)) for n in COLUMNS),
-                     fmt_x(get("torch_nn"), get(same_math["torch_nn"])),
-                     fmt_x(get("seed"), get(same_math["seed"]))])
+        rows.append(
+            [
+                cell,
+                shape,
+                pass_,
+                *(fmt_ms(get(n)) for n in COLUMNS),
+                fmt_x(get("torch_nn"), get(same_math["torch_nn"])),
+                fmt_x(get("seed"), get(same_math["seed"])),
+            ]
+        )
     return table(header, rows, text_cols=3)
 
 
@@ -40,9 +53,11 @@ def disturbed_warning(report: dict) -> str:
     bad, total = disturbed(report)
     if not bad:
         return ""
-    return (f"WARNING: {bad} of {total} figures were disturbed by other processes (they took "
-            f"more than {MAX_OTHER_LOAD:.0%} of the CPU while those were measured; marked * "
-            "above). Those figures are unreliable: rerun on a quiet machine before quoting them.")
+    return (
+        f"WARNING: {bad} of {total} figures were disturbed by other processes (they took "
+        f"more than {MAX_OTHER_LOAD:.0%} of the CPU while those were measured; marked * "
+        "above). Those figures are unreliable: rerun on a quiet machine before quoting them."
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -51,12 +66,16 @@ def _duration(seconds: float) -> str:
 
 
 def print_summary(report: dict) -> None:
-    print("\nsummary: rnnfast against torch.nn and the hand-written (seed) loop, median ms; "
-          "ratios above 1: rnnfast faster")
+    print(
+        "\nsummary: rnnfast against torch.nn and the hand-written (seed) loop, median ms; "
+        "ratios above 1: rnnfast faster"
+    )
     print(summary_table(report))
     if "gru" in {t["cell"] for t in report["timings"]}:
-        print("gru: the seed loop is a reset-before GRU, compared with rnnfast's reset-before "
-              "GRU (rnnfast rb); the rnnfast column is nn.GRU's reset-after cell")
+        print(
+            "gru: the seed loop is a reset-before GRU, compared with rnnfast's reset-before "
+            "GRU (rnnfast rb); the rnnfast column is nn.GRU's reset-after cell"
+        )
     wall = report.get("settings", {}).get("wall_s")
     if wall is not None:
         print(f"measured in {_duration(wall)}")

@@ -33,7 +33,9 @@ def table(header: list[str], rows: list[list[str]], text_cols: int) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(r):
-        return "  ".join(c.ljust(w) if i < text_cols else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        return "  ".join(
+            c.ljust(w) if i < text_cols else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+        )
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
@@ -65,8 +67,10 @@ def timing_table(report: dict) -> str:
 
 def module_table(report: dict) -> str:
     ms = {(t["group"], t["cell"], t["pass"], t["impl"]): t for t in report["modules"]}
-    keys = sorted({k[:3] for k in ms}, key=lambda k: (modules.GROUPS.index(k[0]),
-                                                      modules.CELLS.index(k[1]), k[2]))
+    keys = sorted(
+        {k[:3] for k in ms},
+        key=lambda k: (modules.GROUPS.index(k[0]), modules.CELLS.index(k[1]), k[2]),
+    )
     impls = [n for n in modules.LABELS if any(k[3] == n for k in ms)]
     baselines = [n for n in ("torch_nn", "seed") if n in impls]
     header = ["group", "cell", "pass", *(modules.LABELS[n] for n in impls)]
@@ -74,8 +78,13 @@ def module_table(report: dict) -> str:
     rows = []
     for key in keys:
         get = lambda n: ms.get((*key, n))  # noqa: E731
-        rows.append([*key, *(fmt_ms(get(n)) for n in impls),
-                     *(fmt_x(get(b), get("rnnfast")) for b in baselines)])
+        rows.append(
+            [
+                *key,
+                *(fmt_ms(get(n)) for n in impls),
+                *(fmt_x(get(b), get("rnnfast")) for b in baselines),
+            ]
+        )
     return table(header, rows, text_cols=3)
 
 
@@ -88,16 +97,38 @@ def compute_bound_table(report: dict) -> str:
         return ""
     ms = {(t["cell"], t["shape"], t["pass"], t["impl"]): t for t in report["timings"]}
     keys = sorted({k[:3] for k in ms if k[1] in cases.FLOOR_SHAPES}, key=case_order)
-    header = ["cell", "shape", "pass", "GFLOP", "bound ms", "rnnfast % of peak",
-              "torch.nn % of peak", "torch.nn / bound"]
+    header = [
+        "cell",
+        "shape",
+        "pass",
+        "GFLOP",
+        "bound ms",
+        "rnnfast % of peak",
+        "torch.nn % of peak",
+        "torch.nn / bound",
+    ]
     rows = []
     for cell, shape, pass_ in keys:
         gflop = cases.gemm_flops(cell, cases.SHAPES[shape], pass_) / 1e9
         bound = {"median_ms": gflop / peak["gflops"] * 1e3, "other_load": None}
-        share = lambda n: ("-" if (cell, shape, pass_, n) not in ms else  # noqa: E731
-                           f"{bound['median_ms'] / ms[(cell, shape, pass_, n)]['median_ms']:.0%}")
-        rows.append([cell, shape, pass_, f"{gflop:.3g}", fmt_ms(bound), share("rnnfast"),
-                     share("torch_nn"), fmt_x(ms.get((cell, shape, pass_, "torch_nn")), bound)])
+        share = lambda n: (
+            "-"
+            if (cell, shape, pass_, n) not in ms
+            # noqa: E731
+            else f"{bound['median_ms'] / ms[(cell, shape, pass_, n)]['median_ms']:.0%}"
+        )
+        rows.append(
+            [
+                cell,
+                shape,
+                pass_,
+                f"{gflop:.3g}",
+                fmt_ms(bound),
+                share("rnnfast"),
+                share("torch_nn"),
+                fmt_x(ms.get((cell, shape, pass_, "torch_nn")), bound),
+            ]
+        )
     return table(header, rows, text_cols=3) if rows else ""
 
 
@@ -111,13 +142,18 @@ def memory_table(report: dict) -> str:
         cols = []
         for n in impls:
             m = mem.get((cell, shape, n))
-            cols.append("-" if m is None else f"{_fmt_mib(m['peak_bytes'])} / {_fmt_mib(m['saved_bytes'])}")
+            cols.append(
+                "-" if m is None else f"{_fmt_mib(m['peak_bytes'])} / {_fmt_mib(m['saved_bytes'])}"
+            )
         rows.append([cell, shape, *cols])
     return table(header, rows, text_cols=2)
 
 
 def case_order(key):
-    order = {**{c: i for i, c in enumerate(cases.CELLS)}, **{s: i for i, s in enumerate(cases.SHAPES)}}
+    order = {
+        **{c: i for i, c in enumerate(cases.CELLS)},
+        **{s: i for i, s in enumerate(cases.SHAPES)},
+    }
     order.update({p: i for i, p in enumerate(cases.PASSES)})
     return tuple(order.get(k, 99) for k in key)
 
@@ -143,26 +179,37 @@ def print_report(report: dict):
     bound = compute_bound_table(report)
     if bound:
         peak = report["gemm_peak"]
-        print(f"\ncompute bound: peak {peak['gflops']:.0f} GF/s (the fastest of "
-              f"{len(peak['times_ms'])} float32 products {peak['n']}^3 through torch.mm, "
-              f"{m['threads']} threads); bound = the case's GEMM FLOPs at that rate")
+        print(
+            f"\ncompute bound: peak {peak['gflops']:.0f} GF/s (the fastest of "
+            f"{len(peak['times_ms'])} float32 products {peak['n']}^3 through torch.mm, "
+            f"{m['threads']} threads); bound = the case's GEMM FLOPs at that rate"
+        )
         print(bound)
-        print("torch.nn / bound: the most any implementation doing these FLOPs could gain over "
-              "torch.nn here")
+        print(
+            "torch.nn / bound: the most any implementation doing these FLOPs could gain over "
+            "torch.nn here"
+        )
     if report["memory"]:
-        print("\nforward+backward memory, MiB: peak above the level before the step / saved for backward")
+        print(
+            "\nforward+backward memory, MiB: peak above the level before the step / saved for "
+            "backward"
+        )
         print(memory_table(report))
     if report["modules"]:
-        print("\nlayers and cells, ms (layer-S: 1 layer at S, rnnfast op: the bare functional op; "
-              "stack-LM: 2 layers, bidirectional, B=32 T=35 I=28 H=256; generate-200: 200 cell "
-              "calls, B=1 I=28 H=256, seed loop: a hand-written step)")
+        print(
+            "\nlayers and cells, ms (layer-S: 1 layer at S, rnnfast op: the bare functional op; "
+            "stack-LM: 2 layers, bidirectional, B=32 T=35 I=28 H=256; generate-200: 200 cell "
+            "calls, B=1 I=28 H=256, seed loop: a hand-written step)"
+        )
         print(module_table(report))
     if any(busy_mark(t["other_load"]) for t in report["timings"] + report["modules"]):
         print(
-            f"\n* other processes took more than {MAX_OTHER_LOAD:.0%} of the CPU time while this was "
-            "measured: unreliable (run again on an idle machine)"
+            f"\n* other processes took more than {MAX_OTHER_LOAD:.0%} of the CPU time while this "
+            "was measured: unreliable (run again on an idle machine)"
         )
     bad = [a for a in report["agreement"] if not a["ok"]]
     if bad:
-        print(f"\nWARNING: {len(bad)} disagreement(s) between implementations of the same math (see --json)")
-
+        print(
+            f"\nWARNING: {len(bad)} disagreement(s) between implementations of the same math "
+            "(see --json)"
+        )
