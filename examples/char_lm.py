@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
 import rnnfast  # noqa: E402
+
+import _common  # noqa: E402
 
 DEFAULT_CORPUS = os.path.join(_common.EXAMPLES_DIR, "data", "us_founding_texts.txt")
 CELLS = ("gru", "gru_reset_before", "lstm", "srn")

@@ -34,10 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
 import rnnfast  # noqa: E402
 from rnnfast.bench.baselines import SeedSRN  # noqa: E402
+
+import _common  # noqa: E402
 
 LENGTHS = (5, 10, 15, 20, 25, 30, 35)
 MODELS = ("srn", "residual_srn", "gru", "lstm")

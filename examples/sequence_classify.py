@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
 import rnnfast  # noqa: E402
+
+import _common  # noqa: E402
 
 DATASETS = ("auto", "digits", "mnist")
 NUM_CLASSES = 10

@@ -6,8 +6,9 @@ import contextlib
 import warnings
 
 import pytest
-import reference
 import torch
+
+import reference
 from conftest import OUTPUT_NAMES, assert_close, call, run
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

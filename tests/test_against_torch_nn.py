@@ -11,11 +11,12 @@ that the reference used by the other test files is itself right).
 """
 
 import pytest
-import reference
 import torch
-from conftest import assert_close
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import reference
+from conftest import assert_close
 
 RTOL, ATOL = 1e-9, 1e-10
 

@@ -9,10 +9,11 @@ import contextlib
 
 import pytest
 import torch
-from conftest import CELLS, LOOSE, compare, extension_calls_openmp, make_case
 from test_functional import HALF_DTYPES, assert_16bit_close
 
 import rnnfast
+
+from conftest import CELLS, LOOSE, compare, extension_calls_openmp, make_case
 
 
 def parallel_loops():

@@ -5,9 +5,10 @@ import json
 
 import pytest
 import torch
-from cuda_helpers import requires_cuda
 
 from rnnfast.bench import cuda as bench_cuda
+
+from cuda_helpers import requires_cuda
 
 
 def test_runs_on_the_cpu_and_reports_every_case(tmp_path, capsys):

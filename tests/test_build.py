@@ -5,9 +5,10 @@ import sys
 
 import pytest
 import torch
-from conftest import extension_calls_openmp
 
 import rnnfast
+
+from conftest import extension_calls_openmp
 
 
 @pytest.mark.skipif(

@@ -7,9 +7,10 @@ ops' outputs for every cell, and each trait against the behaviour it stands for.
 
 import pytest
 import torch
-from conftest import CELLS
 
 from rnnfast import _ops
+
+from conftest import CELLS
 
 T, B, I, H, P = 3, 2, 4, 5, 3
 

@@ -4,11 +4,12 @@ extras against the float64 reference, and a generation-style loop of many calls.
 import itertools
 
 import pytest
-import reference
 import torch
 from torch import nn
 
 import rnnfast
+
+import reference
 
 I, H, B = 4, 5, 3
 

@@ -9,8 +9,11 @@ tolerances that fit it."""
 import contextlib
 
 import pytest
-import reference
 import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import reference
 from conftest import CELLS, OUTPUT_NAMES, assert_close, call, make_case, run
 from cuda_helpers import (
     TOLERANCES,
@@ -22,8 +25,6 @@ from cuda_helpers import (
     run_cuda,
     tf32_off,
 )
-from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 

@@ -6,10 +6,11 @@ import contextlib
 
 import pytest
 import torch
-from cuda_helpers import requires_cuda, tf32_off
 from torch import nn
 
 import rnnfast
+
+from cuda_helpers import requires_cuda, tf32_off
 
 LAYERS = {
     "rnn": (nn.RNN, rnnfast.RNN, {}),

@@ -3,12 +3,13 @@ non-default streams and devices. Tests that take the `engine` fixture also run t
 engine's host build (see test_cuda.py); the others need a GPU."""
 
 import pytest
-import reference
 import torch
-from conftest import CELLS, OUTPUT_NAMES, assert_close, call, compile_and_compare, make_case
-from cuda_helpers import on_device, requires_cuda
 
 import rnnfast.functional as RF
+
+import reference
+from conftest import CELLS, OUTPUT_NAMES, assert_close, call, compile_and_compare, make_case
+from cuda_helpers import on_device, requires_cuda
 
 
 def forward_op():

@@ -4,12 +4,13 @@ RuntimeError naming the argument, never run into a result of uninitialised memor
 
 import pytest
 import torch
-from conftest import make_case
 from test_ops import backward_args, backward_op, forward_op, op_args
 from torch import nn
 
 import rnnfast
 import rnnfast.functional as F
+
+from conftest import make_case
 
 T, B, I, H = 5, 3, 4, 6
 KINDS = {"rnn": "rnn_tanh", "gru": "gru", "lstm": "lstm"}

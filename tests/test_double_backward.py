@@ -8,12 +8,13 @@ differentiable twice.
 """
 
 import pytest
-import reference
 import torch
-from conftest import CELLS, assert_close, call, make_case
 from torch import nn
 
 import rnnfast
+
+import reference
+from conftest import CELLS, assert_close, call, make_case
 
 
 def leaves_of(case):

@@ -3,12 +3,13 @@ have the shapes of any batch, the parameters' gradients are zero, and nothing fa
 
 import pytest
 import torch
-from conftest import CELLS, call, compare, make_case
-from cuda_helpers import compare_with_reference
 from test_ops import backward_args, backward_op, forward_op, op_args
 from torch import nn
 
 import rnnfast
+
+from conftest import CELLS, call, compare, make_case
+from cuda_helpers import compare_with_reference
 
 VARIANTS = {
     # name: make_case kwargs

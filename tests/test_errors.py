@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from conftest import call, make_case
 
 ERRORS = (RuntimeError, ValueError, TypeError, IndexError)

@@ -1,10 +1,12 @@
 """examples/char_lm.py: a --quick run, generation with the fused cells, the two samplings,
 determinism under --seed, and its errors."""
 
-import char_lm  # noqa: E402  (from examples/, put on sys.path by example_helpers)
 import pytest
 import torch
+
 from example_helpers import assert_bad_argument
+
+import char_lm  # noqa: E402  (from examples/, put on sys.path by example_helpers)
 
 
 def test_char_lm_quick(capsys):

@@ -1,8 +1,10 @@
 """examples/digit_sum.py: the DigitSum data, a --quick run's table and plots, its errors."""
 
-import digit_sum  # noqa: E402  (from examples/, put on sys.path by example_helpers)
 import torch
+
 from example_helpers import assert_bad_argument, assert_png_image
+
+import digit_sum  # noqa: E402  (from examples/, put on sys.path by example_helpers)
 
 
 def test_digit_sum_data_follows_the_seed_rules():

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+
 from example_helpers import EXAMPLES, REPO
 
 pytest.importorskip("sklearn")

@@ -8,12 +8,13 @@ ordinary autograd through the fused op and against the plain-PyTorch reference.
 import warnings
 
 import pytest
-import reference
 import torch
-from conftest import CELLS, assert_close, call, make_case
 from torch.func import functional_call, grad, jacrev, jvp, vmap
 
 import rnnfast
+
+import reference
+from conftest import CELLS, assert_close, call, make_case
 
 VARIANTS = {
     "plain": dict(),

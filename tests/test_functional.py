@@ -8,8 +8,9 @@ random upstream gradients.
 import math
 
 import pytest
-import reference
 import torch
+
+import reference
 from conftest import (
     CELLS,
     LOOSE,

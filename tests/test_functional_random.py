@@ -7,9 +7,10 @@ import pytest
 
 pytest.importorskip("hypothesis")
 
-from conftest import CELLS, compare, make_case  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
+from conftest import CELLS, compare, make_case  # noqa: E402
 
 
 @settings(

@@ -9,12 +9,13 @@ gradients with respect to the input, the initial state and every parameter.
 import itertools
 
 import pytest
-import reference
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import rnnfast
+
+import reference
 
 I, H, P, T, B = 4, 5, 3, 6, 3
 LENGTHS = [4, 6, 1]  # any order, one full-length sequence

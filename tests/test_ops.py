@@ -1,8 +1,9 @@
 """The registered ops: gradcheck, torch.library.opcheck and torch.compile."""
 
 import pytest
-import reference
 import torch
+
+import reference
 from conftest import CELLS, assert_close, call, compile_and_compare, make_case, run
 
 # ----------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ import sys
 
 import pytest
 import torch
-from conftest import LOOSE, compare, make_case
 from test_batch_slices import num_threads
 
 import rnnfast
+
+from conftest import LOOSE, compare, make_case
 
 
 def operand(rows, cols, transposed, generator):

@@ -12,10 +12,10 @@ import torch.utils._pytree as pytree
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import scan_cells  # noqa: E402
-
 import rnnfast  # noqa: E402
 from rnnfast._scan import CarryMismatchError, ScanTraceError, trace_count  # noqa: E402
+
+import scan_cells  # noqa: E402
 
 DT = torch.float64
 TIGHT = dict(rtol=1e-9, atol=1e-10)

@@ -3,9 +3,10 @@ reused by later calls, never handed to the caller, and rnnfast.empty_cpu_cache()
 
 import pytest
 import torch
-from conftest import make_case
 
 import rnnfast
+
+from conftest import make_case
 
 
 def lstm_case(B, H, seed):

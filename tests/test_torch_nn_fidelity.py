@@ -4,12 +4,13 @@ RuntimeError with torch.nn's words, at every entry."""
 
 import pytest
 import torch
-from conftest import make_case
 from test_ops import backward_args, backward_op, forward_op, op_args
 from torch import nn
 
 import rnnfast
 import rnnfast.functional as F
+
+from conftest import make_case
 
 I = 10
 VARIANTS = [

@@ -10,12 +10,13 @@ import contextlib
 
 import pytest
 import torch
-from conftest import CELLS, assert_close, cuda_engine, make_case
-from cuda_helpers import TOLERANCES, compare_with_reference
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnfast
+
+from conftest import CELLS, assert_close, cuda_engine, make_case
+from cuda_helpers import TOLERANCES, compare_with_reference
 
 
 @contextlib.contextmanager

@@ -10,11 +10,12 @@ all gradients against the float64 reference."""
 
 import pytest
 import torch
-from conftest import CELLS, LOOSE, compare, make_case
 from test_batch_slices import num_threads, parallel_loops
 from test_functional import assert_16bit_close
 
 import rnnfast
+
+from conftest import CELLS, LOOSE, compare, make_case
 
 pytestmark = pytest.mark.skipif(
     not parallel_loops() or not torch.backends.openmp.is_available(),
