@@ -202,7 +202,8 @@ def _exception(make, ns, kind):
 @pytest.mark.parametrize("kind, make", list(_cases()))
 def test_rnnfast_raises_the_type_torch_nn_raises(kind, make):
     torch_error = _exception(make, nn, kind)
-    assert torch_error is not None, "torch.nn accepts this: not a mistake to sweep"
+    if torch_error is None:  # torch.nn refuses some of these only from a later release on
+        pytest.skip(f"torch {torch.__version__}'s nn accepts this: nothing to compare with")
     fast_error = _exception(make, rnnfast, kind)
     assert fast_error is not None, f"rnnfast accepts what torch.nn refuses with: {torch_error!r}"
     assert issubclass(type(fast_error), type(torch_error)), (

@@ -6,7 +6,7 @@ the closure, a tensor's shape or dtype, which tensors need grad) traces again.""
 from collections import OrderedDict
 from typing import Callable
 
-from .capture import tensor_meta
+from .capture import spec_key, tensor_meta
 
 _MAX_ENTRIES = 256
 _entries: "OrderedDict[tuple, object]" = OrderedDict()
@@ -26,8 +26,8 @@ def signature(init_leaves, init_spec, x_leaves, x_spec) -> tuple:
     """What the trace depends on in init and xs: structure, and per leaf everything but the
     batch (init [B, ...]) and the steps (xs [T, B, ...])."""
     return (
-        init_spec,
-        x_spec,
+        spec_key(init_spec),
+        spec_key(x_spec),
         tuple(_without(tensor_meta(t), 1) for t in init_leaves),
         tuple(_without(tensor_meta(x), 2) for x in x_leaves),
     )

@@ -29,6 +29,12 @@ _SKIPPED_GLOBALS = (
 )
 
 
+def spec_key(spec) -> str:
+    """A pytree structure as a cache key: torch's TreeSpec is unhashable before torch 2.6 (it
+    holds its children in a list); its text names the types, dict keys and nesting."""
+    return str(spec)
+
+
 def tensor_meta(t: Tensor) -> tuple:
     return (t.dtype, tuple(t.shape), t.device.type, t.requires_grad)
 
@@ -108,7 +114,7 @@ class _Describer:
         parts = [self.describe(leaf) for leaf in leaves]
         counts = [len(p[1]) for p in parts]
         tensors = [t for p in parts for t in p[1]]
-        key = ("tree", spec, tuple(p[0] for p in parts))
+        key = ("tree", spec_key(spec), tuple(p[0] for p in parts))
 
         def rebuild(ts):
             out, i = [], 0

@@ -1,6 +1,7 @@
 """Traces a step once (torch.fx's make_fx, fake tensors) into the IR of ir.py, with the lifted
 tensors of capture.py as explicit inputs and the carry checked against init."""
 
+import inspect
 import operator
 from typing import List
 
@@ -12,6 +13,14 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from .capture import StepCaptures
 from .errors import CarryMismatchError, ScanTraceError, user_line
 from .ir import BATCH, Node, Program, Ref, ValueMeta
+
+# The user's source line of each node, for error messages (make_fx records it from torch 2.6 on;
+# before, errors name the op alone).
+_STACK_TRACES = (
+    {"record_stack_traces": True}
+    if "record_stack_traces" in inspect.signature(make_fx).parameters
+    else {}
+)
 
 
 def trace_batch_size(tensors: List[Tensor]) -> int:
@@ -58,9 +67,7 @@ def trace_step(captures: StepCaptures, init_leaves, init_spec, x_leaves, x_spec)
 
     try:
         with torch.no_grad():
-            gm = make_fx(traced, tracing_mode="fake", record_stack_traces=True)(
-                *carry, *xs, *weights
-            )
+            gm = make_fx(traced, tracing_mode="fake", **_STACK_TRACES)(*carry, *xs, *weights)
     except (ScanTraceError, CarryMismatchError):
         raise
     except Exception as e:
