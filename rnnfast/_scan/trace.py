@@ -173,8 +173,22 @@ def _lower_constant(prog, ids, node, tensor, b):
     prog.constants[i] = tensor
 
 
+def _is_whole_slice(node) -> bool:
+    """x[:, ...]'s slice over all of a dimension: older torch (2.5) traces it, later ones drop
+    it; it is x itself."""
+    if str(node.target) != "aten.slice.Tensor":
+        return False
+    defaults = (None, 0, None, None, 1)  # slice.Tensor(self, dim, start, end, step)
+    x, dim, start, end, step = tuple(node.args) + defaults[len(node.args) :]
+    size = x.meta["val"].shape[dim]
+    return start in (None, 0) and (end is None or end >= size) and step == 1
+
+
 def _lower_call(prog, ids, node, b):
     name = str(node.target)
+    if _is_whole_slice(node):
+        ids[node] = ids[node.args[0]]
+        return
 
     def convert(a, in_list=False):
         if isinstance(a, torch.fx.Node):
