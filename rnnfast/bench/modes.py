@@ -30,7 +30,7 @@ MODES = {
             ("S", "B1", "LM", "M"),
             modules.QUICK_GROUPS,
             quick_plan=False,
-            duration="about 3 minutes",
+            duration="under a minute on an idle machine, about 3 on a busy one",
         ),
         Mode(
             "full",
