@@ -23,7 +23,13 @@ PASSES = ("fwd", "fwdbwd")
 MODES = {
     m.name: m
     for m in (
-        Mode("quick", ("S",), modules.QUICK_GROUPS, quick_plan=True, duration="about 30 seconds"),
+        Mode(
+            "quick",
+            ("S",),
+            modules.QUICK_GROUPS,
+            quick_plan=True,
+            duration="seconds on an idle machine, under 30 on a busy one",
+        ),
         # Up to M: at L the hand-written loops take most of a full run.
         Mode(
             "default",
