@@ -11,6 +11,10 @@ namespace rnnfast {
 
 at::Tensor lengths_on_device(const at::Tensor& lengths, const at::Device& device) {
   if (lengths.device() == device) return lengths;
+  // Only from the CPU: a copy from any other device (meta included) would hide a mistake.
+  TORCH_CHECK(lengths.device().is_cpu(),
+              "rnnfast: lengths must be on the CPU or on the device of input (", device, "); got ",
+              lengths.device());
 #ifdef RNNFAST_WITH_CUDA
   if (device.is_cuda()) {
     cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;

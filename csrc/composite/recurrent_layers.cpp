@@ -56,12 +56,6 @@ std::tuple<Tensor, Tensor, Tensor> recurrent_layers(
   const int64_t states = count / kWeightsPerDirection;
   check_states(hx, "hx", states);
   check_states(cx, "cx", states);
-  // Before lengths_on_device, which would copy lengths from any device.
-  if (lengths.has_value()) {
-    TORCH_CHECK(lengths->device().is_cpu() || lengths->device() == input.device(),
-                "rnnfast.recurrent_layers: lengths must be on the CPU or on the device of input (",
-                input.device(), "); got ", lengths->device());
-  }
   // Once here, not in each layer's and direction's forward and backward (pad_packed_sequence's
   // lengths live on the CPU; a copy to the GPU waits for it).
   const optional<Tensor> step_lengths =
