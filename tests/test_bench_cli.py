@@ -117,12 +117,28 @@ def test_a_run_ends_with_the_summary_and_writes_json_and_plot(tmp_path, monkeypa
     )
     assert len(row) == 8 and row[-1].endswith("x") and row[-2].endswith("x")
     assert "measured in " in tail
-    assert tail.rstrip().endswith("plot: " + os.path.join("bench-results", "rnnfast-bench.png"))
     assert "figures: run.json" in tail
     on_disk = json.loads((tmp_path / "run.json").read_text())
     assert on_disk["timings"] == report["timings"] and on_disk["settings"]["shapes"] == ["S"]
     png = tmp_path / "bench-results" / "rnnfast-bench.png"
-    assert png.read_bytes().startswith(PNG_MAGIC)
+    if cli.have_matplotlib():
+        assert tail.rstrip().endswith("plot: " + os.path.join("bench-results", "rnnfast-bench.png"))
+        assert png.read_bytes().startswith(PNG_MAGIC)
+    else:  # the default plot is skipped, the run still succeeds and says why
+        assert tail.rstrip().endswith("matplotlib is not installed (pip install matplotlib)")
+        assert not png.exists()
+
+
+def test_without_matplotlib_the_default_plot_is_skipped_and_an_asked_one_refused(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "have_matplotlib", lambda: False)
+    args = cli.parse_args(["--quick"])
+    assert args.plot is None and args.plot_skipped
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--quick", "--plot", "speed.png"])
+    assert "--plot needs matplotlib" in capsys.readouterr().err
 
 
 def test_no_plot_draws_nothing(tmp_path, monkeypatch, capsys):

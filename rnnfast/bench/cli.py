@@ -23,6 +23,7 @@ the same run (``cases.gemm_peak``), the least time any implementation could take
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -133,6 +134,8 @@ def parse_args(argv=None):
         p.error(f"--plot: the folder of {args.plot} does not exist")
     if args.plot and args.no_plot:
         p.error("--plot and --no-plot: choose one")
+    if args.plot and not have_matplotlib():
+        p.error("--plot needs matplotlib: pip install matplotlib")
     if args.repeat is not None and args.repeat < 1:
         p.error(f"--repeat: expected a positive number of runs, got {args.repeat}")
     args.mode = "quick" if args.quick else "full" if args.full else "default"
@@ -140,9 +143,16 @@ def parse_args(argv=None):
     if args.quick or args.shapes is None:  # --quick has always meant S only
         args.shapes = mode.shapes
     args.module_groups = mode.module_groups
+    args.plot_skipped = False
     if not args.no_plot and args.plot is None and not args.from_json:
-        args.plot = DEFAULT_PLOT
+        # The default plot is a convenience: without matplotlib the run goes on and says so.
+        args.plot_skipped = not have_matplotlib()
+        args.plot = None if args.plot_skipped else DEFAULT_PLOT
     return args
+
+
+def have_matplotlib() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def main(argv=None) -> dict:
@@ -181,6 +191,8 @@ def main(argv=None) -> dict:
         print(f"figures: {args.json}")
     if args.plot:
         print(f"plot: {args.plot}")
+    elif args.plot_skipped:
+        print("plot: none drawn, matplotlib is not installed (pip install matplotlib)")
     return report
 
 
