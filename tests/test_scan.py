@@ -12,6 +12,8 @@ import torch.utils._pytree as pytree
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from scan_modes import hoisted_split, split_mode  # noqa: E402, F401
+
 import rnnfast  # noqa: E402
 from rnnfast._scan import CarryMismatchError, ScanTraceError, trace, trace_count  # noqa: E402
 
@@ -86,6 +88,7 @@ CELLS = scan_cells.COURSE + scan_cells.LITERATURE
 
 @pytest.mark.parametrize("make", CELLS, ids=lambda m: m.__name__[5:])
 @pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.usefixtures("split_mode")
 def test_matches_python_loop(make, seed):
     step, init, xs, params, _, _ = sample(make, seed)
     assert_matches_loop(step, init, xs, params)
@@ -103,6 +106,7 @@ def test_matches_python_loop(make, seed):
     ids=lambda m: m.__name__[5:],
 )
 @pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.usefixtures("split_mode")
 def test_lengths_and_reverse(make, reverse):
     step, init, xs, params, B, T = sample(make, 3)
     lengths = torch.randint(0, T + 1, (B,))
@@ -110,6 +114,7 @@ def test_lengths_and_reverse(make, reverse):
     assert_matches_loop(step, init, xs, params, lengths=lengths, reverse=reverse)
 
 
+@pytest.mark.usefixtures("hoisted_split")
 def test_split_hoists_input_products_and_defers_the_output_layer():
     step, init, xs, params, _, _ = sample(scan_cells.make_d2l_gru, 0)
     rnnfast.scan(step, init, xs)
@@ -120,12 +125,30 @@ def test_split_hoists_input_products_and_defers_the_output_layer():
     assert [n.op for n in plan.split.output_nodes] == ["aten.mm.default", "aten.add.Tensor"]
 
 
+@pytest.mark.usefixtures("hoisted_split")
 def test_concat_product_splits_into_hoisted_and_recurrent_rows():
     step, init, xs, params, _, _ = sample(scan_cells.make_numpy_lstm, 0)
     rnnfast.scan(step, init, xs)
     plan = _last_plan()
     assert any("mm" in n.op for n in plan.split.hoisted_nodes)
     assert not any(n.op == "aten.cat.default" for n in plan.split.loop_nodes)
+
+
+def test_small_calls_run_the_input_and_output_products_inside_the_loop():
+    """Below runner.INLINE_MACS multiply-adds of input and output products per call, one
+    recurrence reads x_t and forms y_t itself; above it, the products are hoisted."""
+    from rnnfast._scan import runner
+
+    step, init, xs, params = scan_cells.make_d2l_gru(4, 5, DT)
+    rnnfast.scan(step, init(2), xs(3, 2))
+    plan = _last_plan()
+    macs = plan.macs_per_row
+    assert macs == 3 * 4 * 5 + 5 * 3  # X @ W_x* and the output layer H @ W_hq
+    split, loop = plan.split_for(runner.INLINE_MACS // macs)
+    assert split is plan.inline and loop.engine.engine is not None
+    assert split.loop_seq_in == split.prog.x_in and not split.hoisted_nodes
+    assert split.boundary == split.prog.y_out and not split.output_nodes
+    assert plan.split_for(runner.INLINE_MACS // macs + 1)[0] is plan.split
 
 
 def _last_plan():

@@ -14,6 +14,8 @@ import torch.utils._pytree as pytree
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from scan_modes import hoisted_split, split_mode  # noqa: E402, F401
+
 import rnnfast  # noqa: E402
 from rnnfast._scan import cache, lower, lower_vjp  # noqa: E402
 from rnnfast._scan.engine import engine_backward_runs, engine_runs, set_engine_enabled  # noqa: E402
@@ -70,6 +72,7 @@ def assert_engine_matches_runner(step, init, xs, params, backward=True, **kw):
 
 @pytest.mark.parametrize("make", CELLS, ids=lambda m: m.__name__[5:])
 @pytest.mark.parametrize("B,T", [(1, 1), (3, 5)])
+@pytest.mark.usefixtures("split_mode")
 def test_engine_matches_python_runner(make, B, T):
     torch.manual_seed(B * 10 + T)
     step, init, xs, params = make(5, 6, DT)
@@ -203,6 +206,7 @@ def test_unsupported_op_falls_back_silently():
     torch.testing.assert_close(final, want, **TIGHT)
 
 
+@pytest.mark.usefixtures("split_mode")
 def test_backward_opcodes_are_covered():
     """The backward opcodes (lower_vjp.py) all appear in the cells' backward programs that
     test_engine_matches_python_runner checks."""
@@ -218,7 +222,8 @@ def test_backward_opcodes_are_covered():
         torch.manual_seed(4)
         step, init, xs, params = make(3, 4, DT)
         assert_engine_matches_runner(step, init(2), xs(3, 2), params)
-        engine_of = list(cache._entries.values())[-1].loop.engine
+        plan = list(cache._entries.values())[-1]
+        engine_of = plan.split_for(2 * 3)[1].engine
         for program, _ in engine_of.backward_programs.values():
             found |= codes_opcodes(program.codes)
     assert {
@@ -280,6 +285,7 @@ def test_cpu_autocast_keeps_the_python_runner():
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.usefixtures("hoisted_split")
 def test_engine_rejects_bad_programs_and_inputs():
     from rnnfast import _C
 
@@ -307,6 +313,7 @@ def test_engine_rejects_bad_programs_and_inputs():
     [scan_cells.make_nndl_srn, scan_cells.make_peephole_lstm, scan_cells.make_mlstm],
     ids=lambda m: m.__name__[5:],
 )
+@pytest.mark.usefixtures("hoisted_split")
 def test_backward_reads_the_forward_products(make):
     """Under autograd the forward keeps its products per step; the backward reads them rather
     than multiplying again (one product fewer per kept one), with the same gradients."""

@@ -12,12 +12,11 @@ from .capture import StepCaptures
 from .errors import ScanTraceError
 from .loop import python_loop
 from .runner import StepPlan, run_plan
-from .split import split_step
+from .split import inline_step, split_step
 from .trace import trace_step
 from .validate import check_inputs
 
 
-@torch._dynamo.disable  # a graph break: the loop runs eagerly, its ops per step
 def scan(
     combine_fn,
     init,
@@ -48,6 +47,17 @@ def scan(
     Returns:
         ``(final_carry, ys)``: ys' leaves stack y_t's leaves along ``dim``.
     """
+    if torch.compiler.is_compiling():
+        return _scan_outside_the_graph(combine_fn, init, xs, dim, reverse, lengths, fallback)
+    return _scan(combine_fn, init, xs, dim, reverse, lengths, fallback)
+
+
+@torch._dynamo.disable  # a graph break: scan runs eagerly (its engine, not an unrolled loop)
+def _scan_outside_the_graph(combine_fn, init, xs, dim, reverse, lengths, fallback):
+    return _scan(combine_fn, init, xs, dim, reverse, lengths, fallback)
+
+
+def _scan(combine_fn, init, xs, dim, reverse, lengths, fallback):
     inputs = check_inputs(combine_fn, init, xs, dim, reverse, lengths, fallback)
     if inputs is None:  # no xs leaves: torch.scan's shortcut
         return init, []
@@ -66,13 +76,19 @@ def scan(
     else:
         final, ys = run_plan(plan, init_leaves, x_leaves, captures.tensors, lengths, reverse)
         y_spec = plan.y_spec
-        it = iter(ys)
-        ys = [None if none else next(it) for none in plan.y_none]
+        if any(plan.y_none):
+            it = iter(ys)
+            ys = [None if none else next(it) for none in plan.y_none]
     if dim != 0:
         ys = [torch.movedim(y, 0, dim) if y is not None and dim < y.dim() else y for y in ys]
-    return pytree.tree_unflatten(final, init_spec), pytree.tree_unflatten(ys, y_spec)
+    return _unflatten(final, init_spec), _unflatten(ys, y_spec)
+
+
+def _unflatten(leaves, spec):
+    return leaves[0] if spec.is_leaf() else pytree.tree_unflatten(leaves, spec)
 
 
 def _build(captures, init_leaves, init_spec, x_leaves, x_spec) -> StepPlan:
     prog, y_spec, y_none = trace_step(captures, init_leaves, init_spec, x_leaves, x_spec)
-    return StepPlan(split_step(prog), y_spec, y_none)
+    split = split_step(prog)
+    return StepPlan(split, y_spec, y_none, inline_step(prog))

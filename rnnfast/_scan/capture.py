@@ -29,14 +29,19 @@ _SKIPPED_GLOBALS = (
 )
 
 
+_MISSING = object()
+
+
 def spec_key(spec) -> str:
     """A pytree structure as a cache key: torch's TreeSpec is unhashable before torch 2.6 (it
     holds its children in a list); its text names the types, dict keys and nesting."""
+    if spec.is_leaf():
+        return "*"  # a leaf: the usual carry and xs, keyed without formatting
     return str(spec)
 
 
 def tensor_meta(t: Tensor) -> tuple:
-    return (t.dtype, tuple(t.shape), t.device.type, t.requires_grad)
+    return (t.dtype, t.shape, t.device.type, t.requires_grad)  # torch.Size hashes as a tuple
 
 
 def _is_primitive(v) -> bool:
@@ -71,6 +76,10 @@ class _Host(nn.Module):
         return fn(carry, x)
 
 
+def _first(tensors):
+    return tensors[0]
+
+
 class _Describer:
     """Turns one value the step reads into (key part, tensors, rebuild(tensors) -> value)."""
 
@@ -83,7 +92,7 @@ class _Describer:
     def describe(self, v):
         if isinstance(v, Tensor):
             self.owners.append(None)
-            return ("tensor", tensor_meta(v)), [v], lambda ts: ts[0]
+            return ("tensor", tensor_meta(v)), [v], _first
         if isinstance(v, nn.Module):
             return self._module(v)
         if _is_primitive(v):
@@ -149,6 +158,16 @@ def _code_names(code: types.CodeType) -> set:
     return names
 
 
+_global_names_of_code: dict = {}  # code -> its looked-up names, sorted (read on every call)
+
+
+def _global_names(code: types.CodeType) -> List[str]:
+    names = _global_names_of_code.get(code)
+    if names is None:
+        names = _global_names_of_code[code] = sorted(_code_names(code))
+    return names
+
+
 def _unwrap(fn):
     """(function, bound self or None, partial args, partial keywords)."""
     pargs, pkw = (), {}
@@ -187,25 +206,24 @@ class StepCaptures:
         for k, v in sorted((func.__kwdefaults__ or {}).items()):
             slots.append(("kwdefault", k, v))
         g = func.__globals__
-        for name in sorted(_code_names(self.code)):
-            if name in g and not isinstance(g[name], _SKIPPED_GLOBALS):
-                slots.append(("global", name, g[name]))
+        for name in _global_names(self.code):
+            v = g.get(name, _MISSING)
+            if v is not _MISSING and not isinstance(v, _SKIPPED_GLOBALS):
+                slots.append(("global", name, v))
         if self_obj is not None:
             slots.append(("self", None, self_obj))
         for i, v in enumerate(pargs):
             slots.append(("partial", i, v))
         for k, v in sorted(pkw.items()):
             slots.append(("partial-kw", k, v))
-        described = [d.describe(v) for _, _, v in slots]
-        self._slots = [
-            (kind, where, rebuild, len(ts))
-            for (kind, where, _), (_, ts, rebuild) in zip(slots, described)
-        ]
-        self.tensors: List[Tensor] = [t for _, ts, _ in described for t in ts]
-        self.key = (
-            self.code,
-            tuple((kind, where, k) for (kind, where, _), (k, _, _) in zip(slots, described)),
-        )
+        # One pass (this runs on every call): the key parts, the tensors, how to rebuild.
+        self._slots, self.tensors, keys = [], [], []
+        for kind, where, v in slots:
+            k, ts, rebuild = d.describe(v)
+            self._slots.append((kind, where, rebuild, len(ts)))
+            self.tensors += ts
+            keys.append((kind, where, k))
+        self.key = (self.code, tuple(keys))
         self._describer = d
 
     def call(self, tensors, carry, x):

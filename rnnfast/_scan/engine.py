@@ -73,10 +73,12 @@ class LoopEngine:
 
                 self.keeping_engine = _C.ScanEngine(*lower_loop(self.split, self.kept_ids))
             engine = self.keeping_engine
+        # No autograd records these: Recurrence.forward runs without grad, and the other
+        # caller only where no input requires it.
         final, boundary, states, _ = engine.forward(
-            [c.detach() for c in carry],
-            [s.detach() for s in seqs],
-            [w.detach() for w in weights],
+            carry,
+            seqs,
+            weights,
             mask,
             T,
             reverse,
@@ -96,18 +98,13 @@ class LoopEngine:
         """Whether the engine can read these tensors' memory: plain CPU tensors of one dtype
         (not functorch's wrappers under vmap, nor subclasses with their own dispatch), and
         runs what the ATen ops would (not under CPU autocast, which changes their dtypes)."""
+        if self.engine is None or not _state["enabled"] or carry[0].shape[0] == 0:
+            return False
         dtype = carry[0].dtype
-        return (
-            self.engine is not None
-            and _state["enabled"]
-            and carry[0].shape[0] > 0
-            and not torch.is_autocast_enabled("cpu")
-            and all(
-                t.device.type == "cpu" and t.dtype == dtype and not is_functorch_wrapped_tensor(t)
-                for t in tensors
-            )
-            and not has_torch_function(tensors)
-        )
+        for t in tensors:
+            if not t.is_cpu or t.dtype != dtype or is_functorch_wrapped_tensor(t):
+                return False
+        return not torch.is_autocast_enabled("cpu") and not has_torch_function(tensors)
 
     def backward(self, step, states, seqs, weights, kept, g_carry, g_bound, mask, reverse, T):
         """Recurrence.backward's gradients (carry, sequences, weights) from the engine, or None

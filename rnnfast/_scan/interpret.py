@@ -1,6 +1,6 @@
 """Runs IR nodes with ATen ops: the reference runner's one way of executing every part."""
 
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 from .ir import BATCH, Node, Ref, torch_op
 
@@ -17,16 +17,49 @@ def _resolve(a, env, batch):
     return a
 
 
+def _plain(a) -> bool:
+    """Whether an argument needs no resolving beyond a value lookup (not a list, not BATCH)."""
+    return not isinstance(a, (list, tuple)) and not (isinstance(a, str) and a == BATCH)
+
+
+def _compile(node: Node) -> Callable[[dict, int], object]:
+    """node's op as a function of (env, batch): nodes whose arguments are values and constants
+    (most of them) skip the general resolving, which the loop pays at every step."""
+    fn = _FNS.get(node.op)
+    if fn is None:
+        fn = _FNS[node.op] = torch_op(node.op)
+    args, kwargs = node.args, node.kwargs
+    if kwargs or not all(_plain(a) for a in args):
+        return lambda env, batch: fn(
+            *[_resolve(a, env, batch) for a in args],
+            **{k: _resolve(v, env, batch) for k, v in kwargs.items()},
+        )
+    refs = [(k, a.id) for k, a in enumerate(args) if isinstance(a, Ref)]
+    if len(refs) == len(args) == 1:
+        i = refs[0][1]
+        return lambda env, batch: fn(env[i])
+    if len(refs) == len(args) == 2:
+        i, j = refs[0][1], refs[1][1]
+        return lambda env, batch: fn(env[i], env[j])
+    template = list(args)
+
+    def run(env, batch):
+        values = template.copy()
+        for k, i in refs:
+            values[k] = env[i]
+        return fn(*values)
+
+    return run
+
+
 def run_nodes(nodes: List[Node], env: dict, batch: int) -> None:
     """Runs ``nodes`` in order, reading and writing values by id in ``env``; BATCH in a shape
     stands for ``batch``."""
     for node in nodes:
-        fn = _FNS.get(node.op)
-        if fn is None:
-            fn = _FNS[node.op] = torch_op(node.op)
-        args = [_resolve(a, env, batch) for a in node.args]
-        kwargs = {k: _resolve(v, env, batch) for k, v in node.kwargs.items()} if node.kwargs else {}
-        out = fn(*args, **kwargs)
+        entry = node.__dict__.get("_compiled")  # (args it was compiled for, function)
+        if entry is None or entry[0] is not node.args:
+            entry = node.__dict__["_compiled"] = (node.args, _compile(node))
+        out = entry[1](env, batch)
         if len(node.outs) == 1:
             env[node.outs[0]] = out
         else:

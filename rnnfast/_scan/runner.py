@@ -2,6 +2,7 @@
 (all T*B rows at a time), the recurrent core step by step (recurrence.py), the output part once;
 everything but the core under ordinary autograd."""
 
+import math
 from typing import List, Optional
 
 import torch
@@ -11,14 +12,41 @@ from .interpret import run_nodes
 from .loop_step import LoopStep
 from .recurrence import Recurrence, forward_loop
 
+# Input products of at most this many multiply-adds per call run inside the loop (inline_step):
+# below it, the hoisted product's own call and autograd node cost more than the product.
+INLINE_MACS = 1 << 20
+
 
 class StepPlan:
-    """A traced, split step and what running it needs: the cache's entry."""
+    """A traced, split step and what running it needs: the cache's entry. ``inline``: the same
+    step with its input and output products in the loop (split.inline_step), for small calls
+    (``split_for``), where the engine can run it."""
 
-    def __init__(self, split, y_spec, y_none):
+    def __init__(self, split, y_spec, y_none, inline=None):
         self.split = split
         self.y_spec, self.y_none = y_spec, y_none
         self.loop = LoopStep(split)
+        self.inline, self.inline_loop = None, None
+        self.macs_per_row = _product_macs(split.hoisted_nodes + split.output_nodes, split.prog)
+        if inline is not None and self.macs_per_row:
+            loop = LoopStep(inline)
+            if loop.engine.engine is not None:
+                self.inline, self.inline_loop = inline, loop
+
+    def split_for(self, rows: int):
+        """(split, loop step) to run a call of ``rows`` = T*B rows with."""
+        if self.inline is not None and rows * self.macs_per_row <= INLINE_MACS:
+            return self.inline, self.inline_loop
+        return self.split, self.loop
+
+
+def _product_macs(nodes, prog) -> int:
+    """Multiply-adds per row of the products among nodes (their weights' sizes)."""
+    macs = 0
+    for node in nodes:
+        if node.op.split(".")[1] in ("mm", "addmm"):
+            macs += math.prod(prog.meta[node.args[-1].id].shape)
+    return macs
 
 
 def _rows(t: Tensor, T: int, B: int) -> Tensor:
@@ -35,12 +63,16 @@ def run_plan(
     reverse: bool,
 ):
     """(final carry leaves, y leaves [T, B, ...]) of the step over xs ([T, B, ...] leaves)."""
-    split, prog = plan.split, plan.split.prog
     T, B = xs[0].shape[0], xs[0].shape[1]
+    split, loop = plan.split_for(T * B)
+    prog = split.prog
     env = dict(zip(prog.weights_in, weights))
-    env.update(prog.constants)
-    run_nodes(split.weight_nodes, env, B)
-    env.update((i, _rows(x, T, B)) for i, x in zip(prog.x_in, xs))
+    if prog.constants:
+        env.update(prog.constants)
+    if split.weight_nodes:
+        run_nodes(split.weight_nodes, env, B)
+    for i, x in zip(prog.x_in, xs):
+        env[i] = _rows(x, T, B)
     run_nodes(split.hoisted_nodes, env, T * B)
     seqs = [env[i].view(T, B, *env[i].shape[1:]) for i in split.loop_seq_in]
     loop_weights = [env[i] for i in split.loop_weights_in]
@@ -51,13 +83,16 @@ def run_plan(
         ).unsqueeze(1)  # [T, B]
     tensors = [*init, *seqs, *loop_weights]
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        outs = Recurrence.apply(plan.loop, mask, reverse, T, len(init), len(seqs), *tensors)
+        outs = Recurrence.apply(loop, mask, reverse, T, len(init), len(seqs), *tensors)
         final, boundary = list(outs[: len(init)]), list(outs[len(init) :])
     else:
         final, boundary, _, _ = forward_loop(
-            plan.loop, list(init), seqs, loop_weights, T, mask, reverse, keep_states=False
+            loop, list(init), seqs, loop_weights, T, mask, reverse, keep_states=False
         )
-    env.update((i, _rows(b, T, B)) for i, b in zip(split.boundary, boundary))
+    if not prog.y_out:
+        return final, []
+    for i, b in zip(split.boundary, boundary):
+        env[i] = _rows(b, T, B)
     run_nodes(split.output_nodes, env, T * B)
     ys = [env[i].reshape(T, B, *env[i].shape[1:]) for i in prog.y_out]
     if mask is not None:

@@ -5,10 +5,14 @@
 - loop: the recurrent core, what the next carry needs from the carry, step by step;
 - output: what only forms y_t from the loop's values (d2l's H @ W_hq), once after the loop
   over all steps, from the loop values it reads (the boundary, kept per step).
+
+``inline_step`` splits the same step with everything but the weights part in the loop: where
+the input products are small, one recurrence (one autograd node, the engine's loop reading
+x_t) costs less than the hoisted products' and the output part's own calls and graph.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from .errors import ScanTraceError
 from .ir import Node, Program
@@ -61,6 +65,30 @@ def split_step(prog: Program) -> SplitStep:
         loop_seq_in=[r for r in outside if cls[r] == HOIST],
         loop_weights_in=[r for r in outside if cls[r] == CONST],
         boundary=[r for r in _ordered(boundary_reads) if r in loop_defined],
+    )
+
+
+def inline_step(prog: Program) -> Optional[SplitStep]:
+    """The step split with its hoisted and output parts inside the loop (see the module
+    docstring), or None where the carry or y is a weight; ``prog`` already rewritten by
+    split_step."""
+    cls = classify(prog)
+    weights = [n for n in prog.nodes if cls[n.outs[0]] == CONST]
+    loop = [n for n in prog.nodes if cls[n.outs[0]] != CONST]
+    defined = {o for n in loop for o in n.outs}
+    reads = _ordered([r for n in loop for r in n.refs] + list(prog.carry_out) + list(prog.y_out))
+    x_read = set(reads) & set(prog.x_in)
+    if any(cls[i] == CONST for i in list(prog.carry_out) + list(prog.y_out)):
+        return None
+    return SplitStep(
+        prog,
+        weights,
+        [],
+        loop,
+        [],
+        loop_seq_in=[i for i in prog.x_in if i in x_read],
+        loop_weights_in=[r for r in reads if r not in defined and cls[r] == CONST],
+        boundary=_ordered(prog.y_out),
     )
 
 

@@ -19,8 +19,8 @@ def check_inputs(combine_fn, init, xs, dim, reverse, lengths, fallback):
         raise RuntimeError(f"rnnfast.scan: reverse must be a bool; got {type(reverse).__name__}")
     if fallback not in (None, "loop"):
         raise ValueError(f"rnnfast.scan: fallback must be None or 'loop'; got {fallback!r}")
-    init_leaves, init_spec = pytree.tree_flatten(init)
-    x_leaves, x_spec = pytree.tree_flatten(xs)
+    init_leaves, init_spec = flatten(init)
+    x_leaves, x_spec = flatten(xs)
     if not x_leaves:
         return None
     if not init_leaves:
@@ -47,6 +47,16 @@ def check_inputs(combine_fn, init, xs, dim, reverse, lengths, fallback):
                 f"got shape {list(t.shape)}"
             )
     return init_leaves, init_spec, x_leaves, x_spec, _check_lengths(lengths, T, B)
+
+
+LEAF_SPEC = pytree.tree_flatten(0)[1]
+
+
+def flatten(tree):
+    """pytree.tree_flatten, with a lone tensor (the usual carry and xs) flattened at once."""
+    if isinstance(tree, Tensor):
+        return [tree], LEAF_SPEC
+    return pytree.tree_flatten(tree)
 
 
 def _steps_first(x: Tensor, dim: int, i: int) -> Tensor:
