@@ -129,6 +129,11 @@ class CharLM(nn.Module):
         return self.linear(y), state
 
 
+def perplexity(total_loss: float, tokens: int) -> float:
+    """d2l's perplexity: exp of the mean cross-entropy per predicted token."""
+    return math.exp(total_loss / tokens)
+
+
 def detach(state):
     if state is None:
         return None
@@ -158,7 +163,7 @@ def train_epoch(model, corpus, optimizer, args, generator, bar):
         tokens += y.numel()
         bar.update(1)
     seconds = time.perf_counter() - start
-    return math.exp(total_loss / tokens), tokens / seconds
+    return perplexity(total_loss, tokens), tokens / seconds
 
 
 # --------------------------------------------------------------------------- generation
