@@ -25,13 +25,6 @@ import scan_cells  # noqa: E402
 DT = torch.float64
 TIGHT = dict(rtol=1e-9, atol=1e-10)
 CELLS = scan_cells.COURSE + scan_cells.LITERATURE
-# Cells whose traced vjp uses an op outside the engine's table keep the Python backward:
-# the comparisons and where of clamp's, maximum's and minimum's backward.
-PYTHON_BACKWARD = {
-    scan_cells.make_slstm,
-    scan_cells.make_hard_sigmoid_cell,
-    scan_cells.make_rms_cell,
-}
 
 
 @contextlib.contextmanager
@@ -76,9 +69,7 @@ def assert_engine_matches_runner(step, init, xs, params, backward=True, **kw):
 def test_engine_matches_python_runner(make, B, T):
     torch.manual_seed(B * 10 + T)
     step, init, xs, params = make(5, 6, DT)
-    assert_engine_matches_runner(
-        step, init(B), xs(T, B), params, backward=make not in PYTHON_BACKWARD
-    )
+    assert_engine_matches_runner(step, init(B), xs(T, B), params)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +95,6 @@ def test_engine_reverse_and_lengths(make):
             params,
             reverse=reverse,
             lengths=lengths,
-            backward=make not in PYTHON_BACKWARD,
         )
 
 
@@ -144,6 +134,16 @@ def every_opcode_step(h, x):
         + (a.abs() + 1).pow(1.5)
         + a.clone()
     )
+    m = torch.logical_or(torch.logical_and(a >= b, c <= d), torch.logical_not(a == c))
+    e = (
+        e
+        + torch.where(m, a, b)
+        + (a != d).to(a.dtype)
+        + (b > c)
+        + torch.sign(b)
+        + a.masked_fill(b < c, 0.5)
+        + torch.zeros_like(a)
+    )
     h = torch.cat([e[:, : H // 2], torch.tanh(e[:, H // 2 :] @ W_E)], dim=-1)
     return h, h * 1
 
@@ -169,7 +169,7 @@ def test_every_opcode_lowers_and_matches():
     torch.manual_seed(3)
     h0 = torch.randn(4, H, dtype=DT, requires_grad=True)
     xs = torch.randn(5, 4, 3, dtype=DT, requires_grad=True)
-    assert_engine_matches_runner(every_opcode_step, h0, xs, [], backward=False)
+    assert_engine_matches_runner(every_opcode_step, h0, xs, [])
     plan = list(cache._entries.values())[-1]
     codes, _ = lower.lower_loop(plan.split)
     table = {
@@ -183,6 +183,12 @@ def test_every_opcode_lowers_and_matches():
         lower.ROW_SUM,
         lower.ROW_MEAN,
         lower.LAYER_NORM,
+        lower.WHERE,
+        lower.MASKED_FILL,
+        lower.LOGICAL_AND,
+        lower.LOGICAL_OR,
+        lower.SIGN,
+        *lower.COMPARE.values(),
         *lower.BINARY.values(),
         *lower.UNARY.values(),
     }
@@ -193,7 +199,7 @@ def test_unsupported_op_falls_back_silently():
     W = torch.randn(3, 3, dtype=DT, requires_grad=True)
 
     def step(h, x):
-        h = torch.where(h > 0, torch.tanh(x + h @ W), h * 0.5)
+        h = torch.tanh(x + h @ W) - h.amax(-1, keepdim=True)
         return h, None
 
     h0, xs = torch.randn(2, 3, dtype=DT), torch.randn(4, 2, 3, dtype=DT)
@@ -217,6 +223,9 @@ def test_backward_opcodes_are_covered():
         scan_cells.make_mlstm,
         scan_cells.make_layernorm_lstm,
         scan_cells.make_reset_gru,
+        scan_cells.make_slstm,
+        scan_cells.make_rms_cell,
+        scan_cells.make_hard_sigmoid_cell,
         make_hardtanh_rnn,
     ):
         torch.manual_seed(4)
@@ -235,6 +244,9 @@ def test_backward_opcodes_are_covered():
         lower_vjp.LAYER_NORM_BACKWARD,
         lower_vjp.ACCUMULATE_PRODUCT,
         lower_vjp.ACCUMULATE_COLUMN_SUM,
+        lower.SOFTPLUS_BACKWARD,
+        lower.LOG_SIGMOID_BACKWARD,
+        lower.WHERE,
     } <= found
 
 

@@ -40,6 +40,60 @@ bool run_pointwise(Op op, int64_t B, int64_t N, Rows<T> out, const std::vector<O
     case Op::kMinimum:
       binary([](V a, V b) { return at::vec::minimum(a, b); });
       return true;
+    case Op::kGt:
+      binary([](V a, V b) { return a.gt(b); });
+      return true;
+    case Op::kLt:
+      binary([](V a, V b) { return a.lt(b); });
+      return true;
+    case Op::kGe:
+      binary([](V a, V b) { return a.ge(b); });
+      return true;
+    case Op::kLe:
+      binary([](V a, V b) { return a.le(b); });
+      return true;
+    case Op::kEq:
+      binary([](V a, V b) { return a.eq(b); });
+      return true;
+    case Op::kNe:
+      binary([](V a, V b) { return a.ne(b); });
+      return true;
+    case Op::kLogicalAnd:
+      binary([](V a, V b) { return a.ne(V(0)) * b.ne(V(0)); });
+      return true;
+    case Op::kLogicalOr:
+      binary([](V a, V b) { return at::vec::maximum(a.ne(V(0)), b.ne(V(0))); });
+      return true;
+    case Op::kWhere:
+      map_rows<T>(
+          B, N, out, [](V c, V a, V b) { return V::blendv(b, a, c != V(0)); }, in[0], in[1], in[2]);
+      return true;
+    case Op::kMaskedFill:
+      map_rows<T>(
+          B, N, out, [](V x, V mask, V value) { return V::blendv(x, value, mask != V(0)); }, in[0],
+          in[1], in[2]);
+      return true;
+    case Op::kSign:  // (x > 0) - (x < 0): 0 for NaN, as ATen's sign and sgn
+      unary([](V x) { return x.gt(V(0)) - x.lt(V(0)); });
+      return true;
+    case Op::kSoftplusBackward:  // g where beta x > threshold, else g * sigmoid(beta x)
+      map_rows<T>(
+          B, N, out,
+          [](V g, V x, V beta, V threshold) {
+            const V bx = x * beta;
+            const V z = bx.exp();
+            return V::blendv(g * z / (z + V(1)), g, bx > threshold);
+          },
+          in[0], in[1], in[2], in[3]);
+      return true;
+    case Op::kLogSigmoidBackward:  // g * (1 - sigmoid(x)), ATen's form from z = exp(-|x|)
+      binary([](V g, V x) {
+        const V z = x.abs().neg().exp();
+        const V negative = x.lt(V(0));                    // 1 where x < 0
+        const V sign = negative * V(2) - V(1);            // 1 where x < 0, else -1
+        return g * (negative - sign * (z / (V(1) + z)));  // max_deriv - sign * z / (1 + z)
+      });
+      return true;
     case Op::kNeg:
       unary([](V x) { return x.neg(); });
       return true;

@@ -26,6 +26,10 @@ enum class Op : int64_t {
   kDiv,
   kMaximum,
   kMinimum,
+  kGt = 16,  // comparisons: 1 where true, else 0 (a boolean value is 0/1 in the program's dtype)
+  kLt,
+  kGe,
+  kLe,
   kNeg = 20,
   kReciprocal,
   kSigmoid,
@@ -40,16 +44,25 @@ enum class Op : int64_t {
   kRsqrt,
   kLogSigmoid,
   kCopy,
+  kEq = 34,
+  kNe = 35,
   kTanhBackward = 36,
   kSigmoidBackward,         // (grad, y): ATen's formulas from the output y
+  kWhere = 38,              // (condition, a, b): a where condition != 0, else b
+  kMaskedFill = 39,         // (x, mask, value): value where mask != 0, else x
   kClamp = 40,              // (x, lo, hi)
   kPow = 41,                // (x, exponent)
   kSoftplus = 42,           // (x, beta, threshold)
   kThresholdBackward = 43,  // (grad, x, threshold): 0 where x <= threshold
   kHardtanhBackward = 44,   // (grad, x, lo, hi): 0 where x <= lo or x >= hi
-  kSplit = 50,              // (x) ints: each out's first column; outs are views
-  kCat = 51,                // (xs..) along the last dim
-  kSliceBackward = 52,      // (grad) ints [first]: grad in columns [first, first + cols), else 0
+  kLogicalAnd = 45,         // 1 where both are nonzero, else 0
+  kLogicalOr = 46,
+  kSign = 47,                // -1, 0 or 1 (0 for NaN)
+  kSoftplusBackward = 48,    // (grad, x, beta, threshold)
+  kLogSigmoidBackward = 49,  // (grad, x)
+  kSplit = 50,               // (x) ints: each out's first column; outs are views
+  kCat = 51,                 // (xs..) along the last dim
+  kSliceBackward = 52,       // (grad) ints [first]: grad in columns [first, first + cols), else 0
   kRowSum = 60,
   kRowMean,
   kLayerNorm,               // layer norm: (x, w or none, b or none, eps)

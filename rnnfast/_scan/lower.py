@@ -13,6 +13,7 @@ from .split import SplitStep
 
 VERSION = 1
 DTYPES = {torch.float32: 0, torch.float64: 1}
+BOOL = torch.bool  # a boolean value is held as 0 or 1 in the program's dtype
 NO_OPERAND = -(2**63)  # an absent optional operand
 
 MM, ADDMM = 0, 1
@@ -35,6 +36,9 @@ UNARY = {
     "alias": 33,
     "_to_copy": 33,
 }
+COMPARE = {"gt": 16, "lt": 17, "ge": 18, "le": 19, "eq": 34, "ne": 35}
+WHERE, MASKED_FILL, LOGICAL_AND, LOGICAL_OR, SIGN = 38, 39, 45, 46, 47
+SOFTPLUS_BACKWARD, LOG_SIGMOID_BACKWARD = 48, 49
 COPY, CLAMP, POW, SOFTPLUS, SPLIT, CAT, ROW_SUM, ROW_MEAN, LAYER_NORM = (
     33,
     40,
@@ -83,6 +87,7 @@ class _Lowering:
         self.n_nodes = 0
         self.accumulators: List[Tuple[int, int]] = []  # [rows, cols], rows 0 for a vector
         self.unreadable = set()  # outputs only a backward reads (log_sigmoid's buffer)
+        self.immediates: Dict[int, int] = {}  # 0-d constants made in the step: their operand
 
     def _weight_slot(self, i: int) -> None:
         m = self.meta[i]
@@ -116,7 +121,7 @@ class _Lowering:
         if unreadable:
             cols = 0
             self.unreadable.add(i)
-        elif m is None or not m.batched or len(m.shape) != 2 or m.dtype != self.dtype:
+        elif m is None or not m.batched or len(m.shape) != 2 or m.dtype not in (self.dtype, BOOL):
             raise Unsupported("a value that is not [B, cols] of the carry's dtype")
         else:
             cols = m.shape[1]
@@ -131,6 +136,8 @@ class _Lowering:
 
     def _operand(self, a, cols: int) -> int:
         """A pointwise input over `cols` columns: a slot that broadcasts, or an immediate."""
+        if isinstance(a, Ref) and a.id in self.immediates:
+            return self.immediates[a.id]
         if isinstance(a, Ref):
             s = self._read(a.id)
             m = self.meta[a.id]
@@ -166,6 +173,10 @@ class _Lowering:
         extra = [self._batch_slot(o, unreadable=True) for o in node.outs[1:n_outs]]
         ins = [self._operand(a, self.cols[out]) for a in args]
         self._emit(opcode, [out, *extra], ins)
+        if node.op.split(".")[1].endswith("_"):
+            # In place (autograd's formulas use a few): later reads of the input see the
+            # result, written to a new slot rather than into the input's memory.
+            self.slots[node.args[0].id] = out
 
 
 class _LoopLowering(_Lowering):
@@ -243,6 +254,11 @@ def _unary(low: _Lowering, node: Node, _overload) -> None:
     name = node.op.split(".")[1]
     if len(node.args) != 1:
         raise Unsupported(node.op)
+    if name == "_to_copy" and node.kwargs.get("dtype") == BOOL:
+        # to bool: nonzero; from bool to the program's dtype, a copy of its 0/1 below
+        _kwargs_default(node, dtype=BOOL, layout=torch.strided, device=torch.device("cpu"))
+        low._pointwise(COMPARE["ne"], node, (node.args[0], 0))
+        return
     if name == "_to_copy":
         _kwargs_default(node, dtype=low.dtype, layout=torch.strided, device=torch.device("cpu"))
     elif name == "clone":
@@ -360,6 +376,97 @@ def _layer_norm(low: _Lowering, node: Node, _overload) -> None:
     low._emit(LAYER_NORM, outs, [xs, *affine, low._immediate(float(eps))])
 
 
+def _compare(low: _Lowering, node: Node, overload) -> None:
+    if overload not in ("Tensor", "Scalar") or len(node.args) != 2:
+        raise Unsupported(node.op)
+    _kwargs_default(node)
+    low._pointwise(COMPARE[node.op.split(".")[1]], node, node.args)
+
+
+def _logical(low: _Lowering, node: Node, _overload) -> None:
+    _kwargs_default(node)
+    name = node.op.split(".")[1].rstrip("_")
+    if name == "logical_not":
+        low._pointwise(COMPARE["eq"], node, (node.args[0], 0))
+    else:
+        low._pointwise(LOGICAL_AND if name == "logical_and" else LOGICAL_OR, node, node.args[:2])
+
+
+def _where(low: _Lowering, node: Node, overload) -> None:
+    _kwargs_default(node)
+    if overload not in ("self", "ScalarSelf", "ScalarOther", "Scalar") or len(node.args) != 3:
+        raise Unsupported(node.op)
+    low._pointwise(WHERE, node, node.args)
+
+
+def _masked_fill(low: _Lowering, node: Node, _overload) -> None:
+    _kwargs_default(node)
+    low._pointwise(MASKED_FILL, node, node.args[:3])
+
+
+def _sign(low: _Lowering, node: Node, _overload) -> None:
+    _kwargs_default(node)
+    low._pointwise(SIGN, node, node.args[:1])
+
+
+def _scalar_tensor(low: _Lowering, node: Node, _overload) -> None:
+    """A 0-d constant the step (or autograd's formula) makes: an immediate operand."""
+    _kwargs_default(
+        node, dtype=low.dtype, layout=torch.strided, device=torch.device("cpu"), pin_memory=False
+    )
+    value = node.args[0]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Unsupported(f"scalar_tensor of {value!r}")
+    low.immediates[node.outs[0]] = low._immediate(float(value))
+
+
+def _fill_like(low: _Lowering, node: Node, _overload) -> None:
+    """zeros_like, ones_like, full_like of a batch value: its rows filled with one value."""
+    name = node.op.split(".")[1]
+    allowed = {
+        "dtype": (None, low.dtype, low.meta[node.args[0].id].dtype),
+        "layout": (None, torch.strided),
+        "device": (None, torch.device("cpu")),
+        "pin_memory": (None, False),
+        "memory_format": (None, torch.preserve_format),
+    }
+    for k, v in node.kwargs.items():
+        if v not in allowed.get(k, ()):
+            raise Unsupported(f"{node.op} with {k}={v!r}")
+    value = {"zeros_like": 0.0, "ones_like": 1.0}.get(name)
+    if value is None:
+        value = node.args[1]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Unsupported(f"{name} of {value!r}")
+    low._read(node.args[0].id)
+    low._emit(COPY, [low._batch_slot(node.outs[0])], [low._immediate(float(value))])
+
+
+def _expand(low: _Lowering, node: Node, _overload) -> None:
+    """A [B, 1] value broadcast over the columns (or an expand to its own shape)."""
+    _kwargs_default(node, implicit=False)
+    low._pointwise(COPY, node, node.args[:1])
+
+
+def _view(low: _Lowering, node: Node, _overload) -> None:
+    """A view or reshape that keeps [B, cols]: the same value."""
+    x = node.args[0]
+    m, out = low.meta.get(x.id), low.meta.get(node.outs[0])
+    if m is None or out is None or tuple(m.shape) != tuple(out.shape):
+        raise Unsupported(f"{node.op} to another shape")
+    low.slots[node.outs[0]] = low._read(x.id)
+
+
+def _softplus_backward(low: _Lowering, node: Node, _overload) -> None:
+    _kwargs_default(node)
+    low._pointwise(SOFTPLUS_BACKWARD, node, node.args[:4])
+
+
+def _log_sigmoid_backward(low: _Lowering, node: Node, _overload) -> None:
+    _kwargs_default(node)  # the third argument, forward's buffer, is not read on the CPU
+    low._pointwise(LOG_SIGMOID_BACKWARD, node, node.args[:2])
+
+
 _HANDLERS = {
     "mm": _product,
     "addmm": _product,
@@ -377,6 +484,24 @@ _HANDLERS = {
     "sum": _row_reduction,
     "mean": _row_reduction,
     "native_layer_norm": _layer_norm,
+    **{name: _compare for name in COMPARE},
+    **{name: _logical for name in ("logical_and", "logical_or", "logical_not")},
+    **{name + "_": _logical for name in ("logical_and", "logical_or", "logical_not")},
+    "where": _where,
+    "masked_fill": _masked_fill,
+    "masked_fill_": _masked_fill,
+    "sign": _sign,
+    "sgn": _sign,
+    "scalar_tensor": _scalar_tensor,
+    "zeros_like": _fill_like,
+    "ones_like": _fill_like,
+    "full_like": _fill_like,
+    "expand": _expand,
+    "view": _view,
+    "reshape": _view,
+    "_unsafe_view": _view,
+    "softplus_backward": _softplus_backward,
+    "log_sigmoid_backward": _log_sigmoid_backward,
     **{name: _binary for name in BINARY},
     **{name: _unary for name in UNARY},
 }
