@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from scan_modes import hoisted_split, split_mode  # noqa: E402, F401
 
 import rnnfast  # noqa: E402
-from rnnfast._scan import cache, lower, lower_vjp  # noqa: E402
+from rnnfast._scan import cache, lower, lower_vjp, opcodes  # noqa: E402
 from rnnfast._scan.engine import engine_backward_runs, engine_runs, set_engine_enabled  # noqa: E402
 
 import scan_cells  # noqa: E402
@@ -173,24 +173,24 @@ def test_every_opcode_lowers_and_matches():
     plan = list(cache._entries.values())[-1]
     codes, _ = lower.lower_loop(plan.split)
     table = {
-        lower.MM,
-        lower.ADDMM,
-        lower.CLAMP,
-        lower.POW,
-        lower.SOFTPLUS,
-        lower.SPLIT,
-        lower.CAT,
-        lower.ROW_SUM,
-        lower.ROW_MEAN,
-        lower.LAYER_NORM,
-        lower.WHERE,
-        lower.MASKED_FILL,
-        lower.LOGICAL_AND,
-        lower.LOGICAL_OR,
-        lower.SIGN,
-        *lower.COMPARE.values(),
-        *lower.BINARY.values(),
-        *lower.UNARY.values(),
+        opcodes.MM,
+        opcodes.ADDMM,
+        opcodes.CLAMP,
+        opcodes.POW,
+        opcodes.SOFTPLUS,
+        opcodes.SPLIT,
+        opcodes.CAT,
+        opcodes.ROW_SUM,
+        opcodes.ROW_MEAN,
+        opcodes.LAYER_NORM,
+        opcodes.WHERE,
+        opcodes.MASKED_FILL,
+        opcodes.LOGICAL_AND,
+        opcodes.LOGICAL_OR,
+        opcodes.SIGN,
+        *opcodes.COMPARE.values(),
+        *opcodes.BINARY.values(),
+        *opcodes.UNARY.values(),
     }
     assert codes_opcodes(codes) == table
 
@@ -236,17 +236,17 @@ def test_backward_opcodes_are_covered():
         for program, _ in engine_of.backward_programs.values():
             found |= codes_opcodes(program.codes)
     assert {
-        lower_vjp.TANH_BACKWARD,
-        lower_vjp.SIGMOID_BACKWARD,
-        lower_vjp.THRESHOLD_BACKWARD,
-        lower_vjp.HARDTANH_BACKWARD,
-        lower_vjp.SLICE_BACKWARD,
-        lower_vjp.LAYER_NORM_BACKWARD,
-        lower_vjp.ACCUMULATE_PRODUCT,
-        lower_vjp.ACCUMULATE_COLUMN_SUM,
-        lower.SOFTPLUS_BACKWARD,
-        lower.LOG_SIGMOID_BACKWARD,
-        lower.WHERE,
+        opcodes.TANH_BACKWARD,
+        opcodes.SIGMOID_BACKWARD,
+        opcodes.THRESHOLD_BACKWARD,
+        opcodes.HARDTANH_BACKWARD,
+        opcodes.SLICE_BACKWARD,
+        opcodes.LAYER_NORM_BACKWARD,
+        opcodes.ACCUMULATE_PRODUCT,
+        opcodes.ACCUMULATE_COLUMN_SUM,
+        opcodes.SOFTPLUS_BACKWARD,
+        opcodes.LOG_SIGMOID_BACKWARD,
+        opcodes.WHERE,
     } <= found
 
 
@@ -340,7 +340,7 @@ def test_backward_reads_the_forward_products(make):
         step_of.vjp_program, step_of.n_carry, len(step_of.split.loop_seq_in)
     )
     products = [
-        codes_opcode_list(p.codes).count(lower.MM) + codes_opcode_list(p.codes).count(lower.ADDMM)
+        sum(codes_opcode_list(p.codes).count(code) for code in (opcodes.MM, opcodes.ADDMM))
         for p in (plain, kept_program)
     ]
     assert products[1] == products[0] - len(loop_engine.kept_ids)

@@ -8,8 +8,8 @@ clear_cache``.
 Module layout: api (the entry), validate (argument checks), capture (closure lifting), trace
 (make_fx into the IR), ir and whitelist (the program and the ops the engine runs), rewrite and
 split (cat-product split, the parts), interpret, loop_step, recurrence and runner (the reference
-runner and its autograd), cache (programs by code and signature), loop (the eager fallback),
-errors."""
+runner and its autograd), engine, lower, lower_ops, lower_vjp and opcodes (the C++ engine's
+programs), cache (programs by code and signature), loop (the eager fallback), errors."""
 
 from .api import scan
 from .cache import clear_cache, trace_count

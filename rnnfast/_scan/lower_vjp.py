@@ -9,11 +9,21 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import torch
 
 from .ir import BATCH, Node, Program, Ref
-from .lower import _HANDLERS, COPY, NO_OPERAND, Unsupported, _kwargs_default, _Lowering
-
-TANH_BACKWARD, SIGMOID_BACKWARD, THRESHOLD_BACKWARD, HARDTANH_BACKWARD = 36, 37, 43, 44
-SLICE_BACKWARD, LAYER_NORM_BACKWARD = 52, 63
-ACCUMULATE_PRODUCT, ACCUMULATE_COLUMN_SUM = 70, 71
+from .lower import Lowering
+from .lower_ops import HANDLERS, kwargs_default
+from .opcodes import (
+    ACCUMULATE_COLUMN_SUM,
+    ACCUMULATE_PRODUCT,
+    COPY,
+    HARDTANH_BACKWARD,
+    LAYER_NORM_BACKWARD,
+    NO_OPERAND,
+    SIGMOID_BACKWARD,
+    SLICE_BACKWARD,
+    TANH_BACKWARD,
+    THRESHOLD_BACKWARD,
+    Unsupported,
+)
 
 
 class KeptProducts(NamedTuple):
@@ -46,7 +56,7 @@ def lower_vjp(
         return None
 
 
-class _VjpLowering(_Lowering):
+class _VjpLowering(Lowering):
     def __init__(self, prog: Program, n_carry: int, n_seq: int, kept: Optional[KeptProducts]):
         super().__init__(prog.meta, prog.meta[prog.carry_in[0]].dtype)
         self.prog, self.n_carry, self.n_seq, self.kept = prog, n_carry, n_seq, kept
@@ -114,15 +124,15 @@ class _VjpLowering(_Lowering):
         name = node.op.split(".")[1]
         refs = node.refs
         if name in ("tanh_backward", "sigmoid_backward"):
-            _kwargs_default(node)
+            kwargs_default(node)
             code = TANH_BACKWARD if name == "tanh_backward" else SIGMOID_BACKWARD
             self._pointwise(code, node, node.args[:2])
         elif name in ("threshold_backward", "hardtanh_backward"):
-            _kwargs_default(node)
+            kwargs_default(node)
             code = THRESHOLD_BACKWARD if name == "threshold_backward" else HARDTANH_BACKWARD
             self._pointwise(code, node, node.args)
         elif name == "zeros" and node.args and list(node.args[0][:1]) == [BATCH]:
-            _kwargs_default(
+            kwargs_default(
                 node,
                 dtype=self.dtype,
                 layout=torch.strided,
@@ -155,13 +165,13 @@ class _VjpLowering(_Lowering):
         elif name == "sum" and _over_batch(node) and refs[0] in self.slots:
             self.terms[node.outs[0]] = [("colsum", self._read(refs[0]))]
         else:
-            handler = _HANDLERS.get(name)
+            handler = HANDLERS.get(name)
             if handler is None:
                 raise Unsupported(node.op)
             handler(self, node, node.op.split(".")[2])
 
     def _slice_backward(self, node: Node) -> None:
-        _kwargs_default(node)
+        kwargs_default(node)
         g, _, dim, start, _, step = node.args
         out = self._batch_slot(node.outs[0])
         n, width = self.cols[out], self.cols[self._read(g.id)]
@@ -172,7 +182,7 @@ class _VjpLowering(_Lowering):
 
     def _layer_norm_backward(self, node: Node) -> None:
         """dx a batch value; the weight's and bias' gradients column sums of g * x_hat and g."""
-        _kwargs_default(node)
+        kwargs_default(node)
         g, x, shape, mean, rstd, w, _, mask = node.args
         gs, xs = self._read(g.id), self._read(x.id)
         if len(shape) != 1 or self.cols[xs] != shape[0] or self.cols[gs] != shape[0]:
