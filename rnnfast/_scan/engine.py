@@ -111,24 +111,30 @@ class LoopEngine:
         where it cannot run them (the Python backward runs them then). ``kept``: the
         forward's products per step, or none."""
         dtype = states[0].dtype
-        g_carry = [g.to(dtype) for g in g_carry]
+        g_carry = [g if g.dtype == dtype else g.to(dtype) for g in g_carry]
         if not self._runs(g_carry, [*states, *seqs, *weights, *g_carry, *g_bound, *kept]):
             return None
-        primals = [s[0] for s in states] + [s[0] for s in seqs] + list(weights)
-        prog = step.traced_vjp(primals, g_carry + [g[0] for g in g_bound])
         key = bool(kept)
         if key not in self.backward_programs:
+            primals = [s[0] for s in states] + [s[0] for s in seqs] + list(weights)
+            prog = step.traced_vjp(primals, g_carry + [g[0] for g in g_bound])
             self.backward_programs[key] = self._lower_backward(step, prog, len(seqs), key)
         if self.backward_programs[key] is None:
             return None
         lowered, engine = self.backward_programs[key]
-        env = dict(zip(prog.carry_in[len(states) + len(seqs) :], weights))
-        env.update(prog.constants)
-        run_nodes(lowered.pre_nodes, env, g_carry[0].shape[0])
+        prog = step.vjp_program
+        if lowered.pre_nodes or prog.constants:
+            env = dict(zip(prog.carry_in[len(states) + len(seqs) :], weights))
+            env.update(prog.constants)
+            run_nodes(lowered.pre_nodes, env, g_carry[0].shape[0])
+            engine_weights = [env[i] for i in lowered.weight_ids]
+        else:
+            position = {i: k for k, i in enumerate(prog.carry_in[len(states) + len(seqs) :])}
+            engine_weights = [weights[position[i]] for i in lowered.weight_ids]
         g_first, g_seqs, _, g_weights = engine.forward(
             g_carry,
-            [*states, *seqs, *[g.detach() for g in g_bound], *kept],
-            [env[i] for i in lowered.weight_ids],
+            [*states, *seqs, *g_bound, *kept],
+            engine_weights,
             mask,
             T,
             not reverse,

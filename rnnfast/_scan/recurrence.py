@@ -52,10 +52,13 @@ def forward_loop(
 
 
 class Recurrence(torch.autograd.Function):
-    """(carry0, hoisted sequences [T, B, ...], weights) -> (final carry, boundary values)."""
+    """(carry0, hoisted sequences [T, B, ...], weights) -> (final carry, boundary values).
+    ``call``: (step, mask, reverse, T, n_carry, n_seq), one argument since Function.apply
+    inspects each of its arguments."""
 
     @staticmethod
-    def forward(ctx, step, mask, reverse, T, n_carry, n_seq, *tensors):
+    def forward(ctx, call, *tensors):
+        step, mask, reverse, T, n_carry, n_seq = call
         carry = list(tensors[:n_carry])
         seqs = list(tensors[n_carry : n_carry + n_seq])
         weights = list(tensors[n_carry + n_seq :])
@@ -77,10 +80,9 @@ class Recurrence(torch.autograd.Function):
         states, seqs = saved[:n_carry], saved[n_carry : n_carry + n_seq]
         weights = saved[n_carry + n_seq : len(saved) - n_products]
         products = saved[len(saved) - n_products :]
-        finals = [s[0] for s in states]
         g_carry = [
-            g if g is not None else torch.zeros_like(f, dtype=torch.float32)
-            for g, f in zip(grads[:n_carry], finals)
+            g if g is not None else torch.zeros_like(s[0], dtype=torch.float32)
+            for g, s in zip(grads[:n_carry], states)
         ]
         g_bound = list(grads[n_carry:])
         ran = ctx.step.engine.backward(
@@ -96,7 +98,7 @@ class Recurrence(torch.autograd.Function):
             ctx.T,
         )
         if ran is not None:
-            return (None,) * 6 + ran
+            return (None,) + ran
         g_seqs = [torch.zeros_like(s) if s.is_floating_point() else None for s in seqs]
         g_weights = [torch.zeros_like(w) if w.is_floating_point() else None for w in weights]
         step, mask, T = ctx.step, ctx.mask, ctx.T
@@ -123,4 +125,4 @@ class Recurrence(torch.autograd.Function):
             for k, g in enumerate(grads_t[n_carry + n_seq :]):
                 if g is not None:
                     g_weights[k] += g
-        return (None,) * 6 + (*g_carry, *g_seqs, *g_weights)
+        return (None, *g_carry, *g_seqs, *g_weights)

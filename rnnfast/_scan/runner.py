@@ -83,7 +83,8 @@ def run_plan(
         ).unsqueeze(1)  # [T, B]
     tensors = [*init, *seqs, *loop_weights]
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        outs = Recurrence.apply(loop, mask, reverse, T, len(init), len(seqs), *tensors)
+        call = (loop, mask, reverse, T, len(init), len(seqs))
+        outs = Recurrence.apply(call, *tensors)
         final, boundary = list(outs[: len(init)]), list(outs[len(init) :])
     else:
         final, boundary, _, _ = forward_loop(
