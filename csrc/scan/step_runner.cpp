@@ -1,6 +1,7 @@
 #include "step_runner.h"
 
 #include <ATen/ATen.h>
+#include <ATen/cpu/vec/vec.h>
 #include <c10/util/Exception.h>
 
 #include "pointwise_ops.h"
@@ -14,6 +15,31 @@ constexpr int64_t kSmallAccumulateMacs = int64_t{1} << 16;
 
 bool is_product(Op op) { return op == Op::kMm || op == Op::kAddmm; }
 bool is_pointwise(Op op) { return op >= Op::kAdd && op < Op::kSplit; }
+
+// acc[r, :] += sum over b of a[b * lda + r] * g[b, :] for r < R: R rows of acc row-major with
+// N columns; g [B, N] with its stride. R independent chains per column block.
+template <int R, class T>
+void accumulate_rows(int64_t B, int64_t N, const T* a, int64_t lda, Rows<T> g, T* acc) {
+  using V = at::vec::Vectorized<T>;
+  for (int64_t j = 0; j < N; j += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), N - j);
+    const auto load = [n](const T* p) { return n == V::size() ? V::loadu(p) : V::loadu(p, n); };
+    V sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = load(acc + r * N + j);
+    for (int64_t b = 0; b < B; ++b) {
+      const V g_v = load(g.data + b * g.ld + j);
+      const T* a_row = a + b * lda;
+      for (int r = 0; r < R; ++r) sum[r] = at::vec::fmadd(V(a_row[r]), g_v, sum[r]);
+    }
+    for (int r = 0; r < R; ++r) {
+      if (n == V::size()) {
+        sum[r].store(acc + r * N + j);
+      } else {
+        sum[r].store(acc + r * N + j, n);
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -191,17 +217,12 @@ void StepRunner<T>::accumulate(const Node& node) {
     cpu::gemm<T>(K, N, B_, {a.data, a.ld, true}, {g.data, g.ld, false}, 1.f, acc, N);
     return;
   }
-  // Rank-one updates: a transposed operand sends small products down the GEMM's general
-  // path, which copies g into panels at every step.
-  for (int64_t b = 0; b < B_; ++b) {
-    const T* a_row = a.data + b * a.ld;
-    const T* g_row = g.data + b * g.ld;
-    for (int64_t k = 0; k < K; ++k) {
-      const T s = a_row[k];
-      T* acc_row = acc + k * N;
-      for (int64_t j = 0; j < N; ++j) acc_row[j] += s * g_row[j];
-    }
-  }
+  // Small products: per column block of four rows k of acc, the sums over the rows b of
+  // a[b, k] g[b, :] kept in registers, four independent chains (a transposed operand sends
+  // small products down the GEMM's general path, which copies g into panels at every step).
+  int64_t k = 0;
+  for (; k + 4 <= K; k += 4) accumulate_rows<4>(B_, N, a.data + k, a.ld, g, acc + k * N);
+  for (; k < K; ++k) accumulate_rows<1>(B_, N, a.data + k, a.ld, g, acc + k * N);
 }
 
 template class StepRunner<float>;
