@@ -3,9 +3,9 @@ torch.compile, and rnnfast's fused op where it has the cell (float32).
 
 One pytest-benchmark group per "scan-{cell}-{shape}-{pass}"; the first call of scan (trace and
 set-up) has its own group per pass. torch.compile's rows are marked ``compile`` (skipped by
---quick and by ``-m "not compile"``): their first call compiles for minutes. The session
-ends with a table of the ratios (conftest.py). The cases are defined in
-``rnnfast.bench.scan_cases``.
+--quick and by ``-m "not compile"``; at M also ``slow``): their first call compiles for
+minutes. The session ends with a table of the ratios (scan_summary.py). The cases are defined
+in ``rnnfast.bench.scan_cases``.
 """
 
 import time
@@ -18,7 +18,7 @@ SHAPES = ("S", "M")
 FIRST_CALL_ROUNDS = 3  # each round clears the cache, so each traces anew
 
 
-def _params(impls, marks=()):
+def _params(impls, marks_at=lambda shape: []):
     for cell in scan_cases.CELLS:
         for shape in SHAPES:
             for pass_ in scan_cases.PASSES:
@@ -28,9 +28,14 @@ def _params(impls, marks=()):
                         shape,
                         pass_,
                         impl,
-                        marks=list(marks),
+                        marks=marks_at(shape),
                         id=f"{cell}-{shape}-{pass_}-{impl}",
                     )
+
+
+def _compile_marks(shape):
+    # At M torch.compile unrolls 100 steps, forward and backward: also marked slow.
+    return [pytest.mark.compile] + ([pytest.mark.slow] if shape == "M" else [])
 
 
 @pytest.mark.parametrize(("cell", "shape", "pass_", "impl"), list(_params(scan_cases.impl_names)))
@@ -45,8 +50,9 @@ def test_scan(benchmark, bench_device, bench_plan, record_scan_median, cell, sha
     record_scan_median(benchmark, (cell, shape.name, pass_), impl)
 
 
-@pytest.mark.compile
-@pytest.mark.parametrize(("cell", "shape", "pass_", "impl"), list(_params(lambda c: ["compiled"])))
+@pytest.mark.parametrize(
+    ("cell", "shape", "pass_", "impl"), list(_params(lambda c: ["compiled"], _compile_marks))
+)
 def test_scan_compiled_loop(
     benchmark, bench_device, bench_plan, record_scan_median, cell, shape, pass_, impl
 ):

@@ -171,7 +171,7 @@ def _fused_gru(case, H):
 
     def fused():
         output, h_n = RF.gru(case.x, w_ih, w_hh, bias, None, case.init, reset_after=False)
-        return h_n, output @ w_hq + b_q
+        return h_n, output @ w_hq + b_q  # d2l's output layer, once over all the steps
 
     return (w_ih, w_hh, bias, w_hq, b_q), fused
 
@@ -183,9 +183,9 @@ _FUSED = {"nndl_srn": _fused_srn, "numpy_lstm": _fused_lstm, "d2l_gru": _fused_g
 def forward(case: ScanCase, impl: str) -> Callable[[], tuple]:
     """``run() -> (final_carry, ys)`` of one implementation of the case."""
     if impl == "scan":
-        import rnnfast
+        from .. import scan  # loaded on first use (it imports torch._dynamo)
 
-        return lambda: rnnfast.scan(case.step, case.init, case.x)
+        return lambda: scan(case.step, case.init, case.x)
     if impl == "loop":
         return lambda: scan_steps.python_loop(case.step, case.init, case.x)
     if impl == "fused" and case.fused is not None:
