@@ -4,15 +4,18 @@
     pytest benchmarks --quick                    # or RNNFAST_BENCH_QUICK=1: shape S, 3 rounds
     pytest benchmarks --benchmark-disable        # each case once, as a smoke test
     pytest benchmarks -m "not slow"              # everything but L
+    pytest benchmarks -m "not compile"           # without torch.compile's rows (minutes each)
     pytest benchmarks --bench-device cuda
 
-Groups are "{cell}-{shape}-{pass}", so each table compares like with like.
+Groups are "{cell}-{shape}-{pass}", so each table compares like with like; rnnfast.scan's
+ratios to its baselines follow the tables (scan_summary.py).
 """
 
 import os
 
 import pytest
 import torch
+from scan_summary import pytest_terminal_summary, record_scan_median  # noqa: F401
 
 from rnnfast.bench import cases
 
@@ -37,16 +40,20 @@ def _quick(config) -> bool:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: the large shape L (seconds per round)")
+    config.addinivalue_line(
+        "markers", "compile: torch.compile of a loop (its first call compiles for minutes)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
-    """Quick mode keeps shape S (and tests without a shape)."""
+    """Quick mode keeps shape S (and tests without a shape), without torch.compile's rows."""
     if not _quick(config):
         return
     keep, drop = [], []
     for item in items:
         shape = getattr(getattr(item, "callspec", None), "params", {}).get("shape")
-        (keep if shape in (None, "S") else drop).append(item)
+        quick = shape in (None, "S") and item.get_closest_marker("compile") is None
+        (keep if quick else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -115,7 +115,7 @@ def test_a_run_ends_with_the_summary_and_writes_json_and_plot(tmp_path, monkeypa
     row = next(
         line.split() for line in tail.splitlines() if line.split()[:3] == ["rnn", "S", "fwd"]
     )
-    assert len(row) == 8 and row[-1].endswith("x") and row[-2].endswith("x")
+    assert len(row) == 10 and row[-1].endswith("x") and row[-2].endswith("x")
     assert "measured in " in tail
     assert "figures: run.json" in tail
     on_disk = json.loads((tmp_path / "run.json").read_text())

@@ -10,6 +10,8 @@ weights:
 ``rnnfast_rb`` GRU only: ``rnnfast.functional.gru(reset_after=False)``, the seed's cell
 ``torch_nn``   ``nn.RNN`` / ``nn.GRU`` / ``nn.LSTM``
 ``seed``       the hand-written loops of :mod:`rnnfast.bench.baselines`
+``scan``       ``rnnfast.scan`` of the seeds' steps (:mod:`rnnfast.bench.scan_steps`): NNDL's
+               SRN, d2l's reset-before GRU, and for the LSTM the numpy-style step
 ``gemm_floor`` (shapes in ``FLOOR_SHAPES``) the same GEMM work without anything else
 =============  =================================================================
 
@@ -31,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as RF
-from . import baselines
+from . import baselines, scan_cases, scan_steps
 
 CELLS = ("rnn", "gru", "lstm")
 PASSES = ("fwd", "fwd_nograd", "fwdbwd")
@@ -45,6 +47,7 @@ LABELS = {
     "rnnfast_rb": "rnnfast rb",
     "torch_nn": "torch.nn",
     "seed": "seed loop",
+    "scan": "scan",
     "gemm_floor": "GEMM floor",
 }
 
@@ -95,7 +98,7 @@ class Impl:
 
 def impl_names(cell: str, shape_name: str) -> list[str]:
     """Implementations benchmarked for a cell at a shape, ``gemm_floor`` included."""
-    names = ["rnnfast"] + (["rnnfast_rb"] if cell == "gru" else []) + ["torch_nn", "seed"]
+    names = ["rnnfast"] + (["rnnfast_rb"] if cell == "gru" else []) + ["torch_nn", "seed", "scan"]
     return names + (["gemm_floor"] if shape_name in FLOOR_SHAPES else [])
 
 
@@ -136,6 +139,7 @@ def build_impls(cell: str, shape: Shape, device="cpu", names=None) -> dict[str, 
         "rnnfast_rb": lambda: _rnnfast_impl(cell, module, "rnnfast_rb", reset_after=False),
         "torch_nn": lambda: _torch_nn_impl(cell, module),
         "seed": lambda: _seed_impl(cell, module, shape, device),
+        "scan": lambda: _scan_impl(cell, module, shape, device),
     }
     return {name: builders[name]() for name in names}
 
@@ -187,6 +191,27 @@ def _seed_impl(cell: str, module: nn.Module, shape: Shape, device) -> Impl:
         state = baselines.init_seed_lstm_state(shape.B, shape.H, device)
         loop, math_ = baselines.seed_lstm, _math(cell)
     return Impl("seed", lambda x: loop(x, state, params)[0], params, math_)
+
+
+def _scan_impl(cell: str, module: nn.Module, shape: Shape, device) -> Impl:
+    """rnnfast.scan of the seed's step (the numpy-style step for the LSTM), from zeros as the
+    seeds start, on the input in the seed's layout."""
+    from .. import scan
+
+    weights = torch_weights(module)
+    h0 = torch.zeros(shape.B, shape.H, device=device)
+    if cell == "rnn":
+        srn = baselines.seed_srn_from_torch(*weights)
+        params = [srn.W, srn.U, srn.b]
+        step = scan_steps.nndl_srn_step(*params)
+        return Impl("scan", lambda x: scan(step, h0, x, dim=1)[0], params, _math(cell))
+    if cell == "gru":
+        params = baselines.seed_gru_params_from_torch(*weights)
+        step = scan_steps.d2l_gru_step(params)
+        return Impl("scan", lambda x: scan(step, h0, x)[1], params, _math(cell, False))
+    params = list(scan_cases.torch_lstm_to_numpy(*weights))
+    step, carry = scan_steps.numpy_lstm_step(*params, shape.H), (h0, torch.zeros_like(h0))
+    return Impl("scan", lambda x: scan(step, carry, x)[1], params, _math(cell))
 
 
 # --------------------------------------------------------------------------- steps

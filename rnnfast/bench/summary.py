@@ -1,6 +1,6 @@
 """The few lines a run ends with: rnnfast against torch.nn and the hand-written loop per
-cell, shape and pass, how long the run took, and a plain warning where other processes
-disturbed the figures."""
+cell, shape and pass (and rnnfast.scan of that loop's step against the loop), how long the
+run took, and a plain warning where other processes disturbed the figures."""
 
 from __future__ import annotations
 
@@ -13,16 +13,20 @@ COLUMNS = ("rnnfast", "torch_nn", "seed")
 
 def summary_table(report: dict) -> str:
     """One row per timed (cell, shape, pass): the medians of rnnfast, torch.nn and the
-    hand-written loop, and each baseline's time over rnnfast's (above 1: rnnfast faster)."""
+    hand-written loop, and each baseline's time over rnnfast's (above 1: rnnfast faster);
+    where the report has rnnfast.scan, its median and the loop's time over it."""
     ms = {(t["cell"], t["shape"], t["pass"], t["impl"]): t for t in report["timings"]}
     keys = sorted({k[:3] for k in ms}, key=case_order)
+    with_scan = any(k[3] == "scan" for k in ms)  # reports before scan lack it
+    columns = COLUMNS + (("scan",) if with_scan else ())
     header = [
         "cell",
         "shape",
         "pass",
-        *(f"{cases.LABELS[n]} ms" for n in COLUMNS),
+        *(f"{cases.LABELS[n]} ms" for n in columns),
         "torch.nn / rnnfast",
         "seed loop / rnnfast",
+        *(["seed loop / scan"] if with_scan else []),
     ]
     rows = []
     for cell, shape, pass_ in keys:
@@ -33,9 +37,10 @@ def summary_table(report: dict) -> str:
                 cell,
                 shape,
                 pass_,
-                *(fmt_ms(get(n)) for n in COLUMNS),
+                *(fmt_ms(get(n)) for n in columns),
                 fmt_x(get("torch_nn"), get(same_math["torch_nn"])),
                 fmt_x(get("seed"), get(same_math["seed"])),
+                *([fmt_x(get("seed"), get("scan"))] if with_scan else []),
             ]
         )
     return table(header, rows, text_cols=3)
@@ -75,6 +80,11 @@ def print_summary(report: dict) -> None:
         print(
             "gru: the seed loop is a reset-before GRU, compared with rnnfast's reset-before "
             "GRU (rnnfast rb); the rnnfast column is nn.GRU's reset-after cell"
+        )
+    if any(t["impl"] == "scan" for t in report["timings"]):
+        print(
+            "scan: rnnfast.scan of the seed loop's step (lstm: the numpy-style step "
+            "cat([h, x]) @ W), traced once; seed loop / scan above 1: scan faster"
         )
     wall = report.get("settings", {}).get("wall_s")
     if wall is not None:

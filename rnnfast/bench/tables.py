@@ -174,7 +174,8 @@ def print_report(report: dict):
     print(timing_table(report))
     print(
         "x torch.nn: torch.nn time / rnnfast time; x seed loop: seed time / rnnfast time "
-        "(gru: rnnfast rb = reset_after=False, the seed's cell; rnnfast = nn.GRU's cell)"
+        "(gru: rnnfast rb = reset_after=False, the seed's cell; rnnfast = nn.GRU's cell); "
+        "scan: rnnfast.scan of the seed's step (lstm: the numpy-style step)"
     )
     bound = compute_bound_table(report)
     if bound:
