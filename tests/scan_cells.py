@@ -1,10 +1,13 @@
 """Recurrent steps written by hand, as course notes and papers write them, for the tests of
 rnnfast.scan: each ``make_*(I, H, dtype)`` returns ``(step, init(B), xs(T, B), params)``, the
-step reading its weights from its closure (or a module) as user code does."""
+step reading its weights from its closure (or a module) as user code does. The steps the
+benchmarks time too come from ``rnnfast.bench.scan_steps``."""
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from rnnfast.bench import scan_steps
 
 
 def _p(*shape, dtype, scale=0.5):
@@ -26,11 +29,7 @@ def _h(H, dtype, n=1):
 def make_nndl_srn(I, H, dtype):
     """NNDL's simple recurrent network, W [I, H]; only the last state is wanted (y None)."""
     W, U, b = _p(I, H, dtype=dtype), _p(H, H, dtype=dtype), _p(H, dtype=dtype)
-
-    def step(h, x):
-        h = torch.tanh(x @ W + h @ U + b)
-        return h, None
-
+    step = scan_steps.nndl_srn_step(W, U, b)
     return step, _h(H, dtype), _x(I, dtype), [W, U, b]
 
 
@@ -52,31 +51,14 @@ def make_d2l_gru(I, H, dtype):
         _p(*s, dtype=dtype)
         for s in [(I, H), (H, H), (H,), (I, H), (H, H), (H,), (I, H), (H, H), (H,), (H, Q), (Q,)]
     ]
-
-    def step(H_, X):
-        W_xz, W_hz, b_z, W_xr, W_hr, b_r, W_xh, W_hh, b_h, W_hq, b_q = params
-        Z = torch.sigmoid((X @ W_xz) + (H_ @ W_hz) + b_z)
-        R = torch.sigmoid((X @ W_xr) + (H_ @ W_hr) + b_r)
-        H_tilde = torch.tanh((X @ W_xh) + ((R * H_) @ W_hh) + b_h)
-        H_ = Z * H_ + (1 - Z) * H_tilde
-        Y = H_ @ W_hq + b_q
-        return H_, Y
-
+    step = scan_steps.d2l_gru_step(params)
     return step, _h(H, dtype), _x(I, dtype), params
 
 
 def make_numpy_lstm(I, H, dtype):
     """The LSTM of numpy-style notes: one product of cat([h, x]) by W [H + I, 4H]."""
     W, b = _p(H + I, 4 * H, dtype=dtype), _p(4 * H, dtype=dtype)
-
-    def step(state, x):
-        h, c = state
-        z = torch.cat([h, x], dim=1) @ W + b
-        i, f, o, g = torch.split(z, H, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return (h, c), h
-
+    step = scan_steps.numpy_lstm_step(W, b, H)
     return step, _h(H, dtype, 2), _x(I, dtype), [W, b]
 
 
@@ -108,16 +90,7 @@ def make_peephole_lstm(I, H, dtype):
     """Gers & Schmidhuber's peepholes: per-unit vectors from c into i, f and (c') into o."""
     W, U, b = _lstm_weights(I, H, dtype)
     p_i, p_f, p_o = (_p(H, dtype=dtype) for _ in range(3))
-
-    def step(state, x):
-        h, c = state
-        gi, gf, gg, go = (F.linear(x, W, b) + F.linear(h, U)).chunk(4, dim=-1)
-        i = torch.sigmoid(gi + p_i * c)
-        f = torch.sigmoid(gf + p_f * c)
-        c = f * c + i * torch.tanh(gg)
-        h = torch.sigmoid(go + p_o * c) * torch.tanh(c)
-        return (h, c), h
-
+    step = scan_steps.peephole_lstm_step(W, U, b, p_i, p_f, p_o)
     return step, _h(H, dtype, 2), _x(I, dtype), [W, U, b, p_i, p_f, p_o]
 
 
@@ -130,15 +103,7 @@ def make_layernorm_lstm(I, H, dtype):
         (1 + _p(H, dtype=dtype, scale=0.1).detach()).requires_grad_(),
     )
     b_c = _p(H, dtype=dtype)
-
-    def step(state, x):
-        h, c = state
-        z = F.layer_norm(x @ W.t(), (4 * H,), g_x) + F.layer_norm(h @ U.t(), (4 * H,), g_h) + b
-        i, f, g, o = z.chunk(4, 1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(F.layer_norm(c, (H,), g_c, b_c))
-        return (h, c), h
-
+    step = scan_steps.layernorm_lstm_step(W, U, b, g_x, g_h, g_c, b_c, H)
     return step, _h(H, dtype, 2), _x(I, dtype), [W, U, b, g_x, g_h, g_c, b_c]
 
 
