@@ -265,6 +265,19 @@ def test_dim_1(make):
         torch.testing.assert_close(a, b, **TIGHT)
 
 
+@pytest.mark.usefixtures("split_mode")
+def test_outputs_that_are_the_input_or_the_carry():
+    """y_t may be x_t itself or the carry before the step, values no node of the step makes."""
+    W = (torch.randn(3, 3, dtype=DT) * 0.5).requires_grad_()
+
+    def step(h, x):
+        return torch.tanh(x @ W + h), (x, h)
+
+    h0 = torch.randn(2, 3, dtype=DT, requires_grad=True)
+    xs = torch.randn(4, 2, 3, dtype=DT, requires_grad=True)
+    assert_matches_loop(step, h0, xs, [W])
+
+
 def test_no_grad():
     step, init, xs, params, _, _ = sample(scan_cells.make_slstm, 0)
     with torch.no_grad():

@@ -6,7 +6,7 @@ the closure, a tensor's shape or dtype, which tensors need grad) traces again.""
 from collections import OrderedDict
 from typing import Callable
 
-from .capture import spec_key, tensor_meta
+from .capture import spec_key
 
 _MAX_ENTRIES = 256
 _entries: "OrderedDict[tuple, object]" = OrderedDict()
@@ -28,14 +28,9 @@ def signature(init_leaves, init_spec, x_leaves, x_spec) -> tuple:
     return (
         spec_key(init_spec),
         spec_key(x_spec),
-        tuple(_without(tensor_meta(t), 1) for t in init_leaves),
-        tuple(_without(tensor_meta(x), 2) for x in x_leaves),
+        tuple((t.dtype, t.shape[1:], t.device.type, t.requires_grad) for t in init_leaves),
+        tuple((x.dtype, x.shape[2:], x.device.type, x.requires_grad) for x in x_leaves),
     )
-
-
-def _without(meta, leading: int) -> tuple:
-    dtype, shape, device, requires_grad = meta
-    return dtype, shape[leading:], device, requires_grad
 
 
 def lookup(key: tuple, build: Callable[[], object]):

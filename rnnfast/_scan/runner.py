@@ -71,10 +71,14 @@ def run_plan(
         env.update(prog.constants)
     if split.weight_nodes:
         run_nodes(split.weight_nodes, env, B)
-    for i, x in zip(prog.x_in, xs):
-        env[i] = _rows(x, T, B)
-    run_nodes(split.hoisted_nodes, env, T * B)
-    seqs = [env[i].view(T, B, *env[i].shape[1:]) for i in split.loop_seq_in]
+    if split.hoisted_nodes or split.output_nodes:
+        for i, x in zip(prog.x_in, xs):
+            env[i] = _rows(x, T, B)
+        run_nodes(split.hoisted_nodes, env, T * B)
+    by_id = dict(zip(prog.x_in, xs))  # the loop reads xs' steps as they are
+    seqs = [
+        by_id[i] if i in by_id else env[i].view(T, B, *env[i].shape[1:]) for i in split.loop_seq_in
+    ]
     loop_weights = [env[i] for i in split.loop_weights_in]
     mask = None
     if lengths is not None:
@@ -95,7 +99,7 @@ def run_plan(
     for i, b in zip(split.boundary, boundary):
         env[i] = _rows(b, T, B)
     run_nodes(split.output_nodes, env, T * B)
-    ys = [env[i].reshape(T, B, *env[i].shape[1:]) for i in prog.y_out]
+    ys = [env[i].reshape(T, B, *env[i].shape[1:]) if i in env else by_id[i] for i in prog.y_out]
     if mask is not None:
         ys = [torch.where(mask.view(T, B, *([1] * (y.dim() - 2))), y, 0) for y in ys]
     return final, ys
