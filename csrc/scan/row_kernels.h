@@ -2,6 +2,9 @@
 // rows (cat along the last dimension, carries, per-step outputs).
 #pragma once
 
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -10,14 +13,45 @@
 
 namespace rnnfast::scan {
 
+namespace row_detail {
+
+template <class T>
+using V = at::vec::Vectorized<T>;
+
+// sum_j f(j) over [0, N), f giving a vector of columns j.. j + n (n = size, or the tail).
+template <class T, class F>
+T sum_columns(int64_t N, F f) {
+  V<T> acc(0);
+  int64_t j = 0;
+  for (; j + V<T>::size() <= N; j += V<T>::size()) acc = acc + f(j, V<T>::size());
+  if (j < N) acc = acc + f(j, N - j);  // the tail: f loads n elements, zeros beyond
+  return at::vec::vec_reduce_all<T>([](V<T> a, V<T> b) { return a + b; }, acc);
+}
+
+template <class T>
+V<T> load(const T* p, int64_t n) {
+  return n == V<T>::size() ? V<T>::loadu(p) : V<T>::loadu(p, n);
+}
+
+template <class T>
+void store(const V<T>& v, T* p, int64_t n) {
+  if (n == V<T>::size()) {
+    v.store(p);
+  } else {
+    v.store(p, n);
+  }
+}
+
+}  // namespace row_detail
+
 // out[b] = sum_j x(b, j), times `scale` (1 for sum, 1/N for mean); out is [B, 1].
 template <class T>
 void row_sum(int64_t B, int64_t N, Rows<const T> x, T scale, Rows<T> out) {
+  using namespace row_detail;
   for (int64_t b = 0; b < B; ++b) {
     const T* row = x.data + b * x.ld;
-    T s = 0;
-    for (int64_t j = 0; j < N; ++j) s += row[j];
-    out.data[b * out.ld] = s * scale;
+    out.data[b * out.ld] =
+        sum_columns<T>(N, [row](int64_t j, int64_t n) { return load(row + j, n); }) * scale;
   }
 }
 
@@ -26,20 +60,23 @@ void row_sum(int64_t B, int64_t N, Rows<const T> x, T scale, Rows<T> out) {
 template <class T>
 void layer_norm_rows(int64_t B, int64_t N, Rows<const T> x, const T* w, const T* bias, T eps,
                      Rows<T> y, Rows<T> mean, Rows<T> rstd) {
+  using namespace row_detail;
   for (int64_t b = 0; b < B; ++b) {
     const T* row = x.data + b * x.ld;
-    T s = 0;
-    for (int64_t j = 0; j < N; ++j) s += row[j];
-    const T m = s / N;
-    T v = 0;
-    for (int64_t j = 0; j < N; ++j) v += (row[j] - m) * (row[j] - m);
+    const T m = sum_columns<T>(N, [row](int64_t j, int64_t n) { return load(row + j, n); }) / N;
+    const T v = sum_columns<T>(N, [row, m](int64_t j, int64_t n) {
+      // the tail's zeros would add m^2 each: keep them zero
+      const V<T> d = load(row + j, n) - V<T>(m);
+      return n == V<T>::size() ? d * d : V<T>::set(V<T>(0), d * d, n);
+    });
     const T r = T(1) / std::sqrt(v / N + eps);
     T* out = y.data + b * y.ld;
-    for (int64_t j = 0; j < N; ++j) {
-      T z = (row[j] - m) * r;
-      if (w != nullptr) z *= w[j];
-      if (bias != nullptr) z += bias[j];
-      out[j] = z;
+    for (int64_t j = 0; j < N; j += V<T>::size()) {
+      const int64_t n = std::min<int64_t>(V<T>::size(), N - j);
+      V<T> z = (load(row + j, n) - V<T>(m)) * V<T>(r);
+      if (w != nullptr) z = z * load(w + j, n);
+      if (bias != nullptr) z = z + load(bias + j, n);
+      store(z, out + j, n);
     }
     mean.data[b * mean.ld] = m;
     rstd.data[b * rstd.ld] = r;
@@ -52,23 +89,25 @@ template <class T>
 void layer_norm_backward_rows(int64_t B, int64_t N, Rows<const T> g, Rows<const T> x,
                               Rows<const T> mean, Rows<const T> rstd, const T* w, Rows<T> dx,
                               Rows<T> g_xhat) {
+  using namespace row_detail;
   for (int64_t b = 0; b < B; ++b) {
     const T* gr = g.data + b * g.ld;
     const T* xr = x.data + b * x.ld;
     const T m = mean.data[b * mean.ld], r = rstd.data[b * rstd.ld];
-    T ds = 0, db = 0;
-    for (int64_t j = 0; j < N; ++j) {
-      const T gw = w != nullptr ? gr[j] * w[j] : gr[j];
-      ds += gw * xr[j];
-      db += gw;
-    }
+    const auto gw = [gr, w](int64_t j, int64_t n) {
+      return w != nullptr ? load(gr + j, n) * load(w + j, n) : load(gr + j, n);
+    };
+    const T ds =
+        sum_columns<T>(N, [&](int64_t j, int64_t n) { return gw(j, n) * load(xr + j, n); });
+    const T db = sum_columns<T>(N, gw);
     const T scale = T(1) / N;
     const T bb = (db * m - ds) * r * r * r * scale;
     const T c = -bb * m - db * r * scale;
-    for (int64_t j = 0; j < N; ++j) {
-      const T gw = w != nullptr ? gr[j] * w[j] : gr[j];
-      dx.data[b * dx.ld + j] = r * gw + bb * xr[j] + c;
-      g_xhat.data[b * g_xhat.ld + j] = gr[j] * (xr[j] - m) * r;
+    for (int64_t j = 0; j < N; j += V<T>::size()) {
+      const int64_t n = std::min<int64_t>(V<T>::size(), N - j);
+      const V<T> xv = load(xr + j, n);
+      store(V<T>(r) * gw(j, n) + V<T>(bb) * xv + V<T>(c), dx.data + b * dx.ld + j, n);
+      store(load(gr + j, n) * (xv - V<T>(m)) * V<T>(r), g_xhat.data + b * g_xhat.ld + j, n);
     }
   }
 }
