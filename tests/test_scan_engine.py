@@ -18,7 +18,12 @@ from scan_modes import hoisted_split, split_mode  # noqa: E402, F401
 
 import rnnfast  # noqa: E402
 from rnnfast._scan import cache, lower, lower_vjp, opcodes  # noqa: E402
-from rnnfast._scan.engine import engine_backward_runs, engine_runs, set_engine_enabled  # noqa: E402
+from rnnfast._scan.engine import (  # noqa: E402
+    engine_backward_runs,
+    engine_runs,
+    engine_slices,
+    set_engine_enabled,
+)
 
 import scan_cells  # noqa: E402
 
@@ -96,6 +101,25 @@ def test_engine_reverse_and_lengths(make):
             reverse=reverse,
             lengths=lengths,
         )
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs two threads")
+@pytest.mark.parametrize("make", [scan_cells.make_numpy_lstm, scan_cells.make_layernorm_lstm])
+def test_engine_splits_a_large_batch_across_threads(make):
+    """Rows depend on no other row: a large call runs slices of the batch on their own threads,
+    forward and backward (each slice summing its own weight gradients), with reverse and
+    lengths, and gives the Python runner's results."""
+    torch.manual_seed(8)
+    step, init, xs, params = make(32, 32, DT)
+    B, T = 16, 40
+    lengths = torch.randint(0, T + 1, (B,))
+    for kw in ({}, {"reverse": True, "lengths": lengths}):
+        with engine(True):
+            with torch.no_grad():
+                rnnfast.scan(step, init(B), xs(T, B), **kw)
+            assert engine_slices() == 2, "the forward did not split the batch"
+        assert_engine_matches_runner(step, init(B), xs(T, B), params, **kw)
+        assert engine_slices() == 2, "the backward did not split the batch"
 
 
 def test_engine_without_grad_float32():
@@ -316,7 +340,7 @@ def test_engine_rejects_bad_programs_and_inputs():
         engine_of.forward([h.float()], [seq], weights, None, 3, False, False)
     with pytest.raises(ValueError, match="expected 1 carries, 1 sequences and 2 weights"):
         engine_of.forward([h], [], weights, None, 3, False, False)
-    final, _, _, _ = engine_of.forward([h], [seq], weights, None, 3, False, False)
+    final, _, _, _, _ = engine_of.forward([h], [seq], weights, None, 3, False, False)
     assert final[0].shape == (2, 4)
 
 

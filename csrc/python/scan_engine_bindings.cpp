@@ -22,12 +22,14 @@ void bind_scan_engine(pybind11::module_& m) {
               const pybind11::gil_scoped_release released;
               out = engine.forward(carry, seqs, weights, mask, T, reverse, keep_states, gradient);
             }
-            return std::make_tuple(out.final_carry, out.boundary, out.states, out.accumulators);
+            return std::make_tuple(out.final_carry, out.boundary, out.states, out.accumulators,
+                                   out.slices);
           },
           "carry"_a, "seqs"_a, "weights"_a, "mask"_a, "T"_a, "reverse"_a, "keep_states"_a,
           "gradient"_a = false,
           "(final carry, boundary values [T, B, cols], carries before each step or [], "
-          "accumulators): a backward program with gradient=True");
+          "accumulators, batch slices run in parallel): a backward program with "
+          "gradient=True");
 }
 
 }  // namespace rnnfast

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include "../cpu/batch_slices.h"
 #include "row_kernels.h"
 #include "step_runner.h"
 
@@ -57,47 +58,82 @@ scalar_t* data(const at::Tensor& t) {
   return t.data_ptr<scalar_t>();
 }
 
-// Points the carry and sequence slots at step t's rows; keeps the carry before the step.
-// A gradient's carry is masked into `masked` where there is a mask.
+// The call's tensors as the slices see them: [T, B, cols] per step, [B, cols] for the carries.
 template <class scalar_t>
-void enter_step(const Program& p, StepRunner<scalar_t>& runner, ScanForward& out,
-                const std::vector<at::Tensor>& seq, const std::vector<at::Tensor>& masked,
-                const bool* mask_t, int64_t B, int64_t t) {
-  for (size_t c = 0; c < p.carry_in.size(); ++c) {
+struct CallRows {
+  const Program& p;
+  int64_t B, T;
+  bool reverse, gradient;
+  std::vector<scalar_t*> seq, boundary, states, final_carry;
+  const bool* mask;  // [T, B] or null
+};
+
+// Runs rows [b0, b1) of the batch through all T steps (a row depends on no other row): its
+// own step runner, carries and accumulators (summed over its rows and steps).
+template <class scalar_t>
+void run_rows(const CallRows<scalar_t>& io, const std::vector<at::Tensor>& weights, int64_t b0,
+              int64_t b1, const std::vector<scalar_t*>& accumulators) {
+  const Program& p = io.p;
+  const int64_t rows = b1 - b0, B = io.B;
+  const size_t n_carry = p.carry_in.size();
+  // This slice's carries, now and next, and a gradient's masked copy: aligned as tensors are,
+  // since the carries are the recurrent products' left operands.
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>());
+  std::vector<at::Tensor> carry(n_carry), next(n_carry), masked(n_carry);
+  for (size_t c = 0; c < n_carry; ++c) {
     const int64_t N = p.cols[p.carry_in[c]];
-    scalar_t* carry = data<scalar_t>(out.final_carry[c]);
-    if (!masked.empty() && mask_t != nullptr) {
-      masked_rows<scalar_t>(B, N, carry, data<scalar_t>(masked[c]), mask_t);
-      carry = data<scalar_t>(masked[c]);
+    carry[c] = at::empty({rows, N}, options);
+    next[c] = at::empty({rows, N}, options);
+    const scalar_t* first = io.final_carry[c] + b0 * N;
+    std::copy(first, first + rows * N, data<scalar_t>(carry[c]));
+    if (io.gradient && io.mask != nullptr) masked[c] = at::empty({rows, N}, options);
+  }
+  StepRunner<scalar_t> runner(p, rows, weights, io.T);
+  for (size_t k = 0; k < accumulators.size(); ++k) runner.set_accumulator(k, accumulators[k]);
+  for (int64_t k = 0; k < io.T; ++k) {
+    const int64_t t = io.reverse ? io.T - 1 - k : k;
+    const bool* mask_t = io.mask != nullptr ? io.mask + t * B + b0 : nullptr;
+    for (size_t c = 0; c < n_carry; ++c) {
+      const int64_t N = p.cols[p.carry_in[c]];
+      scalar_t* current = data<scalar_t>(carry[c]);
+      if (!io.states.empty()) {
+        std::copy(current, current + rows * N, io.states[c] + (t * B + b0) * N);
+      }
+      if (masked[c].defined() && mask_t != nullptr) {  // a gradient's carry, masked
+        masked_rows<scalar_t>(rows, N, current, data<scalar_t>(masked[c]), mask_t);
+        current = data<scalar_t>(masked[c]);
+      }
+      runner.set_rows(p.carry_in[c], current, N);
     }
-    runner.set_rows(p.carry_in[c], carry, N);
-    if (!out.states.empty()) {
-      const scalar_t* from = data<scalar_t>(out.final_carry[c]);
-      std::copy(from, from + B * N, data<scalar_t>(out.states[c]) + t * B * N);
+    for (size_t j = 0; j < io.seq.size(); ++j) {
+      const int64_t N = p.cols[p.seq_in[j]];
+      runner.set_rows(p.seq_in[j], io.seq[j] + (t * B + b0) * N, N);
+    }
+    runner.run_step();
+    for (size_t j = 0; j < p.boundary.size(); ++j) {
+      const int64_t N = p.cols[p.boundary[j]];
+      copy_rows<scalar_t>(rows, N, rows_of(runner.rows(p.boundary[j])),
+                          Rows<scalar_t>{io.boundary[j] + (t * B + b0) * N, N});
+    }
+    for (size_t c = 0; c < n_carry; ++c) {
+      advance_carry<scalar_t>(rows, p.cols[p.carry_in[c]], runner.rows(p.carry_out[c]),
+                              data<scalar_t>(carry[c]), data<scalar_t>(next[c]), mask_t,
+                              io.gradient);
+      std::swap(carry[c], next[c]);
     }
   }
-  for (size_t j = 0; j < seq.size(); ++j) {
-    const int64_t N = p.cols[p.seq_in[j]];
-    runner.set_rows(p.seq_in[j], data<scalar_t>(seq[j]) + t * B * N, N);
+  for (size_t c = 0; c < n_carry; ++c) {
+    const scalar_t* last = data<scalar_t>(carry[c]);
+    std::copy(last, last + carry[c].numel(), io.final_carry[c] + b0 * p.cols[p.carry_in[c]]);
   }
 }
 
-// Keeps step t's boundary values and moves each carry on (next becomes the current carry).
-template <class scalar_t>
-void leave_step(const Program& p, const StepRunner<scalar_t>& runner, ScanForward& out,
-                std::vector<at::Tensor>& next, const bool* mask_t, bool gradient, int64_t B,
-                int64_t t) {
-  for (size_t j = 0; j < p.boundary.size(); ++j) {
-    const int64_t N = p.cols[p.boundary[j]];
-    copy_rows<scalar_t>(B, N, rows_of(runner.rows(p.boundary[j])),
-                        Rows<scalar_t>{data<scalar_t>(out.boundary[j]) + t * B * N, N});
-  }
-  for (size_t c = 0; c < p.carry_in.size(); ++c) {
-    advance_carry<scalar_t>(B, p.cols[p.carry_in[c]], runner.rows(p.carry_out[c]),
-                            data<scalar_t>(out.final_carry[c]), data<scalar_t>(next[c]), mask_t,
-                            gradient);
-  }
-  std::swap(out.final_carry, next);
+// The batch split into slices that threads run independently, as the fused engine's
+// (cpu/batch_slices.h), by the multiply-adds of the program's weights at every step.
+cpu::BatchSlices slices_of(const std::vector<at::Tensor>& weights, int64_t B, int64_t T) {
+  int64_t elements = 0;
+  for (const at::Tensor& w : weights) elements += w.numel();
+  return cpu::batch_slices(B, T, {elements, elements * weights.at(0).element_size()});
 }
 
 template <class scalar_t>
@@ -107,30 +143,45 @@ ScanForward run_forward(const Program& p, const std::vector<at::Tensor>& carry,
                         bool keep_states, bool gradient) {
   const int64_t B = carry.at(0).size(0);
   ScanForward out;
-  std::vector<at::Tensor> next, seq, masked;
+  std::vector<at::Tensor> seq, contiguous_weights;
   for (const at::Tensor& s : seqs) seq.push_back(s.contiguous());
+  for (const at::Tensor& w : weights) contiguous_weights.push_back(w.contiguous());
+  const at::Tensor mask_rows = mask.has_value() ? mask->contiguous() : at::Tensor();
+  CallRows<scalar_t> io{
+      p,  B,  T,  reverse, gradient,
+      {}, {}, {}, {},      mask_rows.defined() ? mask_rows.const_data_ptr<bool>() : nullptr};
+  for (const at::Tensor& s : seq) io.seq.push_back(data<scalar_t>(s));
   for (const at::Tensor& c : carry) {
     out.final_carry.push_back(c.clone(at::MemoryFormat::Contiguous));
-    next.push_back(at::empty_like(out.final_carry.back()));
-    if (gradient && mask.has_value()) masked.push_back(at::empty_like(next.back()));
-    if (keep_states) out.states.push_back(c.new_empty({T, B, c.size(1)}));
+    io.final_carry.push_back(data<scalar_t>(out.final_carry.back()));
+    if (keep_states) {
+      out.states.push_back(c.new_empty({T, B, c.size(1)}));
+      io.states.push_back(data<scalar_t>(out.states.back()));
+    }
   }
   for (int64_t id : p.boundary) {
     out.boundary.push_back(carry[0].new_empty({T, B, p.cols[id]}));
+    io.boundary.push_back(data<scalar_t>(out.boundary.back()));
   }
-  const at::Tensor mask_rows = mask.has_value() ? mask->contiguous() : at::Tensor();
-  StepRunner<scalar_t> runner(p, B, weights, T);
-  for (size_t k = 0; k < p.accumulators.size(); ++k) {
-    out.accumulators.push_back(carry[0].new_zeros(p.accumulators[k]));
-    runner.set_accumulator(k, data<scalar_t>(out.accumulators.back()));
+  const cpu::BatchSlices slices =
+      weights.empty() ? cpu::BatchSlices{1, B} : slices_of(contiguous_weights, B, T);
+  // Slice 0 sums into the results; the others into their own, added after.
+  std::vector<std::vector<at::Tensor>> sums(slices.count);
+  for (int64_t i = 0; i < slices.count; ++i) {
+    for (const std::vector<int64_t>& shape : p.accumulators) {
+      sums[i].push_back(carry[0].new_zeros(shape));
+    }
   }
-  for (int64_t k = 0; k < T; ++k) {
-    const int64_t t = reverse ? T - 1 - k : k;
-    const bool* mask_t = mask_rows.defined() ? mask_rows.const_data_ptr<bool>() + t * B : nullptr;
-    enter_step<scalar_t>(p, runner, out, seq, masked, mask_t, B, t);
-    runner.run_step();
-    leave_step<scalar_t>(p, runner, out, next, mask_t, gradient, B, t);
+  cpu::for_each_slice(slices, [&](int64_t i) {
+    std::vector<scalar_t*> accumulators;
+    for (const at::Tensor& a : sums[i]) accumulators.push_back(data<scalar_t>(a));
+    run_rows<scalar_t>(io, contiguous_weights, slices.begin(i), slices.end(i, B), accumulators);
+  });
+  for (int64_t i = 1; i < slices.count; ++i) {
+    for (size_t k = 0; k < sums[0].size(); ++k) sums[0][k].add_(sums[i][k]);
   }
+  out.accumulators = std::move(sums[0]);
+  out.slices = slices.count;
   return out;
 }
 

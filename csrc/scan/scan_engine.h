@@ -4,7 +4,8 @@
 // runs from the last step; the carry before each step is kept on request (for the backward).
 // A backward program runs the same way with `gradient` set: its carries are the carries'
 // gradients, which pass masked rows on unchanged and add to them (what the Python backward
-// does), and its accumulators sum the weights' gradients over the steps.
+// does), and its accumulators sum the weights' gradients over the steps. Large calls split the
+// batch into slices that threads run through all steps on their own (cpu/batch_slices.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -21,6 +22,7 @@ struct ScanForward {
   std::vector<at::Tensor> boundary;      // [T, B, cols]: the boundary values of each step
   std::vector<at::Tensor> states;        // [T, B, cols]: the carry before each step (or none)
   std::vector<at::Tensor> accumulators;  // per accumulator of the program, summed over steps
+  int64_t slices = 1;                    // how many batch slices ran on their own threads
 };
 
 class ScanEngine {

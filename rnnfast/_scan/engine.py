@@ -15,7 +15,7 @@ from .interpret import run_nodes
 from .lower import lower_loop, product_ids
 from .lower_vjp import KeptProducts, lower_vjp
 
-_state = {"enabled": True, "runs": 0, "backward_runs": 0}
+_state = {"enabled": True, "runs": 0, "backward_runs": 0, "slices": 1}
 
 
 def engine_runs() -> int:
@@ -26,6 +26,11 @@ def engine_runs() -> int:
 def engine_backward_runs() -> int:
     """How many backward loops the C++ engine has run since the process started."""
     return _state["backward_runs"]
+
+
+def engine_slices() -> int:
+    """How many batch slices the engine's last loop ran on their own threads (for tests)."""
+    return _state["slices"]
 
 
 def set_engine_enabled(enabled: bool) -> bool:
@@ -75,7 +80,7 @@ class LoopEngine:
             engine = self.keeping_engine
         # No autograd records these: Recurrence.forward runs without grad, and the other
         # caller only where no input requires it.
-        final, boundary, states, _ = engine.forward(
+        final, boundary, states, _, _state["slices"] = engine.forward(
             carry,
             seqs,
             weights,
@@ -131,7 +136,7 @@ class LoopEngine:
         else:
             position = {i: k for k, i in enumerate(prog.carry_in[len(states) + len(seqs) :])}
             engine_weights = [weights[position[i]] for i in lowered.weight_ids]
-        g_first, g_seqs, _, g_weights = engine.forward(
+        g_first, g_seqs, _, g_weights, _state["slices"] = engine.forward(
             g_carry,
             [*states, *seqs, *g_bound, *kept],
             engine_weights,
