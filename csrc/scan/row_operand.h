@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
+#include <c10/macros/Macros.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -25,7 +26,8 @@ struct Operand {
   int64_t ld;
   bool per_column;
 
-  at::vec::Vectorized<T> load(int64_t b, int64_t j, int64_t n) const {
+  // Inlined always: called per vector of every operand, a call each would cost more than it.
+  C10_ALWAYS_INLINE at::vec::Vectorized<T> load(int64_t b, int64_t j, int64_t n) const {
     using V = at::vec::Vectorized<T>;
     const T* row = data + b * ld;
     if (!per_column) return V(row[0]);
