@@ -103,7 +103,15 @@ def test_engine_reverse_and_lengths(make):
         )
 
 
-@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs two threads")
+@pytest.fixture
+def two_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.usefixtures("two_threads")
 @pytest.mark.parametrize("make", [scan_cells.make_numpy_lstm, scan_cells.make_layernorm_lstm])
 def test_engine_splits_a_large_batch_across_threads(make):
     """Rows depend on no other row: a large call runs slices of the batch on their own threads,
