@@ -125,6 +125,16 @@ def _seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Each test starts with the process's thread count: the examples run in-process set
+    their own (--threads)."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @dataclasses.dataclass
 class Case:
     cell: str
