@@ -76,6 +76,9 @@ class _Host(nn.Module):
         return fn(carry, x)
 
 
+_PLAIN_TENSORS = (Tensor, nn.Parameter)
+
+
 def _first(tensors):
     return tensors[0]
 
@@ -219,6 +222,12 @@ class StepCaptures:
         # One pass (this runs on every call): the key parts, the tensors, how to rebuild.
         self._slots, self.tensors, keys = [], [], []
         for kind, where, v in slots:
+            if type(v) in _PLAIN_TENSORS:  # the usual slot, as describe() would give it
+                d.owners.append(None)
+                self._slots.append((kind, where, _first, 1))
+                self.tensors.append(v)
+                keys.append((kind, where, ("tensor", tensor_meta(v))))
+                continue
             k, ts, rebuild = d.describe(v)
             self._slots.append((kind, where, rebuild, len(ts)))
             self.tensors += ts
