@@ -10,8 +10,8 @@ weights:
 ``rnnfast_rb`` GRU only: ``rnnfast.functional.gru(reset_after=False)``, the seed's cell
 ``torch_nn``   ``nn.RNN`` / ``nn.GRU`` / ``nn.LSTM``
 ``seed``       the hand-written loops of :mod:`rnnfast.bench.baselines`
-``scan``       ``rnnfast.scan`` of the seeds' steps (:mod:`rnnfast.bench.scan_steps`): NNDL's
-               SRN, d2l's reset-before GRU, and for the LSTM the numpy-style step
+``scan``       ``rnnfast.scan`` of the loops' steps (:mod:`rnnfast.bench.scan_steps`): NNDL's SRN,
+               d2l's reset-before GRU, and for the LSTM the numpy-style step
 ``gemm_floor`` (shapes in ``FLOOR_SHAPES``) the same GEMM work without anything else
 =============  =================================================================
 
@@ -194,8 +194,8 @@ def _seed_impl(cell: str, module: nn.Module, shape: Shape, device) -> Impl:
 
 
 def _scan_impl(cell: str, module: nn.Module, shape: Shape, device) -> Impl:
-    """rnnfast.scan of the seed's step (the numpy-style step for the LSTM), from zeros as the
-    seeds start, on the input in the seed's layout."""
+    """rnnfast.scan of the hand-written loop's step (the numpy-style step for the LSTM), from
+    zeros as the loops start, on the input in the loop's layout."""
     from .. import scan
 
     weights = torch_weights(module)
