@@ -129,11 +129,15 @@ void run_rows(const CallRows<scalar_t>& io, const std::vector<at::Tensor>& weigh
 }
 
 // The batch split into slices that threads run independently, as the fused engine's
-// (cpu/batch_slices.h), by the multiply-adds of the program's weights at every step.
+// (cpu/batch_slices.h), by the multiply-adds of the program's weights at every step. Unlike
+// the fused engine, which runs a layer whose weights outgrow the L2 cache with its units split
+// across threads (cpu/unit_slices.h), the scan engine has only its per-step threaded GEMM to
+// fall back on, and that costs more than reading the weights from L3 in every slice
+// (docs/performance.md): the weights' size does not keep a batch whole here.
 cpu::BatchSlices slices_of(const std::vector<at::Tensor>& weights, int64_t B, int64_t T) {
   int64_t elements = 0;
   for (const at::Tensor& w : weights) elements += w.numel();
-  return cpu::batch_slices(B, T, {elements, elements * weights.at(0).element_size()});
+  return cpu::batch_slices(B, T, {elements, /*bytes=*/0});
 }
 
 template <class scalar_t>
