@@ -1,5 +1,6 @@
 // The op schemas. Backends register kernels with TORCH_LIBRARY_IMPL(rnnfast, <key>, m);
-// autograd.cpp registers the Autograd kernel, rnnfast/_ops.py the fake kernels.
+// autograd.cpp registers the Autograd kernel, rnnfast/_ops.py the fake kernels; the scan op's
+// kernels are in scan/scan_ops.cpp.
 #include <torch/library.h>
 
 TORCH_LIBRARY(rnnfast, m) {
@@ -31,4 +32,14 @@ TORCH_LIBRARY(rnnfast, m) {
       "bool[8] output_mask) -> (Tensor grad_input, Tensor grad_weight_ih, "
       "Tensor grad_weight_hh, Tensor grad_bias_ih, Tensor grad_bias_hh, Tensor grad_hx, "
       "Tensor grad_cx, Tensor grad_weight_hr)");
+  // rnnfast.scan's loop: the scan program registered as `program` (scan/program_registry.h)
+  // over `steps` steps. carry [B, cols] per carry slot, seqs [steps, B, cols] per sequence
+  // slot, the program's weights, mask bool [steps, B] or none (a row keeps its carry where it
+  // is false). Returns the final carry, the boundary values [steps, B, cols], the carry before
+  // each step (if keep_states; else none) and the program's accumulators: run with gradient
+  // set, a backward program's carries are gradients and its accumulators the weights'.
+  m.def(
+      "scan_run(int program, Tensor[] carry, Tensor[] seqs, Tensor[] weights, Tensor? mask, "
+      "SymInt steps, bool reverse, bool keep_states, bool gradient) -> (Tensor[] final_carry, "
+      "Tensor[] boundary, Tensor[] states, Tensor[] accumulators)");
 }

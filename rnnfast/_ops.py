@@ -1,8 +1,8 @@
 """Fake kernels for the ops that csrc/ops.cpp declares, so torch.compile can trace them.
 
-The ops run one layer in one direction. Their autograd is registered in C++
+The recurrent ops run one layer in one direction. Their autograd is registered in C++
 (csrc/dispatch/autograd.cpp) and calls the backward op, so torch.compile sees forward and backward
-as one node each.
+as one node each. scan_run runs a registered program of rnnfast.scan (csrc/scan/scan_ops.cpp).
 """
 
 from typing import NamedTuple
@@ -30,6 +30,7 @@ recurrent_backward = torch.ops.rnnfast.recurrent_backward.default
 # CompositeImplicitAutograd (csrc/composite/recurrent_layers.cpp): calls recurrent_forward,
 # needs no fake.
 recurrent_layers = torch.ops.rnnfast.recurrent_layers.default
+scan_run = torch.ops.rnnfast.scan_run.default
 
 
 def _cell(cell):
@@ -148,4 +149,44 @@ def _recurrent_backward_fake(
     return tuple(
         input.new_empty(shape if (need and ok) else (0,))
         for shape, need, ok in zip(shapes, output_mask, has)
+    )
+
+
+@torch.library.register_fake("rnnfast::scan_run")
+def _scan_run_fake(program, carry, seqs, weights, mask, steps, reverse, keep_states, gradient):
+    """Shapes from the registered program's signature, after the checks of the CPU kernel
+    (csrc/scan/scan_engine.cpp), with its error types."""
+    dtype, carry_cols, seq_cols, n_weights, boundary_cols, accumulators = _C.scan_program_signature(
+        program
+    )
+    if (len(carry), len(seqs), len(weights)) != (len(carry_cols), len(seq_cols), n_weights):
+        raise ValueError(
+            f"scan engine: expected {len(carry_cols)} carries, {len(seq_cols)} sequences and "
+            f"{n_weights} weights; got {len(carry)}, {len(seqs)} and {len(weights)}"
+        )
+    if not carry or carry[0].dim() != 2 or steps <= 0:
+        raise ValueError("scan engine: carry 0 must be [B > 0, cols] and T > 0")
+    dtype, device, B = getattr(torch, dtype), carry[0].device, carry[0].shape[0]
+
+    def check(t, what, k, shape, want=dtype):
+        if t.device != device or t.dtype != want or tuple(t.shape) != tuple(shape):
+            raise ValueError(
+                f"scan engine: {what} {k} must be a {device} {want} tensor of shape "
+                f"{list(shape)}; got {t.dtype} {list(t.shape)} on {t.device}"
+            )
+
+    for k, (c, n) in enumerate(zip(carry, carry_cols)):
+        check(c, "carry", k, (B, n))
+    for k, (s, n) in enumerate(zip(seqs, seq_cols)):
+        check(s, "sequence", k, (steps, B, n))
+    for k, w in enumerate(weights):
+        check(w, "weight", k, w.shape)
+    if mask is not None:
+        check(mask, "mask", 0, (steps, B), torch.bool)
+    like = carry[0]
+    return (
+        [like.new_empty((B, n)) for n in carry_cols],
+        [like.new_empty((steps, B, n)) for n in boundary_cols],
+        [like.new_empty((steps, B, n)) for n in carry_cols] if keep_states else [],
+        [like.new_empty(shape) for shape in accumulators],
     )

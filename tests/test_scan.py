@@ -145,7 +145,7 @@ def test_small_calls_run_the_input_and_output_products_inside_the_loop():
     macs = plan.macs_per_row
     assert macs == 3 * 4 * 5 + 5 * 3  # X @ W_x* and the output layer H @ W_hq
     split, loop = plan.split_for(runner.INLINE_MACS // macs)
-    assert split is plan.inline and loop.engine.engine is not None
+    assert split is plan.inline and loop.engine.program is not None
     assert split.loop_seq_in == split.prog.x_in and not split.hoisted_nodes
     assert split.boundary == split.prog.y_out and not split.output_nodes
     assert plan.split_for(runner.INLINE_MACS // macs + 1)[0] is plan.split

@@ -334,21 +334,27 @@ def test_engine_rejects_bad_programs_and_inputs():
     from rnnfast import _C
 
     with pytest.raises(RuntimeError, match="codes end early"):
-        _C.ScanEngine([1, 0, 2], [])
+        _C.scan_register_program([1, 0, 2], [])
     with pytest.raises(RuntimeError, match="unknown version"):
-        _C.ScanEngine([7], [])
+        _C.scan_register_program([7], [])
     torch.manual_seed(6)
     step, init, xs, params = scan_cells.make_indrnn(3, 4, DT)
     with torch.no_grad():
         rnnfast.scan(step, init(2), xs(3, 2))
-    engine_of = list(cache._entries.values())[-1].loop.engine.engine
+    program = list(cache._entries.values())[-1].loop.engine.program
     h, seq = torch.zeros(2, 4, dtype=DT), torch.zeros(3, 2, 4, dtype=DT)
     weights = [p.detach() for p in params[1:]]
+
+    def run(carry, seqs):
+        return _C.scan_run(program, carry, seqs, weights, None, 3, False, False, False)
+
     with pytest.raises(ValueError, match=r"carry 0 must be a CPU Double tensor of shape \[2, 4\]"):
-        engine_of.forward([h.float()], [seq], weights, None, 3, False, False)
+        run([h.float()], [seq])
     with pytest.raises(ValueError, match="expected 1 carries, 1 sequences and 2 weights"):
-        engine_of.forward([h], [], weights, None, 3, False, False)
-    final, _, _, _, _ = engine_of.forward([h], [seq], weights, None, 3, False, False)
+        run([h], [])
+    with pytest.raises(ValueError, match="is not a registered scan program"):
+        _C.scan_run(10**9, [h], [seq], weights, None, 3, False, False, False)
+    final, _, _, _ = run([h], [seq])
     assert final[0].shape == (2, 4)
 
 

@@ -12,31 +12,15 @@
 #include "../cell_registry.h"
 #include "../cpu/scratch_pool.h"
 #include "../op_handles.h"
+#include "gil_release.h"
 #include "scan_engine_bindings.h"
 #include "testing_module.h"
 
 namespace {
 
 using at::Tensor;
+using rnnfast::GilReleasedForLargeCalls;
 using std::optional;
-
-// Calls of fewer multiply-adds keep the GIL: handing it over and taking it back costs a few
-// percent of a small layer's forward, and other Python threads lose nothing by waiting that
-// long (Python switches threads every 5 ms). Larger calls release it, so that other threads
-// run meanwhile.
-constexpr int64_t kReleaseGilMacs = int64_t{1} << 20;
-
-// The GIL released for the guard's life where the call has at least kReleaseGilMacs
-// multiply-adds: `rows` rows (steps times batch) through weights of `weight_elements` in all.
-class GilReleasedForLargeCalls {
- public:
-  GilReleasedForLargeCalls(int64_t rows, int64_t weight_elements) {
-    if (rows * weight_elements >= kReleaseGilMacs) released_.emplace();
-  }
-
- private:
-  optional<pybind11::gil_scoped_release> released_;
-};
 
 // Rows of an input [..., I]: steps times batch entries, or the batch of a cell's step.
 int64_t input_rows(const Tensor& input) {

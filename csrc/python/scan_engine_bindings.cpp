@@ -1,35 +1,48 @@
 #include "scan_engine_bindings.h"
 
-#include "../scan/scan_engine.h"
+#include "../scan/program_registry.h"
+#include "../scan/scan_ops.h"
+#include "gil_release.h"
 
 namespace rnnfast {
 
 void bind_scan_engine(pybind11::module_& m) {
   using namespace pybind11::literals;
-  using scan::ScanEngine;
-  pybind11::class_<ScanEngine>(m, "ScanEngine",
-                               "A scan program's loop part (rnnfast/_scan/lower.py), decoded once")
-      .def(pybind11::init<const std::vector<int64_t>&, std::vector<double>>(), "codes"_a,
-           "scalars"_a)
-      .def(
-          "forward",
-          [](const ScanEngine& engine, const std::vector<at::Tensor>& carry,
-             const std::vector<at::Tensor>& seqs, const std::vector<at::Tensor>& weights,
-             const std::optional<at::Tensor>& mask, int64_t T, bool reverse, bool keep_states,
-             bool gradient) {
-            scan::ScanForward out;
-            {
-              const pybind11::gil_scoped_release released;
-              out = engine.forward(carry, seqs, weights, mask, T, reverse, keep_states, gradient);
-            }
-            return std::make_tuple(out.final_carry, out.boundary, out.states, out.accumulators,
-                                   out.slices);
-          },
-          "carry"_a, "seqs"_a, "weights"_a, "mask"_a, "T"_a, "reverse"_a, "keep_states"_a,
-          "gradient"_a = false,
-          "(final carry, boundary values [T, B, cols], carries before each step or [], "
-          "accumulators, batch slices run in parallel): a backward program with "
-          "gradient=True");
+  m.def("scan_register_program", &scan::register_program, "codes"_a, "scalars"_a,
+        "registers a scan program (rnnfast/_scan/lower.py) for rnnfast::scan_run; returns its "
+        "handle");
+  m.def(
+      "scan_program_signature",
+      [](int64_t handle) {
+        const scan::Program& p = scan::registered_engine(handle).program();
+        const auto cols = [&p](const std::vector<int64_t>& ids) {
+          std::vector<int64_t> out;
+          for (int64_t id : ids) out.push_back(p.cols[id]);
+          return out;
+        };
+        return std::make_tuple(p.dtype == 0 ? "float32" : "float64", cols(p.carry_in),
+                               cols(p.seq_in), p.weights.size(), cols(p.boundary), p.accumulators);
+      },
+      "handle"_a,
+      "(dtype, columns of each carry, of each sequence, the number of weights, columns of each "
+      "boundary value, each accumulator's shape) of a registered scan program");
+  // Through the dispatcher as torch.ops.rnnfast.scan_run, without the boxed argument parsing.
+  m.def(
+      "scan_run",
+      [](int64_t program, const std::vector<at::Tensor>& carry, const std::vector<at::Tensor>& seqs,
+         const std::vector<at::Tensor>& weights, const std::optional<at::Tensor>& mask,
+         int64_t steps, bool reverse, bool keep_states, bool gradient) {
+        int64_t weight_elements = 0;
+        for (const at::Tensor& w : weights) weight_elements += w.numel();
+        const int64_t batch = carry.empty() || carry[0].dim() == 0 ? 0 : carry[0].size(0);
+        const GilReleasedForLargeCalls gil(steps * batch, weight_elements);
+        return scan::scan_run_op().call(program, carry, seqs, weights, mask, c10::SymInt(steps),
+                                        reverse, keep_states, gradient);
+      },
+      "program"_a, "carry"_a, "seqs"_a, "weights"_a, "mask"_a, "steps"_a, "reverse"_a,
+      "keep_states"_a, "gradient"_a,
+      "rnnfast::scan_run: (final carry, boundary values [steps, B, cols], the carry before each "
+      "step or none, the program's accumulators)");
 }
 
 }  // namespace rnnfast

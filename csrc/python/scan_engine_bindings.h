@@ -1,4 +1,5 @@
-// rnnfast._C.ScanEngine: the C++ runner of rnnfast.scan's loop part (csrc/scan/).
+// rnnfast._C's entries for rnnfast.scan's loop engine (csrc/scan/): registering a program, its
+// signature, and a direct call of the op rnnfast::scan_run.
 #pragma once
 
 #include <torch/extension.h>

@@ -1,5 +1,6 @@
 // rnnfast._C._testing: the CPU engine's batch and unit splits and its choice of step
-// products, its panel product alone, and the CUDA engine run on the host (cuda/on_host/).
+// products, its panel product alone, the CUDA engine run on the host (cuda/on_host/), and the
+// scan engine's batch slices.
 // Only the pip build compiles this file, as python_module.cpp.
 #include "testing_module.h"
 
@@ -7,6 +8,7 @@
 #include "../cpu/panel_gemm.h"
 #include "../cpu/unit_slices.h"
 #include "../cuda/on_host/recurrence_on_host.h"
+#include "../scan/scan_ops.h"
 
 namespace rnnfast {
 namespace {
@@ -60,6 +62,8 @@ void define_testing_module(pybind11::module_& parent) {
       "which code runs the CPU engine's float32 step products: 'panels' or 'blas'");
   m.def("set_cpu_step_gemm", &set_step_gemm,
         "makes 'panels' or 'blas' run the CPU engine's float32 step products");
+  m.def("scan_last_run_slices", &scan::last_run_slices,
+        "how many batch slices the scan engine's last run gave threads of their own");
   m.def("cpu_panel_gemm", &panel_gemm,
         "C = A B (+ C if accumulate) through the CPU engine's panel product");
   // The CUDA engine's step loop and kernel bodies on CPU tensors, with the arguments of the

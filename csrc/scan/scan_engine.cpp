@@ -141,10 +141,9 @@ cpu::BatchSlices slices_of(const std::vector<at::Tensor>& weights, int64_t B, in
 }
 
 template <class scalar_t>
-ScanForward run_forward(const Program& p, const std::vector<at::Tensor>& carry,
-                        const std::vector<at::Tensor>& seqs, const std::vector<at::Tensor>& weights,
-                        const std::optional<at::Tensor>& mask, int64_t T, bool reverse,
-                        bool keep_states, bool gradient) {
+ScanForward run_forward(const Program& p, at::TensorList carry, at::TensorList seqs,
+                        at::TensorList weights, const std::optional<at::Tensor>& mask, int64_t T,
+                        bool reverse, bool keep_states, bool gradient) {
   const int64_t B = carry.at(0).size(0);
   ScanForward out;
   std::vector<at::Tensor> seq, contiguous_weights;
@@ -191,9 +190,7 @@ ScanForward run_forward(const Program& p, const std::vector<at::Tensor>& carry,
 
 }  // namespace
 
-ScanForward ScanEngine::forward(const std::vector<at::Tensor>& carry,
-                                const std::vector<at::Tensor>& seqs,
-                                const std::vector<at::Tensor>& weights,
+ScanForward ScanEngine::forward(at::TensorList carry, at::TensorList seqs, at::TensorList weights,
                                 const std::optional<at::Tensor>& mask, int64_t T, bool reverse,
                                 bool keep_states, bool gradient) const {
   const Program& p = program_;

@@ -8,6 +8,7 @@
 // batch into slices that threads run through all steps on their own (cpu/batch_slices.h).
 #pragma once
 
+#include <ATen/core/ATen_fwd.h>
 #include <ATen/core/Tensor.h>
 
 #include <optional>
@@ -31,11 +32,12 @@ class ScanEngine {
       : program_(decode_program(codes, std::move(scalars))) {}
   // The dtype every value of the program has (float32 or float64).
   at::ScalarType dtype() const { return program_.dtype == 0 ? at::kFloat : at::kDouble; }
+  const Program& program() const { return program_; }
   // carry: [B, cols] per carry_in; seqs: [T, B, cols] per seq_in; weights per weights slot;
   // mask: bool [T, B] or none. All CPU tensors of dtype().
-  ScanForward forward(const std::vector<at::Tensor>& carry, const std::vector<at::Tensor>& seqs,
-                      const std::vector<at::Tensor>& weights, const std::optional<at::Tensor>& mask,
-                      int64_t T, bool reverse, bool keep_states, bool gradient = false) const;
+  ScanForward forward(at::TensorList carry, at::TensorList seqs, at::TensorList weights,
+                      const std::optional<at::Tensor>& mask, int64_t T, bool reverse,
+                      bool keep_states, bool gradient = false) const;
 
  private:
   Program program_;

@@ -1,8 +1,9 @@
 """The C++ engine (csrc/scan/) as the runner of the loop part: its forward lowered once per
 traced step (lower.py), its backward (the step's traced vjp, lower_vjp.py) once on the first
-backward, each run over all steps without Python where the tensors allow (CPU, float32 or
-float64, a batch of at least one); otherwise, or where the lowering meets an op it has no
-opcode for, the Python runner runs it."""
+backward, each registered as a program that the op rnnfast::scan_run runs over all steps
+without Python where the tensors allow (CPU, float32 or float64, a batch of at least one; on
+the meta device and fake tensors, the op's fake kernel gives the shapes); otherwise, or where
+the lowering meets an op it has no opcode for, the Python runner runs it."""
 
 from typing import List, Optional
 
@@ -11,11 +12,12 @@ from torch import Tensor
 from torch._C._functorch import is_functorch_wrapped_tensor
 from torch.overrides import has_torch_function
 
+from .. import _C
 from .interpret import run_nodes
 from .lower import lower_loop, product_ids
 from .lower_vjp import KeptProducts, lower_vjp
 
-_state = {"enabled": True, "runs": 0, "backward_runs": 0, "slices": 1}
+_state = {"enabled": True, "runs": 0, "backward_runs": 0}
 
 
 def engine_runs() -> int:
@@ -30,7 +32,7 @@ def engine_backward_runs() -> int:
 
 def engine_slices() -> int:
     """How many batch slices the engine's last loop ran on their own threads (for tests)."""
-    return _state["slices"]
+    return _C._testing.scan_last_run_slices()
 
 
 def set_engine_enabled(enabled: bool) -> bool:
@@ -41,22 +43,20 @@ def set_engine_enabled(enabled: bool) -> bool:
 
 
 class LoopEngine:
-    """The loop part of a split step lowered for the C++ engine, or unusable (``engine`` None)
+    """The loop part of a split step lowered for the C++ engine, or unusable (``program`` None)
     where the lowering found something it has no opcode for. Under autograd the forward also
     keeps the loop's products per step, which the backward reads instead of multiplying
     again."""
 
     def __init__(self, split):
         self.split = split
-        self.engine = self.keeping_engine = None
+        self.program = self.keeping_program = None  # handles of registered programs
         self.kept_ids = product_ids(split)
-        self.backward_programs = {}  # by whether the products were kept: (program, engine)
+        self.backward_programs = {}  # by whether the products were kept: (lowered, handle)
         lowered = lower_loop(split)
         if lowered is None:
             return
-        from .. import _C
-
-        self.engine = _C.ScanEngine(*lowered)
+        self.program = _C.scan_register_program(*lowered)
 
     def forward(
         self,
@@ -71,23 +71,16 @@ class LoopEngine:
         """forward_loop's result from the engine, or None where it cannot run these tensors."""
         if not self._runs(carry, [*carry, *seqs, *weights]):
             return None
-        engine = self.engine
+        program = self.program
         if keep_states and self.kept_ids:
-            if self.keeping_engine is None:
-                from .. import _C
-
-                self.keeping_engine = _C.ScanEngine(*lower_loop(self.split, self.kept_ids))
-            engine = self.keeping_engine
+            if self.keeping_program is None:
+                lowered = lower_loop(self.split, self.kept_ids)
+                self.keeping_program = _C.scan_register_program(*lowered)
+            program = self.keeping_program
         # No autograd records these: Recurrence.forward runs without grad, and the other
         # caller only where no input requires it.
-        final, boundary, states, _, _state["slices"] = engine.forward(
-            carry,
-            seqs,
-            weights,
-            mask,
-            T,
-            reverse,
-            keep_states,
+        final, boundary, states, _ = _C.scan_run(
+            program, carry, seqs, weights, mask, T, reverse, keep_states, False
         )
         _state["runs"] += 1
         n_boundary = len(self.split.boundary)
@@ -100,14 +93,17 @@ class LoopEngine:
         )
 
     def _runs(self, carry: List[Tensor], tensors: List[Tensor]) -> bool:
-        """Whether the engine can read these tensors' memory: plain CPU tensors of one dtype
-        (not functorch's wrappers under vmap, nor subclasses with their own dispatch), and
-        runs what the ATen ops would (not under CPU autocast, which changes their dtypes)."""
-        if self.engine is None or not _state["enabled"] or carry[0].shape[0] == 0:
+        """Whether the op can run these tensors: CPU tensors of one dtype (or meta ones, or
+        fake ones, whose shapes its fake kernel gives), not functorch's wrappers under vmap nor
+        subclasses with their own dispatch, and where it runs what the ATen ops would (not
+        under CPU autocast, which changes their dtypes)."""
+        if self.program is None or not _state["enabled"] or carry[0].shape[0] == 0:
             return False
-        dtype = carry[0].dtype
+        dtype, device = carry[0].dtype, carry[0].device
+        if device.type not in ("cpu", "meta"):
+            return False
         for t in tensors:
-            if not t.is_cpu or t.dtype != dtype or is_functorch_wrapped_tensor(t):
+            if t.device != device or t.dtype != dtype or is_functorch_wrapped_tensor(t):
                 return False
         return not torch.is_autocast_enabled("cpu") and not has_torch_function(tensors)
 
@@ -126,7 +122,7 @@ class LoopEngine:
             self.backward_programs[key] = self._lower_backward(step, prog, len(seqs), key)
         if self.backward_programs[key] is None:
             return None
-        lowered, engine = self.backward_programs[key]
+        lowered, program = self.backward_programs[key]
         prog = step.vjp_program
         if lowered.pre_nodes or prog.constants:
             env = dict(zip(prog.carry_in[len(states) + len(seqs) :], weights))
@@ -136,7 +132,8 @@ class LoopEngine:
         else:
             position = {i: k for k, i in enumerate(prog.carry_in[len(states) + len(seqs) :])}
             engine_weights = [weights[position[i]] for i in lowered.weight_ids]
-        g_first, g_seqs, _, g_weights, _state["slices"] = engine.forward(
+        g_first, g_seqs, _, g_weights = _C.scan_run(
+            program,
             g_carry,
             [*states, *seqs, *g_bound, *kept],
             engine_weights,
@@ -164,6 +161,4 @@ class LoopEngine:
         lowered = lower_vjp(prog, step.n_carry, n_seq, forward)
         if lowered is None:
             return None
-        from .. import _C
-
-        return lowered, _C.ScanEngine(lowered.codes, lowered.scalars)
+        return lowered, _C.scan_register_program(lowered.codes, lowered.scalars)

@@ -30,7 +30,7 @@ class StepPlan:
         self.macs_per_row = _product_macs(split.hoisted_nodes + split.output_nodes, split.prog)
         if inline is not None and self.macs_per_row:
             loop = LoopStep(inline)
-            if loop.engine.engine is not None:
+            if loop.engine.program is not None:
                 self.inline, self.inline_loop = inline, loop
 
     def split_for(self, rows: int):
