@@ -99,11 +99,13 @@ class LoopEngine:
         under CPU autocast, which changes their dtypes)."""
         if self.program is None or not _state["enabled"] or carry[0].shape[0] == 0:
             return False
-        dtype, device = carry[0].dtype, carry[0].device
-        if device.type not in ("cpu", "meta"):
+        dtype, on_cpu = carry[0].dtype, carry[0].is_cpu
+        if not on_cpu and not carry[0].is_meta:
             return False
         for t in tensors:
-            if t.device != device or t.dtype != dtype or is_functorch_wrapped_tensor(t):
+            if t.is_cpu != on_cpu or t.dtype != dtype or is_functorch_wrapped_tensor(t):
+                return False
+            if not on_cpu and not t.is_meta:
                 return False
         return not torch.is_autocast_enabled("cpu") and not has_torch_function(tensors)
 
