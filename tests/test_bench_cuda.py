@@ -103,7 +103,7 @@ def test_the_table_tells_misses_within_reach_from_those_beyond_the_floor(
     text = bench_cuda.table(_bounds_report(seed_ms, floor_ms))
     row = next(line for line in text.splitlines() if line.startswith("rnn "))
     assert row.split()[-2] == f"{seed_ms / floor_ms:.2f}{mark}".strip()
-    assert f"target misses: {misses} (of the seed-loop ones, {out_of_reach} out of reach" in text
+    assert f"target misses: {misses} (of the hand-loop ones, {out_of_reach} out of reach" in text
 
 
 def test_the_floor_runs_the_cases_gemms():

@@ -46,7 +46,7 @@ __all__ = [
 class SeedSRN(nn.Module):
     """NNDL's ``SRN``: ``h = tanh(x @ W + h @ U + b)`` looped over time.
 
-    Two deviations from the seed, neither changing the math: ``W_attr is None``
+    Two deviations from the book's code, neither changing the math: ``W_attr is None``
     instead of ``== None`` (and ``torch.as_tensor`` so tensors can be passed without
     a copy-construct warning), and the initial state is created on the input's
     device so the loop also runs on CUDA.
@@ -120,7 +120,7 @@ def seed_gru(inputs, state, params):
     return torch.stack(outputs), (H,)
 
 
-# torch.nn's GRU gate order is r, z, n; the seed's params come as z, r, h(=n).
+# torch.nn's GRU gate order is r, z, n; d2l's params come as z, r, h(=n).
 _GRU_TORCH_TO_SEED = (1, 0, 2)
 
 
@@ -129,7 +129,7 @@ def seed_gru_params_from_torch(
 ):
     """``[W_xz, W_hz, b_z, W_xr, W_hr, b_r, W_xh, W_hh, b_h]`` from torch.nn GRU weights.
 
-    The seed's cell is reset-before, i.e. torch.nn-layout weights with
+    d2l's cell is reset-before, i.e. torch.nn-layout weights with
     ``rnnfast.functional.gru(..., reset_after=False)``, not ``nn.GRU``.
     """
     return _seed_params(

@@ -7,7 +7,7 @@ weights:
 
 =============  =================================================================
 ``rnnfast``    ``rnnfast.functional.<cell>`` (GRU: ``reset_after=True``, as nn.GRU)
-``rnnfast_rb`` GRU only: ``rnnfast.functional.gru(reset_after=False)``, the seed's cell
+``rnnfast_rb`` GRU only: ``rnnfast.functional.gru(reset_after=False)``, the hand loop's cell
 ``torch_nn``   ``nn.RNN`` / ``nn.GRU`` / ``nn.LSTM``
 ``seed``       the hand-written loops of :mod:`rnnfast.bench.baselines`
 ``scan``       ``rnnfast.scan`` of the loops' steps (:mod:`rnnfast.bench.scan_steps`): NNDL's SRN,
@@ -46,7 +46,7 @@ LABELS = {
     "rnnfast": "rnnfast",
     "rnnfast_rb": "rnnfast rb",
     "torch_nn": "torch.nn",
-    "seed": "seed loop",
+    "seed": "hand loop",
     "scan": "scan",
     "gemm_floor": "GEMM floor",
 }

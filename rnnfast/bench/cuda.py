@@ -10,21 +10,21 @@ the output into the input and every parameter). Every timed call ends with
 ``torch.cuda.synchronize()``; a figure is the median of the timed runs after a warm-up.
 
 rnnfast and cuDNN run on the whole grid (B in 1, 8, 64, 256; T in 100, 1024; H in 128,
-256, 512, 1024). The seed loops (one Python-level step per time step, some tens of
+256, 512, 1024). The hand-written loops (one Python-level step per time step, some tens of
 microseconds a step) run with a single timed run: at T = 100 beside the others, at T = 1024
 on a few shapes only, after the whole grid, while the time budget lasts. What was left out,
 and why (the budget, out of memory, an error), is listed in the report; a CUDA error stops
 the run, since every later call would fail too. Each case also times its GEMM floor (the
 same matrix products and nothing else, captured once in a CUDA graph and replayed:
 ``cases.gemm_floor_step``). rnnfast's path runs those products through cuBLAS too,
-so ``seed / floor`` is the most it could gain over the seed loop at that shape: where that
-is under 20x, the seed target is out of this path's reach (large B and H, where the seed loop
+so ``loop / floor`` is the most it could gain over the hand loop at that shape: where that
+is under 20x, the loop target is out of this path's reach (large B and H, where the hand loop
 is as bound by the same GEMMs as everything else), and the table says so. GRU: cuDNN's
-cell is reset-after, the seed's reset-before, so each is compared with the rnnfast cell of
+cell is reset-after, the hand loop's reset-before, so each is compared with the rnnfast cell of
 the same math.
 
 Writes DIR/bench_cuda.json (every figure) and DIR/bench_cuda.txt (a short table with the
-speedups, the floor, and the targets: >= 20x the seed loops, >= 0.9x cuDNN where B >= 64),
+speedups, the floor, and the targets: >= 20x the hand loops, >= 0.9x cuDNN where B >= 64),
 anew after every case, so that an interrupted run leaves what it measured.
 ``--device cpu`` runs the same script on the CPU: a smoke test of it without a GPU (the
 tests do so), not a benchmark of the CPU (that is ``python -m rnnfast.bench``).
@@ -49,7 +49,7 @@ STEPS = (100, 1024)
 HIDDEN = (128, 256, 512, 1024)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PASSES = ("fwd", "fwdbwd")
-# Shapes (B, H) at which the seed loops are also timed at T = 1024.
+# Shapes (B, H) at which the hand loops are also timed at T = 1024.
 SEED_LONG_SHAPES = ((1, 128), (64, 512), (256, 1024))
 # (B, T, H) at which the outputs of every implementation are compared (or, where the grid
 # lacks it, its first shape).
@@ -262,8 +262,8 @@ def run(args, save=lambda report: None):
             if report["stopped"] is None and on_gpu:
                 torch.cuda.empty_cache()  # the pass's buffers and graph, before the next's
 
-    # First rnnfast, cuDNN and the seed loops at T <= 100 (a few ms a pass) everywhere, then the
-    # seed loops' long sequences while the budget lasts.
+    # First rnnfast, cuDNN and the hand loops at T <= 100 (a few ms a pass) everywhere, then the
+    # hand loops' long sequences while the budget lasts.
     try:
         for phase in ("fast", "seed"):
             for cell, dname, B, T, H in grid:
@@ -353,16 +353,16 @@ def table(report):
     lines = [
         f"rnnfast on {report['machine']['device']}, torch {report['machine']['torch']}, "
         f"cuDNN {report['machine']['cudnn']}; speedup = baseline time / rnnfast time",
-        f"targets: >= {SEED_TARGET:g}x seed loops everywhere, >= {CUDNN_TARGET:g}x cuDNN "
+        f"targets: >= {SEED_TARGET:g}x the hand loops everywhere, >= {CUDNN_TARGET:g}x cuDNN "
         "where B >= 64 (! marks a miss)",
-        "floor: the case's GEMMs alone, replayed from a CUDA graph; seed/floor is the most "
-        "any implementation running them through cuBLAS could gain over the seed loop "
+        "floor: the case's GEMMs alone, replayed from a CUDA graph; loop/fl is the most "
+        "any implementation running them through cuBLAS could gain over the hand loop "
         f"(< marks one under {SEED_TARGET:g}x: that target is out of this path's reach)",
         "",
     ]
     head = (
         f"{'cell':5} {'dtype':9} {'pass':6} {'B':>4} {'T':>5} {'H':>5} {'ms':>9} "
-        f"{'x cuDNN':>8} {'x seed':>8} {'floor ms':>9} {'seed/fl':>8} {'cuDNN/fl':>8}"
+        f"{'x cuDNN':>8} {'x loop':>8} {'floor ms':>9} {'loop/fl':>8} {'cuDNN/fl':>8}"
     )
     lines += [head, "-" * len(head)]
     misses = beyond_floor = 0
@@ -390,7 +390,7 @@ def table(report):
         )
     lines += [
         "",
-        f"target misses: {misses} (of the seed-loop ones, {beyond_floor} out of reach "
+        f"target misses: {misses} (of the hand-loop ones, {beyond_floor} out of reach "
         "of any implementation above the floor); "
         f"skipped: {len(report['skipped'])}; "
         f"agreement (max rel. diff of y): {json.dumps(report['agreement'])}",

@@ -9,7 +9,7 @@ float32, in three settings (group names as in the reports):
 ``stack-LM``       2 layers, bidirectional, the char-LM shape (B=32, T=35, I=28, H=256)
 ``generate-200``   a generation loop: 200 calls of a cell, B=1, I=28, H=256, the state fed
                    back (d2l's ``predict`` functions), under no_grad; also the
-                   hand-written step (``seed loop``)
+                   hand-written step (``hand loop``)
 =================  ==========================================================================
 
 Passes: ``fwd_nograd`` and ``fwdbwd`` for the layers (the loss is ``output.sum()``), and
@@ -46,7 +46,7 @@ LABELS = {
     "rnnfast": "rnnfast",
     "rnnfast_op": "rnnfast op",
     "torch_nn": "torch.nn",
-    "seed": "seed loop",
+    "seed": "hand loop",
 }
 # warm-up runs, timed runs
 PLANS = {"layer-S": (20, 50), "stack-LM": (3, 10), "generate-200": (2, 10)}

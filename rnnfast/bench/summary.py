@@ -25,8 +25,8 @@ def summary_table(report: dict) -> str:
         "pass",
         *(f"{cases.LABELS[n]} ms" for n in columns),
         "torch.nn / rnnfast",
-        "seed loop / rnnfast",
-        *(["seed loop / scan"] if with_scan else []),
+        "hand loop / rnnfast",
+        *(["hand loop / scan"] if with_scan else []),
     ]
     rows = []
     for cell, shape, pass_ in keys:
@@ -72,19 +72,19 @@ def _duration(seconds: float) -> str:
 
 def print_summary(report: dict) -> None:
     print(
-        "\nsummary: rnnfast against torch.nn and the hand-written (seed) loop, median ms; "
+        "\nsummary: rnnfast against torch.nn and the hand-written loop (hand loop), median ms; "
         "ratios above 1: rnnfast faster"
     )
     print(summary_table(report))
     if "gru" in {t["cell"] for t in report["timings"]}:
         print(
-            "gru: the seed loop is a reset-before GRU, compared with rnnfast's reset-before "
+            "gru: the hand loop is a reset-before GRU, compared with rnnfast's reset-before "
             "GRU (rnnfast rb); the rnnfast column is nn.GRU's reset-after cell"
         )
     if any(t["impl"] == "scan" for t in report["timings"]):
         print(
-            "scan: rnnfast.scan of the seed loop's step (lstm: the numpy-style step "
-            "cat([h, x]) @ W), traced once; seed loop / scan above 1: scan faster"
+            "scan: rnnfast.scan of the hand loop's step (lstm: the numpy-style step "
+            "cat([h, x]) @ W), traced once; hand loop / scan above 1: scan faster"
         )
     wall = report.get("settings", {}).get("wall_s")
     if wall is not None:

@@ -173,9 +173,9 @@ def print_report(report: dict):
     )
     print(timing_table(report))
     print(
-        "x torch.nn: torch.nn time / rnnfast time; x seed loop: seed time / rnnfast time "
-        "(gru: rnnfast rb = reset_after=False, the seed's cell; rnnfast = nn.GRU's cell); "
-        "scan: rnnfast.scan of the seed's step (lstm: the numpy-style step)"
+        "x torch.nn: torch.nn time / rnnfast time; x hand loop: its time / rnnfast time "
+        "(gru: rnnfast rb = reset_after=False, the hand loop's cell; rnnfast = nn.GRU's cell); "
+        "scan: rnnfast.scan of the hand loop's step (lstm: the numpy-style step)"
     )
     bound = compute_bound_table(report)
     if bound:
@@ -200,7 +200,7 @@ def print_report(report: dict):
         print(
             "\nlayers and cells, ms (layer-S: 1 layer at S, rnnfast op: the bare functional op; "
             "stack-LM: 2 layers, bidirectional, B=32 T=35 I=28 H=256; generate-200: 200 cell "
-            "calls, B=1 I=28 H=256, seed loop: a hand-written step)"
+            "calls, B=1 I=28 H=256, hand loop: a hand-written step)"
         )
         print(module_table(report))
     if any(busy_mark(t["other_load"]) for t in report["timings"] + report["modules"]):
