@@ -3,6 +3,7 @@ torch.library.opcheck on the calls that real cells make (the forward, the forwar
 its states for the backward, the backward program), its fake kernel under FakeTensorMode and
 on the meta device, and its errors."""
 
+import gc
 import os
 import sys
 
@@ -175,3 +176,37 @@ def test_scan_on_the_meta_device():
         assert m.device.type == "meta" and m.shape == r.shape
     assert [g.shape for g in grads] == [x.shape] + [p.shape for p in params]
     assert all(g.device.type == "meta" for g in grads)
+
+
+def test_programs_are_released_with_their_traced_step():
+    """A program lives while its cache entry or an autograd graph of its runs does, then it is
+    released: a step retraced on every call (a changing Python scalar) does not pile them up."""
+    from rnnfast._scan import cache
+
+    testing = _C._testing
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    W = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    cache.clear_cache()
+    gc.collect()
+    before = testing.scan_registered_programs()
+    for scale in range(1, 6):  # a new trace, and new programs, per call
+
+        def step(h, x_t, scale=float(scale)):
+            h = torch.tanh(x_t @ W + scale * h)
+            return h, h
+
+        h, _ = rnnfast.scan(step, torch.zeros(2, 3, dtype=torch.float64), x)
+        h.sum().backward()
+    del h, _  # their graph holds the last step's programs
+    assert testing.scan_registered_programs() > before
+    program = recorded_calls(scan_cells.make_nndl_srn)[0][0]
+    graph, ys = rnnfast.scan(step, torch.zeros(2, 3, dtype=torch.float64), x)
+    cache.clear_cache()
+    gc.collect()
+    assert testing.scan_registered_programs() > before, "a graph's programs went with the cache"
+    graph.sum().backward()  # its backward program is lowered and run now
+    del graph, ys
+    gc.collect()
+    assert testing.scan_registered_programs() == before
+    with pytest.raises(ValueError, match="released, or never registered"):
+        _C.scan_program_signature(program)

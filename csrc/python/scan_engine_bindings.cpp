@@ -11,10 +11,13 @@ void bind_scan_engine(pybind11::module_& m) {
   m.def("scan_register_program", &scan::register_program, "codes"_a, "scalars"_a,
         "registers a scan program (rnnfast/_scan/lower.py) for rnnfast::scan_run; returns its "
         "handle");
+  m.def("scan_release_program", &scan::release_program, "handle"_a,
+        "drops a registered scan program (nothing if it is not registered)");
   m.def(
       "scan_program_signature",
       [](int64_t handle) {
-        const scan::Program& p = scan::registered_engine(handle).program();
+        const auto engine = scan::registered_engine(handle);
+        const scan::Program& p = engine->program();
         const auto cols = [&p](const std::vector<int64_t>& ids) {
           std::vector<int64_t> out;
           for (int64_t id : ids) out.push_back(p.cols[id]);

@@ -8,6 +8,7 @@
 #include "../cpu/panel_gemm.h"
 #include "../cpu/unit_slices.h"
 #include "../cuda/on_host/recurrence_on_host.h"
+#include "../scan/program_registry.h"
 #include "../scan/scan_ops.h"
 
 namespace rnnfast {
@@ -62,6 +63,8 @@ void define_testing_module(pybind11::module_& parent) {
       "which code runs the CPU engine's float32 step products: 'panels' or 'blas'");
   m.def("set_cpu_step_gemm", &set_step_gemm,
         "makes 'panels' or 'blas' run the CPU engine's float32 step products");
+  m.def("scan_registered_programs", &scan::registered_programs,
+        "how many scan programs are registered");
   m.def("scan_last_run_slices", &scan::last_run_slices,
         "how many batch slices the scan engine's last run gave threads of their own");
   m.def("cpu_panel_gemm", &panel_gemm,

@@ -20,8 +20,9 @@ std::atomic<int64_t> last_slices{1};
 ScanRunResult scan_run_cpu(int64_t program, at::TensorList carry, at::TensorList seqs,
                            at::TensorList weights, const std::optional<at::Tensor>& mask,
                            int64_t steps, bool reverse, bool keep_states, bool gradient) {
-  ScanForward out = registered_engine(program).forward(carry, seqs, weights, mask, steps, reverse,
-                                                       keep_states, gradient);
+  const std::shared_ptr<const ScanEngine> engine = registered_engine(program);
+  ScanForward out =
+      engine->forward(carry, seqs, weights, mask, steps, reverse, keep_states, gradient);
   last_slices.store(out.slices, std::memory_order_relaxed);
   return {std::move(out.final_carry), std::move(out.boundary), std::move(out.states),
           std::move(out.accumulators)};

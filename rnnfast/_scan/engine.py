@@ -5,6 +5,7 @@ without Python where the tensors allow (CPU, float32 or float64, a batch of at l
 the meta device and fake tensors, the op's fake kernel gives the shapes); otherwise, or where
 the lowering meets an op it has no opcode for, the Python runner runs it."""
 
+import weakref
 from typing import List, Optional
 
 import torch
@@ -42,6 +43,14 @@ def set_engine_enabled(enabled: bool) -> bool:
     return old
 
 
+def _register(owner, codes: List[int], scalars: List[float]) -> int:
+    """A program registered for the op, released when ``owner`` (its LoopEngine, which the
+    cache entry and every autograd node of its runs hold) is collected."""
+    handle = _C.scan_register_program(codes, scalars)
+    weakref.finalize(owner, _C.scan_release_program, handle).atexit = False
+    return handle
+
+
 class LoopEngine:
     """The loop part of a split step lowered for the C++ engine, or unusable (``program`` None)
     where the lowering found something it has no opcode for. Under autograd the forward also
@@ -56,7 +65,7 @@ class LoopEngine:
         lowered = lower_loop(split)
         if lowered is None:
             return
-        self.program = _C.scan_register_program(*lowered)
+        self.program = _register(self, *lowered)
 
     def forward(
         self,
@@ -75,7 +84,7 @@ class LoopEngine:
         if keep_states and self.kept_ids:
             if self.keeping_program is None:
                 lowered = lower_loop(self.split, self.kept_ids)
-                self.keeping_program = _C.scan_register_program(*lowered)
+                self.keeping_program = _register(self, *lowered)
             program = self.keeping_program
         # No autograd records these: Recurrence.forward runs without grad, and the other
         # caller only where no input requires it.
@@ -163,4 +172,4 @@ class LoopEngine:
         lowered = lower_vjp(prog, step.n_carry, n_seq, forward)
         if lowered is None:
             return None
-        return lowered, _C.scan_register_program(lowered.codes, lowered.scalars)
+        return lowered, _register(self, lowered.codes, lowered.scalars)
