@@ -9,9 +9,9 @@ across ``length - 2`` steps. One model is trained per length (5, 10, ..., 35) an
 layer, with Adam (lr 1e-3) and batch 8, keeping the weights that were best on dev, then
 scored on test.
 
-The seed's finding: the SRN's accuracy falls as the sequences grow, and the residual SRN of
+NNDL's finding: the SRN's accuracy falls as the sequences grow, and the residual SRN of
 NNDL eq. (6.50), ``h = h + tanh(x W + h U + b)``, holds up. The gated GRU and LSTM are run
-next to them. The SRN is then trained again with the seed's hand-written loop
+next to them. The SRN is then trained again with NNDL's hand-written loop
 (``rnnfast.bench.baselines.SeedSRN``, the same math, the same initial weights and the same batches)
 to compare wall times.
 
@@ -46,7 +46,7 @@ MODEL_TITLES = {
     "residual_srn": "residual SRN",
     "gru": "GRU",
     "lstm": "LSTM",
-    "seed_srn": "SRN, seed loop",
+    "seed_srn": "SRN, hand loop",
 }
 NUM_DIGITS = 10
 NUM_CLASSES = 19  # sums 0..18
@@ -54,7 +54,7 @@ NUM_CLASSES = 19  # sums 0..18
 
 # --------------------------------------------------------------------------- data
 def generate_digit_sum(length: int, k: int, rng: np.random.RandomState):
-    """The seed's ``generate_data``: ``[100*k, length]`` digit sequences and their labels.
+    """NNDL's ``generate_data``: ``[100*k, length]`` digit sequences and their labels.
 
     For every pair (n1, n2) of first digits, k copies of ``[n1, n2, 0, ..., 0]`` each get one
     position in ``2..length-1`` set to a random digit 0-9; the label is ``n1 + n2``.
@@ -84,7 +84,7 @@ def digit_sum_splits(length: int, seed: int):
 # --------------------------------------------------------------------------- models
 class LastHidden(nn.Module):
     """An rnnfast layer (batch-first) reduced to its last hidden state ``[B, H]``, the
-    interface of the seed's ``SRN``."""
+    interface of NNDL's ``SRN``."""
 
     def __init__(self, layer: nn.Module):
         super().__init__()
@@ -99,8 +99,8 @@ class LastHidden(nn.Module):
 def make_recurrent(model: str, input_size: int, hidden_size: int) -> nn.Module:
     """The recurrent part, ``[B, T, I] -> [B, H]``.
 
-    The SRNs start from zero weights, as the seed's ``SRN`` does (so the fused layer and the
-    seed's loop start from the same point); the GRU and LSTM keep torch.nn's initialisation.
+    The SRNs start from zero weights, as NNDL's ``SRN`` does (so the fused layer and the
+    NNDL's loop start from the same point); the GRU and LSTM keep torch.nn's initialisation.
     """
     if model == "seed_srn":
         return SeedSRN(input_size, hidden_size)
@@ -121,13 +121,13 @@ def make_recurrent(model: str, input_size: int, hidden_size: int) -> nn.Module:
 
 
 class DigitSumClassifier(nn.Module):
-    """The seed's ``Model_RNN4SeqClass``: Embedding -> recurrent layer -> Linear(19)."""
+    """NNDL's ``Model_RNN4SeqClass``: Embedding -> recurrent layer -> Linear(19)."""
 
     def __init__(self, model: str, input_size: int, hidden_size: int):
         super().__init__()
         # Embedding and Linear first: they draw the same random numbers for every model.
         self.embedding = nn.Embedding(NUM_DIGITS, input_size)
-        nn.init.xavier_uniform_(self.embedding.weight)  # the seed's Embedding initialisation
+        nn.init.xavier_uniform_(self.embedding.weight)  # NNDL's Embedding initialisation
         self.linear = nn.Linear(hidden_size, NUM_CLASSES)
         self.recurrent = make_recurrent(model, input_size, hidden_size)
 
@@ -147,7 +147,7 @@ def evaluate(classifier, seqs, labels):
 
 def train_one(classifier, splits, args, device, shuffle_seed: int, bar):
     """Adam, batch ``args.batch_size``, ``args.epochs`` epochs; the weights best on dev are
-    kept (the seed's checkpointing, in memory) and scored on test."""
+    kept (NNDL's checkpointing, in memory) and scored on test."""
     classifier.to(device)
     data = {name: (x.to(device), y.to(device)) for name, (x, y) in splits.items()}
     train_x, train_y = data["train"]
@@ -226,7 +226,7 @@ def accuracy_table(runs, lengths) -> str:
 
 def timing_table(runs) -> str:
     """Training wall time per model, all lengths together (evaluation on dev included); the
-    seed's loop against rnnfast."""
+    NNDL's loop against rnnfast."""
     lines = ["model             train seconds  ms per step"]
     seconds = {m: sum(r["seconds"] for r in runs[m].values()) for m in runs}
     for model, value in seconds.items():
@@ -234,7 +234,7 @@ def timing_table(runs) -> str:
         lines.append(f"{MODEL_TITLES[model]:<16}  {value:>13.1f}  {1000 * value / steps:>11.2f}")
     if "seed_srn" in seconds and "srn" in seconds:
         lines.append(
-            f"SRN: the seed's hand-written loop takes "
+            f"SRN: NNDL's hand-written loop takes "
             f"{seconds['seed_srn'] / seconds['srn']:.2f}x the time of rnnfast.RNN"
         )
     return "\n".join(lines)
@@ -319,17 +319,17 @@ def parse_args(argv):
         "--epochs",
         type=_common.positive_int,
         default=None,
-        help="epochs per model and length (default 150; the seed trains 500; quick 40)",
+        help="epochs per model and length (default 150; NNDL trains 500; quick 40)",
     )
     parser.add_argument("--batch-size", type=_common.positive_int, default=8)
     parser.add_argument("--lr", type=_common.positive_float, default=1e-3)
     parser.add_argument("--input-size", type=_common.positive_int, default=32)
     parser.add_argument("--hidden-size", type=_common.positive_int, default=32)
     parser.add_argument(
-        "--no-seed-loop",
+        "--no-hand-loop",
         dest="compare_seed",
         action="store_false",
-        help="skip the SRN run with the seed's hand-written loop",
+        help="skip the SRN run with NNDL's hand-written loop",
     )
     parser.add_argument(
         "--out-dir",

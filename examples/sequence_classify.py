@@ -85,7 +85,7 @@ def take(split, limit):
 
 # --------------------------------------------------------------------------- model
 class RowLSTMClassifier(nn.Module):
-    """The seed's ``RNN``: a 2-layer LSTM over the rows, Linear on the last step's output."""
+    """The course's ``RNN``: a 2-layer LSTM over the rows, Linear on the last step's output."""
 
     def __init__(self, row_size: int, hidden_size: int, num_layers: int):
         super().__init__()
@@ -108,7 +108,7 @@ def accuracy(model, images, labels, batch_size=1000):
 
 
 def train(model, train_set, test_set, args, device):
-    """Adam; per epoch the training loss and accuracy (as the seed counts them, during the
+    """Adam; per epoch the training loss and accuracy (as the course's code counts them, during the
     epoch) and the test accuracy."""
     train_x, train_y = (t.to(device) for t in train_set)
     test_x, test_y = (t.to(device) for t in test_set)
@@ -179,7 +179,7 @@ def parse_args(argv):
         "--batch-size",
         type=_common.positive_int,
         default=None,
-        help="default 32 for the digits, 100 for MNIST (the seed's)",
+        help="default 32 for the digits, 100 for MNIST (the course's code)",
     )
     parser.add_argument("--hidden-size", type=_common.positive_int, default=128)
     parser.add_argument("--num-layers", type=_common.positive_int, default=2)

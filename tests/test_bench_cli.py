@@ -39,7 +39,7 @@ def _recorded():
 def test_modes_choose_the_shapes(argv, shapes):
     args = cli.parse_args(argv)
     assert args.shapes == shapes and args.passes == ("fwd", "fwdbwd")
-    assert "L" not in cli.parse_args([]).shapes  # its seed loops take minutes
+    assert "L" not in cli.parse_args([]).shapes  # its hand loops take minutes
 
 
 def test_quick_and_full_exclude_each_other(capsys):
@@ -74,7 +74,7 @@ def test_summary_table_relates_both_baselines_to_rnnfast():
         row[-2]
         == f"{ms[('lstm', 'M', 'fwdbwd', 'torch_nn')] / ms[('lstm', 'M', 'fwdbwd', 'rnnfast')]:.2f}x"  # noqa: E501
     )
-    # gru: the seed loop (reset-before) against rnnfast's reset-before GRU
+    # gru: the hand loop (reset-before) against rnnfast's reset-before GRU
     row = rows[("gru", "S", "fwd")]
     assert (
         row[-1] == f"{ms[('gru', 'S', 'fwd', 'seed')] / ms[('gru', 'S', 'fwd', 'rnnfast_rb')]:.2f}x"

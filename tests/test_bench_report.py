@@ -39,14 +39,14 @@ def _recorded():
 
 def test_speedups_match_the_printed_table():
     ratios = _bench_report.speedups(_recorded())
-    # 3 cells x 4 shapes x 3 passes, against torch.nn and the seed loop
+    # 3 cells x 4 shapes x 3 passes, against torch.nn and the hand loop
     assert len(ratios) == 72
     report = _recorded()
     ms = {(t["cell"], t["shape"], t["pass"], t["impl"]): t["median_ms"] for t in report["timings"]}
     assert ratios[("torch_nn", "fwdbwd", "gru", "S")] == pytest.approx(
         ms[("gru", "S", "fwdbwd", "torch_nn")] / ms[("gru", "S", "fwdbwd", "rnnfast")]
     )
-    # The seed's GRU is reset-before: compared with rnnfast's reset-before GRU.
+    # The hand loop's GRU (d2l's) is reset-before: compared with rnnfast's reset-before GRU.
     assert ratios[("seed", "fwd", "gru", "M")] == pytest.approx(
         ms[("gru", "M", "fwd", "seed")] / ms[("gru", "M", "fwd", "rnnfast_rb")]
     )

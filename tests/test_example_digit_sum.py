@@ -29,17 +29,17 @@ def test_digit_sum_quick(tmp_path, capsys):
     rows = {line.split()[0]: line.split()[1:] for line in result["table"].splitlines()[2:]}
     assert sorted(int(n) for n in rows) == sorted(lengths)
     assert all(len(cells) == len(runs) for cells in rows.values())
-    for title in ("SRN", "residual SRN", "GRU", "LSTM", "SRN, seed loop"):
+    for title in ("SRN", "residual SRN", "GRU", "LSTM", "SRN, hand loop"):
         assert title in result["table"]
-    assert result["table"] in printed and "seed's hand-written loop" in printed
+    assert result["table"] in printed and "NNDL's hand-written loop" in printed
     # Length 5 is learnt well above chance: the most frequent sum, 9, is 10 % of the labels
-    # (guessing uniformly gets 5 %). The SRNs start from zero weights, as in the seed, and are
+    # (guessing uniformly gets 5 %). The SRNs start from zero weights, as in NNDL's code, and are
     # the slowest to start; the residual SRN and the gated layers go further in 40 epochs.
     for model, by_length in runs.items():
         assert by_length[5]["test_accuracy"] > 0.2, (model, by_length[5])
     for model in ("residual_srn", "gru", "lstm"):
         assert runs[model][5]["test_accuracy"] > 0.4, (model, runs[model][5])
-    # The seed's loop, timed against rnnfast.RNN, runs the same data the same number of steps.
+    # NNDL's loop, timed against rnnfast.RNN, runs the same data the same number of steps.
     for length in lengths:
         assert runs["srn"][length]["steps"] == runs["seed_srn"][length]["steps"] > 0
     for name in ("accuracy", "loss"):
@@ -48,7 +48,7 @@ def test_digit_sum_quick(tmp_path, capsys):
 
 
 def test_digit_sum_seed_loop_is_the_same_model():
-    """The SRN built on the seed's loop starts from the fused SRN's weights (zero recurrent
+    """The SRN built on NNDL's loop starts from the fused SRN's weights (zero recurrent
     weights, the same Embedding and Linear) and computes the same logits and gradients."""
     seqs = torch.randint(0, 10, (8, 12), generator=torch.Generator().manual_seed(1))
     labels = seqs[:, 0] + seqs[:, 1]
@@ -63,7 +63,7 @@ def test_digit_sum_seed_loop_is_the_same_model():
     with torch.no_grad():  # move off the zero start so the recurrence matters
         for p in list(layer.parameters()) + list(seed.recurrent.parameters()):
             p.fill_(0.1)
-        layer.bias_hh_l0.zero_()  # the seed has one bias, b = bias_ih + bias_hh
+        layer.bias_hh_l0.zero_()  # NNDL's code has one bias, b = bias_ih + bias_hh
     for model in (fused, seed):
         torch.nn.functional.cross_entropy(model(seqs), labels).backward()
     torch.testing.assert_close(fused(seqs), seed(seqs))
