@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../cpu/vec_math.h"
 #include "row_operand.h"
 
 namespace rnnfast::scan {
@@ -28,19 +29,7 @@ T sum_columns(int64_t N, F f) {
   return at::vec::vec_reduce_all<T>([](V<T> a, V<T> b) { return a + b; }, acc);
 }
 
-template <class T>
-V<T> load(const T* p, int64_t n) {
-  return n == V<T>::size() ? V<T>::loadu(p) : V<T>::loadu(p, n);
-}
-
-template <class T>
-void store(const V<T>& v, T* p, int64_t n) {
-  if (n == V<T>::size()) {
-    v.store(p);
-  } else {
-    v.store(p, n);
-  }
-}
+using cpu::load;  // n <= V::size() elements, zeros beyond
 
 }  // namespace row_detail
 
@@ -76,7 +65,7 @@ void layer_norm_rows(int64_t B, int64_t N, Rows<const T> x, const T* w, const T*
       V<T> z = (load(row + j, n) - V<T>(m)) * V<T>(r);
       if (w != nullptr) z = z * load(w + j, n);
       if (bias != nullptr) z = z + load(bias + j, n);
-      store(z, out + j, n);
+      cpu::store(out + j, z, n);
     }
     mean.data[b * mean.ld] = m;
     rstd.data[b * rstd.ld] = r;
@@ -106,8 +95,8 @@ void layer_norm_backward_rows(int64_t B, int64_t N, Rows<const T> g, Rows<const 
     for (int64_t j = 0; j < N; j += V<T>::size()) {
       const int64_t n = std::min<int64_t>(V<T>::size(), N - j);
       const V<T> xv = load(xr + j, n);
-      store(V<T>(r) * gw(j, n) + V<T>(bb) * xv + V<T>(c), dx.data + b * dx.ld + j, n);
-      store(load(gr + j, n) * (xv - V<T>(m)) * V<T>(r), g_xhat.data + b * g_xhat.ld + j, n);
+      cpu::store(dx.data + b * dx.ld + j, V<T>(r) * gw(j, n) + V<T>(bb) * xv + V<T>(c), n);
+      cpu::store(g_xhat.data + b * g_xhat.ld + j, load(gr + j, n) * (xv - V<T>(m)) * V<T>(r), n);
     }
   }
 }
