@@ -8,6 +8,7 @@
 #include "../cpu/panel_gemm.h"
 #include "../cpu/unit_slices.h"
 #include "../cuda/on_host/recurrence_on_host.h"
+#include "../scan/differentiable_scan.h"
 #include "../scan/program_registry.h"
 #include "../scan/scan_ops.h"
 
@@ -67,6 +68,8 @@ void define_testing_module(pybind11::module_& parent) {
         "how many scan programs are registered");
   m.def("scan_last_run_slices", &scan::last_run_slices,
         "how many batch slices the scan engine's last run gave threads of their own");
+  m.def("scan_differentiable_backward_runs", &scan::differentiable_backward_runs,
+        "how many backward loops rnnfast.scan's C++ autograd nodes have run");
   m.def("cpu_panel_gemm", &panel_gemm,
         "C = A B (+ C if accumulate) through the CPU engine's panel product");
   // The CUDA engine's step loop and kernel bodies on CPU tensors, with the arguments of the

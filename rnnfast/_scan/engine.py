@@ -28,7 +28,7 @@ def engine_runs() -> int:
 
 def engine_backward_runs() -> int:
     """How many backward loops the C++ engine has run since the process started."""
-    return _state["backward_runs"]
+    return _state["backward_runs"] + _C._testing.scan_differentiable_backward_runs()
 
 
 def engine_slices() -> int:
@@ -101,6 +101,57 @@ class LoopEngine:
             kept,
         )
 
+    def differentiable(
+        self,
+        step,
+        carry: List[Tensor],
+        seqs: List[Tensor],
+        weights: List[Tensor],
+        T: int,
+        mask: Optional[Tensor],
+        reverse: bool,
+    ):
+        """Recurrence.apply's outputs (final carry, boundary values) from one C++ call whose
+        autograd node runs the backward program, or None where that cannot run: before the
+        step's first backward has lowered its vjp (Recurrence's backward does that), where
+        the lowering failed, or where the engine cannot run these tensors."""
+        lowered = self.backward_programs.get(bool(self.kept_ids))
+        if lowered is None or not self._runs(carry, [*carry, *seqs, *weights]):
+            return None
+        lowered, backward_program = lowered
+        B = carry[0].shape[0]
+        program = self.keeping_program if self.kept_ids else self.program
+        outs = _C.scan_run_differentiable(
+            program,
+            backward_program,
+            len(self.split.boundary),
+            carry,
+            seqs,
+            weights,
+            lowered.weight_sources,
+            []
+            if lowered.weight_sources is not None
+            else self._backward_weights(step, lowered, len(carry) + len(seqs), weights, B),
+            mask,
+            T,
+            reverse,
+        )
+        _state["runs"] += 1
+        return outs
+
+    def _backward_weights(self, step, lowered, n_batched: int, weights: List[Tensor], batch: int):
+        """The values the backward program reads as weights: the weights, or values of them
+        alone (the vjp's nodes over weights, ``pre_nodes``)."""
+        prog = step.vjp_program
+        if lowered.pre_nodes or prog.constants:
+            env = dict(zip(prog.carry_in[n_batched:], weights))
+            env.update(prog.constants)
+            with torch.no_grad():
+                run_nodes(lowered.pre_nodes, env, batch)
+            return [env[i] for i in lowered.weight_ids]
+        position = {i: k for k, i in enumerate(prog.carry_in[n_batched:])}
+        return [weights[position[i]] for i in lowered.weight_ids]
+
     def _runs(self, carry: List[Tensor], tensors: List[Tensor]) -> bool:
         """Whether the op can run these tensors: CPU tensors of one dtype (or meta ones, or
         fake ones, whose shapes its fake kernel gives), not functorch's wrappers under vmap nor
@@ -134,15 +185,9 @@ class LoopEngine:
         if self.backward_programs[key] is None:
             return None
         lowered, program = self.backward_programs[key]
-        prog = step.vjp_program
-        if lowered.pre_nodes or prog.constants:
-            env = dict(zip(prog.carry_in[len(states) + len(seqs) :], weights))
-            env.update(prog.constants)
-            run_nodes(lowered.pre_nodes, env, g_carry[0].shape[0])
-            engine_weights = [env[i] for i in lowered.weight_ids]
-        else:
-            position = {i: k for k, i in enumerate(prog.carry_in[len(states) + len(seqs) :])}
-            engine_weights = [weights[position[i]] for i in lowered.weight_ids]
+        engine_weights = self._backward_weights(
+            step, lowered, len(states) + len(seqs), weights, g_carry[0].shape[0]
+        )
         g_first, g_seqs, _, g_weights = _C.scan_run(
             program,
             g_carry,

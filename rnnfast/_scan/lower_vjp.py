@@ -38,11 +38,33 @@ class KeptProducts(NamedTuple):
 
 class BackwardProgram:
     """codes and scalars for the engine; ``pre_nodes`` to run over the weights first, and the
-    ids of the weight values the engine reads (``weight_ids``)."""
+    ids of the weight values the engine reads (``weight_ids``). ``weight_sources``: where each
+    of those is a weight of the step (k) or its transpose (the usual pre-node, W^T for the
+    gradient of x @ W), as 2 * k + transposed; None where some value needs the pre-nodes."""
 
-    def __init__(self, codes, scalars, pre_nodes: List[Node], weight_ids: List[int]):
+    def __init__(self, codes, scalars, pre_nodes: List[Node], weight_ids: List[int], sources):
         self.codes, self.scalars = codes, scalars
         self.pre_nodes, self.weight_ids = pre_nodes, weight_ids
+        self.weight_sources: Optional[List[int]] = sources
+
+
+def _weight_sources(prog: Program, pre: List[Node], weight_ids: List[int], n_batched: int):
+    """BackwardProgram.weight_sources."""
+    position = {i: k for k, i in enumerate(prog.carry_in[n_batched:])}
+    transposed = {
+        n.outs[0]: position[n.refs[0]]
+        for n in pre
+        if n.op == "aten.t.default" and len(n.refs) == 1 and n.refs[0] in position
+    }
+    sources = []
+    for i in weight_ids:
+        if i in position:
+            sources.append(2 * position[i])
+        elif i in transposed:
+            sources.append(2 * transposed[i] + 1)
+        else:
+            return None
+    return sources
 
 
 def lower_vjp(
@@ -97,7 +119,8 @@ class _VjpLowering(Lowering):
             prog.carry_out[:n_carry],
             prog.carry_out[n_carry : n_carry + n_seq],
         )
-        return BackwardProgram(codes, scalars, pre, weight_ids)
+        sources = _weight_sources(prog, pre, weight_ids, n_carry + n_seq)
+        return BackwardProgram(codes, scalars, pre, weight_ids, sources)
 
     def _kept_slots(self):
         """Slots of the kept products (keys ("kept", k)), and the vjp's products that

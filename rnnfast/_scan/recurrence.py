@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
+from torch._C import _functions
 
 from .loop_step import LoopStep
 
@@ -51,6 +51,20 @@ def forward_loop(
     return carry, boundary or [], stacked, []
 
 
+_AGAIN = "rnnfast.scan's backward cannot be differentiated again (it is not recorded as a graph)"
+
+
+def _not_differentiable_again(grads: tuple) -> tuple:
+    """Where the backward records a graph (create_graph=True), gradients that differentiate
+    to an error rather than to nothing: the loop's gradients are not recorded as a graph.
+    (Unlike torch's once_differentiable, also where the upstream gradients do not require
+    grad: the results still depend on the weights.)"""
+    if not torch.is_grad_enabled():
+        return grads
+    marked = [None if g is None else g.detach().requires_grad_() for g in grads]
+    return _functions.DelayedError(_AGAIN, len(marked))(*marked)
+
+
 class Recurrence(torch.autograd.Function):
     """(carry0, hoisted sequences [T, B, ...], weights) -> (final carry, boundary values).
     ``call``: (step, mask, reverse, T, n_carry, n_seq), one argument since Function.apply
@@ -73,8 +87,13 @@ class Recurrence(torch.autograd.Function):
         return (*final, *boundary)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, *grads):
+        with torch.no_grad():
+            result = Recurrence._backward(ctx, grads)
+        return _not_differentiable_again(result)
+
+    @staticmethod
+    def _backward(ctx, grads):
         n_carry, n_seq, n_products = ctx.counts
         saved = ctx.saved_tensors
         states, seqs = saved[:n_carry], saved[n_carry : n_carry + n_seq]

@@ -87,8 +87,10 @@ def run_plan(
         ).unsqueeze(1)  # [T, B]
     tensors = [*init, *seqs, *loop_weights]
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        call = (loop, mask, reverse, T, len(init), len(seqs))
-        outs = Recurrence.apply(call, *tensors)
+        outs = loop.engine.differentiable(loop, list(init), seqs, loop_weights, T, mask, reverse)
+        if outs is None:
+            call = (loop, mask, reverse, T, len(init), len(seqs))
+            outs = Recurrence.apply(call, *tensors)
         final, boundary = list(outs[: len(init)]), list(outs[len(init) :])
     else:
         final, boundary, _, _ = forward_loop(

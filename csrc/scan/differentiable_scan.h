@@ -1,0 +1,43 @@
+// rnnfast.scan's loop under autograd without Python per call: the forward runs the step's
+// program through rnnfast::scan_run keeping the carry before each step (and the products its
+// backward reads), and the autograd node's backward runs the step's backward program
+// (rnnfast/_scan/lower_vjp.py) through the same op. The autograd.Function of
+// rnnfast/_scan/recurrence.py does the same from Python; it runs a step's first call under
+// autograd (whose backward traces and lowers the vjp) and the calls this one cannot take.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace rnnfast::scan {
+
+struct DifferentiableScan {
+  int64_t program;           // handle: the forward program (that keeps the products, if any)
+  int64_t backward_program;  // handle: the step's backward program
+  int64_t boundary;          // how many of the forward's boundary values the caller gets (the
+                             // others are the products kept for the backward)
+  // Where each weight of the backward program comes from, as 2 * k + transposed: weights[k]
+  // or its transpose; none: backward_weights holds them.
+  std::optional<std::vector<int64_t>> backward_weight_sources;
+  std::optional<at::Tensor> mask;  // bool [steps, B] or none
+  int64_t steps;
+  bool reverse;
+};
+
+// carry: [B, cols] per carry slot; seqs: [steps, B, cols] per sequence slot; weights: as the
+// forward program reads them; backward_weights: as the backward program reads them (values of
+// the weights alone), where call.backward_weight_sources does not say. Returns the final carry [B,
+// cols] each, then the boundary values [steps, B, cols] each, differentiable with respect to carry,
+// seqs and weights (once: a backward that records a graph gives gradients that raise if
+// differentiated).
+std::vector<at::Tensor> run_differentiable(const DifferentiableScan& call, at::TensorList carry,
+                                           at::TensorList seqs, at::TensorList weights,
+                                           at::TensorList backward_weights);
+
+// How many backward loops the nodes of run_differentiable have run (for the tests).
+int64_t differentiable_backward_runs();
+
+}  // namespace rnnfast::scan

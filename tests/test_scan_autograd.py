@@ -1,0 +1,158 @@
+"""rnnfast.scan under autograd after a step's first call: one C++ call whose autograd node runs
+the step's backward program (csrc/scan/differentiable_scan.*). It must give what the first
+call's Python autograd.Function gives, to the bit, and behave as an autograd node should:
+saved tensors checked for in-place changes, retain_graph, create_graph refused on the second
+differentiation, its programs kept while its graph lives."""
+
+import gc
+import os
+import sys
+
+import pytest
+import torch
+import torch.utils._pytree as pytree
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from scan_modes import split_mode  # noqa: E402, F401
+
+import rnnfast  # noqa: E402
+from rnnfast import _C  # noqa: E402
+from rnnfast._scan import cache  # noqa: E402
+
+import scan_cells  # noqa: E402
+
+DT = torch.float64
+CELLS = scan_cells.COURSE + scan_cells.LITERATURE
+
+
+def node_backward_runs() -> int:
+    return _C._testing.scan_differentiable_backward_runs()
+
+
+def weighted_loss(result):
+    outs = [o for o in pytree.tree_leaves(result) if o is not None]
+    gen = torch.Generator().manual_seed(0)
+    return sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
+
+
+def outputs_and_grads(step, init, xs, wrt, **kw):
+    result = rnnfast.scan(step, init, xs, **kw)
+    grads = torch.autograd.grad(weighted_loss(result), wrt, allow_unused=True)
+    return [o.detach() for o in pytree.tree_leaves(result) if o is not None], grads
+
+
+def sample(make, B=3, T=5, I=4, H=5):
+    torch.manual_seed(0)
+    step, init, xs, params = make(I, H, DT)
+    h0, x = init(B), xs(T, B)
+    wrt = [t for t in pytree.tree_leaves((h0, x)) if t.requires_grad] + list(params)
+    return step, h0, x, params, wrt
+
+
+@pytest.mark.parametrize("make", CELLS, ids=lambda m: m.__name__[5:])
+@pytest.mark.parametrize("masked", [False, True], ids=["all-steps", "lengths-reverse"])
+@pytest.mark.usefixtures("split_mode")
+def test_later_calls_run_the_cpp_node_and_agree_to_the_bit(make, masked):
+    step, h0, x, params, wrt = sample(make)
+    kw = dict(lengths=torch.tensor([5, 2, 0]), reverse=True) if masked else {}
+    first = outputs_and_grads(step, h0, x, wrt, **kw)  # Python Function; lowers the backward
+    runs = node_backward_runs()
+    later = outputs_and_grads(step, h0, x, wrt, **kw)
+    assert node_backward_runs() == runs + 1, "the second call's backward did not run in C++"
+    for a, b in zip(later[0] + list(later[1]), first[0] + list(first[1])):
+        assert (a is None) == (b is None)
+        assert a is None or torch.equal(a, b)
+
+
+def test_backward_weights_computed_in_python_where_not_transposes():
+    """A vjp that reads a value of the weights other than a transpose (here W * W, whose
+    gradient needs 2 W) hands the backward its values from Python."""
+    torch.manual_seed(1)
+    W = torch.randn(3, 3, dtype=DT, requires_grad=True)
+    x = torch.randn(4, 2, 3, dtype=DT, requires_grad=True)
+
+    def step(h, x_t):
+        h = torch.tanh(x_t + h @ (W * W))
+        return h, h
+
+    h0 = torch.zeros(2, 3, dtype=DT)
+    first = outputs_and_grads(step, h0, x, [x, W])
+    runs = node_backward_runs()
+    later = outputs_and_grads(step, h0, x, [x, W])
+    assert node_backward_runs() == runs + 1
+    for a, b in zip(later[0] + list(later[1]), first[0] + list(first[1])):
+        assert torch.equal(a, b)
+
+
+def warmed_srn():
+    step, h0, x, params, wrt = sample(scan_cells.make_nndl_srn)
+    outputs_and_grads(step, h0, x, wrt)
+    return step, h0, x, params, wrt
+
+
+def test_a_weight_changed_in_place_after_the_forward_is_an_error():
+    step, h0, x, params, wrt = warmed_srn()
+    h, _ = rnnfast.scan(step, h0, x)
+    with torch.no_grad():
+        params[0].mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        h.sum().backward()
+
+
+def test_retain_graph_runs_the_backward_again():
+    step, h0, x, params, wrt = warmed_srn()
+    runs = node_backward_runs()
+    h, ys = rnnfast.scan(step, h0, x)
+    once = torch.autograd.grad(weighted_loss((h, ys)), wrt, retain_graph=False)
+    loss = weighted_loss(rnnfast.scan(step, h0, x))
+    g1 = torch.autograd.grad(loss, wrt, retain_graph=True)
+    g2 = torch.autograd.grad(loss, wrt)
+    assert node_backward_runs() == runs + 3
+    for a, b, c in zip(once, g1, g2):
+        assert torch.equal(a, b) and torch.equal(b, c)
+
+
+def test_gradients_of_some_outputs_and_some_inputs():
+    """Only the final carry's gradient comes (the outputs' are materialized as zeros), and
+    only the weights' are asked for: against the loop."""
+    step, h0, x, params, wrt = warmed_srn()
+    got = torch.autograd.grad(rnnfast.scan(step, h0, x)[0].sum(), params)
+    h = h0
+    for t in range(x.shape[0]):
+        h, _ = step(h, x[t])
+    want = torch.autograd.grad(h.sum(), params)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("call", ["first", "later"])
+def test_differentiating_the_gradients_again_is_an_error(call):
+    """create_graph=True works for the first differentiation; the gradients it gives are not
+    a graph of the loop (the engine's backward is not differentiable), so differentiating them
+    raises rather than treating them as constants, on the step's first call (the Python
+    autograd.Function) and later ones (the C++ node) alike."""
+    step, h0, x, params, wrt = warmed_srn()
+    if call == "first":
+        cache.clear_cache()
+    runs = node_backward_runs()
+    grads = torch.autograd.grad(weighted_loss(rnnfast.scan(step, h0, x)), params, create_graph=True)
+    assert node_backward_runs() == runs + (call == "later")
+    assert all(g.requires_grad for g in grads)
+    with pytest.raises(RuntimeError, match="cannot be differentiated again"):
+        sum(g.sum() for g in grads).backward()
+
+
+def test_a_graph_keeps_its_programs_when_the_cache_drops_them():
+    step, h0, x, params, wrt = warmed_srn()
+    want = outputs_and_grads(step, h0, x, wrt)
+    runs = node_backward_runs()
+    result = rnnfast.scan(step, h0, x)
+    cache.clear_cache()
+    gc.collect()
+    got = torch.autograd.grad(weighted_loss(result), wrt)
+    assert node_backward_runs() == runs + 1
+    for a, b in zip(got, want[1]):
+        assert torch.equal(a, b)
+    del result
+    gc.collect()
