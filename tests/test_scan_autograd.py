@@ -85,6 +85,45 @@ def test_backward_weights_computed_in_python_where_not_transposes():
         assert torch.equal(a, b)
 
 
+def test_loop_weights_made_as_views_of_the_lifted_tensors():
+    """The loop's weights as the C++ call makes them from the lifted tensors: slices along
+    either dimension (overlapping, negative and open bounds), a transpose, and a tensor read
+    both whole and sliced; their gradients summed into the lifted tensor's, as the loop's."""
+    torch.manual_seed(3)
+    H = 3
+    W = torch.randn(2 * H, 2 * H, dtype=DT, requires_grad=True)
+    V = torch.randn(H, 4, dtype=DT, requires_grad=True)
+    u = torch.randn(H, dtype=DT, requires_grad=True)
+    x = torch.randn(5, 2, 4, dtype=DT, requires_grad=True)
+    h0 = torch.randn(2, H, dtype=DT, requires_grad=True)
+
+    def step(h, x_t):
+        a = h @ W[:H, :H] + h @ W[1 : H + 1, -H:] + x_t @ V.t()
+        b = torch.sigmoid(h @ W[H:, 2:-1] + u) * u
+        h = torch.tanh(a + b)
+        return h, h
+
+    from rnnfast._scan import lower
+
+    wrt = [h0, x, W, V, u]
+    first = outputs_and_grads(step, h0, x, wrt)
+    plan = next(reversed(cache._entries.values()))
+    assert plan.split_for(10)[1].engine.lifted_views is not None
+    assert lower.loop_weight_views(plan.inline) is not None
+    runs = node_backward_runs()
+    later = outputs_and_grads(step, h0, x, wrt)
+    assert node_backward_runs() == runs + 1
+    h, ref = h0, []
+    for t in range(x.shape[0]):
+        h, y = step(h, x[t])
+        ref.append(y)
+    want = torch.autograd.grad(weighted_loss((h, torch.stack(ref))), wrt)
+    for a, b in zip(later[1], want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    for a, b in zip(later[1], first[1]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+
+
 def warmed_srn():
     step, h0, x, params, wrt = sample(scan_cells.make_nndl_srn)
     outputs_and_grads(step, h0, x, wrt)

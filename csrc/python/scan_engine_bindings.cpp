@@ -52,6 +52,7 @@ void bind_scan_engine(pybind11::module_& m) {
       [](int64_t program, int64_t backward_program, int64_t boundary,
          const std::vector<at::Tensor>& carry, const std::vector<at::Tensor>& seqs,
          const std::vector<at::Tensor>& weights,
+         const std::optional<std::vector<int64_t>>& weight_views,
          const std::optional<std::vector<int64_t>>& backward_weight_sources,
          const std::vector<at::Tensor>& backward_weights, const std::optional<at::Tensor>& mask,
          int64_t steps, bool reverse) {
@@ -59,12 +60,13 @@ void bind_scan_engine(pybind11::module_& m) {
         for (const at::Tensor& w : weights) weight_elements += w.numel();
         const int64_t batch = carry.empty() || carry[0].dim() == 0 ? 0 : carry[0].size(0);
         const GilReleasedForLargeCalls gil(steps * batch, weight_elements);
-        return scan::run_differentiable(
-            {program, backward_program, boundary, backward_weight_sources, mask, steps, reverse},
-            carry, seqs, weights, backward_weights);
+        return scan::run_differentiable({program, backward_program, boundary, weight_views,
+                                         backward_weight_sources, mask, steps, reverse},
+                                        carry, seqs, weights, backward_weights);
       },
       "program"_a, "backward_program"_a, "boundary"_a, "carry"_a, "seqs"_a, "weights"_a,
-      "backward_weight_sources"_a, "backward_weights"_a, "mask"_a, "steps"_a, "reverse"_a,
+      "weight_views"_a, "backward_weight_sources"_a, "backward_weights"_a, "mask"_a, "steps"_a,
+      "reverse"_a,
       "the final carry and the first `boundary` boundary values of the program's run, "
       "differentiable: the node's backward runs backward_program through rnnfast::scan_run");
 }

@@ -32,14 +32,74 @@ std::vector<T> slice(const std::vector<T>& v, size_t begin, size_t count) {
   return {v.begin() + begin, v.begin() + begin + count};
 }
 
+// DifferentiableScan::weight_views, read: per program weight, the given weight it views and
+// the offset of its view ops in `codes`.
+struct WeightViews {
+  const std::vector<int64_t>& codes;
+  std::vector<std::pair<int64_t, size_t>> views;  // (given weight, first op) per program weight
+
+  explicit WeightViews(const std::vector<int64_t>& codes) : codes(codes) {
+    for (size_t at = 0; at < codes.size();) {
+      TORCH_CHECK(at + 2 <= codes.size() && at + 2 + 4 * codes[at + 1] <= codes.size(),
+                  "rnnfast.scan: malformed weight views");
+      views.emplace_back(codes[at], at);
+      at += 2 + 4 * codes[at + 1];
+    }
+  }
+
+  // Program weight k's view of `base` (the given weight, or its gradient's buffer).
+  at::Tensor view(size_t k, at::Tensor base) const {
+    const size_t at = views[k].second;
+    for (int64_t op = 0; op < codes[at + 1]; ++op) {
+      const int64_t* c = &codes[at + 2 + 4 * op];
+      base = c[0] == 1 ? base.t() : base.slice(c[1], c[2], c[3]);
+    }
+    return base;
+  }
+};
+
+// The program's weights from the given ones.
+std::vector<at::Tensor> program_weights(const DifferentiableScan& call, at::TensorList weights) {
+  if (!call.weight_views.has_value()) return weights.vec();
+  const WeightViews views(*call.weight_views);
+  std::vector<at::Tensor> out;
+  for (size_t k = 0; k < views.views.size(); ++k) {
+    out.push_back(views.view(k, weights.at(views.views[k].first)));
+  }
+  return out;
+}
+
+// The given weights' gradients from the program weights' (grads): each added into its view
+// of a zero buffer of its given weight's shape, or taken as it is where that weight has no
+// other use and no view.
+variable_list given_gradients(const DifferentiableScan& call, at::TensorList weights,
+                              std::vector<at::Tensor> grads) {
+  if (!call.weight_views.has_value()) return grads;
+  const WeightViews views(*call.weight_views);
+  std::vector<int> uses(weights.size(), 0);
+  for (const auto& v : views.views) ++uses.at(v.first);
+  variable_list out(weights.size());
+  for (size_t k = 0; k < views.views.size(); ++k) {
+    const auto [given, at] = views.views[k];
+    at::Tensor& g = out[given];
+    if (uses[given] == 1 && views.codes[at + 1] == 0) {
+      g = std::move(grads[k]);
+      continue;
+    }
+    if (!g.defined()) g = at::zeros_like(weights[given], at::MemoryFormat::Contiguous);
+    views.view(k, g).add_(grads[k]);
+  }
+  return out;
+}
+
 struct ScanFunction : torch::autograd::Function<ScanFunction> {
   static variable_list forward(AutogradContext* ctx, const c10::intrusive_ptr<CallHolder>& held,
                                at::TensorList carry, at::TensorList seqs, at::TensorList weights,
                                at::TensorList backward_weights) {
     const DifferentiableScan& call = held->call;
-    auto [final_carry, boundary, states, unused] =
-        scan_run_op().call(call.program, carry, seqs, weights, call.mask, c10::SymInt(call.steps),
-                           call.reverse, /*keep_states=*/true, /*gradient=*/false);
+    auto [final_carry, boundary, states, unused] = scan_run_op().call(
+        call.program, carry, seqs, program_weights(call, weights), call.mask,
+        c10::SymInt(call.steps), call.reverse, /*keep_states=*/true, /*gradient=*/false);
     TORCH_CHECK(static_cast<int64_t>(boundary.size()) >= call.boundary,
                 "rnnfast.scan: the forward program gave ", boundary.size(),
                 " boundary values; expected at least ", call.boundary);
@@ -76,8 +136,9 @@ struct ScanFunction : torch::autograd::Function<ScanFunction> {
     variable_list backward_weights = next(held->backward_weights);
     const variable_list kept = next(held->kept);
     if (call.backward_weight_sources.has_value()) {
+      const std::vector<at::Tensor> forward_weights = program_weights(call, weights);
       for (int64_t source : *call.backward_weight_sources) {
-        const at::Tensor& w = weights.at(source / 2);
+        const at::Tensor& w = forward_weights.at(source / 2);
         backward_weights.push_back(source % 2 != 0 ? w.t() : w);
       }
     }
@@ -101,11 +162,15 @@ struct ScanFunction : torch::autograd::Function<ScanFunction> {
       g_weights = std::move(std::get<3>(result));
     }
     backward_runs.fetch_add(1, std::memory_order_relaxed);
+    const size_t program_weight_count = call.weight_views.has_value()
+                                            ? WeightViews(*call.weight_views).views.size()
+                                            : held->weights;
     TORCH_CHECK(g_first.size() == held->carry && g_seqs.size() == held->seqs &&
-                    g_weights.size() == held->weights,
+                    g_weights.size() == program_weight_count,
                 "rnnfast.scan: the backward program gave ", g_first.size(), ", ", g_seqs.size(),
                 " and ", g_weights.size(), " gradients; expected ", held->carry, ", ", held->seqs,
-                " and ", held->weights);
+                " and ", program_weight_count);
+    g_weights = given_gradients(call, weights, std::move(g_weights));
     variable_list out{at::Tensor()};  // the call holder's slot
     out.insert(out.end(), g_first.begin(), g_first.end());
     out.insert(out.end(), g_seqs.begin(), g_seqs.end());

@@ -19,8 +19,13 @@ struct DifferentiableScan {
   int64_t backward_program;  // handle: the step's backward program
   int64_t boundary;          // how many of the forward's boundary values the caller gets (the
                              // others are the products kept for the backward)
-  // Where each weight of the backward program comes from, as 2 * k + transposed: weights[k]
-  // or its transpose; none: backward_weights holds them.
+  // The forward program's weights as views of `weights` (rnnfast/_scan/lower.py's
+  // loop_weight_views): per program weight [k, n, ops..], weights[k] through n views in order,
+  // 4 ints each: (0, dim, start, end) a slice, (1, 0, 0, 0) a transpose. None: `weights` are
+  // the program's weights. The gradients are the given weights'.
+  std::optional<std::vector<int64_t>> weight_views;
+  // Where each weight of the backward program comes from, as 2 * k + transposed: the forward
+  // program's weight k or its transpose; none: backward_weights holds them.
   std::optional<std::vector<int64_t>> backward_weight_sources;
   std::optional<at::Tensor> mask;  // bool [steps, B] or none
   int64_t steps;
@@ -28,11 +33,11 @@ struct DifferentiableScan {
 };
 
 // carry: [B, cols] per carry slot; seqs: [steps, B, cols] per sequence slot; weights: as the
-// forward program reads them; backward_weights: as the backward program reads them (values of
-// the weights alone), where call.backward_weight_sources does not say. Returns the final carry [B,
-// cols] each, then the boundary values [steps, B, cols] each, differentiable with respect to carry,
-// seqs and weights (once: a backward that records a graph gives gradients that raise if
-// differentiated).
+// forward program reads them, or what call.weight_views makes them of; backward_weights: as the
+// backward program reads them (values of the weights alone), where call.backward_weight_sources
+// does not say. Returns the final carry [B, cols] each, then the boundary values [steps, B, cols]
+// each, differentiable with respect to carry, seqs and weights (once: a backward that records a
+// graph gives gradients that raise if differentiated).
 std::vector<at::Tensor> run_differentiable(const DifferentiableScan& call, at::TensorList carry,
                                            at::TensorList seqs, at::TensorList weights,
                                            at::TensorList backward_weights);

@@ -5,7 +5,6 @@ import warnings
 from typing import Optional
 
 import torch
-import torch.utils._pytree as pytree
 
 from . import cache
 from .capture import StepCaptures
@@ -14,6 +13,7 @@ from .loop import python_loop
 from .runner import StepPlan, run_plan
 from .split import inline_step, split_step
 from .trace import trace_step
+from .trees import unflatten
 from .validate import check_inputs
 
 
@@ -81,11 +81,7 @@ def _scan(combine_fn, init, xs, dim, reverse, lengths, fallback):
             ys = [None if none else next(it) for none in plan.y_none]
     if dim != 0:
         ys = [torch.movedim(y, 0, dim) if y is not None and dim < y.dim() else y for y in ys]
-    return _unflatten(final, init_spec), _unflatten(ys, y_spec)
-
-
-def _unflatten(leaves, spec):
-    return leaves[0] if spec.is_leaf() else pytree.tree_unflatten(leaves, spec)
+    return unflatten(final, init_spec), unflatten(ys, y_spec)
 
 
 def _build(captures, init_leaves, init_spec, x_leaves, x_spec) -> StepPlan:

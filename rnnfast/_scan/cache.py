@@ -6,7 +6,7 @@ the closure, a tensor's shape or dtype, which tensors need grad) traces again.""
 from collections import OrderedDict
 from typing import Callable
 
-from .capture import spec_key
+from .trees import spec_key
 
 _MAX_ENTRIES = 256
 _entries: "OrderedDict[tuple, object]" = OrderedDict()

@@ -17,6 +17,8 @@ import torch
 import torch.utils._pytree as pytree
 from torch import Tensor, nn
 
+from .trees import spec_key
+
 _PRIMITIVES = (int, float, bool, str, complex, type(None), torch.dtype, torch.device)
 # Globals of these kinds are code or namespaces, assumed stable; everything else is described.
 _SKIPPED_GLOBALS = (
@@ -30,14 +32,6 @@ _SKIPPED_GLOBALS = (
 
 
 _MISSING = object()
-
-
-def spec_key(spec) -> str:
-    """A pytree structure as a cache key: torch's TreeSpec is unhashable before torch 2.6 (it
-    holds its children in a list); its text names the types, dict keys and nesting."""
-    if spec.is_leaf():
-        return "*"  # a leaf: the usual carry and xs, keyed without formatting
-    return str(spec)
 
 
 def tensor_meta(t: Tensor) -> tuple:

@@ -15,7 +15,7 @@ from torch.overrides import has_torch_function
 
 from .. import _C
 from .interpret import run_nodes
-from .lower import lower_loop, product_ids
+from .lower import loop_weight_views, lower_loop, product_ids
 from .lower_vjp import KeptProducts, lower_vjp
 
 _state = {"enabled": True, "runs": 0, "backward_runs": 0}
@@ -62,6 +62,12 @@ class LoopEngine:
         self.program = self.keeping_program = None  # handles of registered programs
         self.kept_ids = product_ids(split)
         self.backward_programs = {}  # by whether the products were kept: (lowered, handle)
+        # The loop's weights as views of the lifted tensors (lower.loop_weight_views), where
+        # the loop reads only those and xs (no hoisted or output part).
+        x_in = set(split.prog.x_in)
+        self.lifted_views = None
+        if not split.hoisted_nodes and not split.output_nodes and x_in >= set(split.loop_seq_in):
+            self.lifted_views = loop_weight_views(split)
         lowered = lower_loop(split)
         if lowered is None:
             return
@@ -110,15 +116,20 @@ class LoopEngine:
         T: int,
         mask: Optional[Tensor],
         reverse: bool,
+        lifted: bool = False,
     ):
         """Recurrence.apply's outputs (final carry, boundary values) from one C++ call whose
         autograd node runs the backward program, or None where that cannot run: before the
         step's first backward has lowered its vjp (Recurrence's backward does that), where
-        the lowering failed, or where the engine cannot run these tensors."""
+        the lowering failed, or where the engine cannot run these tensors. ``lifted``: the
+        weights are the step's lifted tensors, of which the C++ call makes the loop's weights
+        (``lifted_views``)."""
         lowered = self.backward_programs.get(bool(self.kept_ids))
         if lowered is None or not self._runs(carry, [*carry, *seqs, *weights]):
             return None
         lowered, backward_program = lowered
+        if lifted and lowered.weight_sources is None:
+            return None  # the backward's weights need the loop's weights in Python
         B = carry[0].shape[0]
         program = self.keeping_program if self.kept_ids else self.program
         outs = _C.scan_run_differentiable(
@@ -128,6 +139,7 @@ class LoopEngine:
             carry,
             seqs,
             weights,
+            self.lifted_views if lifted else None,
             lowered.weight_sources,
             []
             if lowered.weight_sources is not None

@@ -156,3 +156,52 @@ class _LoopLowering(Lowering):
             prog.carry_out,
             split.boundary + self.kept,
         )
+
+
+def loop_weight_views(split: SplitStep) -> Optional[List[int]]:
+    """The loop's weights as views of the lifted tensors (as ``cat([h, x]) @ W`` slices W's
+    rows): per weight [k, n, ops..] for lifted tensor k through n views applied in order, each
+    4 ints: (0, dim, start, end) a slice, (1, 0, 0, 0) a transpose. None where a weight is
+    anything else (the weights part then runs in Python)."""
+    prog = split.prog
+    lifted = {i: k for k, i in enumerate(prog.weights_in)}
+    made = {n.outs[0]: n for n in split.weight_nodes if len(n.outs) == 1}
+    views: List[int] = []
+    for i in split.loop_weights_in:
+        ops: List[int] = []
+        while i not in lifted:
+            node = made.get(i)
+            if node is None or node.kwargs or not node.args or not isinstance(node.args[0], Ref):
+                return None
+            if node.op == "aten.t.default" and len(node.args) == 1:
+                ops[:0] = [1, 0, 0, 0]
+            elif node.op == "aten.slice.Tensor":
+                view = _slice_view(node.args[1:], prog.meta[node.args[0].id].shape)
+                if view is None:
+                    return None
+                ops[:0] = [0, *view]
+            else:
+                return None
+            i = node.args[0].id
+        views += [lifted[i], len(ops) // 4, *ops]
+    return views
+
+
+def _slice_view(args: tuple, shape) -> Optional[Tuple[int, int, int]]:
+    """(dim, start, end) of aten.slice's (dim, start, end, step) over ``shape``, normalized as
+    ATen does; None for a step other than 1 or a non-constant bound."""
+    dim, start, end, step = (list(args) + [0, None, None, 1][len(args) :])[:4]
+    if not all(isinstance(v, int) or v is None for v in (dim, start, end, step)) or step != 1:
+        return None
+    if dim is None or not -len(shape) <= dim < len(shape):
+        return None
+    dim %= len(shape)
+    size = shape[dim]
+
+    def bound(v, default):
+        v = default if v is None else v
+        v = v + size if v < 0 else v
+        return min(max(v, 0), size)
+
+    start, end = bound(start, 0), bound(end, size)
+    return dim, start, max(start, end)

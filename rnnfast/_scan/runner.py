@@ -66,31 +66,46 @@ def run_plan(
     T, B = xs[0].shape[0], xs[0].shape[1]
     split, loop = plan.split_for(T * B)
     prog = split.prog
-    env = dict(zip(prog.weights_in, weights))
-    if prog.constants:
-        env.update(prog.constants)
-    if split.weight_nodes:
-        run_nodes(split.weight_nodes, env, B)
-    if split.hoisted_nodes or split.output_nodes:
-        for i, x in zip(prog.x_in, xs):
-            env[i] = _rows(x, T, B)
-        run_nodes(split.hoisted_nodes, env, T * B)
     by_id = dict(zip(prog.x_in, xs))  # the loop reads xs' steps as they are
-    seqs = [
-        by_id[i] if i in by_id else env[i].view(T, B, *env[i].shape[1:]) for i in split.loop_seq_in
-    ]
-    loop_weights = [env[i] for i in split.loop_weights_in]
     mask = None
     if lengths is not None:
         mask = lengths.to(xs[0].device).unsqueeze(0) > torch.arange(
             T, device=xs[0].device
         ).unsqueeze(1)  # [T, B]
-    tensors = [*init, *seqs, *loop_weights]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        outs = loop.engine.differentiable(loop, list(init), seqs, loop_weights, T, mask, reverse)
-        if outs is None:
-            call = (loop, mask, reverse, T, len(init), len(seqs))
-            outs = Recurrence.apply(call, *tensors)
+    grad = torch.is_grad_enabled()
+    outs = None
+    if grad and loop.engine.lifted_views is not None:
+        # The loop reads xs and views of the lifted tensors: one C++ call makes the views, so
+        # the weights part costs no Python (nor autograd nodes of its own).
+        seqs = [by_id[i] for i in split.loop_seq_in]
+        if any(t.requires_grad for t in (*init, *seqs, *weights)):
+            outs = loop.engine.differentiable(
+                loop, list(init), seqs, weights, T, mask, reverse, True
+            )
+    env = dict(zip(prog.weights_in, weights))
+    if prog.constants:
+        env.update(prog.constants)
+    if outs is None:
+        if split.weight_nodes:
+            run_nodes(split.weight_nodes, env, B)
+        if split.hoisted_nodes or split.output_nodes:
+            for i, x in zip(prog.x_in, xs):
+                env[i] = _rows(x, T, B)
+            run_nodes(split.hoisted_nodes, env, T * B)
+        seqs = [
+            by_id[i] if i in by_id else env[i].view(T, B, *env[i].shape[1:])
+            for i in split.loop_seq_in
+        ]
+        loop_weights = [env[i] for i in split.loop_weights_in]
+        tensors = [*init, *seqs, *loop_weights]
+        if grad and any(t.requires_grad for t in tensors):
+            outs = loop.engine.differentiable(
+                loop, list(init), seqs, loop_weights, T, mask, reverse
+            )
+            if outs is None:
+                call = (loop, mask, reverse, T, len(init), len(seqs))
+                outs = Recurrence.apply(call, *tensors)
+    if outs is not None:
         final, boundary = list(outs[: len(init)]), list(outs[len(init) :])
     else:
         final, boundary, _, _ = forward_loop(

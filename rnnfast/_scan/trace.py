@@ -13,6 +13,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from .capture import StepCaptures
 from .errors import CarryMismatchError, ScanTraceError, user_line
 from .ir import BATCH, Node, Program, Ref, ValueMeta
+from .trees import flatten
 
 # The user's source line of each node, for error messages (make_fx records it from torch 2.6 on;
 # before, errors name the op alone).
@@ -54,7 +55,7 @@ def trace_step(captures: StepCaptures, init_leaves, init_spec, x_leaves, x_spec)
                 f"got {type(result).__name__}"
             )
         next_leaves = _check_carry(result[0], init_spec, carry)
-        y_leaves, found["y_spec"] = pytree.tree_flatten(result[1])
+        y_leaves, found["y_spec"] = flatten(result[1])
         found["y_none"] = [y is None for y in y_leaves]  # a y_t of None stacks to None
         y_leaves = [y for y in y_leaves if y is not None]
         for i, y in enumerate(y_leaves):

@@ -2,8 +2,9 @@
 (RuntimeError) and naming the argument, what it expected and what it got."""
 
 import torch
-import torch.utils._pytree as pytree
 from torch import Tensor
+
+from .trees import flatten
 
 
 def check_inputs(combine_fn, init, xs, dim, reverse, lengths, fallback):
@@ -47,16 +48,6 @@ def check_inputs(combine_fn, init, xs, dim, reverse, lengths, fallback):
                 f"got shape {list(t.shape)}"
             )
     return init_leaves, init_spec, x_leaves, x_spec, _check_lengths(lengths, T, B)
-
-
-LEAF_SPEC = pytree.tree_flatten(0)[1]
-
-
-def flatten(tree):
-    """pytree.tree_flatten, with a lone tensor (the usual carry and xs) flattened at once."""
-    if isinstance(tree, Tensor):
-        return [tree], LEAF_SPEC
-    return pytree.tree_flatten(tree)
 
 
 def _steps_first(x: Tensor, dim: int, i: int) -> Tensor:
