@@ -1,8 +1,10 @@
-"""rnnfast.scan under autograd after a step's first call: one C++ call whose autograd node runs
-the step's backward program (csrc/scan/differentiable_scan.*). It must give what the first
-call's Python autograd.Function gives, to the bit, and behave as an autograd node should:
-saved tensors checked for in-place changes, retain_graph, create_graph refused on the second
-differentiation, its programs kept while its graph lives."""
+"""rnnfast.scan under autograd: one C++ call whose autograd node runs the step's backward
+program (csrc/scan/differentiable_scan.*), from the first call on (which traces and lowers the
+vjp, with the loop's weights from Python; later calls make them as views of the lifted
+tensors). First and later calls must agree to the bit, and the node behave as an autograd
+node should: saved tensors checked for in-place changes, retain_graph, create_graph refused
+on the second differentiation (on the Python runner's path too), its programs kept while its
+graph lives."""
 
 import gc
 import os
@@ -19,6 +21,7 @@ from scan_modes import split_mode  # noqa: E402, F401
 import rnnfast  # noqa: E402
 from rnnfast import _C  # noqa: E402
 from rnnfast._scan import cache  # noqa: E402
+from rnnfast._scan.engine import set_engine_enabled  # noqa: E402
 
 import scan_cells  # noqa: E402
 
@@ -53,16 +56,29 @@ def sample(make, B=3, T=5, I=4, H=5):
 @pytest.mark.parametrize("make", CELLS, ids=lambda m: m.__name__[5:])
 @pytest.mark.parametrize("masked", [False, True], ids=["all-steps", "lengths-reverse"])
 @pytest.mark.usefixtures("split_mode")
-def test_later_calls_run_the_cpp_node_and_agree_to_the_bit(make, masked):
+def test_every_call_runs_the_cpp_node_and_first_and_later_agree_to_the_bit(make, masked):
     step, h0, x, params, wrt = sample(make)
     kw = dict(lengths=torch.tensor([5, 2, 0]), reverse=True) if masked else {}
-    first = outputs_and_grads(step, h0, x, wrt, **kw)  # Python Function; lowers the backward
     runs = node_backward_runs()
+    first = outputs_and_grads(step, h0, x, wrt, **kw)  # traces and lowers the backward
     later = outputs_and_grads(step, h0, x, wrt, **kw)
-    assert node_backward_runs() == runs + 1, "the second call's backward did not run in C++"
+    assert node_backward_runs() == runs + 2, "a backward did not run in the C++ node"
     for a, b in zip(later[0] + list(later[1]), first[0] + list(first[1])):
         assert (a is None) == (b is None)
         assert a is None or torch.equal(a, b)
+
+
+def test_a_forward_alone_prepares_the_backward():
+    """Calls under autograd that are never differentiated (an evaluation without no_grad) run
+    as the C++ call from the first on, and a later backward finds its program."""
+    step, h0, x, params, wrt = sample(scan_cells.make_numpy_lstm)
+    runs = node_backward_runs()
+    for _ in range(3):
+        result = rnnfast.scan(step, h0, x)
+    assert all(t.grad_fn is not None for t in pytree.tree_leaves(result))
+    assert "ScanFunction" in pytree.tree_leaves(result)[0].grad_fn.name()
+    torch.autograd.grad(weighted_loss(result), wrt)
+    assert node_backward_runs() == runs + 1
 
 
 def test_backward_weights_computed_in_python_where_not_transposes():
@@ -77,10 +93,10 @@ def test_backward_weights_computed_in_python_where_not_transposes():
         return h, h
 
     h0 = torch.zeros(2, 3, dtype=DT)
-    first = outputs_and_grads(step, h0, x, [x, W])
     runs = node_backward_runs()
+    first = outputs_and_grads(step, h0, x, [x, W])
     later = outputs_and_grads(step, h0, x, [x, W])
-    assert node_backward_runs() == runs + 1
+    assert node_backward_runs() == runs + 2
     for a, b in zip(later[0] + list(later[1]), first[0] + list(first[1])):
         assert torch.equal(a, b)
 
@@ -165,18 +181,21 @@ def test_gradients_of_some_outputs_and_some_inputs():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("call", ["first", "later"])
-def test_differentiating_the_gradients_again_is_an_error(call):
+@pytest.mark.parametrize("engine", [True, False], ids=["cpp-node", "python-runner"])
+def test_differentiating_the_gradients_again_is_an_error(engine):
     """create_graph=True works for the first differentiation; the gradients it gives are not
     a graph of the loop (the engine's backward is not differentiable), so differentiating them
-    raises rather than treating them as constants, on the step's first call (the Python
-    autograd.Function) and later ones (the C++ node) alike."""
+    raises rather than treating them as constants: in the C++ node and in the Python runner's
+    autograd.Function alike."""
     step, h0, x, params, wrt = warmed_srn()
-    if call == "first":
-        cache.clear_cache()
     runs = node_backward_runs()
-    grads = torch.autograd.grad(weighted_loss(rnnfast.scan(step, h0, x)), params, create_graph=True)
-    assert node_backward_runs() == runs + (call == "later")
+    old = set_engine_enabled(engine)
+    try:
+        loss = weighted_loss(rnnfast.scan(step, h0, x))
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+    finally:
+        set_engine_enabled(old)
+    assert node_backward_runs() == runs + engine
     assert all(g.requires_grad for g in grads)
     with pytest.raises(RuntimeError, match="cannot be differentiated again"):
         sum(g.sum() for g in grads).backward()

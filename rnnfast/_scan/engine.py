@@ -1,9 +1,11 @@
 """The C++ engine (csrc/scan/) as the runner of the loop part: its forward lowered once per
-traced step (lower.py), its backward (the step's traced vjp, lower_vjp.py) once on the first
-backward, each registered as a program that the op rnnfast::scan_run runs over all steps
+traced step (lower.py), its backward (the step's traced vjp, lower_vjp.py) on the first call
+under autograd, each registered as a program that the op rnnfast::scan_run runs over all steps
 without Python where the tensors allow (CPU, float32 or float64, a batch of at least one; on
-the meta device and fake tensors, the op's fake kernel gives the shapes); otherwise, or where
-the lowering meets an op it has no opcode for, the Python runner runs it."""
+the meta device and fake tensors, the op's fake kernel gives the shapes). Under autograd one
+C++ call (csrc/scan/differentiable_scan) runs the forward and records a node whose backward
+runs the backward program. Otherwise, or where the lowering meets an op it has no opcode for,
+the Python runner runs it (recurrence.py)."""
 
 import weakref
 from typing import List, Optional
@@ -18,7 +20,7 @@ from .interpret import run_nodes
 from .lower import loop_weight_views, lower_loop, product_ids
 from .lower_vjp import KeptProducts, lower_vjp
 
-_state = {"enabled": True, "runs": 0, "backward_runs": 0}
+_state = {"enabled": True, "runs": 0}
 
 
 def engine_runs() -> int:
@@ -28,7 +30,7 @@ def engine_runs() -> int:
 
 def engine_backward_runs() -> int:
     """How many backward loops the C++ engine has run since the process started."""
-    return _state["backward_runs"] + _C._testing.scan_differentiable_backward_runs()
+    return _C._testing.scan_differentiable_backward_runs()
 
 
 def engine_slices() -> int:
@@ -61,7 +63,7 @@ class LoopEngine:
         self.split = split
         self.program = self.keeping_program = None  # handles of registered programs
         self.kept_ids = product_ids(split)
-        self.backward_programs = {}  # by whether the products were kept: (lowered, handle)
+        self.backward_programs = {}  # by whether the forward keeps its products: (lowered, handle)
         # The loop's weights as views of the lifted tensors (lower.loop_weight_views), where
         # the loop reads only those and xs (no hoisted or output part).
         x_in = set(split.prog.x_in)
@@ -86,26 +88,13 @@ class LoopEngine:
         """forward_loop's result from the engine, or None where it cannot run these tensors."""
         if not self._runs(carry, [*carry, *seqs, *weights]):
             return None
-        program = self.program
-        if keep_states and self.kept_ids:
-            if self.keeping_program is None:
-                lowered = lower_loop(self.split, self.kept_ids)
-                self.keeping_program = _register(self, *lowered)
-            program = self.keeping_program
-        # No autograd records these: Recurrence.forward runs without grad, and the other
+        # No autograd records this: Recurrence.forward runs without grad, and the other
         # caller only where no input requires it.
         final, boundary, states, _ = _C.scan_run(
-            program, carry, seqs, weights, mask, T, reverse, keep_states, False
+            self.program, carry, seqs, weights, mask, T, reverse, keep_states, False
         )
         _state["runs"] += 1
-        n_boundary = len(self.split.boundary)
-        kept = list(boundary[n_boundary:]) if keep_states else []
-        return (
-            list(final),
-            list(boundary[:n_boundary]),
-            (list(states) if keep_states else None),
-            kept,
-        )
+        return list(final), list(boundary), (list(states) if keep_states else None)
 
     def differentiable(
         self,
@@ -119,18 +108,26 @@ class LoopEngine:
         lifted: bool = False,
     ):
         """Recurrence.apply's outputs (final carry, boundary values) from one C++ call whose
-        autograd node runs the backward program, or None where that cannot run: before the
-        step's first backward has lowered its vjp (Recurrence's backward does that), where
-        the lowering failed, or where the engine cannot run these tensors. ``lifted``: the
+        autograd node runs the backward program, or None where that cannot run: where the
+        step's vjp has no backward program, or the engine cannot run these tensors. The
+        backward program is traced and lowered on the first call (``lifted``: a call whose
         weights are the step's lifted tensors, of which the C++ call makes the loop's weights
-        (``lifted_views``)."""
-        lowered = self.backward_programs.get(bool(self.kept_ids))
-        if lowered is None or not self._runs(carry, [*carry, *seqs, *weights]):
+        by ``lifted_views``, leaves that to the next call with the loop's weights)."""
+        if not self._runs(carry, [*carry, *seqs, *weights]):
             return None
-        lowered, backward_program = lowered
+        key = bool(self.kept_ids)
+        if key not in self.backward_programs:
+            if lifted:
+                return None
+            self._prepare_backward(step, carry, seqs, weights, key)
+        if self.backward_programs[key] is None:
+            return None
+        lowered, backward_program = self.backward_programs[key]
         if lifted and lowered.weight_sources is None:
             return None  # the backward's weights need the loop's weights in Python
         B = carry[0].shape[0]
+        if self.kept_ids and self.keeping_program is None:
+            self.keeping_program = _register(self, *lower_loop(self.split, self.kept_ids))
         program = self.keeping_program if self.kept_ids else self.program
         outs = _C.scan_run_differentiable(
             program,
@@ -150,6 +147,24 @@ class LoopEngine:
         )
         _state["runs"] += 1
         return outs
+
+    def _prepare_backward(self, step, carry, seqs, weights, kept: bool) -> None:
+        """Traces the step's vjp and lowers it for a forward that keeps its products (or not),
+        from the shapes of a forward's inputs; None where that fails (the Python backward
+        then runs the vjp step by step, and raises what it raises there)."""
+        B = carry[0].shape[0]
+        meta = self.split.prog.meta
+        primals = list(carry) + [s[0] for s in seqs] + list(weights)
+        like = carry[0]
+        boundary = [
+            like.new_empty((B, *meta[i].shape[1:]), dtype=meta[i].dtype)
+            for i in self.split.boundary
+        ]
+        try:
+            prog = step.traced_vjp(primals, list(carry) + boundary)
+            self.backward_programs[kept] = self._lower_backward(step, prog, len(seqs), kept)
+        except Exception:
+            self.backward_programs[kept] = None
 
     def _backward_weights(self, step, lowered, n_batched: int, weights: List[Tensor], batch: int):
         """The values the backward program reads as weights: the weights, or values of them
@@ -180,39 +195,6 @@ class LoopEngine:
             if not on_cpu and not t.is_meta:
                 return False
         return not torch.is_autocast_enabled("cpu") and not has_torch_function(tensors)
-
-    def backward(self, step, states, seqs, weights, kept, g_carry, g_bound, mask, reverse, T):
-        """Recurrence.backward's gradients (carry, sequences, weights) from the engine, or None
-        where it cannot run them (the Python backward runs them then). ``kept``: the
-        forward's products per step, or none."""
-        dtype = states[0].dtype
-        g_carry = [g if g.dtype == dtype else g.to(dtype) for g in g_carry]
-        if not self._runs(g_carry, [*states, *seqs, *weights, *g_carry, *g_bound, *kept]):
-            return None
-        key = bool(kept)
-        if key not in self.backward_programs:
-            primals = [s[0] for s in states] + [s[0] for s in seqs] + list(weights)
-            prog = step.traced_vjp(primals, g_carry + [g[0] for g in g_bound])
-            self.backward_programs[key] = self._lower_backward(step, prog, len(seqs), key)
-        if self.backward_programs[key] is None:
-            return None
-        lowered, program = self.backward_programs[key]
-        engine_weights = self._backward_weights(
-            step, lowered, len(states) + len(seqs), weights, g_carry[0].shape[0]
-        )
-        g_first, g_seqs, _, g_weights = _C.scan_run(
-            program,
-            g_carry,
-            [*states, *seqs, *g_bound, *kept],
-            engine_weights,
-            mask,
-            T,
-            not reverse,
-            False,
-            True,
-        )
-        _state["backward_runs"] += 1
-        return (*g_first, *g_seqs, *g_weights)
 
     def _lower_backward(self, step, prog, n_seq: int, kept: bool):
         if not step.all_differentiable():

@@ -1,6 +1,8 @@
-"""The loop of the reference runner: the recurrent core step by step with ATen ops, and a
-torch.autograd.Function whose backward runs the reverse loop with the step's traced vjp,
-accumulating the weights' gradients."""
+"""The loop of the reference runner: the recurrent core step by step (the C++ engine's forward
+where it can run, else ATen ops), and a torch.autograd.Function whose backward runs the
+reverse loop with the step's traced vjp as ATen ops, accumulating the weights' gradients: what
+runs where the C++ autograd call of engine.py cannot (tensors the engine does not take, a vjp
+it has no backward program for)."""
 
 from typing import List, Optional
 
@@ -26,8 +28,7 @@ def forward_loop(
     keep_states: bool,
 ):
     """Runs T steps (from the last if reverse). Rows whose mask[t] is false keep their carry.
-    Returns (final carry, boundary values [T, B, ...], the carry before each step or None,
-    values kept for the backward [T, B, ...]: the C++ engine's products, else none).
+    Returns (final carry, boundary values [T, B, ...], the carry before each step or None).
     The C++ engine runs it where it can; else each step runs its ATen ops from Python."""
     ran = step.engine.forward(carry, seqs, weights, T, mask, reverse, keep_states)
     if ran is not None:
@@ -48,7 +49,7 @@ def forward_loop(
         for out, b in zip(boundary, bound):
             out[t] = b
     stacked = [torch.stack(s) for s in states] if keep_states else None
-    return carry, boundary or [], stacked, []
+    return carry, boundary or [], stacked
 
 
 _AGAIN = "rnnfast.scan's backward cannot be differentiated again (it is not recorded as a graph)"
@@ -76,12 +77,12 @@ class Recurrence(torch.autograd.Function):
         carry = list(tensors[:n_carry])
         seqs = list(tensors[n_carry : n_carry + n_seq])
         weights = list(tensors[n_carry + n_seq :])
-        final, boundary, states, products = forward_loop(
+        final, boundary, states = forward_loop(
             step, carry, seqs, weights, T, mask, reverse, keep_states=True
         )
         ctx.step, ctx.mask, ctx.reverse, ctx.T = step, mask, reverse, T
-        ctx.counts = (n_carry, n_seq, len(products))
-        ctx.save_for_backward(*states, *seqs, *weights, *products)
+        ctx.counts = (n_carry, n_seq)
+        ctx.save_for_backward(*states, *seqs, *weights)
         originals = {id(t) for t in tensors}
         final = [f.clone() if id(f) in originals else f for f in final]
         return (*final, *boundary)
@@ -94,30 +95,15 @@ class Recurrence(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, grads):
-        n_carry, n_seq, n_products = ctx.counts
+        n_carry, n_seq = ctx.counts
         saved = ctx.saved_tensors
         states, seqs = saved[:n_carry], saved[n_carry : n_carry + n_seq]
-        weights = saved[n_carry + n_seq : len(saved) - n_products]
-        products = saved[len(saved) - n_products :]
+        weights = saved[n_carry + n_seq :]
         g_carry = [
             g if g is not None else torch.zeros_like(s[0], dtype=torch.float32)
             for g, s in zip(grads[:n_carry], states)
         ]
         g_bound = list(grads[n_carry:])
-        ran = ctx.step.engine.backward(
-            ctx.step,
-            states,
-            seqs,
-            weights,
-            products,
-            g_carry,
-            g_bound,
-            ctx.mask,
-            ctx.reverse,
-            ctx.T,
-        )
-        if ran is not None:
-            return (None,) + ran
         g_seqs = [torch.zeros_like(s) if s.is_floating_point() else None for s in seqs]
         g_weights = [torch.zeros_like(w) if w.is_floating_point() else None for w in weights]
         step, mask, T = ctx.step, ctx.mask, ctx.T

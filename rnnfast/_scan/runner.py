@@ -108,7 +108,7 @@ def run_plan(
     if outs is not None:
         final, boundary = list(outs[: len(init)]), list(outs[len(init) :])
     else:
-        final, boundary, _, _ = forward_loop(
+        final, boundary, _ = forward_loop(
             loop, list(init), seqs, loop_weights, T, mask, reverse, keep_states=False
         )
     if not prog.y_out:
