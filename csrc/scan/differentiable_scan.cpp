@@ -145,7 +145,7 @@ struct ScanFunction : torch::autograd::Function<ScanFunction> {
     const at::ScalarType dtype = states.at(0).scalar_type();
     variable_list g_carry, per_step = states;
     for (size_t k = 0; k < grads.size(); ++k) {
-      at::Tensor g = grads[k].to(dtype);
+      at::Tensor g = grads[k].scalar_type() == dtype ? grads[k] : grads[k].to(dtype);
       (k < held->carry ? g_carry : per_step).push_back(std::move(g));
     }
     // per_step: the primal carries and sequences, the boundary cotangents, the kept products.

@@ -4,6 +4,7 @@
 
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
+#include <c10/util/ArrayRef.h>
 
 #include <limits>
 
@@ -16,7 +17,7 @@ namespace rnnfast::scan {
 // Runs a pointwise node; false where op is not pointwise. `in` holds its inputs (scalars as
 // operands that are not per column).
 template <class T>
-bool run_pointwise(Op op, int64_t B, int64_t N, Rows<T> out, const std::vector<Operand<T>>& in) {
+bool run_pointwise(Op op, int64_t B, int64_t N, Rows<T> out, c10::ArrayRef<Operand<T>> in) {
   using V = at::vec::Vectorized<T>;
   using M = Math<V>;
   auto unary = [&](auto f) { map_rows<T>(B, N, out, f, in[0]); };

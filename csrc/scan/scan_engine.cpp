@@ -1,6 +1,7 @@
 #include "scan_engine.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
 #include "../cpu/batch_slices.h"
@@ -53,6 +54,13 @@ void masked_rows(int64_t B, int64_t N, const scalar_t* carry, scalar_t* out, con
   }
 }
 
+// n elements rounded up to whole 64-byte cache lines.
+template <class scalar_t>
+int64_t round_up_to_line(int64_t n) {
+  constexpr int64_t line = 64 / sizeof(scalar_t);
+  return (n + line - 1) / line * line;
+}
+
 template <class scalar_t>
 scalar_t* data(const at::Tensor& t) {
   return t.data_ptr<scalar_t>();
@@ -65,6 +73,7 @@ struct CallRows {
   int64_t B, T;
   bool reverse, gradient;
   std::vector<scalar_t*> seq, boundary, states, final_carry;
+  std::vector<const scalar_t*> initial_carry;
   const bool* mask;  // [T, B] or null
 };
 
@@ -76,17 +85,26 @@ void run_rows(const CallRows<scalar_t>& io, const std::vector<at::Tensor>& weigh
   const Program& p = io.p;
   const int64_t rows = b1 - b0, B = io.B;
   const size_t n_carry = p.carry_in.size();
-  // This slice's carries, now and next, and a gradient's masked copy: aligned as tensors are,
-  // since the carries are the recurrent products' left operands.
-  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>());
-  std::vector<at::Tensor> carry(n_carry), next(n_carry), masked(n_carry);
+  // This slice's carries, now and next, and a gradient's masked copy, in one block from the
+  // CPU allocator (aligned as tensors are: the carries are the recurrent products' left
+  // operands), each carry's buffers padded to whole cache lines.
+  const bool masking = io.gradient && io.mask != nullptr;
+  std::vector<int64_t> offset(n_carry);
+  int64_t total = 0;
   for (size_t c = 0; c < n_carry; ++c) {
-    const int64_t N = p.cols[p.carry_in[c]];
-    carry[c] = at::empty({rows, N}, options);
-    next[c] = at::empty({rows, N}, options);
-    const scalar_t* first = io.final_carry[c] + b0 * N;
-    std::copy(first, first + rows * N, data<scalar_t>(carry[c]));
-    if (io.gradient && io.mask != nullptr) masked[c] = at::empty({rows, N}, options);
+    offset[c] = total;
+    total += (masking ? 3 : 2) * round_up_to_line<scalar_t>(rows * p.cols[p.carry_in[c]]);
+  }
+  const c10::DataPtr block = c10::GetCPUAllocator()->allocate(total * sizeof(scalar_t));
+  scalar_t* base = static_cast<scalar_t*>(block.get());
+  std::vector<scalar_t*> carry(n_carry), next(n_carry), masked(n_carry, nullptr);
+  for (size_t c = 0; c < n_carry; ++c) {
+    const int64_t N = p.cols[p.carry_in[c]], size = round_up_to_line<scalar_t>(rows * N);
+    carry[c] = base + offset[c];
+    next[c] = carry[c] + size;
+    if (masking) masked[c] = next[c] + size;
+    const scalar_t* first = io.initial_carry[c] + b0 * N;
+    std::copy(first, first + rows * N, carry[c]);
   }
   StepRunner<scalar_t> runner(p, rows, weights, io.T);
   for (size_t k = 0; k < accumulators.size(); ++k) runner.set_accumulator(k, accumulators[k]);
@@ -95,13 +113,13 @@ void run_rows(const CallRows<scalar_t>& io, const std::vector<at::Tensor>& weigh
     const bool* mask_t = io.mask != nullptr ? io.mask + t * B + b0 : nullptr;
     for (size_t c = 0; c < n_carry; ++c) {
       const int64_t N = p.cols[p.carry_in[c]];
-      scalar_t* current = data<scalar_t>(carry[c]);
+      scalar_t* current = carry[c];
       if (!io.states.empty()) {
         std::copy(current, current + rows * N, io.states[c] + (t * B + b0) * N);
       }
-      if (masked[c].defined() && mask_t != nullptr) {  // a gradient's carry, masked
-        masked_rows<scalar_t>(rows, N, current, data<scalar_t>(masked[c]), mask_t);
-        current = data<scalar_t>(masked[c]);
+      if (masked[c] != nullptr && mask_t != nullptr) {  // a gradient's carry, masked
+        masked_rows<scalar_t>(rows, N, current, masked[c], mask_t);
+        current = masked[c];
       }
       runner.set_rows(p.carry_in[c], current, N);
     }
@@ -116,15 +134,14 @@ void run_rows(const CallRows<scalar_t>& io, const std::vector<at::Tensor>& weigh
                           Rows<scalar_t>{io.boundary[j] + (t * B + b0) * N, N});
     }
     for (size_t c = 0; c < n_carry; ++c) {
-      advance_carry<scalar_t>(rows, p.cols[p.carry_in[c]], runner.rows(p.carry_out[c]),
-                              data<scalar_t>(carry[c]), data<scalar_t>(next[c]), mask_t,
-                              io.gradient);
+      advance_carry<scalar_t>(rows, p.cols[p.carry_in[c]], runner.rows(p.carry_out[c]), carry[c],
+                              next[c], mask_t, io.gradient);
       std::swap(carry[c], next[c]);
     }
   }
   for (size_t c = 0; c < n_carry; ++c) {
-    const scalar_t* last = data<scalar_t>(carry[c]);
-    std::copy(last, last + carry[c].numel(), io.final_carry[c] + b0 * p.cols[p.carry_in[c]]);
+    const int64_t N = p.cols[p.carry_in[c]];
+    std::copy(carry[c], carry[c] + rows * N, io.final_carry[c] + b0 * N);
   }
 }
 
@@ -146,24 +163,34 @@ ScanForward run_forward(const Program& p, at::TensorList carry, at::TensorList s
                         bool reverse, bool keep_states, bool gradient) {
   const int64_t B = carry.at(0).size(0);
   ScanForward out;
-  std::vector<at::Tensor> seq, contiguous_weights;
+  std::vector<at::Tensor> seq, contiguous_weights, initial_carry;
   for (const at::Tensor& s : seqs) seq.push_back(s.contiguous());
   for (const at::Tensor& w : weights) contiguous_weights.push_back(w.contiguous());
   const at::Tensor mask_rows = mask.has_value() ? mask->contiguous() : at::Tensor();
-  CallRows<scalar_t> io{
-      p,  B,  T,  reverse, gradient,
-      {}, {}, {}, {},      mask_rows.defined() ? mask_rows.const_data_ptr<bool>() : nullptr};
+  CallRows<scalar_t> io{p,
+                        B,
+                        T,
+                        reverse,
+                        gradient,
+                        {},
+                        {},
+                        {},
+                        {},
+                        {},
+                        mask_rows.defined() ? mask_rows.const_data_ptr<bool>() : nullptr};
   for (const at::Tensor& s : seq) io.seq.push_back(data<scalar_t>(s));
   for (const at::Tensor& c : carry) {
-    out.final_carry.push_back(c.clone(at::MemoryFormat::Contiguous));
+    initial_carry.push_back(c.contiguous());
+    io.initial_carry.push_back(initial_carry.back().const_data_ptr<scalar_t>());
+    out.final_carry.push_back(at::empty({B, c.size(1)}, c.options()));
     io.final_carry.push_back(data<scalar_t>(out.final_carry.back()));
     if (keep_states) {
-      out.states.push_back(c.new_empty({T, B, c.size(1)}));
+      out.states.push_back(at::empty({T, B, c.size(1)}, c.options()));
       io.states.push_back(data<scalar_t>(out.states.back()));
     }
   }
   for (int64_t id : p.boundary) {
-    out.boundary.push_back(carry[0].new_empty({T, B, p.cols[id]}));
+    out.boundary.push_back(at::empty({T, B, p.cols[id]}, carry[0].options()));
     io.boundary.push_back(data<scalar_t>(out.boundary.back()));
   }
   const cpu::BatchSlices slices =
@@ -172,7 +199,9 @@ ScanForward run_forward(const Program& p, at::TensorList carry, at::TensorList s
   std::vector<std::vector<at::Tensor>> sums(slices.count);
   for (int64_t i = 0; i < slices.count; ++i) {
     for (const std::vector<int64_t>& shape : p.accumulators) {
-      sums[i].push_back(carry[0].new_zeros(shape));
+      at::Tensor sum = at::empty(shape, carry[0].options());
+      std::fill_n(data<scalar_t>(sum), sum.numel(), scalar_t(0));
+      sums[i].push_back(std::move(sum));
     }
   }
   cpu::for_each_slice(slices, [&](int64_t i) {

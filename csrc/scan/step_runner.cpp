@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/cpu/vec/vec.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
+#include <c10/util/SmallVector.h>
 
 #include "pointwise_ops.h"
 #include "row_kernels.h"
@@ -66,10 +68,10 @@ StepRunner<T>::StepRunner(const Program& p, int64_t B, const std::vector<at::Ten
       total += B * std::max<int64_t>(p.cols[o], 0);
     }
   }
-  at::Tensor arena = at::empty({total}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>()));
-  arena_ = arena;
+  arena_ = c10::GetCPUAllocator()->allocate(std::max<int64_t>(total, 1) * sizeof(T));
+  T* arena = static_cast<T*>(arena_.get());
   for (size_t s = 0; s < offset.size(); ++s) {
-    if (offset[s] >= 0) views_[s] = {arena.data_ptr<T>() + offset[s], p.cols[s]};
+    if (offset[s] >= 0) views_[s] = {arena + offset[s], p.cols[s]};
   }
   for (size_t k = 0; k < p.nodes.size(); ++k) {
     const Node& node = p.nodes[k];
@@ -121,8 +123,7 @@ void StepRunner<T>::run_node(size_t k) {
   if (is_product(node.op)) return run_product(k);
   if (!is_pointwise(node.op)) return run_row_node(node);
   const int64_t N = p_.cols[node.outs[0]];
-  std::vector<Operand<T>> in;
-  in.reserve(node.ins.size());
+  c10::SmallVector<Operand<T>, 4> in;
   for (int64_t id : node.ins) in.push_back(operand(id, N));
   TORCH_CHECK(run_pointwise<T>(node.op, B_, N, views_[node.outs[0]], in),
               "scan engine: unknown opcode ", static_cast<int64_t>(node.op));

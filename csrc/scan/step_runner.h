@@ -5,6 +5,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Allocator.h>
 
 #include <memory>
 #include <vector>
@@ -42,7 +43,7 @@ class StepRunner {
   std::vector<T> immediates_;       // the program's scalars in T
   std::vector<T*> accumulators_;    // per accumulator
   std::vector<std::unique_ptr<cpu::PackedMatrix<T>>> products_;  // per node, for products
-  at::Tensor arena_;  // the buffer that the written slots' rows point into
+  c10::DataPtr arena_;  // the buffer that the written slots' rows point into
 };
 
 }  // namespace rnnfast::scan

@@ -28,8 +28,8 @@ def signature(init_leaves, init_spec, x_leaves, x_spec) -> tuple:
     return (
         spec_key(init_spec),
         spec_key(x_spec),
-        tuple((t.dtype, t.shape[1:], t.device.type, t.requires_grad) for t in init_leaves),
-        tuple((x.dtype, x.shape[2:], x.device.type, x.requires_grad) for x in x_leaves),
+        tuple([(t.dtype, t.shape[1:], t.device, t.requires_grad) for t in init_leaves]),
+        tuple([(x.dtype, x.shape[2:], x.device, x.requires_grad) for x in x_leaves]),
     )
 
 

@@ -35,7 +35,7 @@ _MISSING = object()
 
 
 def tensor_meta(t: Tensor) -> tuple:
-    return (t.dtype, t.shape, t.device.type, t.requires_grad)  # torch.Size hashes as a tuple
+    return (t.dtype, t.shape, t.device, t.requires_grad)  # torch.Size hashes as a tuple
 
 
 def _is_primitive(v) -> bool:
