@@ -214,3 +214,29 @@ def test_a_graph_keeps_its_programs_when_the_cache_drops_them():
         assert torch.equal(a, b)
     del result
     gc.collect()
+
+
+def test_saved_tensor_hooks_checkpoint_and_anomaly_mode():
+    """What autograd offers around a node: saved-tensor hooks see what the node saves,
+    non-reentrant checkpointing recomputes it, anomaly mode runs it; the gradients stay."""
+    from torch.utils.checkpoint import checkpoint
+
+    step, h0, x, params, wrt = sample(scan_cells.make_numpy_lstm)
+
+    def loss():
+        return weighted_loss(rnnfast.scan(step, h0, x))
+
+    want = torch.autograd.grad(loss(), wrt)
+    packed = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(1) or t, lambda t: t):
+        result = loss()
+    runs = node_backward_runs()
+    assert packed, "the node's saved tensors did not go through the hooks"
+    got = [torch.autograd.grad(result, wrt)]
+    got.append(torch.autograd.grad(checkpoint(loss, use_reentrant=False), wrt))
+    with torch.autograd.set_detect_anomaly(True):
+        got.append(torch.autograd.grad(loss(), wrt))
+    assert node_backward_runs() == runs + 3
+    for grads in got:
+        for a, b in zip(grads, want):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
