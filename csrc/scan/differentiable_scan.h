@@ -1,9 +1,9 @@
 // rnnfast.scan's loop under autograd without Python per call: the forward runs the step's
 // program through rnnfast::scan_run keeping the carry before each step (and the products its
 // backward reads), and the autograd node's backward runs the step's backward program
-// (rnnfast/_scan/lower_vjp.py) through the same op. The autograd.Function of
-// rnnfast/_scan/recurrence.py does the same from Python; it runs a step's first call under
-// autograd (whose backward traces and lowers the vjp) and the calls this one cannot take.
+// (rnnfast/_scan/lower_vjp.py) through the same op. What it cannot take (tensors the engine
+// does not run, a vjp without a backward program) runs through the Python autograd.Function of
+// rnnfast/_scan/recurrence.py instead.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -74,7 +74,7 @@ struct CallRows {
   bool reverse, gradient;
   std::vector<scalar_t*> seq, boundary, states, final_carry;
   std::vector<const scalar_t*> initial_carry;
-  const bool* mask;  // [T, B] or null
+  const bool* mask = nullptr;  // [T, B] or null
 };
 
 // Runs rows [b0, b1) of the batch through all T steps (a row depends on no other row): its
@@ -167,17 +167,8 @@ ScanForward run_forward(const Program& p, at::TensorList carry, at::TensorList s
   for (const at::Tensor& s : seqs) seq.push_back(s.contiguous());
   for (const at::Tensor& w : weights) contiguous_weights.push_back(w.contiguous());
   const at::Tensor mask_rows = mask.has_value() ? mask->contiguous() : at::Tensor();
-  CallRows<scalar_t> io{p,
-                        B,
-                        T,
-                        reverse,
-                        gradient,
-                        {},
-                        {},
-                        {},
-                        {},
-                        {},
-                        mask_rows.defined() ? mask_rows.const_data_ptr<bool>() : nullptr};
+  CallRows<scalar_t> io{p, B, T, reverse, gradient};
+  io.mask = mask_rows.defined() ? mask_rows.const_data_ptr<bool>() : nullptr;
   for (const at::Tensor& s : seq) io.seq.push_back(data<scalar_t>(s));
   for (const at::Tensor& c : carry) {
     initial_carry.push_back(c.contiguous());
