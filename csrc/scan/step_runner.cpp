@@ -6,6 +6,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/SmallVector.h>
 
+#include "../cpu/vec_math.h"
 #include "pointwise_ops.h"
 #include "row_kernels.h"
 
@@ -25,21 +26,14 @@ void accumulate_rows(int64_t B, int64_t N, const T* a, int64_t lda, Rows<T> g, T
   using V = at::vec::Vectorized<T>;
   for (int64_t j = 0; j < N; j += V::size()) {
     const int64_t n = std::min<int64_t>(V::size(), N - j);
-    const auto load = [n](const T* p) { return n == V::size() ? V::loadu(p) : V::loadu(p, n); };
     V sum[R];
-    for (int r = 0; r < R; ++r) sum[r] = load(acc + r * N + j);
+    for (int r = 0; r < R; ++r) sum[r] = cpu::load(acc + r * N + j, n);
     for (int64_t b = 0; b < B; ++b) {
-      const V g_v = load(g.data + b * g.ld + j);
+      const V g_v = cpu::load(g.data + b * g.ld + j, n);
       const T* a_row = a + b * lda;
       for (int r = 0; r < R; ++r) sum[r] = at::vec::fmadd(V(a_row[r]), g_v, sum[r]);
     }
-    for (int r = 0; r < R; ++r) {
-      if (n == V::size()) {
-        sum[r].store(acc + r * N + j);
-      } else {
-        sum[r].store(acc + r * N + j, n);
-      }
-    }
+    for (int r = 0; r < R; ++r) cpu::store(acc + r * N + j, sum[r], n);
   }
 }
 
