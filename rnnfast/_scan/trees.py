@@ -9,8 +9,8 @@ from torch import Tensor
 
 LEAF_SPEC = pytree.tree_flatten(0)[1]
 
-# Flat tuples and lists of leaves: their specs by (type, length), and each spec's cache key by
-# id (the specs live here for the process, so an id is never another spec's).
+# Flat tuples and lists of leaves: their specs by (type, length), and each spec's (type,
+# length) by id (the specs live here for the process, so an id is never another spec's).
 _flat_specs: dict = {}
 _flat_keys: dict = {}
 
@@ -19,7 +19,7 @@ def _flat_spec(kind: type, n: int):
     spec = _flat_specs.get((kind, n))
     if spec is None:
         spec = _flat_specs[(kind, n)] = pytree.tree_flatten(kind([0] * n))[1]
-        _flat_keys[id(spec)] = (kind.__name__, n)
+        _flat_keys[id(spec)] = (kind, n)
     return spec
 
 
@@ -38,9 +38,7 @@ def unflatten(leaves: List, spec):
     if spec.is_leaf():
         return leaves[0]
     key = _flat_keys.get(id(spec))
-    if key is not None and _flat_specs.get((tuple if key[0] == "tuple" else list, key[1])) is spec:
-        return tuple(leaves) if key[0] == "tuple" else list(leaves)
-    return pytree.tree_unflatten(leaves, spec)
+    return key[0](leaves) if key is not None else pytree.tree_unflatten(leaves, spec)
 
 
 def spec_key(spec):
