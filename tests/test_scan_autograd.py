@@ -240,3 +240,38 @@ def test_saved_tensor_hooks_checkpoint_and_anomaly_mode():
     for grads in got:
         for a, b in zip(grads, want):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+
+
+def _loop_final(step, init, xs):
+    carry = init
+    for t in range(xs.shape[0]):
+        carry, _ = step(carry, xs[t])
+    return carry
+
+
+@pytest.mark.parametrize("make", [scan_cells.make_nndl_srn, scan_cells.make_peephole_lstm])
+def test_functorch_transforms_run_the_step_as_the_loop_does(make):
+    """torch.func.grad, jacrev and vmap over rnnfast.scan with parameters that require grad: the
+    transforms run the step's own ops (as in the loop), and give the loop's results."""
+    step, h0, x, params, _ = sample(make, B=2, T=4, I=3, H=3)
+
+    def first_leaf(carry):
+        return carry[0] if isinstance(carry, tuple) else carry
+
+    def loss(scanner, x):
+        return first_leaf(scanner(step, h0, x)).pow(2).sum()
+
+    def by_scan(step, init, x):
+        return rnnfast.scan(step, init, x)[0]
+
+    got = torch.func.grad(lambda x: loss(by_scan, x))(x)
+    want = torch.func.grad(lambda x: loss(_loop_final, x))(x)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    got = torch.func.jacrev(lambda x: first_leaf(by_scan(step, h0, x)))(x)
+    want = torch.func.jacrev(lambda x: first_leaf(_loop_final(step, h0, x)))(x)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    xs = torch.stack([x, 2 * x])
+    got = torch.vmap(lambda x: first_leaf(by_scan(step, h0, x)))(xs)
+    want = torch.stack([first_leaf(_loop_final(step, h0, x)) for x in xs])
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert got.requires_grad  # the parameters' graph kept

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torch.utils._pytree as pytree
+from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -299,18 +300,46 @@ def make_hardtanh_rnn(I, H, dtype):  # noqa: E741 (I, H as in scan_cells)
     )
 
 
-def test_vmap_keeps_the_python_runner():
-    """functorch's wrapped tensors have no memory the engine could read."""
-    W = torch.randn(3, 3, dtype=DT)
+@pytest.mark.parametrize("grad", [False, True])
+def test_vmap_keeps_the_python_runner(grad):
+    """functorch's wrapped tensors have no memory the engine could read, also where the cache
+    entry (the same key: a wrapped tensor shows its unbatched shape) first ran on the engine."""
+    W = torch.randn(3, 3, dtype=DT, requires_grad=grad)
 
     def step(h, x):
         h = torch.tanh(x + h @ W)
         return h, h.clone()
 
     h0, xs = torch.randn(5, 2, 3, dtype=DT), torch.randn(4, 2, 3, dtype=DT)
-    got = torch.vmap(lambda h: rnnfast.scan(step, h, xs)[0])(h0)
+    runs = engine_runs()
     want = torch.stack([rnnfast.scan(step, h, xs)[0] for h in h0])
+    assert engine_runs() == runs + 5
+    got = torch.vmap(lambda h: rnnfast.scan(step, h, xs)[0])(h0)
+    assert engine_runs() == runs + 5
     torch.testing.assert_close(got, want, **TIGHT)
+
+
+def test_a_torch_function_mode_keeps_the_python_runner():
+    """Under a TorchFunctionMode the step's ops go through the mode, as in the loop: the engine
+    does not run them, although the same call ran on it before."""
+    seen = []
+
+    class Recording(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(4)
+    step, init, xs, _ = scan_cells.make_peephole_lstm(4, 8, DT)
+    h0, x = init(3), xs(6, 3)
+    runs = engine_runs()
+    want = rnnfast.scan(step, h0, x)
+    assert engine_runs() == runs + 1
+    with Recording():
+        got = rnnfast.scan(step, h0, x)
+    assert engine_runs() == runs + 1 and seen
+    for a, b in zip(pytree.tree_leaves(got), pytree.tree_leaves(want)):
+        torch.testing.assert_close(a, b, **TIGHT)
 
 
 def test_cpu_autocast_keeps_the_python_runner():
@@ -318,6 +347,10 @@ def test_cpu_autocast_keeps_the_python_runner():
     torch.manual_seed(5)
     step, init, xs, _ = scan_cells.make_peephole_lstm(4, 8, torch.float32)
     h0, x = init(3), xs(6, 3)
+    runs = engine_runs()
+    with torch.no_grad():
+        rnnfast.scan(step, h0, x)  # the same entry, run on the engine outside autocast
+    assert engine_runs() == runs + 1
     runs = engine_runs()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         got = rnnfast.scan(step, h0, x)

@@ -5,9 +5,6 @@ namespace {
 
 // The fewest rows worth a slice: a row block of the GEMMs (kBlockRows, register_block.h).
 constexpr int64_t kMinSliceRows = 4;
-// Below this many recurrent multiply-adds per call, waking the other threads costs more than
-// the split saves.
-constexpr int64_t kMinSplitMacs = 1 << 21;
 // Every slice reads all of the weights at every step: from its core's L2 cache where they fit
 // (1 MiB is W_hh of an LSTM with H = 256). Larger weights are split only into slices tall
 // enough for their GEMMs to be bound by arithmetic rather than by reading the weights.
@@ -25,12 +22,12 @@ constexpr bool kSlicesRunInParallel = true;
 
 }  // namespace
 
-BatchSlices batch_slices(int64_t B, int64_t T, RecurrentWeights weights) {
+BatchSlices batch_slices(int64_t B, int64_t T, RecurrentWeights weights, int64_t min_split_macs) {
   if (!kSlicesRunInParallel || at::in_parallel_region()) return {1, B};
   const int64_t threads = at::get_num_threads();
   int64_t count = std::min<int64_t>(threads, B / kMinSliceRows);
   if (weights.bytes > kCachedWeightBytes) count = std::min(count, B / kTallSliceRows);
-  if (count <= 1 || B * T * weights.elements < kMinSplitMacs) return {1, B};
+  if (count <= 1 || B * T * weights.elements < min_split_macs) return {1, B};
   const int64_t rows = (B + count - 1) / count;
   return {(B + rows - 1) / rows, rows};
 }

@@ -29,9 +29,15 @@ struct RecurrentWeights {
   int64_t bytes;
 };
 
+// Below this many recurrent multiply-adds per call, waking the other threads costs more than
+// the split saves (the fused engine's steps: its products and a pointwise pass).
+constexpr int64_t kMinSplitMacs = 1 << 21;
+
 // How a batch of B rows running T steps is split, on the threads at::get_num_threads() allows
-// (one slice, the whole batch, inside a parallel region).
-BatchSlices batch_slices(int64_t B, int64_t T, RecurrentWeights weights);
+// (one slice, the whole batch, inside a parallel region; and where the call has fewer than
+// min_split_macs multiply-adds of `weights`).
+BatchSlices batch_slices(int64_t B, int64_t T, RecurrentWeights weights,
+                         int64_t min_split_macs = kMinSplitMacs);
 
 // Runs f(i) for every slice i: on the calling thread for a single slice, else one slice per
 // thread with BLAS held to that thread.

@@ -35,18 +35,21 @@ void bind_scan_engine(pybind11::module_& m) {
       "scan_run",
       [](int64_t program, const std::vector<at::Tensor>& carry, const std::vector<at::Tensor>& seqs,
          const std::vector<at::Tensor>& weights, const std::optional<at::Tensor>& mask,
-         int64_t steps, bool reverse, bool keep_states, bool gradient) {
+         int64_t steps, bool reverse, bool keep_states, bool gradient,
+         const std::optional<std::vector<int64_t>>& weight_views) {
         int64_t weight_elements = 0;
         for (const at::Tensor& w : weights) weight_elements += w.numel();
         const int64_t batch = carry.empty() || carry[0].dim() == 0 ? 0 : carry[0].size(0);
         const GilReleasedForLargeCalls gil(steps * batch, weight_elements);
-        return scan::scan_run_op().call(program, carry, seqs, weights, mask, c10::SymInt(steps),
-                                        reverse, keep_states, gradient);
+        return scan::scan_run_op().call(program, carry, seqs,
+                                        scan::program_weights(weight_views, weights), mask,
+                                        c10::SymInt(steps), reverse, keep_states, gradient);
       },
       "program"_a, "carry"_a, "seqs"_a, "weights"_a, "mask"_a, "steps"_a, "reverse"_a,
-      "keep_states"_a, "gradient"_a,
+      "keep_states"_a, "gradient"_a, "weight_views"_a = pybind11::none(),
       "rnnfast::scan_run: (final carry, boundary values [steps, B, cols], the carry before each "
-      "step or none, the program's accumulators)");
+      "step or none, the program's accumulators); weight_views as in scan_run_differentiable "
+      "(the program's weights made of `weights`)");
   m.def(
       "scan_run_differentiable",
       [](int64_t program, int64_t backward_program, int64_t boundary,

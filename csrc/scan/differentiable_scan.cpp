@@ -58,17 +58,6 @@ struct WeightViews {
   }
 };
 
-// The program's weights from the given ones.
-std::vector<at::Tensor> program_weights(const DifferentiableScan& call, at::TensorList weights) {
-  if (!call.weight_views.has_value()) return weights.vec();
-  const WeightViews views(*call.weight_views);
-  std::vector<at::Tensor> out;
-  for (size_t k = 0; k < views.views.size(); ++k) {
-    out.push_back(views.view(k, weights.at(views.views[k].first)));
-  }
-  return out;
-}
-
 // The given weights' gradients from the program weights' (grads): each added into its view
 // of a zero buffer of its given weight's shape, or taken as it is where that weight has no
 // other use and no view.
@@ -98,7 +87,7 @@ struct ScanFunction : torch::autograd::Function<ScanFunction> {
                                at::TensorList backward_weights) {
     const DifferentiableScan& call = held->call;
     auto [final_carry, boundary, states, unused] = scan_run_op().call(
-        call.program, carry, seqs, program_weights(call, weights), call.mask,
+        call.program, carry, seqs, program_weights(call.weight_views, weights), call.mask,
         c10::SymInt(call.steps), call.reverse, /*keep_states=*/true, /*gradient=*/false);
     TORCH_CHECK(static_cast<int64_t>(boundary.size()) >= call.boundary,
                 "rnnfast.scan: the forward program gave ", boundary.size(),
@@ -136,7 +125,7 @@ struct ScanFunction : torch::autograd::Function<ScanFunction> {
     variable_list backward_weights = next(held->backward_weights);
     const variable_list kept = next(held->kept);
     if (call.backward_weight_sources.has_value()) {
-      const std::vector<at::Tensor> forward_weights = program_weights(call, weights);
+      const std::vector<at::Tensor> forward_weights = program_weights(call.weight_views, weights);
       for (int64_t source : *call.backward_weight_sources) {
         const at::Tensor& w = forward_weights.at(source / 2);
         backward_weights.push_back(source % 2 != 0 ? w.t() : w);
@@ -197,6 +186,18 @@ struct ScanFunction : torch::autograd::Function<ScanFunction> {
 };
 
 }  // namespace
+
+std::vector<at::Tensor> program_weights(const std::optional<std::vector<int64_t>>& weight_views,
+                                        at::TensorList weights) {
+  if (!weight_views.has_value()) return weights.vec();
+  const WeightViews views(*weight_views);
+  std::vector<at::Tensor> out;
+  out.reserve(views.views.size());
+  for (size_t k = 0; k < views.views.size(); ++k) {
+    out.push_back(views.view(k, weights.at(views.views[k].first)));
+  }
+  return out;
+}
 
 std::vector<at::Tensor> run_differentiable(const DifferentiableScan& call, at::TensorList carry,
                                            at::TensorList seqs, at::TensorList weights,

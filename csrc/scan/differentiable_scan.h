@@ -42,6 +42,11 @@ std::vector<at::Tensor> run_differentiable(const DifferentiableScan& call, at::T
                                            at::TensorList seqs, at::TensorList weights,
                                            at::TensorList backward_weights);
 
+// The program's weights made of `weights` by DifferentiableScan::weight_views' codes (none:
+// `weights` as they are).
+std::vector<at::Tensor> program_weights(const std::optional<std::vector<int64_t>>& weight_views,
+                                        at::TensorList weights);
+
 // How many backward loops the nodes of run_differentiable have run (for the tests).
 int64_t differentiable_backward_runs();
 

@@ -150,11 +150,15 @@ void run_rows(const CallRows<scalar_t>& io, const std::vector<at::Tensor>& weigh
 // the fused engine, which runs a layer whose weights outgrow the L2 cache with its units split
 // across threads (cpu/unit_slices.h), the scan engine has only its per-step threaded GEMM to
 // fall back on, and that costs more than reading the weights from L3 in every slice
-// (docs/performance.md): the weights' size does not keep a batch whole here.
+// (docs/performance.md): the weights' size does not keep a batch whole here. A scan step costs
+// more than its products (its pointwise passes run the program's nodes one by one), so a split
+// pays from far fewer multiply-adds than the fused engine's (docs/performance.md).
+constexpr int64_t kScanMinSplitMacs = 1 << 17;
+
 cpu::BatchSlices slices_of(const std::vector<at::Tensor>& weights, int64_t B, int64_t T) {
   int64_t elements = 0;
   for (const at::Tensor& w : weights) elements += w.numel();
-  return cpu::batch_slices(B, T, {elements, /*bytes=*/0});
+  return cpu::batch_slices(B, T, {elements, /*bytes=*/0}, kScanMinSplitMacs);
 }
 
 template <class scalar_t>

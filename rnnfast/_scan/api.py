@@ -5,6 +5,7 @@ import warnings
 from typing import Optional
 
 import torch
+from torch._C._functorch import peek_interpreter_stack
 
 from . import cache
 from .capture import StepCaptures
@@ -62,6 +63,13 @@ def _scan(combine_fn, init, xs, dim, reverse, lengths, fallback):
     if inputs is None:  # no xs leaves: torch.scan's shortcut
         return init, []
     init_leaves, init_spec, x_leaves, x_spec, lengths = inputs
+    if peek_interpreter_stack() is not None:
+        # Under functorch's transforms (vmap, torch.func.grad, jacrev) the step's own ops run:
+        # the engine cannot read wrapped tensors, and the transforms differentiate the loop.
+        final, ys, y_spec = python_loop(
+            combine_fn, init_leaves, init_spec, x_leaves, x_spec, lengths, reverse
+        )
+        return _results(final, init_spec, ys, y_spec, dim)
     try:
         captures = StepCaptures(combine_fn)
         key = (captures.key, cache.signature(init_leaves, init_spec, x_leaves, x_spec))
@@ -79,6 +87,11 @@ def _scan(combine_fn, init, xs, dim, reverse, lengths, fallback):
         if any(plan.y_none):
             it = iter(ys)
             ys = [None if none else next(it) for none in plan.y_none]
+    return _results(final, init_spec, ys, y_spec, dim)
+
+
+def _results(final, init_spec, ys, y_spec, dim):
+    """(final carry, ys) as the caller's trees, ys' steps moved to dim."""
     if dim != 0:
         ys = [torch.movedim(y, 0, dim) if y is not None and dim < y.dim() else y for y in ys]
     return unflatten(final, init_spec), unflatten(ys, y_spec)

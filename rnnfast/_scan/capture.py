@@ -116,6 +116,11 @@ class _Describer:
         return key, tensors, lambda ts: m
 
     def _container(self, v):
+        kind = type(v)
+        if (kind is list or kind is tuple) and all(type(t) in _PLAIN_TENSORS for t in v):
+            # The usual container (a list of parameters, as d2l passes them), without pytree.
+            self.owners.extend([None] * len(v))
+            return ("tensors", kind, tuple(map(tensor_meta, v))), list(v), kind
         leaves, spec = pytree.tree_flatten(v)
         parts = [self.describe(leaf) for leaf in leaves]
         counts = [len(p[1]) for p in parts]

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import torch
 from torch import Tensor
-from torch._C._functorch import is_functorch_wrapped_tensor
+from torch._C._functorch import is_functorch_wrapped_tensor, peek_interpreter_stack
 from torch.overrides import has_torch_function
 
 from .. import _C
@@ -51,6 +51,37 @@ def _register(owner, codes: List[int], scalars: List[float]) -> int:
     handle = _C.scan_register_program(codes, scalars)
     weakref.finalize(owner, _C.scan_release_program, handle).atexit = False
     return handle
+
+
+def engine_takes(tensors: List[Tensor]) -> bool:
+    """Whether the op takes these tensors by their kinds, which rnnfast.scan's cache key fixes:
+    CPU tensors of one dtype, or meta ones (and fake ones, whose shapes its fake kernel
+    gives)."""
+    dtype, on_cpu = tensors[0].dtype, tensors[0].is_cpu
+    for t in tensors:
+        if t.is_cpu != on_cpu or t.dtype != dtype or not (on_cpu or t.is_meta):
+            return False
+    return True
+
+
+def runnable_now(tensors: List[Tensor]) -> bool:
+    """What the cache key does not fix: the op runs what the ATen ops would, so not under CPU
+    autocast (which changes their dtypes), nor on functorch's wrappers (vmap, torch.func.grad)
+    or tensors with their own __torch_function__ (or under such a mode)."""
+    if torch.is_autocast_enabled("cpu") or has_torch_function(tensors):
+        return False
+    if peek_interpreter_stack() is None:  # no functorch transform: no wrapped tensors
+        return True
+    return not any(is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+class InputKinds:
+    """What a cache entry's key fixes about a call's carry, sequences and lifted tensors: whether
+    the engine takes them (``engine_takes``) and whether any requires grad."""
+
+    def __init__(self, tensors: List[Tensor]):
+        self.engine_takes = engine_takes(tensors)
+        self.requires_grad = any(t.requires_grad for t in tensors)
 
 
 class LoopEngine:
@@ -96,6 +127,35 @@ class LoopEngine:
         _state["runs"] += 1
         return list(final), list(boundary), (list(states) if keep_states else None)
 
+    def run_lifted(
+        self,
+        step,
+        carry: List[Tensor],
+        seqs: List[Tensor],
+        lifted: List[Tensor],
+        T: int,
+        mask: Optional[Tensor],
+        reverse: bool,
+        inputs: "InputKinds",
+    ):
+        """(final carry, boundary values) from one C++ call that makes the loop's weights of
+        the step's lifted tensors (``lifted_views``), differentiable where grad mode is on and
+        an input requires grad; None where that cannot run (see ``differentiable``).
+        ``inputs``: what the cache key fixed about carry, seqs and lifted."""
+        if not inputs.engine_takes or not self._ready(carry):
+            return None
+        tensors = [*carry, *seqs, *lifted]
+        if not runnable_now(tensors):
+            return None
+        if inputs.requires_grad and torch.is_grad_enabled():
+            outs = self.differentiable(step, carry, seqs, lifted, T, mask, reverse, True, True)
+            return None if outs is None else (outs[: len(carry)], outs[len(carry) :])
+        final, boundary, _, _ = _C.scan_run(
+            self.program, carry, seqs, lifted, mask, T, reverse, False, False, self.lifted_views
+        )
+        _state["runs"] += 1
+        return final, boundary
+
     def differentiable(
         self,
         step,
@@ -106,14 +166,16 @@ class LoopEngine:
         mask: Optional[Tensor],
         reverse: bool,
         lifted: bool = False,
+        checked: bool = False,
     ):
         """Recurrence.apply's outputs (final carry, boundary values) from one C++ call whose
         autograd node runs the backward program, or None where that cannot run: where the
         step's vjp has no backward program, or the engine cannot run these tensors. The
         backward program is traced and lowered on the first call (``lifted``: a call whose
         weights are the step's lifted tensors, of which the C++ call makes the loop's weights
-        by ``lifted_views``, leaves that to the next call with the loop's weights)."""
-        if not self._runs(carry, [*carry, *seqs, *weights]):
+        by ``lifted_views``, leaves that to the next call with the loop's weights; ``checked``:
+        the caller has found that the engine takes these tensors)."""
+        if not checked and not self._runs(carry, [*carry, *seqs, *weights]):
             return None
         key = bool(self.kept_ids)
         if key not in self.backward_programs:
@@ -179,22 +241,14 @@ class LoopEngine:
         position = {i: k for k, i in enumerate(prog.carry_in[n_batched:])}
         return [weights[position[i]] for i in lowered.weight_ids]
 
+    def _ready(self, carry: List[Tensor]) -> bool:
+        """Whether the engine runs this loop at all (lowered, enabled, a batch of at least
+        one)."""
+        return self.program is not None and _state["enabled"] and carry[0].shape[0] != 0
+
     def _runs(self, carry: List[Tensor], tensors: List[Tensor]) -> bool:
-        """Whether the op can run these tensors: CPU tensors of one dtype (or meta ones, or
-        fake ones, whose shapes its fake kernel gives), not functorch's wrappers under vmap nor
-        subclasses with their own dispatch, and where it runs what the ATen ops would (not
-        under CPU autocast, which changes their dtypes)."""
-        if self.program is None or not _state["enabled"] or carry[0].shape[0] == 0:
-            return False
-        dtype, on_cpu = carry[0].dtype, carry[0].is_cpu
-        if not on_cpu and not carry[0].is_meta:
-            return False
-        for t in tensors:
-            if t.is_cpu != on_cpu or t.dtype != dtype or is_functorch_wrapped_tensor(t):
-                return False
-            if not on_cpu and not t.is_meta:
-                return False
-        return not torch.is_autocast_enabled("cpu") and not has_torch_function(tensors)
+        """Whether the op can run these tensors (engine_takes and runnable_now)."""
+        return self._ready(carry) and engine_takes(tensors) and runnable_now(tensors)
 
     def _lower_backward(self, step, prog, n_seq: int, kept: bool):
         if not step.all_differentiable():

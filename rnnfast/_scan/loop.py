@@ -1,11 +1,14 @@
-"""The eager Python loop: the fallback for steps the engine cannot run (fallback='loop'), with
-the same conventions for reverse and lengths as the runner."""
+"""The eager Python loop: the fallback for steps the engine cannot run (fallback='loop'), and
+what runs under functorch's transforms (vmap, torch.func.grad), with the same conventions for
+reverse and lengths as the runner."""
 
 from typing import List, Optional
 
 import torch
 import torch.utils._pytree as pytree
 from torch import Tensor
+
+from .trace import check_carry
 
 
 def python_loop(
@@ -26,7 +29,7 @@ def python_loop(
         c = pytree.tree_unflatten(carry, init_spec)
         x = pytree.tree_unflatten([xl[t] for xl in x_leaves], x_spec)
         nxt, y = combine_fn(c, x)
-        nxt_leaves = pytree.tree_leaves(nxt)
+        nxt_leaves = check_carry(nxt, init_spec, carry)
         y_leaves, y_spec = pytree.tree_flatten(y)
         if lengths is not None:
             active = lengths.to(carry[0].device) > t

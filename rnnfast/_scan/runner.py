@@ -8,6 +8,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
+from .engine import InputKinds
 from .interpret import run_nodes
 from .loop_step import LoopStep
 from .recurrence import Recurrence, forward_loop
@@ -27,6 +28,7 @@ class StepPlan:
         self.y_spec, self.y_none = y_spec, y_none
         self.loop = LoopStep(split)
         self.inline, self.inline_loop = None, None
+        self.lifted_kinds = {}  # per loop step run by run_lifted: the InputKinds of its calls
         self.macs_per_row = _product_macs(split.hoisted_nodes + split.output_nodes, split.prog)
         if inline is not None and self.macs_per_row:
             loop = LoopStep(inline)
@@ -72,45 +74,23 @@ def run_plan(
         mask = lengths.to(xs[0].device).unsqueeze(0) > torch.arange(
             T, device=xs[0].device
         ).unsqueeze(1)  # [T, B]
-    grad = torch.is_grad_enabled()
     outs = None
-    if grad and loop.engine.lifted_views is not None:
+    if loop.engine.lifted_views is not None:
         # The loop reads xs and views of the lifted tensors: one C++ call makes the views, so
         # the weights part costs no Python (nor autograd nodes of its own).
         seqs = [by_id[i] for i in split.loop_seq_in]
-        if any(t.requires_grad for t in (*init, *seqs, *weights)):
-            outs = loop.engine.differentiable(
-                loop, list(init), seqs, weights, T, mask, reverse, True
-            )
-    env = dict(zip(prog.weights_in, weights))
-    if prog.constants:
-        env.update(prog.constants)
+        kinds = plan.lifted_kinds.get(loop)
+        if kinds is None:  # fixed by the cache key, so found on the entry's first call
+            kinds = plan.lifted_kinds[loop] = InputKinds([*init, *seqs, *weights])
+        outs = loop.engine.run_lifted(loop, list(init), seqs, weights, T, mask, reverse, kinds)
     if outs is None:
-        if split.weight_nodes:
-            run_nodes(split.weight_nodes, env, B)
-        if split.hoisted_nodes or split.output_nodes:
-            for i, x in zip(prog.x_in, xs):
-                env[i] = _rows(x, T, B)
-            run_nodes(split.hoisted_nodes, env, T * B)
-        seqs = [
-            by_id[i] if i in by_id else env[i].view(T, B, *env[i].shape[1:])
-            for i in split.loop_seq_in
-        ]
-        loop_weights = [env[i] for i in split.loop_weights_in]
-        tensors = [*init, *seqs, *loop_weights]
-        if grad and any(t.requires_grad for t in tensors):
-            outs = loop.engine.differentiable(
-                loop, list(init), seqs, loop_weights, T, mask, reverse
-            )
-            if outs is None:
-                call = (loop, mask, reverse, T, len(init), len(seqs))
-                outs = Recurrence.apply(call, *tensors)
-    if outs is not None:
-        final, boundary = list(outs[: len(init)]), list(outs[len(init) :])
+        env = _lifted_env(prog, weights)
+        final, boundary = _run_loop(split, loop, env, init, xs, by_id, T, B, mask, reverse)
     else:
-        final, boundary, _ = forward_loop(
-            loop, list(init), seqs, loop_weights, T, mask, reverse, keep_states=False
-        )
+        final, boundary = outs
+        if not prog.y_out:
+            return final, []
+        env = _lifted_env(prog, weights)
     if not prog.y_out:
         return final, []
     for i, b in zip(split.boundary, boundary):
@@ -120,3 +100,38 @@ def run_plan(
     if mask is not None:
         ys = [torch.where(mask.view(T, B, *([1] * (y.dim() - 2))), y, 0) for y in ys]
     return final, ys
+
+
+def _lifted_env(prog, weights: List[Tensor]) -> dict:
+    """The program's values by id known before it runs: the lifted tensors and constants."""
+    env = dict(zip(prog.weights_in, weights))
+    if prog.constants:
+        env.update(prog.constants)
+    return env
+
+
+def _run_loop(split, loop, env, init, xs, by_id, T, B, mask, reverse):
+    """(final carry, boundary values) of the loop part, its weights and sequences made by the
+    weights and hoisted parts (env: the lifted tensors and constants by id)."""
+    prog = split.prog
+    if split.weight_nodes:
+        run_nodes(split.weight_nodes, env, B)
+    if split.hoisted_nodes or split.output_nodes:
+        for i, x in zip(prog.x_in, xs):
+            env[i] = _rows(x, T, B)
+        run_nodes(split.hoisted_nodes, env, T * B)
+    seqs = [
+        by_id[i] if i in by_id else env[i].view(T, B, *env[i].shape[1:]) for i in split.loop_seq_in
+    ]
+    loop_weights = [env[i] for i in split.loop_weights_in]
+    tensors = [*init, *seqs, *loop_weights]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        outs = loop.engine.differentiable(loop, list(init), seqs, loop_weights, T, mask, reverse)
+        if outs is None:
+            call = (loop, mask, reverse, T, len(init), len(seqs))
+            outs = Recurrence.apply(call, *tensors)
+        return list(outs[: len(init)]), list(outs[len(init) :])
+    final, boundary, _ = forward_loop(
+        loop, list(init), seqs, loop_weights, T, mask, reverse, keep_states=False
+    )
+    return final, boundary

@@ -54,7 +54,7 @@ def trace_step(captures: StepCaptures, init_leaves, init_spec, x_leaves, x_spec)
                 "rnnfast.scan: combine_fn must return a pair (next_carry, y); "
                 f"got {type(result).__name__}"
             )
-        next_leaves = _check_carry(result[0], init_spec, carry)
+        next_leaves = check_carry(result[0], init_spec, carry)
         y_leaves, found["y_spec"] = flatten(result[1])
         found["y_none"] = [y is None for y in y_leaves]  # a y_t of None stacks to None
         y_leaves = [y for y in y_leaves if y is not None]
@@ -93,7 +93,8 @@ def _describe(v, b) -> str:
     return type(v).__name__
 
 
-def _check_carry(next_carry, init_spec, carry) -> list:
+def check_carry(next_carry, init_spec, carry) -> list:
+    """next_carry's leaves, which must match carry's (init's structure, shapes and dtypes)."""
     leaves, spec = pytree.tree_flatten(next_carry)
     if spec != init_spec:
         raise CarryMismatchError(
