@@ -210,6 +210,50 @@ def test_module_parameters_replaced_are_rebound():
     assert trace_count() == before
 
 
+def test_retrace_when_a_tensor_changes_what_the_trace_baked_in():
+    """The cache key holds every tensor's dtype, trailing sizes and requires_grad (the lifted
+    tensors', init's and xs'): a change to one traces again, once, with the loop's results."""
+    m = scan_cells.ModuleCell(3, 4, DT)
+    W, U = torch.randn(3, 4, dtype=DT), torch.randn(4, 4, dtype=DT)
+    h0, x = torch.randn(2, 4, dtype=DT), torch.randn(3, 2, 3, dtype=DT)
+
+    def srn(W, U, extra):
+        def step(h, xt):
+            h = torch.tanh(xt @ W + h @ U + extra[0])
+            return h, h
+
+        return step
+
+    def frozen_module():  # a parameter frozen after the module's step was traced
+        m.W.requires_grad_(False)
+        return m.step, h0, x
+
+    zero = [torch.zeros(4, dtype=DT)]
+    variants = [
+        lambda: (srn(W, U, zero), h0, x),
+        lambda: (srn(W.float(), U.float(), [zero[0].float()]), h0.float(), x.float()),
+        lambda: (srn(W.requires_grad_(True), U, zero), h0, x),
+        lambda: (srn(W, U, zero), h0.requires_grad_(True), x),
+        lambda: (srn(W, U, [torch.zeros(1, dtype=DT)]), h0, x),  # a broadcast bias
+        lambda: (srn(torch.randn(5, 4, dtype=DT), U, zero), h0, torch.randn(3, 2, 5, dtype=DT)),
+        lambda: (m.step, h0, x),
+        frozen_module,
+    ]
+    for make in variants:
+        step, init, xs = make()
+        before = trace_count()
+        got = rnnfast.scan(step, init, xs)
+        assert trace_count() == before + 1
+        again = rnnfast.scan(step, init, xs)
+        assert trace_count() == before + 1
+        want = python_loop(step, init, xs)
+        for g, a, w in zip(got, again, want):
+            tol = TIGHT if w.dtype == DT else {}
+            torch.testing.assert_close(g, w, **tol)
+            torch.testing.assert_close(a, w, **tol)
+            assert g.requires_grad == w.requires_grad
+
+
 def test_retrace_when_a_closure_scalar_changes():
     W, U = torch.randn(3, 4, dtype=DT), torch.randn(4, 4, dtype=DT)
     h0, x = torch.randn(2, 4, dtype=DT), torch.randn(3, 2, 3, dtype=DT)

@@ -1,11 +1,45 @@
 #include "scan_engine_bindings.h"
 
+#include <torch/csrc/autograd/python_variable.h>
+
+#include <string>
+
 #include "../scan/differentiable_scan.h"
 #include "../scan/program_registry.h"
 #include "../scan/scan_ops.h"
 #include "gil_release.h"
 
 namespace rnnfast {
+namespace {
+
+// Appends what rnnfast.scan's trace depends on in each tensor of `tensors` (a list): dtype,
+// device, requires_grad and the sizes after the first `skip`. False where one is not a plain
+// dense tensor with concrete sizes (the caller then describes them in Python).
+bool describe_tensors(pybind11::handle tensors, int64_t skip, std::string& key) {
+  PyObject* list = tensors.ptr();
+  if (!PyList_Check(list)) return false;
+  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); ++i) {
+    PyObject* obj = PyList_GET_ITEM(list, i);
+    if (!THPVariable_Check(obj)) return false;
+    const at::Tensor& t = THPVariable_Unpack(obj);
+    if (t.layout() != at::kStrided || t.is_nested() ||
+        t.unsafeGetTensorImpl()->is_python_dispatch() ||
+        t.unsafeGetTensorImpl()->has_symbolic_sizes_strides()) {
+      return false;
+    }
+    const int64_t fields[] = {static_cast<int64_t>(t.scalar_type()),
+                              static_cast<int64_t>(t.device().type()), t.device().index(),
+                              t.requires_grad(), t.dim() - skip};
+    key.append(reinterpret_cast<const char*>(fields), sizeof(fields));
+    for (int64_t d = skip; d < t.dim(); ++d) {
+      const int64_t size = t.size(d);
+      key.append(reinterpret_cast<const char*>(&size), sizeof(size));
+    }
+  }
+  return true;
+}
+
+}  // namespace
 
 void bind_scan_engine(pybind11::module_& m) {
   using namespace pybind11::literals;
@@ -30,6 +64,20 @@ void bind_scan_engine(pybind11::module_& m) {
       "handle"_a,
       "(dtype, columns of each carry, of each sequence, the number of weights, columns of each "
       "boundary value, each accumulator's shape) of a registered scan program");
+  m.def(
+      "scan_tensors_key",
+      [](pybind11::handle lifted, pybind11::handle init, pybind11::handle xs) -> pybind11::object {
+        std::string key;
+        if (!describe_tensors(lifted, 0, key) || !describe_tensors(init, 1, key) ||
+            !describe_tensors(xs, 2, key)) {
+          return pybind11::none();
+        }
+        return pybind11::bytes(key);
+      },
+      "lifted"_a, "init"_a, "xs"_a,
+      "what rnnfast.scan's trace depends on in its tensors (lists; init's batch and xs' steps "
+      "and batch left out), as bytes for its cache key; None where one is not a plain dense "
+      "tensor with concrete sizes");
   // Through the dispatcher as torch.ops.rnnfast.scan_run, without the boxed argument parsing.
   m.def(
       "scan_run",

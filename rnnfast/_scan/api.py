@@ -72,7 +72,10 @@ def _scan(combine_fn, init, xs, dim, reverse, lengths, fallback):
         return _results(final, init_spec, ys, y_spec, dim)
     try:
         captures = StepCaptures(combine_fn)
-        key = (captures.key, cache.signature(init_leaves, init_spec, x_leaves, x_spec))
+        key = (
+            captures.key,
+            cache.signature(captures.tensors, init_leaves, init_spec, x_leaves, x_spec),
+        )
         plan = cache.lookup(key, lambda: _build(captures, init_leaves, init_spec, x_leaves, x_spec))
     except (ScanTraceError, TypeError) as e:
         if fallback != "loop":

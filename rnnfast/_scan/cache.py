@@ -6,6 +6,7 @@ the closure, a tensor's shape or dtype, which tensors need grad) traces again.""
 from collections import OrderedDict
 from typing import Callable
 
+from .. import _C
 from .trees import spec_key
 
 _MAX_ENTRIES = 256
@@ -22,15 +23,18 @@ def clear_cache() -> None:
     _entries.clear()
 
 
-def signature(init_leaves, init_spec, x_leaves, x_spec) -> tuple:
-    """What the trace depends on in init and xs: structure, and per leaf everything but the
-    batch (init [B, ...]) and the steps (xs [T, B, ...])."""
-    return (
-        spec_key(init_spec),
-        spec_key(x_spec),
-        tuple([(t.dtype, t.shape[1:], t.device, t.requires_grad) for t in init_leaves]),
-        tuple([(x.dtype, x.shape[2:], x.device, x.requires_grad) for x in x_leaves]),
-    )
+def signature(lifted, init_leaves, init_spec, x_leaves, x_spec) -> tuple:
+    """What the trace depends on in the step's lifted tensors, init and xs: structure, and per
+    tensor its dtype, device, requires_grad and sizes, but for init's batch (init [B, ...]) and
+    xs' steps and batch (xs [T, B, ...])."""
+    tensors = _C.scan_tensors_key(lifted, init_leaves, x_leaves)
+    if tensors is None:  # a tensor subclass, fake or symbolic sizes: described here
+        tensors = (
+            tuple([(t.dtype, t.shape, t.device, t.requires_grad) for t in lifted]),
+            tuple([(t.dtype, t.shape[1:], t.device, t.requires_grad) for t in init_leaves]),
+            tuple([(t.dtype, t.shape[2:], t.device, t.requires_grad) for t in x_leaves]),
+        )
+    return (spec_key(init_spec), spec_key(x_spec), tensors)
 
 
 def lookup(key: tuple, build: Callable[[], object]):

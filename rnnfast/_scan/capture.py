@@ -5,8 +5,8 @@ anew on every call so that the traced program takes them as explicit inputs: gra
 real tensors, and a new tensor behind the same code is rebound, not retraced.
 
 ``StepCaptures.key`` describes everything else the step reads that the trace bakes in (Python
-scalars, the structure of containers, the shapes and dtypes of the tensors), so that a change
-there retraces."""
+scalars, the structure of containers, where each tensor comes from), so that a change there
+retraces; the cache key adds the tensors' shapes and dtypes (cache.signature)."""
 
 import contextlib
 import functools
@@ -32,10 +32,6 @@ _SKIPPED_GLOBALS = (
 
 
 _MISSING = object()
-
-
-def tensor_meta(t: Tensor) -> tuple:
-    return (t.dtype, t.shape, t.device, t.requires_grad)  # torch.Size hashes as a tuple
 
 
 def _is_primitive(v) -> bool:
@@ -89,7 +85,7 @@ class _Describer:
     def describe(self, v):
         if isinstance(v, Tensor):
             self.owners.append(None)
-            return ("tensor", tensor_meta(v)), [v], _first
+            return "tensor", [v], _first
         if isinstance(v, nn.Module):
             return self._module(v)
         if _is_primitive(v):
@@ -112,7 +108,7 @@ class _Describer:
         self.owners.extend(("module", len(self.modules), n) for n in names)
         self.modules.append(m)
         prims = tuple((n, _primitive_attrs(s)) for n, s in m.named_modules())
-        key = ("module", type(m), tuple(zip(names, map(tensor_meta, tensors))), prims)
+        key = ("module", type(m), tuple(names), prims)
         return key, tensors, lambda ts: m
 
     def _container(self, v):
@@ -120,7 +116,7 @@ class _Describer:
         if (kind is list or kind is tuple) and all(type(t) in _PLAIN_TENSORS for t in v):
             # The usual container (a list of parameters, as d2l passes them), without pytree.
             self.owners.extend([None] * len(v))
-            return ("tensors", kind, tuple(map(tensor_meta, v))), list(v), kind
+            return ("tensors", kind, len(v)), list(v), kind
         leaves, spec = pytree.tree_flatten(v)
         parts = [self.describe(leaf) for leaf in leaves]
         counts = [len(p[1]) for p in parts]
@@ -142,12 +138,7 @@ class _Describer:
             return ("object-id", id(obj), _primitive_attrs(obj)), [], lambda ts: obj
         tensors = [getattr(obj, n) for n in names]
         self.owners.extend(("attr", obj, n) for n in names)
-        key = (
-            "attrs",
-            type(obj),
-            tuple(zip(names, map(tensor_meta, tensors))),
-            _primitive_attrs(obj),
-        )
+        key = ("attrs", type(obj), tuple(names), _primitive_attrs(obj))
         return key, tensors, lambda ts: obj
 
 
@@ -225,7 +216,7 @@ class StepCaptures:
                 d.owners.append(None)
                 self._slots.append((kind, where, _first, 1))
                 self.tensors.append(v)
-                keys.append((kind, where, ("tensor", tensor_meta(v))))
+                keys.append((kind, where, "tensor"))
                 continue
             k, ts, rebuild = d.describe(v)
             self._slots.append((kind, where, rebuild, len(ts)))
