@@ -9,7 +9,8 @@ Module layout: api (the entry), validate (argument checks), capture (closure lif
 (make_fx into the IR), ir and whitelist (the program and the ops the engine runs), rewrite and
 split (cat-product split, the parts), interpret, loop_step, recurrence and runner (the reference
 runner and its autograd), engine, lower, lower_ops, lower_vjp and opcodes (the C++ engine's
-programs), cache (programs by code and signature), loop (the eager fallback), errors."""
+programs), cache (programs by code and signature), shortcut (the usual call past the checks,
+capture and cache), loop (the eager fallback and functorch's transforms), errors."""
 
 from .api import scan
 from .cache import clear_cache, trace_count

@@ -12,6 +12,7 @@ from .capture import StepCaptures
 from .errors import ScanTraceError
 from .loop import python_loop
 from .runner import StepPlan, run_plan
+from .shortcut import Shortcut
 from .split import inline_step, split_step
 from .trace import trace_step
 from .trees import unflatten
@@ -59,6 +60,15 @@ def _scan_outside_the_graph(combine_fn, init, xs, dim, reverse, lengths, fallbac
 
 
 def _scan(combine_fn, init, xs, dim, reverse, lengths, fallback):
+    code = getattr(combine_fn, "__code__", None)
+    usual = dim == 0 and lengths is None and type(reverse) is bool and fallback in (None, "loop")
+    if usual and peek_interpreter_stack() is None:
+        short = cache.shortcut(code)
+        matched = short.inputs(combine_fn, init, xs) if short is not None else None
+        if matched is not None:
+            lifted, init_leaves, x_leaves = matched
+            final, ys = run_plan(short.plan, init_leaves, x_leaves, lifted, None, reverse)
+            return _finish(short.plan, final, ys, short.init_spec, dim)
     inputs = check_inputs(combine_fn, init, xs, dim, reverse, lengths, fallback)
     if inputs is None:  # no xs leaves: torch.scan's shortcut
         return init, []
@@ -86,11 +96,19 @@ def _scan(combine_fn, init, xs, dim, reverse, lengths, fallback):
         )
     else:
         final, ys = run_plan(plan, init_leaves, x_leaves, captures.tensors, lengths, reverse)
-        y_spec = plan.y_spec
-        if any(plan.y_none):
-            it = iter(ys)
-            ys = [None if none else next(it) for none in plan.y_none]
+        if usual and code is not None:
+            short = Shortcut.of(combine_fn, init, xs, init_spec, key, plan)
+            cache.set_shortcut(code, short)
+        return _finish(plan, final, ys, init_spec, dim)
     return _results(final, init_spec, ys, y_spec, dim)
+
+
+def _finish(plan, final, ys, init_spec, dim):
+    """run_plan's results as the caller's trees."""
+    if any(plan.y_none):
+        it = iter(ys)
+        ys = [None if none else next(it) for none in plan.y_none]
+    return _results(final, init_spec, ys, plan.y_spec, dim)
 
 
 def _results(final, init_spec, ys, y_spec, dim):

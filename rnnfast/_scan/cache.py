@@ -1,7 +1,8 @@
 """The traced programs by step code and input signature, never by batch size or length: a
 lambda made anew on every call hits its entry, and new tensors behind its closure are rebound
 (they are the program's inputs), while a change to what the trace baked in (a Python scalar in
-the closure, a tensor's shape or dtype, which tensors need grad) traces again."""
+the closure, a tensor's shape or dtype, which tensors need grad) traces again. Per step code
+the last shortcut (shortcut.py) is kept here too."""
 
 from collections import OrderedDict
 from typing import Callable
@@ -21,6 +22,32 @@ def trace_count() -> int:
 
 def clear_cache() -> None:
     _entries.clear()
+    _shortcuts.clear()
+
+
+# Per step code, the shortcut of its last call that went the whole way (shortcut.py).
+_shortcuts: dict = {}
+
+
+def shortcut(code):
+    """The code's shortcut, its entry marked as used (most recently, for the eviction order)."""
+    entry = _shortcuts.get(code)
+    if entry is not None:
+        try:
+            _entries.move_to_end(entry.key)
+        except KeyError:  # evicted meanwhile: kept again, as the shortcut holds it anyway
+            _keep(entry.key, entry.plan)
+    return entry
+
+
+def set_shortcut(code, entry) -> None:
+    """Keeps entry (a Shortcut, or None to drop the code's) for the next calls of code."""
+    if entry is None:
+        _shortcuts.pop(code, None)
+        return
+    _shortcuts[code] = entry
+    if len(_shortcuts) > _MAX_ENTRIES:
+        del _shortcuts[next(iter(_shortcuts))]
 
 
 def signature(lifted, init_leaves, init_spec, x_leaves, x_spec) -> tuple:
@@ -48,14 +75,18 @@ def lookup(key: tuple, build: Callable[[], object]):
             entry = build()
         except Exception as e:  # kept: the step's code and signature fail the same way again
             entry = _Failure(e)
-        _entries[key] = entry
-        if len(_entries) > _MAX_ENTRIES:
-            _entries.popitem(last=False)
+        _keep(key, entry)
     else:
         _entries.move_to_end(key)
     if isinstance(entry, _Failure):
         raise entry.error
     return entry
+
+
+def _keep(key: tuple, entry) -> None:
+    _entries[key] = entry
+    if len(_entries) > _MAX_ENTRIES:
+        _entries.popitem(last=False)
 
 
 class _Failure:

@@ -1,0 +1,223 @@
+"""rnnfast.scan's shortcut past its front end (rnnfast/_scan/shortcut.py): after a call of a step's
+code has gone the whole way, a like call runs its plan directly; every change that could make a
+call differ goes the whole way again (so it retraces, rebinds or raises as there), and every
+call gives the Python loop's results."""
+
+import os
+import sys
+
+import pytest
+import torch
+import torch.utils._pytree as pytree
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import rnnfast  # noqa: E402
+from rnnfast._scan import api, cache, trace_count  # noqa: E402
+
+DT = torch.float64
+TIGHT = dict(rtol=1e-10, atol=1e-12)
+G_TENSOR = torch.randn(4, dtype=DT)
+
+
+@pytest.fixture
+def whole_way(monkeypatch):
+    """Counts the calls that go through the front end (argument checks, capture, cache), from
+    an empty cache."""
+    cache.clear_cache()
+    calls = []
+    checks = api.check_inputs
+
+    def counting(*args):
+        calls.append(1)
+        return checks(*args)
+
+    monkeypatch.setattr(api, "check_inputs", counting)
+    return calls
+
+
+def srn(W, U, scale=1.0, extra=None):
+    """A step made anew for each call, as inside a module's forward."""
+
+    def step(h, x):
+        h = torch.tanh(x @ W + h @ U) * scale
+        if extra is not None:
+            h = h + extra[0]
+        return h, h
+
+    return step
+
+
+def loop(step, init, xs):
+    carry, ys = init, []
+    for t in range(xs.shape[0]):
+        carry, y = step(carry, xs[t])
+        ys.append(y)
+    return carry, torch.stack(ys)
+
+
+def check(step, init, xs):
+    got = rnnfast.scan(step, init, xs)
+    want = loop(step, init, xs)
+    for g, w in zip(pytree.tree_leaves(got), pytree.tree_leaves(want)):
+        torch.testing.assert_close(g, w, **(TIGHT if w.dtype == DT else {}))
+
+
+def weights(requires_grad=False):
+    return (
+        torch.randn(3, 4, dtype=DT, requires_grad=requires_grad),
+        torch.randn(4, 4, dtype=DT, requires_grad=requires_grad),
+    )
+
+
+def test_a_like_call_takes_the_shortcut_with_its_own_tensors(whole_way):
+    """New tensors behind the closure, a new batch and length: the plan runs on them."""
+    W, U = weights()
+    check(srn(W, U), torch.randn(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT))
+    assert len(whole_way) == 1
+    traces = trace_count()
+    for B, T in [(2, 5), (7, 3), (1, 1)]:
+        W, U = weights()
+        check(srn(W, U), torch.randn(B, 4, dtype=DT), torch.randn(T, B, 3, dtype=DT))
+    assert len(whole_way) == 1 and trace_count() == traces
+
+
+def test_gradients_reach_the_new_tensors_through_the_shortcut(whole_way):
+    W, U = weights(requires_grad=True)
+    h0 = torch.randn(2, 4, dtype=DT, requires_grad=True)
+    x = torch.randn(5, 2, 3, dtype=DT, requires_grad=True)
+    rnnfast.scan(srn(W, U), h0, x)
+    W2, U2 = weights(requires_grad=True)
+    got = torch.autograd.grad(rnnfast.scan(srn(W2, U2), h0, x)[1].sum(), (W2, U2, h0, x))
+    want = torch.autograd.grad(loop(srn(W2, U2), h0, x)[1].sum(), (W2, U2, h0, x))
+    assert len(whole_way) == 1
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **TIGHT)
+
+
+@pytest.mark.parametrize(
+    "change, retraces",
+    [
+        ("a closure scalar", True),
+        ("a closure scalar's type", False),  # the cache takes 1 and 1.0 as the same key
+        ("a closure tensor's requires_grad", True),
+        ("a closure tensor's dtype", True),
+        ("a closure tensor's size", True),
+        ("a closure value's kind", True),
+        ("init's structure", True),
+        ("init's trailing size", True),
+        ("lengths", False),
+        ("dim", False),
+        ("reverse", False),
+    ],
+)
+def test_a_call_that_differs_goes_the_whole_way(whole_way, change, retraces):
+    W, U = weights()
+    h0, x = torch.randn(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT)
+    check(srn(W, U), h0, x)
+    traces = trace_count()
+    step, init, xs = srn(W, U), h0, x
+    if change == "a closure scalar":
+        step = srn(W, U, scale=0.5)
+    elif change == "a closure scalar's type":
+        step = srn(W, U, scale=1)
+    elif change == "a closure tensor's requires_grad":
+        step = srn(W.detach().requires_grad_(), U)
+    elif change == "a closure tensor's dtype":
+        step, init, xs = srn(W.float(), U.float()), h0.float(), x.float()
+    elif change == "a closure tensor's size":
+        step, xs = srn(torch.randn(6, 4, dtype=DT), U), torch.randn(5, 2, 6, dtype=DT)
+    elif change == "a closure value's kind":
+        step = srn(W, U, extra=[torch.zeros(4, dtype=DT)])
+    elif change == "init's structure":
+
+        def tupled(state, x):
+            h = srn(W, U)(state[0], x)[0]
+            return (h,), h
+
+        step, init = tupled, (h0,)
+    elif change == "init's trailing size":
+        step = srn(torch.randn(3, 5, dtype=DT), torch.randn(5, 5, dtype=DT))
+        init = torch.randn(2, 5, dtype=DT)
+    if change == "lengths":
+        lengths = torch.tensor([5, 2])
+        got = rnnfast.scan(step, init, xs, lengths=lengths)
+        want_h = torch.stack(
+            [
+                loop(step, init[b : b + 1], xs[: int(n), b : b + 1])[0][0]
+                for b, n in enumerate(lengths)
+            ]
+        )
+        torch.testing.assert_close(got[0], want_h, **TIGHT)
+    elif change == "dim":
+        got = rnnfast.scan(step, init, xs.transpose(0, 1), dim=1)
+        torch.testing.assert_close(got[1].transpose(0, 1), loop(step, init, xs)[1], **TIGHT)
+    elif change == "reverse":  # the shortcut takes reverse: it runs the same plan backwards
+        got = rnnfast.scan(step, init, xs, reverse=True)
+        torch.testing.assert_close(got[0], loop(step, init, xs.flip(0))[0], **TIGHT)
+        assert len(whole_way) == 1
+        return
+    else:
+        check(step, init, xs)
+    assert len(whole_way) == 2
+    assert trace_count() == traces + retraces
+
+
+def test_mistakes_still_raise_after_a_call_that_took_the_whole_way():
+    W, U = weights()
+    h0, x = torch.randn(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT)
+    rnnfast.scan(srn(W, U), h0, x)
+    with pytest.raises(RuntimeError, match="batch of xs first"):
+        rnnfast.scan(srn(W, U), torch.randn(3, 4, dtype=DT), x)
+    with pytest.raises(RuntimeError, match="same number of steps"):
+        rnnfast.scan(lambda h, xs: srn(W, U)(h, xs[0]), h0, (x, x[:4]))
+    with pytest.raises(RuntimeError, match="non-empty dimension"):
+        rnnfast.scan(srn(W, U), h0, x[:0])
+    with pytest.raises(ValueError, match="fallback"):
+        rnnfast.scan(srn(W, U), h0, x, fallback="eager")
+    with pytest.raises(RuntimeError, match="reverse must be a bool"):
+        rnnfast.scan(srn(W, U), h0, x, reverse=1)
+
+
+def test_a_step_reading_a_global_tensor_goes_the_whole_way(whole_way):
+    """The trace lifts a global tensor; the shortcut takes only module, function and type
+    globals (and missing names), so such a step is checked in full on every call."""
+    W, U = weights()
+
+    def step(h, x):
+        h = torch.tanh(x @ W + h @ U + G_TENSOR)
+        return h, h
+
+    h0, x = torch.randn(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT)
+    check(step, h0, x)
+    check(step, h0, x)
+    assert len(whole_way) == 2 and cache.shortcut(step.__code__) is None
+
+
+def test_clear_cache_drops_the_shortcuts(whole_way):
+    W, U = weights()
+    h0, x = torch.randn(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT)
+    rnnfast.scan(srn(W, U), h0, x)
+    cache.clear_cache()
+    traces = trace_count()
+    check(srn(W, U), h0, x)
+    assert len(whole_way) == 2 and trace_count() == traces + 1
+
+
+def test_course_cells_take_the_shortcut(whole_way):
+    """d2l's GRU (a list of parameters in the closure) and the numpy-style LSTM (an int and a
+    tuple carry), each called again with new parameters."""
+    from rnnfast.bench import scan_steps
+
+    I, H, B, T = 3, 4, 2, 5
+    for _ in range(3):
+        params = [torch.randn(*s, dtype=DT) for s in [(I, H), (H, H), (H,)] * 3]
+        check(
+            scan_steps.d2l_gru_step(params),
+            torch.randn(B, H, dtype=DT),
+            torch.randn(T, B, I, dtype=DT),
+        )
+        W, b = torch.randn(H + I, 4 * H, dtype=DT), torch.randn(4 * H, dtype=DT)
+        state = (torch.randn(B, H, dtype=DT), torch.randn(B, H, dtype=DT))
+        check(scan_steps.numpy_lstm_step(W, b, H), state, torch.randn(T, B, I, dtype=DT))
+    assert len(whole_way) == 2
