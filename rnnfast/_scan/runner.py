@@ -88,15 +88,18 @@ def run_plan(
         final, boundary = _run_loop(split, loop, env, init, xs, by_id, T, B, mask, reverse)
     else:
         final, boundary = outs
-        if not prog.y_out:
-            return final, []
-        env = _lifted_env(prog, weights)
+        env = None
     if not prog.y_out:
         return final, []
-    for i, b in zip(split.boundary, boundary):
-        env[i] = _rows(b, T, B)
-    run_nodes(split.output_nodes, env, T * B)
-    ys = [env[i].reshape(T, B, *env[i].shape[1:]) if i in env else by_id[i] for i in prog.y_out]
+    values = dict(zip(split.boundary, boundary))  # [T, B, ...] each
+    values.update(by_id)
+    if split.output_nodes or not values.keys() >= set(prog.y_out):
+        env = _lifted_env(prog, weights) if env is None else env
+        for i, b in zip(split.boundary, boundary):
+            env[i] = _rows(b, T, B)
+        run_nodes(split.output_nodes, env, T * B)
+        values.update((i, env[i].reshape(T, B, *env[i].shape[1:])) for i in prog.y_out if i in env)
+    ys = [values[i] for i in prog.y_out]
     if mask is not None:
         ys = [torch.where(mask.view(T, B, *([1] * (y.dim() - 2))), y, 0) for y in ys]
     return final, ys
