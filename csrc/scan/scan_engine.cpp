@@ -97,11 +97,18 @@ void run_rows(const CallRows<scalar_t>& io, const std::vector<at::Tensor>& weigh
   }
   const c10::DataPtr block = c10::GetCPUAllocator()->allocate(total * sizeof(scalar_t));
   scalar_t* base = static_cast<scalar_t*>(block.get());
+  // Where the states are kept, the carry before step k is this slice's rows of them, written
+  // there by step k - 1 (no copy); the last step writes into the block.
+  const bool keeping = !io.states.empty();
+  const auto kept_rows = [&](size_t c, int64_t k) {
+    const int64_t t = io.reverse ? io.T - 1 - k : k;
+    return io.states[c] + (t * B + b0) * p.cols[p.carry_in[c]];
+  };
   std::vector<scalar_t*> carry(n_carry), next(n_carry), masked(n_carry, nullptr);
   for (size_t c = 0; c < n_carry; ++c) {
     const int64_t N = p.cols[p.carry_in[c]], size = round_up_to_line<scalar_t>(rows * N);
-    carry[c] = base + offset[c];
-    next[c] = carry[c] + size;
+    carry[c] = keeping ? kept_rows(c, 0) : base + offset[c];
+    next[c] = base + offset[c] + size;
     if (masking) masked[c] = next[c] + size;
     const scalar_t* first = io.initial_carry[c] + b0 * N;
     std::copy(first, first + rows * N, carry[c]);
@@ -114,9 +121,6 @@ void run_rows(const CallRows<scalar_t>& io, const std::vector<at::Tensor>& weigh
     for (size_t c = 0; c < n_carry; ++c) {
       const int64_t N = p.cols[p.carry_in[c]];
       scalar_t* current = carry[c];
-      if (!io.states.empty()) {
-        std::copy(current, current + rows * N, io.states[c] + (t * B + b0) * N);
-      }
       if (masked[c] != nullptr && mask_t != nullptr) {  // a gradient's carry, masked
         masked_rows<scalar_t>(rows, N, current, masked[c], mask_t);
         current = masked[c];
@@ -134,9 +138,15 @@ void run_rows(const CallRows<scalar_t>& io, const std::vector<at::Tensor>& weigh
                           Rows<scalar_t>{io.boundary[j] + (t * B + b0) * N, N});
     }
     for (size_t c = 0; c < n_carry; ++c) {
+      const bool into_kept = keeping && k + 1 < io.T;
+      scalar_t* out = into_kept ? kept_rows(c, k + 1) : next[c];
       advance_carry<scalar_t>(rows, p.cols[p.carry_in[c]], runner.rows(p.carry_out[c]), carry[c],
-                              next[c], mask_t, io.gradient);
-      std::swap(carry[c], next[c]);
+                              out, mask_t, io.gradient);
+      if (into_kept) {
+        carry[c] = out;
+      } else {
+        std::swap(carry[c], next[c]);
+      }
     }
   }
   for (size_t c = 0; c < n_carry; ++c) {
