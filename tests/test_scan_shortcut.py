@@ -221,3 +221,24 @@ def test_course_cells_take_the_shortcut(whole_way):
         state = (torch.randn(B, H, dtype=DT), torch.randn(B, H, dtype=DT))
         check(scan_steps.numpy_lstm_step(W, b, H), state, torch.randn(T, B, I, dtype=DT))
     assert len(whole_way) == 2
+
+
+def test_a_function_in_the_closure_is_held_by_identity(whole_way):
+    """An activation passed into the step: the same one takes the shortcut, another one goes
+    the whole way and traces again."""
+    W, U = weights()
+    h0, x = torch.randn(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT)
+
+    def cell(act):
+        def step(h, x):
+            h = act(x @ W + h @ U)
+            return h, h
+
+        return step
+
+    check(cell(torch.tanh), h0, x)
+    check(cell(torch.tanh), h0, x)
+    assert len(whole_way) == 1
+    traces = trace_count()
+    check(cell(torch.sigmoid), h0, x)
+    assert len(whole_way) == 2 and trace_count() == traces + 1

@@ -1,14 +1,14 @@
-"""The usual call's shortcut past the front end (validate, capture, cache): a plain function whose
-closure holds tensors, Python scalars or flat lists of tensors and which names only modules,
-functions and types among its globals, run over a tensor or a flat tuple or list of tensors,
-steps first, without lengths.
+"""The usual call's shortcut past the front end (validate, capture, cache): a plain function
+whose closure holds tensors, Python scalars, flat lists of tensors, functions, modules or
+types and which names only modules, functions and types among its globals, run over a tensor
+or a flat tuple or list of tensors, steps first, without lengths.
 
 Once a call of a step's code has gone the whole way, the next calls of that code check only
-what could make them differ from it: each closure value's kind (and a scalar's value), the
-globals it names, the kinds of init and xs, the tensors' part of the cache key
-(``cache.signature``: dtypes, devices, requires_grad, sizes), and that xs' leaves agree on the
-steps and the batch, and init on the batch. Then they run the same plan with the new tensors.
-Anything else goes the whole way (and raises there what is wrong)."""
+what could make them differ from it: each closure value's kind (a scalar's value, a
+function's identity), the globals it names, the kinds of init and xs, the tensors' part of
+the cache key (``cache.signature``: dtypes, devices, requires_grad, sizes), and that xs'
+leaves agree on the steps and the batch, and init on the batch. Then they run the same plan
+with the new tensors. Anything else goes the whole way (and raises there what is wrong)."""
 
 import types
 from typing import List, Optional
@@ -20,7 +20,10 @@ from .capture import _MISSING, _SKIPPED_GLOBALS, _global_names
 
 _PLAIN = (Tensor, nn.Parameter)
 _SCALARS = (int, float, bool, str, type(None))
-_TENSOR, _SCALAR, _TENSORS = 0, 1, 2  # what a closure cell holds
+# Code and namespaces (an activation passed in, torch.nn.functional), which the cache key
+# holds by identity.
+_BY_IDENTITY = (types.FunctionType, types.BuiltinFunctionType, types.ModuleType, type)
+_TENSOR, _SCALAR, _TENSORS, _SAME = 0, 1, 2, 3  # what a closure cell holds
 
 
 def _cell_kind(value):
@@ -32,6 +35,8 @@ def _cell_kind(value):
         return _SCALAR, value
     if (kind is list or kind is tuple) and all(type(t) in _PLAIN for t in value):
         return _TENSORS, (kind, len(value))
+    if isinstance(value, _BY_IDENTITY):
+        return _SAME, value
     return None
 
 
@@ -110,6 +115,9 @@ class Shortcut:
                     lifted.append(v)
                 elif kind == _SCALAR:
                     if type(v) is not type(expected) or v != expected:
+                        return None
+                elif kind == _SAME:
+                    if v is not expected:
                         return None
                 else:
                     tensors = _leaves(v, expected)
