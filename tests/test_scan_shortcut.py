@@ -191,7 +191,7 @@ def test_a_step_reading_a_global_tensor_goes_the_whole_way(whole_way):
     h0, x = torch.randn(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT)
     check(step, h0, x)
     check(step, h0, x)
-    assert len(whole_way) == 2 and cache.shortcut(step.__code__) is None
+    assert len(whole_way) == 2 and cache.shortcuts(step.__code__) == ()
 
 
 def test_clear_cache_drops_the_shortcuts(whole_way):
@@ -242,3 +242,17 @@ def test_a_function_in_the_closure_is_held_by_identity(whole_way):
     traces = trace_count()
     check(cell(torch.sigmoid), h0, x)
     assert len(whole_way) == 2 and trace_count() == traces + 1
+
+
+def test_steps_of_one_code_with_different_shapes_each_keep_a_shortcut(whole_way):
+    """The layers of a stack made by one step factory, called in turn: each shape's calls take
+    their own shortcut."""
+    h0, x = torch.randn(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT)
+    layers = [weights(), (torch.randn(4, 4, dtype=DT), torch.randn(4, 4, dtype=DT))]
+    for _ in range(3):
+        inputs = x
+        for W, U in layers:
+            step = srn(W, U)
+            check(step, h0, inputs)
+            inputs = rnnfast.scan(step, h0, inputs)[1]
+    assert len(whole_way) == 2

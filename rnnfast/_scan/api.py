@@ -63,12 +63,13 @@ def _scan(combine_fn, init, xs, dim, reverse, lengths, fallback):
     code = getattr(combine_fn, "__code__", None)
     usual = dim == 0 and lengths is None and type(reverse) is bool and fallback in (None, "loop")
     if usual and peek_interpreter_stack() is None:
-        short = cache.shortcut(code)
-        matched = short.inputs(combine_fn, init, xs) if short is not None else None
-        if matched is not None:
-            lifted, init_leaves, x_leaves = matched
-            final, ys = run_plan(short.plan, init_leaves, x_leaves, lifted, None, reverse)
-            return _finish(short.plan, final, ys, short.init_spec, dim)
+        for short in cache.shortcuts(code):
+            matched = short.inputs(combine_fn, init, xs)
+            if matched is not None:
+                cache.used(short)
+                lifted, init_leaves, x_leaves = matched
+                final, ys = run_plan(short.plan, init_leaves, x_leaves, lifted, None, reverse)
+                return _finish(short.plan, final, ys, short.init_spec, dim)
     inputs = check_inputs(combine_fn, init, xs, dim, reverse, lengths, fallback)
     if inputs is None:  # no xs leaves: torch.scan's shortcut
         return init, []
@@ -97,8 +98,7 @@ def _scan(combine_fn, init, xs, dim, reverse, lengths, fallback):
     else:
         final, ys = run_plan(plan, init_leaves, x_leaves, captures.tensors, lengths, reverse)
         if usual and code is not None:
-            short = Shortcut.of(combine_fn, init, xs, init_spec, key, plan)
-            cache.set_shortcut(code, short)
+            cache.add_shortcut(code, Shortcut.of(combine_fn, init, xs, init_spec, key, plan))
         return _finish(plan, final, ys, init_spec, dim)
     return _results(final, init_spec, ys, y_spec, dim)
 

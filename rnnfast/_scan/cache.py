@@ -25,27 +25,30 @@ def clear_cache() -> None:
     _shortcuts.clear()
 
 
-# Per step code, the shortcut of its last call that went the whole way (shortcut.py).
+# Per step code, the shortcuts (shortcut.py) of its last calls that went the whole way, the
+# latest first: a few, for a step made with different shapes (the layers of a stack).
 _shortcuts: dict = {}
+_SHORTCUTS_PER_CODE = 4
 
 
-def shortcut(code):
-    """The code's shortcut, its entry marked as used (most recently, for the eviction order)."""
-    entry = _shortcuts.get(code)
-    if entry is not None:
-        try:
-            _entries.move_to_end(entry.key)
-        except KeyError:  # evicted meanwhile: kept again, as the shortcut holds it anyway
-            _keep(entry.key, entry.plan)
-    return entry
+def shortcuts(code) -> tuple:
+    return _shortcuts.get(code, ())
 
 
-def set_shortcut(code, entry) -> None:
-    """Keeps entry (a Shortcut, or None to drop the code's) for the next calls of code."""
+def used(entry) -> None:
+    """Marks a shortcut's entry as used most recently (for the eviction order)."""
+    try:
+        _entries.move_to_end(entry.key)
+    except KeyError:  # evicted meanwhile: kept again, as the shortcut holds it anyway
+        _keep(entry.key, entry.plan)
+
+
+def add_shortcut(code, entry) -> None:
+    """Keeps entry (a Shortcut; None: nothing) for the next calls of code."""
     if entry is None:
-        _shortcuts.pop(code, None)
         return
-    _shortcuts[code] = entry
+    kept = [s for s in _shortcuts.pop(code, ()) if s.key != entry.key]
+    _shortcuts[code] = (entry, *kept[: _SHORTCUTS_PER_CODE - 1])
     if len(_shortcuts) > _MAX_ENTRIES:
         del _shortcuts[next(iter(_shortcuts))]
 
