@@ -179,9 +179,10 @@ def test_mistakes_still_raise_after_a_call_that_took_the_whole_way():
         rnnfast.scan(srn(W, U), h0, x, reverse=1)
 
 
-def test_a_step_reading_a_global_tensor_goes_the_whole_way(whole_way):
-    """The trace lifts a global tensor; the shortcut takes only module, function and type
-    globals (and missing names), so such a step is checked in full on every call."""
+def test_a_global_tensor_is_read_anew_on_every_call(whole_way):
+    """The trace lifts a global tensor: a new one behind the name takes the shortcut with it;
+    one of another size goes the whole way and traces again."""
+    global G_TENSOR
     W, U = weights()
 
     def step(h, x):
@@ -189,9 +190,18 @@ def test_a_step_reading_a_global_tensor_goes_the_whole_way(whole_way):
         return h, h
 
     h0, x = torch.randn(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT)
-    check(step, h0, x)
-    check(step, h0, x)
-    assert len(whole_way) == 2 and cache.shortcuts(step.__code__) == ()
+    saved = G_TENSOR
+    try:
+        check(step, h0, x)
+        G_TENSOR = torch.randn(4, dtype=DT)
+        check(step, h0, x)
+        assert len(whole_way) == 1
+        traces = trace_count()
+        G_TENSOR = torch.randn(1, dtype=DT)
+        check(step, h0, x)
+        assert len(whole_way) == 2 and trace_count() == traces + 1
+    finally:
+        G_TENSOR = saved
 
 
 def test_clear_cache_drops_the_shortcuts(whole_way):
@@ -255,4 +265,86 @@ def test_steps_of_one_code_with_different_shapes_each_keep_a_shortcut(whole_way)
             step = srn(W, U)
             check(step, h0, inputs)
             inputs = rnnfast.scan(step, h0, inputs)[1]
+    assert len(whole_way) == 2
+
+
+class Tied(torch.nn.Module):
+    """A module step with a scalar attribute, a tensor attribute and a submodule, whose two
+    parameter names may share one tensor."""
+
+    def __init__(self, I=3, H=4):
+        super().__init__()
+        self.W = torch.nn.Parameter(torch.randn(I, H, dtype=DT))
+        self.U = torch.nn.Parameter(torch.randn(H, H, dtype=DT))
+        self.alpha = 1.0
+        self.shift = torch.zeros(H, dtype=DT)
+        self.inner = torch.nn.Module()
+        self.inner.U = self.U  # tied to self.U
+
+    def step(self, h, x):
+        h = torch.tanh(x @ self.W + h @ self.inner.U * self.alpha + self.shift)
+        return h, h
+
+
+def module_loop(m, init, xs):
+    return loop(m.step, init, xs)
+
+
+def test_a_module_step_takes_the_shortcut_and_rebinds_new_parameters(whole_way):
+    import scan_cells
+
+    m = scan_cells.ModuleCell(3, 4, DT)
+    h0, x = torch.randn(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT)
+    check(m.step, h0, x)
+    check(m.step, h0, x)
+    m.U = torch.nn.Parameter(torch.randn(4, 4, dtype=DT))  # an optimizer's new tensor
+    m.out.weight = torch.nn.Parameter(torch.randn(2, 4, dtype=DT))
+    check(m.step, h0, x)
+    other = scan_cells.ModuleCell(3, 4, DT)  # another instance, the same layout
+    check(other.step, h0, x)
+    assert len(whole_way) == 1
+    got = torch.autograd.grad(rnnfast.scan(m.step, h0, x)[1].sum(), list(m.parameters()))
+    want = torch.autograd.grad(loop(m.step, h0, x)[1].sum(), list(m.parameters()))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **TIGHT)
+    assert len(whole_way) == 1
+
+
+@pytest.mark.parametrize(
+    "change, retraces",
+    [
+        ("eval()", True),
+        ("a scalar attribute", True),
+        ("a new tensor attribute", True),
+        ("a tensor attribute's size", True),
+        ("a submodule's layout", True),
+        ("untied parameters", True),
+        ("a parameter set to None", False),  # not a tensor the step reads: same key
+    ],
+)
+def test_a_module_step_whose_tree_changed_goes_the_whole_way(whole_way, change, retraces):
+    m = Tied()
+    h0, x = torch.randn(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT)
+    check(m.step, h0, x)
+    check(m.step, h0, x)
+    assert len(whole_way) == 1
+    traces = trace_count()
+    if change == "eval()":
+        m.eval()
+    elif change == "a scalar attribute":
+        m.alpha = 0.5
+    elif change == "a new tensor attribute":
+        m.unused = torch.ones(1, dtype=DT)
+    elif change == "a tensor attribute's size":
+        m.shift = torch.zeros(1, dtype=DT)
+    elif change == "a submodule's layout":
+        m.inner.V = torch.nn.Parameter(torch.zeros(1, dtype=DT))
+    elif change == "untied parameters":
+        m.inner.U = torch.nn.Parameter(m.U.detach().clone())
+    elif change == "a parameter set to None":
+        m.inner.register_parameter("V", None)
+    check(m.step, h0, x)
+    assert len(whole_way) == 2
+    assert trace_count() == traces + retraces
+    check(m.step, h0, x)  # and the new layout takes its own shortcut
     assert len(whole_way) == 2

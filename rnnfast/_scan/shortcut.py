@@ -1,7 +1,8 @@
-"""The usual call's shortcut past the front end (validate, capture, cache): a plain function
-whose closure holds tensors, Python scalars, flat lists of tensors, functions, modules or
-types and which names only modules, functions and types among its globals, run over a tensor
-or a flat tuple or list of tensors, steps first, without lengths.
+"""The usual call's shortcut past the front end (validate, capture, cache): a plain function,
+or a module's bound method (its tree's layout checked: module_layout.py), whose closure holds
+tensors, Python scalars, flat lists of tensors, functions, modules or types and which names
+only modules, functions and types among its globals, run over a tensor or a flat tuple or
+list of tensors, steps first, without lengths.
 
 Once a call of a step's code has gone the whole way, the next calls of that code check only
 what could make them differ from it: each closure value's kind (a scalar's value, a
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from .. import _C
 from .capture import _MISSING, _SKIPPED_GLOBALS, _global_names
+from .module_layout import ModuleLayout
 
 _PLAIN = (Tensor, nn.Parameter)
 _SCALARS = (int, float, bool, str, type(None))
@@ -62,44 +64,97 @@ def _leaves(tree, kind) -> Optional[List[Tensor]]:
     return list(tree)
 
 
+def _global_kind(value):
+    """_cell_kind of a global the step names: code and namespaces (which capture leaves out of
+    the key) and names it does not find, by identity."""
+    if value is _MISSING or isinstance(value, _SKIPPED_GLOBALS):
+        return _SAME, value
+    return _cell_kind(value)
+
+
+def _match(kinds, values, lifted: List[Tensor]) -> bool:
+    """Whether values match kinds (_cell_kind's), their tensors appended to lifted."""
+    for v, (kind, expected) in zip(values, kinds):
+        if kind == _TENSOR:
+            if type(v) not in _PLAIN:
+                return False
+            lifted.append(v)
+        elif kind == _SCALAR:
+            if type(v) is not type(expected) or v != expected:
+                return False
+        elif kind == _SAME:
+            if v is not expected:
+                return False
+        else:
+            tensors = _leaves(v, expected)
+            if tensors is None:
+                return False
+            lifted += tensors
+    return True
+
+
 class Shortcut:
     """What a step's calls must match to run ``plan`` without the front end (``of`` makes it
-    from a call that went the whole way)."""
+    from a call that went the whole way). The lifted tensors come in capture's order: the
+    closure's, the globals' (by name), the module's."""
 
-    __slots__ = ("cells", "names", "init_kind", "x_kind", "init_spec", "key", "plan")
+    __slots__ = (
+        "cells",
+        "names",
+        "globals",
+        "module",
+        "init_kind",
+        "x_kind",
+        "init_spec",
+        "key",
+        "plan",
+    )
 
     @staticmethod
     def of(fn, init, xs, init_spec, key, plan) -> Optional["Shortcut"]:
         """The shortcut for calls like this one (``key``: the cache's, of ``plan``), or None
         where it is not the usual kind."""
-        if type(fn) is not types.FunctionType or not isinstance(key[1][-1], bytes):
+        if not isinstance(key[1][-1], bytes):
+            return None
+        owner = None
+        if type(fn) is types.MethodType and isinstance(fn.__self__, nn.Module):
+            owner, fn = fn.__self__, fn.__func__
+        if type(fn) is not types.FunctionType:
             return None
         if fn.__defaults__ is not None or fn.__kwdefaults__ is not None:
             return None
-        cells = []
-        for cell in fn.__closure__ or ():
-            try:
-                kind = _cell_kind(cell.cell_contents)
-            except ValueError:  # an empty cell
-                return None
-            if kind is None:
-                return None
-            cells.append(kind)
-        g = fn.__globals__
-        names = tuple((name, g.get(name, _MISSING)) for name in _global_names(fn.__code__))
-        if any(v is not _MISSING and not isinstance(v, _SKIPPED_GLOBALS) for _, v in names):
-            return None  # a global the trace lifts or bakes in
-        init_kind, x_kind = _tree_kind(init), _tree_kind(xs)
-        if init_kind is False or x_kind is False:
+        try:
+            cells = [_cell_kind(cell.cell_contents) for cell in fn.__closure__ or ()]
+        except ValueError:  # an empty cell
             return None
+        g = fn.__globals__
+        names = _global_names(fn.__code__)
+        globals_ = [_global_kind(g.get(name, _MISSING)) for name in names]
+        init_kind, x_kind = _tree_kind(init), _tree_kind(xs)
+        if None in cells or None in globals_ or init_kind is False or x_kind is False:
+            return None
+        module = None
+        if owner is not None:
+            try:
+                module = ModuleLayout(owner)
+            except ValueError:  # not read as capture reads it
+                return None
         shortcut = Shortcut()
-        shortcut.cells, shortcut.names = tuple(cells), names
+        shortcut.cells, shortcut.names, shortcut.globals = tuple(cells), names, tuple(globals_)
+        shortcut.module = module
         shortcut.init_kind, shortcut.x_kind, shortcut.init_spec = init_kind, x_kind, init_spec
         shortcut.key, shortcut.plan = key, plan
         return shortcut
 
     def inputs(self, fn, init, xs):
         """(lifted tensors, init leaves, xs leaves) where this call matches, else None."""
+        owner = None
+        if self.module is not None:
+            if type(fn) is not types.MethodType:
+                return None
+            owner, fn = fn.__self__, fn.__func__
+        if type(fn) is not types.FunctionType:
+            return None
         if fn.__defaults__ is not None or fn.__kwdefaults__ is not None:
             return None
         closure = fn.__closure__ or ()
@@ -107,29 +162,19 @@ class Shortcut:
             return None
         lifted = []
         try:
-            for cell, (kind, expected) in zip(closure, self.cells):
-                v = cell.cell_contents
-                if kind == _TENSOR:
-                    if type(v) not in _PLAIN:
-                        return None
-                    lifted.append(v)
-                elif kind == _SCALAR:
-                    if type(v) is not type(expected) or v != expected:
-                        return None
-                elif kind == _SAME:
-                    if v is not expected:
-                        return None
-                else:
-                    tensors = _leaves(v, expected)
-                    if tensors is None:
-                        return None
-                    lifted += tensors
+            values = [cell.cell_contents for cell in closure]
         except ValueError:  # an empty cell
             return None
+        if not _match(self.cells, values, lifted):
+            return None
         g = fn.__globals__
-        for name, value in self.names:
-            if g.get(name, _MISSING) is not value:
+        if not _match(self.globals, [g.get(name, _MISSING) for name in self.names], lifted):
+            return None
+        if owner is not None:
+            tensors = self.module.tensors(owner)
+            if tensors is None:
                 return None
+            lifted += tensors
         init_leaves, x_leaves = _leaves(init, self.init_kind), _leaves(xs, self.x_kind)
         if init_leaves is None or x_leaves is None:
             return None
