@@ -1,6 +1,7 @@
 """rnnfast.scan: torch.scan's signature, run by tracing the step once and splitting it
 (hoisted input products, the recurrent core, the output part), with autograd."""
 
+import types
 import warnings
 from typing import Optional
 
@@ -59,8 +60,11 @@ def _scan_outside_the_graph(combine_fn, init, xs, dim, reverse, lengths, fallbac
     return _scan(combine_fn, init, xs, dim, reverse, lengths, fallback)
 
 
+_STEP_TYPES = (types.FunctionType, types.MethodType)  # the kinds a shortcut may take
+
+
 def _scan(combine_fn, init, xs, dim, reverse, lengths, fallback):
-    code = getattr(combine_fn, "__code__", None)
+    code = combine_fn.__code__ if type(combine_fn) in _STEP_TYPES else None
     usual = dim == 0 and lengths is None and type(reverse) is bool and fallback in (None, "loop")
     if usual and peek_interpreter_stack() is None:
         for short in cache.shortcuts(code):

@@ -2,7 +2,7 @@
 lambda made anew on every call hits its entry, and new tensors behind its closure are rebound
 (they are the program's inputs), while a change to what the trace baked in (a Python scalar in
 the closure, a tensor's shape or dtype, which tensors need grad) traces again. Per step code
-the last shortcut (shortcut.py) is kept here too."""
+the shortcuts (shortcut.py) of its last few plans are kept here too."""
 
 from collections import OrderedDict
 from typing import Callable
