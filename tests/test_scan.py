@@ -197,6 +197,40 @@ def test_no_retrace_when_batch_steps_or_closure_tensors_change():
     assert trace_count() == before
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_tracing_leaves_the_modules_tensors_in_place(grad):
+    """While the step is traced, its module's tensors are swapped for the trace's inputs and
+    then put back: the same objects, also where a submodule is reached by two names (swapped
+    once) or two modules share a parameter (swapped in both)."""
+
+    class Cell(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(4, 4, dtype=DT)
+            self.b = self.a
+            self.W = torch.nn.Parameter(torch.randn(3, 4, dtype=DT))
+            self.inner = torch.nn.Module()
+            self.inner.W = self.W
+            self.shift = torch.randn(4, dtype=DT)
+
+        def step(self, h, x):
+            h = torch.tanh(x @ self.inner.W + self.a(h) + self.b(h) + self.shift)
+            return h, h
+
+    m = Cell()
+    before = {name: t for name, t in m.named_parameters(remove_duplicate=False)}
+    before["shift"] = m.shift
+    h0, x = torch.randn(2, 4, dtype=DT), torch.randn(3, 2, 3, dtype=DT)
+    with torch.set_grad_enabled(grad):
+        got = rnnfast.scan(m.step, h0, x)
+    after = {name: t for name, t in m.named_parameters(remove_duplicate=False)}
+    after["shift"] = m.shift
+    assert before.keys() == after.keys()
+    assert all(before[k] is after[k] for k in before)
+    want = python_loop(m.step, h0, x)
+    torch.testing.assert_close(got, want, **TIGHT)
+
+
 def test_module_parameters_replaced_are_rebound():
     m = scan_cells.ModuleCell(3, 4, DT)
     h0, x = torch.randn(2, 4, dtype=DT), torch.randn(4, 2, 3, dtype=DT)

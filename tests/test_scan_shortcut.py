@@ -348,3 +348,30 @@ def test_a_module_step_whose_tree_changed_goes_the_whole_way(whole_way, change, 
     assert trace_count() == traces + retraces
     check(m.step, h0, x)  # and the new layout takes its own shortcut
     assert len(whole_way) == 2
+
+
+class Shared(torch.nn.Module):
+    """A submodule reached by two names, as named_modules visits it: once."""
+
+    def __init__(self, H=4):
+        super().__init__()
+        self.a = torch.nn.Linear(H, H, dtype=DT)
+        self.b = self.a
+        self.W = torch.nn.Parameter(torch.randn(3, H, dtype=DT))
+
+    def step(self, h, x):
+        h = torch.tanh(x @ self.W + self.a(h) + self.b(h))
+        return h, h
+
+
+def test_a_module_with_a_shared_submodule_takes_the_shortcut_until_unshared(whole_way):
+    m = Shared()
+    h0, x = torch.randn(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT)
+    check(m.step, h0, x)
+    m.a.weight = torch.nn.Parameter(torch.randn(4, 4, dtype=DT))  # seen through both names
+    check(m.step, h0, x)
+    assert len(whole_way) == 1
+    traces = trace_count()
+    m.b = torch.nn.Linear(4, 4, dtype=DT)
+    check(m.step, h0, x)
+    assert len(whole_way) == 2 and trace_count() == traces + 1

@@ -58,12 +58,17 @@ def _module_tensors(module: nn.Module) -> Tuple[List[str], List[Tensor]]:
     return names, tensors
 
 
-class _Host(nn.Module):
-    """Holds the modules a step reads, so that one torch.func.functional_call swaps their
-    tensors for the traced program's inputs while the step runs."""
-
-    def forward(self, fn, carry, x):
-        return fn(carry, x)
+def _tensor_slots(module: nn.Module) -> dict:
+    """Where each tensor of a module tree is held, by the tensor's id: (dict, key) for every
+    parameter, buffer and tensor attribute of every module (each module once, however many
+    names reach it; a tensor shared by two modules has a slot in each)."""
+    slots: dict = {}
+    for _, sub in module.named_modules():
+        for held in (sub._parameters, sub._buffers, vars(sub)):
+            for key, v in held.items():
+                if isinstance(v, Tensor):
+                    slots.setdefault(id(v), []).append((held, key))
+    return slots
 
 
 _PLAIN_TENSORS = (Tensor, nn.Parameter)
@@ -260,37 +265,34 @@ class StepCaptures:
         step = new_func if self_obj is None else types.MethodType(new_func, self_obj)
         if pargs or pkw:
             step = functools.partial(step, *pargs, **pkw)
-        module_inputs, swaps = self._split_module_tensors(tensors)
-        with _swapped_attributes(swaps):
-            if not self._describer.modules:
-                return step(carry, x)
-            host = _Host()
-            for k, m in enumerate(self._describer.modules):
-                host._modules[f"m{k}"] = m
-            return torch.func.functional_call(host, module_inputs, (step, carry, x), strict=False)
+        with _swapped(self._swaps(tensors)):
+            return step(carry, x)
 
-    def _split_module_tensors(self, tensors):
-        """The module tensors as functional_call's mapping and the plain objects' attribute
-        swaps, read off the flat list by each tensor's owner."""
-        mapping, swaps = {}, []
-        for owner, t in zip(self._describer.owners, tensors):
+    def _swaps(self, tensors):
+        """(dict, key, tensor): every place that holds a lifted module or object tensor, with
+        its replacement from ``tensors``. A module's tensor is replaced wherever the tree holds
+        it (a parameter shared by two modules), and a module reached by two names once."""
+        slots = [_tensor_slots(m) for m in self._describer.modules]
+        swaps = []
+        for owner, old, new in zip(self._describer.owners, self.tensors, tensors):
             if owner is None:
                 continue
             if owner[0] == "module":
-                mapping[f"m{owner[1]}.{owner[2]}"] = t
+                swaps += [(held, key, new) for held, key in slots[owner[1]][id(old)]]
             else:
-                swaps.append((owner[1], owner[2], t))
-        return mapping, swaps
+                swaps.append((vars(owner[1]), owner[2], new))
+        return swaps
 
 
 @contextlib.contextmanager
-def _swapped_attributes(swaps):
-    """Sets ``obj.name = tensor`` for each swap while the step runs, restoring them after."""
-    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in swaps]
+def _swapped(swaps):
+    """Sets ``held[key] = tensor`` for each swap while the step runs (in the module's own
+    dicts, as torch.func.functional_call does), restoring them after, last first."""
+    saved = [(held, key, held[key]) for held, key, _ in swaps]
     try:
-        for obj, name, t in swaps:
-            setattr(obj, name, t)
+        for held, key, t in swaps:
+            held[key] = t
         yield
     finally:
-        for obj, name, old in saved:
-            setattr(obj, name, old)
+        for held, key, old in reversed(saved):
+            held[key] = old

@@ -28,7 +28,7 @@ class ModuleLayout:
 
     def __init__(self, root: nn.Module):
         self.type = type(root)
-        modules = list(dict.fromkeys(m for _, m in root.named_modules()))  # preorder, once
+        modules = [m for _, m in root.named_modules()]  # preorder, each once
         index = {id(m): k for k, m in enumerate(modules)}
         self.parents = [(-1, None)] * len(modules)  # (parent's index, name in its _modules)
         self.children, self.attrs, self.params, self.buffers = [], [], [], []

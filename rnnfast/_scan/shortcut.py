@@ -137,7 +137,7 @@ class Shortcut:
         if owner is not None:
             try:
                 module = ModuleLayout(owner)
-            except ValueError:  # not read as capture reads it
+            except Exception:  # not read as capture reads it: the calls go the whole way
                 return None
         shortcut = Shortcut()
         shortcut.cells, shortcut.names, shortcut.globals = tuple(cells), names, tuple(globals_)
