@@ -470,3 +470,33 @@ def test_cuda():
     want = python_loop(step, h0, x)
     for a, b in zip(pytree.tree_leaves(got), pytree.tree_leaves(want)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _global_activation(v):
+    return torch.tanh(v)
+
+
+def test_a_global_function_redefined_traces_again():
+    """A helper the step calls by its global name, redefined (a notebook cell run again): the
+    next call runs the new one (the key holds the function by identity)."""
+    global _global_activation
+    W, U = torch.randn(3, 4, dtype=DT), torch.randn(4, 4, dtype=DT)
+
+    def step(h, x):
+        h = _global_activation(x @ W + h @ U)
+        return h, h
+
+    h0, x = torch.randn(2, 4, dtype=DT), torch.randn(3, 2, 3, dtype=DT)
+    saved = _global_activation
+    try:
+        torch.testing.assert_close(rnnfast.scan(step, h0, x), python_loop(step, h0, x), **TIGHT)
+        traces = trace_count()
+
+        def _global_activation(v):  # noqa: F811 (redefined on purpose)
+            return torch.sigmoid(v)
+
+        got = rnnfast.scan(step, h0, x)
+        assert trace_count() == traces + 1
+        torch.testing.assert_close(got, python_loop(step, h0, x), **TIGHT)
+    finally:
+        _global_activation = saved

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from .trees import spec_key
 
 _PRIMITIVES = (int, float, bool, str, complex, type(None), torch.dtype, torch.device)
-# Globals of these kinds are code or namespaces, assumed stable; everything else is described.
+# Globals of these kinds are code or namespaces: in the key by identity (a function redefined
+# traces again), their insides not described; everything else is described.
 _SKIPPED_GLOBALS = (
     types.ModuleType,
     types.FunctionType,
@@ -32,6 +33,22 @@ _SKIPPED_GLOBALS = (
 
 
 _MISSING = object()
+
+
+class _Same:
+    """A value in a cache key by identity (kept alive by the key, so that its id is not
+    another object's), for values that hash by content or not at all."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return type(other) is _Same and other.obj is self.obj
+
+    def __hash__(self):
+        return id(self.obj)
 
 
 def _is_primitive(v) -> bool:
@@ -103,7 +120,7 @@ class _Describer:
             hash(v)
             return ("object", v), [], lambda ts: v
         except TypeError:
-            return ("id", id(v)), [], lambda ts: v
+            return ("id", _Same(v)), [], lambda ts: v
 
     def _module(self, m):
         for k, seen in enumerate(self.modules):
@@ -204,9 +221,14 @@ class StepCaptures:
         for k, v in sorted((func.__kwdefaults__ or {}).items()):
             slots.append(("kwdefault", k, v))
         g = func.__globals__
+        code_globals = []  # functions, modules, types the step names: in the key by identity
         for name in _global_names(self.code):
             v = g.get(name, _MISSING)
-            if v is not _MISSING and not isinstance(v, _SKIPPED_GLOBALS):
+            if v is _MISSING:
+                continue
+            if isinstance(v, _SKIPPED_GLOBALS):
+                code_globals.append((name, _Same(v)))
+            else:
                 slots.append(("global", name, v))
         if self_obj is not None:
             slots.append(("self", None, self_obj))
@@ -227,7 +249,7 @@ class StepCaptures:
             self._slots.append((kind, where, rebuild, len(ts)))
             self.tensors += ts
             keys.append((kind, where, k))
-        self.key = (self.code, tuple(keys))
+        self.key = (self.code, tuple(keys), tuple(code_globals))
         self._describer = d
 
     def call(self, tensors, carry, x):
