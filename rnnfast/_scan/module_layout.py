@@ -9,9 +9,8 @@ from typing import List, Optional
 
 from torch import Tensor, nn
 
-from .capture import _is_primitive, _module_tensors
+from .capture import _PLAIN_TENSORS, _is_primitive, _module_tensors
 
-_PLAIN = (Tensor, nn.Parameter)
 _TENSOR, _SCALAR, _OTHER = 0, 1, 2  # an attribute's kind
 
 
@@ -47,14 +46,28 @@ class ModuleLayout:
             self.attrs.append(tuple(attrs))
             self.params.append(tuple((n, p is None) for n, p in m._parameters.items()))
             self.buffers.append(tuple((n, b is None) for n, b in m._buffers.items()))
-        self.kept = None
+        read = self._read(root)
+        if read is None:
+            raise ValueError("the module's tensors are not read as capture reads them")
+        self.kept = (_once(read[0]), _once(read[1]))
         tensors = self.tensors(root)
-        if tensors is None or [id(t) for t in tensors] != [id(t) for t in _module_tensors(root)[1]]:
+        if [id(t) for t in tensors] != [id(t) for t in _module_tensors(root)[1]]:
             raise ValueError("the module's tensors are not read as capture reads them")
 
     def tensors(self, root) -> Optional[List[Tensor]]:
         """root's parameters, buffers and tensor attributes in capture's order, where root has
         this layout, else None."""
+        read = self._read(root)
+        if read is None:
+            return None
+        params, buffers, attributes = read
+        if (_once(params), _once(buffers)) != self.kept:
+            return None  # tied or untied since: named_parameters would name others
+        return [params[i] for i in self.kept[0]] + [buffers[i] for i in self.kept[1]] + attributes
+
+    def _read(self, root):
+        """(parameters, buffers, tensor attributes) of root's modules in order, every name's
+        (shared ones as often as they are named), where root has this layout, else None."""
         if type(root) is not self.type:
             return None
         modules = [root]
@@ -69,12 +82,7 @@ class ModuleLayout:
         for k, m in enumerate(modules):
             if not self._same(m, k, modules, params, buffers, attributes):
                 return None
-        kept = (_once(params), _once(buffers))
-        if self.kept is None:
-            self.kept = kept
-        elif kept != self.kept:
-            return None  # tied or untied since: named_parameters would name others
-        return [params[i] for i in kept[0]] + [buffers[i] for i in kept[1]] + attributes
+        return params, buffers, attributes
 
     def _same(self, m, k, modules, params, buffers, attributes) -> bool:
         children = m._modules
@@ -110,7 +118,7 @@ class ModuleLayout:
                 if name != rname or (t is None) != was_none:
                     return False
                 if t is not None:
-                    if type(t) not in _PLAIN:
+                    if type(t) not in _PLAIN_TENSORS:
                         return False
                     out.append(t)
         return True

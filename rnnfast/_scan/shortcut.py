@@ -17,10 +17,9 @@ from typing import List, Optional
 from torch import Tensor, nn
 
 from .. import _C
-from .capture import _MISSING, _SKIPPED_GLOBALS, _global_names
+from .capture import _MISSING, _PLAIN_TENSORS, _SKIPPED_GLOBALS, _global_names
 from .module_layout import ModuleLayout
 
-_PLAIN = (Tensor, nn.Parameter)
 _SCALARS = (int, float, bool, str, type(None))
 # Code and namespaces (an activation passed in, torch.nn.functional), which the cache key
 # holds by identity.
@@ -31,11 +30,11 @@ _TENSOR, _SCALAR, _TENSORS, _SAME = 0, 1, 2, 3  # what a closure cell holds
 def _cell_kind(value):
     """(kind, what the next calls must match), or None for a value the shortcut does not take."""
     kind = type(value)
-    if kind in _PLAIN:
+    if kind in _PLAIN_TENSORS:
         return _TENSOR, None
     if kind in _SCALARS:
         return _SCALAR, value
-    if (kind is list or kind is tuple) and all(type(t) in _PLAIN for t in value):
+    if (kind is list or kind is tuple) and all(type(t) in _PLAIN_TENSORS for t in value):
         return _TENSORS, (kind, len(value))
     if isinstance(value, _BY_IDENTITY):
         return _SAME, value
@@ -44,10 +43,10 @@ def _cell_kind(value):
 
 def _tree_kind(tree):
     """None for a lone tensor, (tuple or list, length) for a flat one, False otherwise."""
-    if type(tree) in _PLAIN:
+    if type(tree) in _PLAIN_TENSORS:
         return None
     kind = type(tree)
-    if (kind is tuple or kind is list) and tree and all(type(t) in _PLAIN for t in tree):
+    if (kind is tuple or kind is list) and tree and all(type(t) in _PLAIN_TENSORS for t in tree):
         return kind, len(tree)
     return False
 
@@ -55,11 +54,11 @@ def _tree_kind(tree):
 def _leaves(tree, kind) -> Optional[List[Tensor]]:
     """tree's leaves where it is of ``kind`` (_tree_kind's), else None."""
     if kind is None:
-        return [tree] if type(tree) in _PLAIN else None
+        return [tree] if type(tree) in _PLAIN_TENSORS else None
     if type(tree) is not kind[0] or len(tree) != kind[1]:
         return None
     for t in tree:
-        if type(t) not in _PLAIN:
+        if type(t) not in _PLAIN_TENSORS:
             return None
     return list(tree)
 
@@ -76,7 +75,7 @@ def _match(kinds, values, lifted: List[Tensor]) -> bool:
     """Whether values match kinds (_cell_kind's), their tensors appended to lifted."""
     for v, (kind, expected) in zip(values, kinds):
         if kind == _TENSOR:
-            if type(v) not in _PLAIN:
+            if type(v) not in _PLAIN_TENSORS:
                 return False
             lifted.append(v)
         elif kind == _SCALAR:
