@@ -14,6 +14,7 @@
 #include "../op_handles.h"
 #include "gil_release.h"
 #include "scan_engine_bindings.h"
+#include "scan_shortcut.h"
 #include "testing_module.h"
 
 namespace {
@@ -94,6 +95,7 @@ pybind11::dict cells() {
 
 PYBIND11_MODULE(_C, m) {
   rnnfast::bind_scan_engine(m);
+  rnnfast::bind_scan_shortcut(m);
   m.def("recurrent_forward", &recurrent_forward,
         "rnnfast::recurrent_forward, called directly (eager mode only)");
   m.def("recurrent_layers", &recurrent_layers,

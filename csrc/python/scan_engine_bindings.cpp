@@ -1,45 +1,12 @@
 #include "scan_engine_bindings.h"
 
-#include <torch/csrc/autograd/python_variable.h>
-
-#include <string>
-
 #include "../scan/differentiable_scan.h"
+#include "../scan/prepared_scan.h"
 #include "../scan/program_registry.h"
 #include "../scan/scan_ops.h"
 #include "gil_release.h"
 
 namespace rnnfast {
-namespace {
-
-// Appends what rnnfast.scan's trace depends on in each tensor of `tensors` (a list): dtype,
-// device, requires_grad and the sizes after the first `skip`. False where one is not a plain
-// dense tensor with concrete sizes (the caller then describes them in Python).
-bool describe_tensors(pybind11::handle tensors, int64_t skip, std::string& key) {
-  PyObject* list = tensors.ptr();
-  if (!PyList_Check(list)) return false;
-  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); ++i) {
-    PyObject* obj = PyList_GET_ITEM(list, i);
-    if (!THPVariable_Check(obj)) return false;
-    const at::Tensor& t = THPVariable_Unpack(obj);
-    if (t.layout() != at::kStrided || t.is_nested() ||
-        t.unsafeGetTensorImpl()->is_python_dispatch() ||
-        t.unsafeGetTensorImpl()->has_symbolic_sizes_strides()) {
-      return false;
-    }
-    const int64_t fields[] = {static_cast<int64_t>(t.scalar_type()),
-                              static_cast<int64_t>(t.device().type()), t.device().index(),
-                              t.requires_grad(), t.dim() - skip};
-    key.append(reinterpret_cast<const char*>(fields), sizeof(fields));
-    for (int64_t d = skip; d < t.dim(); ++d) {
-      const int64_t size = t.size(d);
-      key.append(reinterpret_cast<const char*>(&size), sizeof(size));
-    }
-  }
-  return true;
-}
-
-}  // namespace
 
 void bind_scan_engine(pybind11::module_& m) {
   using namespace pybind11::literals;
@@ -64,20 +31,6 @@ void bind_scan_engine(pybind11::module_& m) {
       "handle"_a,
       "(dtype, columns of each carry, of each sequence, the number of weights, columns of each "
       "boundary value, each accumulator's shape) of a registered scan program");
-  m.def(
-      "scan_tensors_key",
-      [](pybind11::handle lifted, pybind11::handle init, pybind11::handle xs) -> pybind11::object {
-        std::string key;
-        if (!describe_tensors(lifted, 0, key) || !describe_tensors(init, 1, key) ||
-            !describe_tensors(xs, 2, key)) {
-          return pybind11::none();
-        }
-        return pybind11::bytes(key);
-      },
-      "lifted"_a, "init"_a, "xs"_a,
-      "what rnnfast.scan's trace depends on in its tensors (lists; init's batch and xs' steps "
-      "and batch left out), as bytes for its cache key; None where one is not a plain dense "
-      "tensor with concrete sizes");
   // Through the dispatcher as torch.ops.rnnfast.scan_run, without the boxed argument parsing.
   m.def(
       "scan_run",
@@ -120,6 +73,32 @@ void bind_scan_engine(pybind11::module_& m) {
       "reverse"_a,
       "the final carry and the first `boundary` boundary values of the program's run, "
       "differentiable: the node's backward runs backward_program through rnnfast::scan_run");
+  pybind11::class_<scan::PreparedScan>(m, "PreparedScan",
+                                       "a lowered loop's usual call with all but its tensors "
+                                       "fixed (csrc/scan/prepared_scan.h)")
+      .def(pybind11::init<int64_t, int64_t, int64_t, int64_t, std::vector<int64_t>,
+                          std::optional<std::vector<int64_t>>>(),
+           "program"_a, "keeping_program"_a, "backward_program"_a, "boundary"_a,
+           "weight_views"_a, "backward_weight_sources"_a)
+      .def(
+          "__call__",
+          [](const scan::PreparedScan& self, const std::vector<at::Tensor>& carry,
+             const std::vector<at::Tensor>& seqs, const std::vector<at::Tensor>& lifted,
+             int64_t steps, bool reverse) -> pybind11::object {
+            int64_t weight_elements = 0;
+            for (const at::Tensor& w : lifted) weight_elements += w.numel();
+            const int64_t batch = carry.empty() || carry[0].dim() == 0 ? 0 : carry[0].size(0);
+            std::optional<std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>>> out;
+            {
+              const GilReleasedForLargeCalls gil(steps * batch, weight_elements);
+              out = self.run(carry, seqs, lifted, steps, reverse);
+            }
+            if (!out.has_value()) return pybind11::none();
+            return pybind11::make_tuple(std::move(out->first), std::move(out->second));
+          },
+          "carry"_a, "seqs"_a, "lifted"_a, "steps"_a, "reverse"_a,
+          "(final carry, boundary values), differentiable where grad mode is on and an input "
+          "requires grad; None where that needs a backward program it was not given");
 }
 
 }  // namespace rnnfast

@@ -131,8 +131,14 @@ void run_rows(const CallRows<scalar_t>& io, const std::vector<at::Tensor>& weigh
       const int64_t N = p.cols[p.seq_in[j]];
       runner.set_rows(p.seq_in[j], io.seq[j] + (t * B + b0) * N, N);
     }
+    for (size_t j = 0; j < p.boundary.size(); ++j) {
+      if (!p.boundary_in_place[j]) continue;
+      const int64_t N = p.cols[p.boundary[j]];
+      runner.set_rows(p.boundary[j], io.boundary[j] + (t * B + b0) * N, N);
+    }
     runner.run_step();
     for (size_t j = 0; j < p.boundary.size(); ++j) {
+      if (p.boundary_in_place[j]) continue;
       const int64_t N = p.cols[p.boundary[j]];
       copy_rows<scalar_t>(rows, N, rows_of(runner.rows(p.boundary[j])),
                           Rows<scalar_t>{io.boundary[j] + (t * B + b0) * N, N});

@@ -37,6 +37,22 @@ void check_slots(const std::vector<int64_t>& ids, int64_t n_slots, int64_t n_sca
   }
 }
 
+// Program::boundary_in_place.
+std::vector<bool> boundary_in_place(const Program& p) {
+  std::vector<int> writers(p.cols.size(), 0);
+  for (const Node& node : p.nodes) {
+    if (node.op == Op::kMmAccumulate) continue;  // adds to what another node wrote
+    for (int64_t o : node.outs) writers[o] += node.op == Op::kSplit ? 2 : 1;  // a view: never
+  }
+  std::vector<bool> out(p.boundary.size(), false), named(p.cols.size(), false);
+  for (size_t j = 0; j < p.boundary.size(); ++j) {
+    const int64_t id = p.boundary[j];
+    out[j] = writers[id] == 1 && !named[id] && p.cols[id] > 0;
+    named[id] = true;
+  }
+  return out;
+}
+
 }  // namespace
 
 Program decode_program(const std::vector<int64_t>& codes, std::vector<double> scalars) {
@@ -77,6 +93,7 @@ Program decode_program(const std::vector<int64_t>& codes, std::vector<double> sc
     p.nodes.push_back(std::move(node));
   }
   TORCH_CHECK(r.done(), "scan program: codes continue past the last node");
+  p.boundary_in_place = boundary_in_place(p);
   return p;
 }
 

@@ -18,8 +18,9 @@
 namespace rnnfast::scan {
 
 enum class Op : int64_t {
-  kMm = 0,     // (a [B, K], W [K, N])
-  kAddmm = 1,  // (bias [N] or [B, N], a, W)
+  kMm = 0,            // (a [B, K], W [K, N])
+  kAddmm = 1,         // (bias [N] or [B, N], a, W)
+  kMmAccumulate = 2,  // (a, W): out += a W, into an out a product wrote earlier in the step
   kAdd = 10,
   kSub,
   kMul,
@@ -85,6 +86,10 @@ struct Program {
   std::vector<std::vector<int64_t>> accumulators;  // per accumulator its shape
   std::vector<Node> nodes;
   std::vector<double> scalars;
+  // Per boundary value: whether the step writes it straight into the boundary's rows (one
+  // node writes it, not as a view, and others at most add to it; no earlier boundary entry
+  // names it), with no copy.
+  std::vector<bool> boundary_in_place;
 };
 
 // Decodes and checks codes (clear errors on malformed input: the format is internal).

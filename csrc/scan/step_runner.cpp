@@ -16,7 +16,7 @@ namespace {
 // Weight-gradient products up to this many multiply-adds run as rank-one updates.
 constexpr int64_t kSmallAccumulateMacs = int64_t{1} << 16;
 
-bool is_product(Op op) { return op == Op::kMm || op == Op::kAddmm; }
+bool is_product(Op op) { return op == Op::kMm || op == Op::kAddmm || op == Op::kMmAccumulate; }
 bool is_pointwise(Op op) { return op >= Op::kAdd && op < Op::kSplit; }
 
 // acc[r, :] += sum over b of a[b * lda + r] * g[b, :] for r < R: R rows of acc row-major with
@@ -129,7 +129,7 @@ void StepRunner<T>::run_product(size_t k) {
   const int64_t N = p_.cols[node.outs[0]];
   const Rows<T> out = views_[node.outs[0]];
   const Rows<T> a = views_[node.ins[node.ins.size() - 2]];
-  float beta = 0.f;
+  float beta = node.op == Op::kMmAccumulate ? 1.f : 0.f;
   if (node.op == Op::kAddmm) {
     map_rows<T>(B_, N, out, [](auto x) { return x; }, operand(node.ins[0], N));
     beta = 1.f;

@@ -12,7 +12,7 @@ from . import cache
 from .capture import StepCaptures
 from .errors import ScanTraceError
 from .loop import python_loop
-from .runner import StepPlan, run_plan
+from .runner import StepPlan, run_plan, run_usual
 from .shortcut import Shortcut
 from .split import inline_step, split_step
 from .trace import trace_step
@@ -72,7 +72,7 @@ def _scan(combine_fn, init, xs, dim, reverse, lengths, fallback):
             if matched is not None:
                 cache.used(short)
                 lifted, init_leaves, x_leaves = matched
-                final, ys = run_plan(short.plan, init_leaves, x_leaves, lifted, None, reverse)
+                final, ys = run_usual(short.plan, init_leaves, x_leaves, lifted, reverse)
                 return _finish(short.plan, final, ys, short.init_spec, dim)
     inputs = check_inputs(combine_fn, init, xs, dim, reverse, lengths, fallback)
     if inputs is None:  # no xs leaves: torch.scan's shortcut
@@ -100,7 +100,10 @@ def _scan(combine_fn, init, xs, dim, reverse, lengths, fallback):
             combine_fn, init_leaves, init_spec, x_leaves, x_spec, lengths, reverse
         )
     else:
-        final, ys = run_plan(plan, init_leaves, x_leaves, captures.tensors, lengths, reverse)
+        if lengths is None:
+            final, ys = run_usual(plan, init_leaves, x_leaves, captures.tensors, reverse)
+        else:
+            final, ys = run_plan(plan, init_leaves, x_leaves, captures.tensors, lengths, reverse)
         if usual and code is not None:
             cache.add_shortcut(code, Shortcut.of(combine_fn, init, xs, init_spec, key, plan))
         return _finish(plan, final, ys, init_spec, dim)

@@ -17,8 +17,8 @@ from torch.overrides import has_torch_function
 
 from .. import _C
 from .interpret import run_nodes
-from .lower import loop_weight_views, lower_loop, product_ids
-from .lower_vjp import KeptProducts, lower_vjp
+from .lower import kept_candidates, loop_weight_views, lower_loop
+from .lower_vjp import KeptValues, lower_vjp
 
 _state = {"enabled": True, "runs": 0}
 
@@ -87,13 +87,13 @@ class InputKinds:
 class LoopEngine:
     """The loop part of a split step lowered for the C++ engine, or unusable (``program`` None)
     where the lowering found something it has no opcode for. Under autograd the forward also
-    keeps the loop's products per step, which the backward reads instead of multiplying
-    again."""
+    keeps per step what the backward reads instead of computing again (its products, its
+    next carries: lower.kept_candidates)."""
 
     def __init__(self, split):
         self.split = split
         self.program = self.keeping_program = None  # handles of registered programs
-        self.kept_ids = product_ids(split)
+        self.kept_candidates = kept_candidates(split)
         self.backward_programs = {}  # by whether the forward keeps its products: (lowered, handle)
         # The loop's weights as views of the lifted tensors (lower.loop_weight_views), where
         # the loop reads only those and xs (no hoisted or output part).
@@ -101,6 +101,7 @@ class LoopEngine:
         self.lifted_views = None
         if not split.hoisted_nodes and not split.output_nodes and x_in >= set(split.loop_seq_in):
             self.lifted_views = loop_weight_views(split)
+        self._prepared = None  # _prepared_call's
         lowered = lower_loop(split)
         if lowered is None:
             return
@@ -144,8 +145,9 @@ class LoopEngine:
         ``inputs``: what the cache key fixed about carry, seqs and lifted."""
         if not inputs.engine_takes or not self._ready(carry):
             return None
-        tensors = [*carry, *seqs, *lifted]
-        if not runnable_now(tensors):
+        if mask is None:
+            return self.run_prepared(carry, seqs, lifted, T, reverse)
+        if not runnable_now([*carry, *seqs, *lifted]):
             return None
         if inputs.requires_grad and torch.is_grad_enabled():
             outs = self.differentiable(step, carry, seqs, lifted, T, mask, reverse, True, True)
@@ -155,6 +157,46 @@ class LoopEngine:
         )
         _state["runs"] += 1
         return final, boundary
+
+    def run_prepared(self, carry, seqs, lifted, T: int, reverse: bool):
+        """run_lifted without a mask, for tensors the engine takes (engine_takes) and a batch
+        of at least one: one call of the loop's _C.PreparedScan."""
+        if (
+            self.program is None
+            or not _state["enabled"]
+            or not runnable_now([*carry, *seqs, *lifted])
+        ):
+            return None
+        outs = (self._prepared or self._prepared_call())(carry, seqs, lifted, T, reverse)
+        if outs is not None:
+            _state["runs"] += 1
+        return outs
+
+    def _prepared_call(self):
+        """The _C.PreparedScan of run_lifted's calls without a mask, made again once the
+        backward program is lowered (before that, a call under autograd gives None)."""
+        if self._prepared is None:
+            lowered, backward = self.backward_programs.get(bool(self.kept_candidates)) or (None, -1)
+            if lowered is None or lowered.weight_sources is None:
+                lowered, backward = None, -1
+            self._prepared = _C.PreparedScan(
+                self.program,
+                self._forward_program(lowered) if lowered is not None else self.program,
+                backward,
+                len(self.split.boundary),
+                self.lifted_views,
+                None if lowered is None else lowered.weight_sources,
+            )
+        return self._prepared
+
+    def _forward_program(self, lowered) -> int:
+        """The forward program for a backward lowered as ``lowered``: the one that also keeps
+        the values it reads (registered on first use), or the plain one."""
+        if not lowered.kept_ids:
+            return self.program
+        if self.keeping_program is None:
+            self.keeping_program = _register(self, *lower_loop(self.split, lowered.kept_ids))
+        return self.keeping_program
 
     def differentiable(
         self,
@@ -177,7 +219,7 @@ class LoopEngine:
         the caller has found that the engine takes these tensors)."""
         if not checked and not self._runs(carry, [*carry, *seqs, *weights]):
             return None
-        key = bool(self.kept_ids)
+        key = bool(self.kept_candidates)
         if key not in self.backward_programs:
             if lifted:
                 return None
@@ -188,11 +230,8 @@ class LoopEngine:
         if lifted and lowered.weight_sources is None:
             return None  # the backward's weights need the loop's weights in Python
         B = carry[0].shape[0]
-        if self.kept_ids and self.keeping_program is None:
-            self.keeping_program = _register(self, *lower_loop(self.split, self.kept_ids))
-        program = self.keeping_program if self.kept_ids else self.program
         outs = _C.scan_run_differentiable(
-            program,
+            self._forward_program(lowered),
             backward_program,
             len(self.split.boundary),
             carry,
@@ -222,6 +261,7 @@ class LoopEngine:
             like.new_empty((B, *meta[i].shape[1:]), dtype=meta[i].dtype)
             for i in self.split.boundary
         ]
+        self._prepared = None  # made again with the backward program
         try:
             prog = step.traced_vjp(primals, list(carry) + boundary)
             self.backward_programs[kept] = self._lower_backward(step, prog, len(seqs), kept)
@@ -256,11 +296,11 @@ class LoopEngine:
         forward = None
         if kept:
             meta = self.split.prog.meta
-            forward = KeptProducts(
+            forward = KeptValues(
                 step.inputs,
                 self.split.loop_nodes,
-                self.kept_ids,
-                [meta[i].shape[1] for i in self.kept_ids],
+                self.kept_candidates,
+                [meta[i].shape[1] for i in self.kept_candidates],
             )
         lowered = lower_vjp(prog, step.n_carry, n_seq, forward)
         if lowered is None:

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .ir import Node, Ref
 from .lower_ops import HANDLERS
-from .opcodes import BOOL, DTYPES, VERSION, Unsupported
+from .opcodes import BOOL, DTYPES, MM_ACCUMULATE, VERSION, Unsupported
 from .split import SplitStep
 
 
@@ -23,10 +23,21 @@ def lower_loop(
         return None
 
 
-def product_ids(split: SplitStep) -> List[int]:
-    """The loop's products by weights: what the forward keeps so the backward need not
-    multiply again."""
-    return [n.outs[0] for n in split.loop_nodes if n.op.split(".")[1] in ("mm", "addmm")]
+def kept_candidates(split: SplitStep) -> List[int]:
+    """What the forward may keep per step so that the backward need not compute it again: the
+    loop's products by weights, their sums, and its next carries (where a node makes them).
+    The backward's lowering (lower_vjp.py) picks those it reads."""
+    products = [n.outs[0] for n in split.loop_nodes if n.op.split(".")[1] in ("mm", "addmm")]
+    summed = set(products)
+    sums = []
+    for n in split.loop_nodes:
+        refs = [a.id for a in n.args if isinstance(a, Ref)]
+        if n.op == "aten.add.Tensor" and len(refs) == 2 and summed.issuperset(refs):
+            summed.add(n.outs[0])
+            sums.append(n.outs[0])
+    made = {n.outs[0] for n in split.loop_nodes if len(n.outs) == 1}
+    carries = [i for i in split.prog.carry_out if i in made and i not in summed]
+    return products + sums + list(dict.fromkeys(carries))
 
 
 class Lowering:
@@ -146,9 +157,21 @@ class _LoopLowering(Lowering):
             self._weight_slot(i)
 
     def codes(self) -> Tuple[List[int], List[float]]:
-        for node in self.split.loop_nodes:
-            self._node(node)
         prog, split = self.split.prog, self.split
+        ends = list(prog.carry_out) + list(split.boundary) + self.kept
+        base, accumulated = _summed_products(split.loop_nodes, ends, prog.meta)
+        for node in split.loop_nodes:
+            out = node.outs[0]
+            if out in accumulated:  # a product added into its sum's first product
+                self._emit(
+                    MM_ACCUMULATE,
+                    [self._read(base[out])],
+                    [self._read(node.args[0].id), self._read(node.args[1].id)],
+                )
+            elif out in base and base[out] != out:  # a sum of products: the first one's slot
+                self.slots[out] = self._read(base[out])
+            else:
+                self._node(node)
         return self.program(
             prog.carry_in,
             split.loop_seq_in,
@@ -156,6 +179,63 @@ class _LoopLowering(Lowering):
             prog.carry_out,
             split.boundary + self.kept,
         )
+
+
+def _summed_products(nodes: List[Node], ends: List[int], meta):
+    """Sums of products that the engine computes by adding each product into the first one's
+    buffer (the GEMM's beta), with no pass of their own: ``x @ W + h @ U``, d2l's gates,
+    ``cat([h, x]) @ W`` split into its two products. Where each product and partial sum is
+    read only by the sum (not kept, not an output) and every product but the first (by order)
+    is a plain mm. Returns (per sum and member: the id of the product whose buffer holds the
+    sum; the products added into it)."""
+    uses: Dict[int, int] = {}
+    for i in [r for n in nodes for r in n.refs] + list(ends):
+        uses[i] = uses.get(i, 0) + 1
+    order = {n.outs[0]: k for k, n in enumerate(nodes)}
+    members: Dict[int, List[int]] = {}  # product or summed value: its products, first first
+    sums = {}  # sum id -> its two operands
+    for n in nodes:
+        name = n.op.split(".")[1]
+        if name in ("mm", "addmm") and n.op.split(".")[2] == "default" and len(n.outs) == 1:
+            members[n.outs[0]] = [n.outs[0]]
+            continue
+        if n.op != "aten.add.Tensor" or n.kwargs or len(n.args) != 2:
+            continue
+        a, b = n.args
+        if not (isinstance(a, Ref) and isinstance(b, Ref)) or a.id == b.id:
+            continue
+        if a.id not in members or b.id not in members or uses[a.id] != 1 or uses[b.id] != 1:
+            continue
+        if not tuple(meta[a.id].shape) == tuple(meta[b.id].shape) == tuple(meta[n.outs[0]].shape):
+            continue
+        together = sorted(members[a.id] + members[b.id], key=order.get)
+        if not all(_plain_product(nodes[order[i]], meta) for i in together[1:]):
+            continue
+        members[n.outs[0]] = together
+        sums[n.outs[0]] = (a.id, b.id)
+    base, accumulated = {}, set()
+    for s in reversed(list(sums)):  # outermost first: the inner sums are part of it
+        if s in base:
+            continue
+        first = members[s][0]
+        base[s] = first
+        stack = list(sums[s])
+        while stack:
+            i = stack.pop()
+            base[i] = first
+            stack += sums.get(i, ())
+        accumulated.update(members[s][1:])
+    return base, accumulated
+
+
+def _plain_product(node: Node, meta) -> bool:
+    """Whether node is ``a @ W``: a batch value by a 2-D weight."""
+    if node.op != "aten.mm.default" or node.kwargs or len(node.args) != 2:
+        return False
+    a, w = node.args
+    if not (isinstance(a, Ref) and isinstance(w, Ref)):
+        return False
+    return meta[a.id].batched and not meta[w.id].batched and len(meta[w.id].shape) == 2
 
 
 def loop_weight_views(split: SplitStep) -> Optional[List[int]]:

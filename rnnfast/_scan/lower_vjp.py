@@ -26,8 +26,9 @@ from .opcodes import (
 )
 
 
-class KeptProducts(NamedTuple):
-    """The forward's products kept per step: the loop step's inputs and nodes (to find them in
+class KeptValues(NamedTuple):
+    """Values of the forward's step it can keep per step for the backward to read rather than
+    compute again (lower.kept_candidates): the loop step's inputs and nodes (to find them in
     the vjp's recomputation of the forward), their ids and column counts."""
 
     inputs: List[int]
@@ -40,12 +41,14 @@ class BackwardProgram:
     """codes and scalars for the engine; ``pre_nodes`` to run over the weights first, and the
     ids of the weight values the engine reads (``weight_ids``). ``weight_sources``: where each
     of those is a weight of the step (k) or its transpose (the usual pre-node, W^T for the
-    gradient of x @ W), as 2 * k + transposed; None where some value needs the pre-nodes."""
+    gradient of x @ W), as 2 * k + transposed; None where some value needs the pre-nodes.
+    ``kept_ids``: the forward's kept values it reads per step, in order (KeptValues' ids)."""
 
-    def __init__(self, codes, scalars, pre_nodes: List[Node], weight_ids: List[int], sources):
+    def __init__(self, codes, scalars, pre_nodes, weight_ids, sources, kept_ids=()):
         self.codes, self.scalars = codes, scalars
         self.pre_nodes, self.weight_ids = pre_nodes, weight_ids
         self.weight_sources: Optional[List[int]] = sources
+        self.kept_ids: List[int] = list(kept_ids)
 
 
 def _weight_sources(prog: Program, pre: List[Node], weight_ids: List[int], n_batched: int):
@@ -68,10 +71,11 @@ def _weight_sources(prog: Program, pre: List[Node], weight_ids: List[int], n_bat
 
 
 def lower_vjp(
-    prog: Program, n_carry: int, n_seq: int, kept: Optional[KeptProducts] = None
+    prog: Program, n_carry: int, n_seq: int, kept: Optional[KeptValues] = None
 ) -> Optional[BackwardProgram]:
     """The backward program, or None where it has an op outside the engine's table. With
-    ``kept``, its products that recompute one of the forward's read it per step instead."""
+    ``kept``, its nodes that recompute one of the kept values read it per step instead, and
+    what only they needed is not computed."""
     try:
         return _VjpLowering(prog, n_carry, n_seq, kept).lower()
     except Unsupported:
@@ -79,7 +83,7 @@ def lower_vjp(
 
 
 class _VjpLowering(Lowering):
-    def __init__(self, prog: Program, n_carry: int, n_seq: int, kept: Optional[KeptProducts]):
+    def __init__(self, prog: Program, n_carry: int, n_seq: int, kept: Optional[KeptValues]):
         super().__init__(prog.meta, prog.meta[prog.carry_in[0]].dtype)
         self.prog, self.n_carry, self.n_seq, self.kept = prog, n_carry, n_seq, kept
         n_primal = len(prog.carry_in)
@@ -99,16 +103,22 @@ class _VjpLowering(Lowering):
                 const.update(node.outs)
             else:
                 step.append(node)
-        weight_ids = list(dict.fromkeys(r for n in step for r in n.refs if r in const))
+        recomputed = self._recomputed_kept()
+        step, read = _live(step, prog.carry_out, recomputed)
+        weight_ids = list(
+            dict.fromkeys(
+                r for n in step if n.outs[0] not in recomputed for r in n.refs if r in const
+            )
+        )
         cot_carry, per_step_cot = prog.x_in[:n_carry], prog.x_in[n_carry:]
         primal_rows = prog.carry_in[: n_carry + n_seq]
         for i in cot_carry + primal_rows + per_step_cot:
             self._batch_slot(i)
-        kept_keys, replaced = self._kept_slots()
+        kept_keys, kept_ids = self._kept_slots(recomputed, read)
         for i in weight_ids:
             self._weight_slot(i)
         for node in step:
-            if node.outs[0] not in replaced:
+            if node.outs[0] not in recomputed:
                 self._vjp_node(node)
         for k, i in enumerate(prog.carry_out[n_carry + n_seq :]):
             self._accumulate(k, i)
@@ -120,28 +130,34 @@ class _VjpLowering(Lowering):
             prog.carry_out[n_carry : n_carry + n_seq],
         )
         sources = _weight_sources(prog, pre, weight_ids, n_carry + n_seq)
-        return BackwardProgram(codes, scalars, pre, weight_ids, sources)
+        return BackwardProgram(codes, scalars, pre, weight_ids, sources, kept_ids)
 
-    def _kept_slots(self):
-        """Slots of the kept products (keys ("kept", k)), and the vjp's products that
-        recompute them, mapped onto those slots."""
+    def _recomputed_kept(self) -> Dict[int, int]:
+        """The vjp's nodes (one output each) that recompute a kept value, by their output's
+        id: the kept value's position in KeptValues."""
         if self.kept is None:
-            return [], set()
-        keys = []
-        for k, cols in enumerate(self.kept.cols):
-            keys.append(("kept", k))
-            self.slots[keys[-1]] = len(self.cols)
-            self.cols.append(cols)
+            return {}
         position = {i: k for k, i in enumerate(self.kept.ids)}
-        replaced = set()
+        found = {}
         for vjp_id, forward_id in _recomputed(self.prog, self.kept).items():
-            if (
-                forward_id in position
-                and self.meta[vjp_id].shape[-1] == self.kept.cols[position[forward_id]]
-            ):
-                self.slots[vjp_id] = self.slots[("kept", position[forward_id])]
-                replaced.add(vjp_id)
-        return keys, replaced
+            k = position.get(forward_id)
+            if k is not None and self.meta[vjp_id].shape[-1] == self.kept.cols[k]:
+                found[vjp_id] = k
+        return found
+
+    def _kept_slots(self, recomputed: Dict[int, int], read: set):
+        """Slots (keys ("kept", k)) of the kept values that the backward reads, the vjp's
+        recomputations of them mapped onto those slots; and the read values' forward ids."""
+        keys, ids = [], []
+        for k in sorted({recomputed[i] for i in read if i in recomputed}):
+            keys.append(("kept", k))
+            ids.append(self.kept.ids[k])
+            self.slots[keys[-1]] = len(self.cols)
+            self.cols.append(self.kept.cols[k])
+        for vjp_id, k in recomputed.items():
+            if ("kept", k) in self.slots:
+                self.slots[vjp_id] = self.slots[("kept", k)]
+        return keys, ids
 
     def _vjp_node(self, node: Node) -> None:
         name = node.op.split(".")[1]
@@ -268,23 +284,40 @@ def _over_batch(node: Node) -> bool:
     )
 
 
-def _recomputed(prog: Program, kept: KeptProducts) -> Dict[int, int]:
-    """The vjp's products that repeat one of the forward loop's nodes (same op on the same
-    values), by vjp id: the forward's id."""
+def _recomputed(prog: Program, kept: KeptValues) -> Dict[int, int]:
+    """The vjp's single-output nodes that repeat one of the forward loop's nodes (same op on
+    the same values), by vjp id: the forward's id."""
     same = dict(zip(prog.carry_in, kept.inputs))  # vjp id -> forward id
     forward = {}
     for node in kept.loop_nodes:
         forward.setdefault(_node_key(node, lambda i: i), node)
-    products = {}
+    found = {}
     for node in prog.nodes:
         key = _node_key(node, same.get)
         match = forward.get(key) if key is not None else None
         if match is None or len(match.outs) != len(node.outs):
             continue
         same.update(zip(node.outs, match.outs))
-        if node.op.split(".")[1] in ("mm", "addmm"):
-            products[node.outs[0]] = match.outs[0]
-    return products
+        if len(node.outs) == 1:
+            found[node.outs[0]] = match.outs[0]
+    return found
+
+
+def _live(step: List[Node], outputs: List[int], read_instead: Dict[int, int]):
+    """(the nodes of step that the outputs need, in order; the ids they read). A node whose
+    output is in read_instead is needed without its inputs (the backward reads its value);
+    one that writes in place (its op ends in "_") is always needed, as later reads of its
+    input see its result."""
+    needed = set(outputs)
+    live = []
+    for node in reversed(step):
+        in_place = node.op.split(".")[1].endswith("_")
+        if in_place or any(o in needed for o in node.outs):
+            live.append(node)
+            if node.outs[0] not in read_instead:
+                needed.update(node.refs)
+    live.reverse()
+    return live, needed
 
 
 def _node_key(node: Node, lookup):

@@ -8,7 +8,7 @@ DTYPES = {torch.float32: 0, torch.float64: 1}
 BOOL = torch.bool  # a boolean value is held as 0 or 1 in the program's dtype
 NO_OPERAND = -(2**63)  # an absent optional operand
 
-MM, ADDMM = 0, 1
+MM, ADDMM, MM_ACCUMULATE = 0, 1, 2  # MM_ACCUMULATE: out += a @ W
 BINARY = {"add": 10, "sub": 11, "mul": 12, "div": 13, "maximum": 14, "minimum": 15}
 UNARY = {
     "neg": 20,

@@ -8,7 +8,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from .engine import InputKinds
+from .engine import InputKinds, engine_takes
 from .interpret import run_nodes
 from .loop_step import LoopStep
 from .recurrence import Recurrence, forward_loop
@@ -29,6 +29,7 @@ class StepPlan:
         self.loop = LoopStep(split)
         self.inline, self.inline_loop = None, None
         self.lifted_kinds = {}  # per loop step run by run_lifted: the InputKinds of its calls
+        self.usual = {}  # per loop step: its _UsualRun, or None where run_usual cannot take it
         self.macs_per_row = _product_macs(split.hoisted_nodes + split.output_nodes, split.prog)
         if inline is not None and self.macs_per_row:
             loop = LoopStep(inline)
@@ -40,6 +41,49 @@ class StepPlan:
         if self.inline is not None and rows * self.macs_per_row <= INLINE_MACS:
             return self.inline, self.inline_loop
         return self.split, self.loop
+
+
+class _UsualRun:
+    """How a loop step that reads only xs and views of the lifted tensors (the engine's
+    ``lifted_views``) takes a call without lengths, found on its first: which xs its
+    sequences are, where each y comes from (a boundary value or an x, by position), and
+    whether the engine takes such tensors (fixed by the cache key)."""
+
+    def __init__(self, split, loop, init, xs, lifted):
+        prog = split.prog
+        self.engine = loop.engine
+        x_at = {i: k for k, i in enumerate(prog.x_in)}
+        self.seqs = [x_at[i] for i in split.loop_seq_in]
+        at = {i: (False, k) for k, i in enumerate(prog.x_in)}
+        at.update((i, (True, k)) for k, i in enumerate(split.boundary))
+        self.ys = [at[i] for i in prog.y_out]
+        self.engine_takes = engine_takes([*init, *xs, *lifted])
+
+    @staticmethod
+    def of(split, loop, init, xs, lifted) -> Optional["_UsualRun"]:
+        prog = split.prog
+        if loop.engine.lifted_views is None or loop.engine.program is None:
+            return None
+        if not set(split.boundary) | set(prog.x_in) >= set(prog.y_out):
+            return None
+        return _UsualRun(split, loop, init, xs, lifted)
+
+
+def run_usual(plan: StepPlan, init: List[Tensor], xs: List[Tensor], lifted: List[Tensor], reverse):
+    """run_plan's result for a call without lengths, from one C++ call where it can take it
+    (the loop reads only xs and views of the lifted tensors, and the engine runs these
+    tensors), else from run_plan."""
+    T, B = xs[0].shape[:2]
+    split, loop = plan.split_for(T * B)
+    usual = plan.usual.get(loop, False)
+    if usual is False:
+        usual = plan.usual[loop] = _UsualRun.of(split, loop, init, xs, lifted)
+    if usual is not None and usual.engine_takes and B:
+        outs = usual.engine.run_prepared(init, [xs[k] for k in usual.seqs], lifted, T, reverse)
+        if outs is not None:
+            final, boundary = outs
+            return final, [boundary[k] if from_loop else xs[k] for from_loop, k in usual.ys]
+    return run_plan(plan, init, xs, lifted, None, reverse)
 
 
 def _product_macs(nodes, prog) -> int:

@@ -35,7 +35,7 @@ def flatten(tree):
 
 def unflatten(leaves: List, spec):
     """pytree.tree_unflatten(leaves, spec), a leaf's spec giving the leaf itself."""
-    if spec.is_leaf():
+    if spec is LEAF_SPEC or spec.is_leaf():
         return leaves[0]
     key = _flat_keys.get(id(spec))
     return key[0](leaves) if key is not None else pytree.tree_unflatten(leaves, spec)
