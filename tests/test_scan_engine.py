@@ -415,7 +415,5 @@ def test_backward_reads_the_forward_products(make):
         sum(codes_opcode_list(p.codes).count(code) for code in (opcodes.MM, opcodes.ADDMM))
         for p in (plain, kept_program)
     ]
-    forward_products = sum(
-        n.op.split(".")[1] in ("mm", "addmm") for n in step_of.split.loop_nodes
-    )
+    forward_products = sum(n.op.split(".")[1] in ("mm", "addmm") for n in step_of.split.loop_nodes)
     assert products[1] == products[0] - forward_products
