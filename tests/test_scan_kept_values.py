@@ -27,8 +27,7 @@ def _last_plan():
 
 
 def _inline_accumulates(plan) -> int:
-    codes, _ = lower.lower_loop(plan.inline)
-    return codes_opcode_list(codes).count(opcodes.MM_ACCUMULATE)
+    return _inline_opcodes(plan).count(opcodes.MM_ACCUMULATE)
 
 
 @pytest.mark.usefixtures("split_mode")
@@ -73,6 +72,45 @@ def test_a_kept_sum_of_products():
 
     assert_engine_matches_runner(step, _p(2, 4), _p(5, 2, 3), [W, U])
     assert _inline_accumulates(_last_plan()) == 1
+
+
+def _inline_opcodes(plan):
+    codes, _ = lower.lower_loop(plan.inline)
+    return codes_opcode_list(codes)
+
+
+@pytest.mark.parametrize("bias_shape", [(5,), (1, 5)])
+@pytest.mark.usefixtures("split_mode")
+def test_a_bias_added_to_a_sum_of_products(bias_shape):
+    """``x @ W + h @ U + b``: the first product takes the bias as addmm's, the second adds
+    into it, and no pass adds anything (inline); hoisted, ``xW_t + h @ U + b`` as before."""
+    torch.manual_seed(5)
+    W, U, b = _p(3, 5), _p(5, 5), _p(*bias_shape)
+
+    def step(h, x):
+        h = torch.tanh(x @ W + h @ U + b)
+        return h, None
+
+    assert_engine_matches_runner(step, _p(2, 5), _p(4, 2, 3), [W, U, b])
+    ops = _inline_opcodes(_last_plan())
+    assert ops.count(opcodes.ADDMM) == 1 and ops.count(opcodes.MM_ACCUMULATE) == 1
+    assert opcodes.BINARY["add"] not in ops
+
+
+def test_a_bias_on_one_product_and_a_batch_addend():
+    """A bias added to one product folds into it; a batch value added to a product does not
+    (it is no bias), nor a product that something else reads."""
+    torch.manual_seed(6)
+    U, V, b = _p(4, 4), _p(2, 4), _p(4)
+
+    def step(h, x):
+        p = h @ U
+        h = torch.tanh(h @ U + b) + torch.sigmoid(x @ V + p) * p
+        return h, None
+
+    assert_engine_matches_runner(step, _p(3, 4), _p(5, 3, 2), [U, V, b])
+    ops = _inline_opcodes(_last_plan())
+    assert ops.count(opcodes.ADDMM) == 1 and ops.count(opcodes.MM) == 2
 
 
 @pytest.mark.parametrize(

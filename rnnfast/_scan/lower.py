@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .ir import Node, Ref
 from .lower_ops import HANDLERS
-from .opcodes import BOOL, DTYPES, MM_ACCUMULATE, VERSION, Unsupported
+from .opcodes import ADDMM, BOOL, DTYPES, MM_ACCUMULATE, VERSION, Unsupported
 from .split import SplitStep
 
 
@@ -25,14 +25,18 @@ def lower_loop(
 
 def kept_candidates(split: SplitStep) -> List[int]:
     """What the forward may keep per step so that the backward need not compute it again: the
-    loop's products by weights, their sums, and its next carries (where a node makes them).
+    loop's products by weights, their sums (a bias added), and its next carries (where a node
+    makes them).
     The backward's lowering (lower_vjp.py) picks those it reads."""
     products = [n.outs[0] for n in split.loop_nodes if n.op.split(".")[1] in ("mm", "addmm")]
     summed = set(products)
     sums = []
+    meta = split.prog.meta
     for n in split.loop_nodes:
         refs = [a.id for a in n.args if isinstance(a, Ref)]
-        if n.op == "aten.add.Tensor" and len(refs) == 2 and summed.issuperset(refs):
+        if n.op != "aten.add.Tensor" or len(refs) != 2 or not summed.intersection(refs):
+            continue
+        if summed.issuperset(refs) or not all(meta[i].batched for i in refs):  # or a bias
             summed.add(n.outs[0])
             sums.append(n.outs[0])
     made = {n.outs[0] for n in split.loop_nodes if len(n.outs) == 1}
@@ -159,10 +163,15 @@ class _LoopLowering(Lowering):
     def codes(self) -> Tuple[List[int], List[float]]:
         prog, split = self.split.prog, self.split
         ends = list(prog.carry_out) + list(split.boundary) + self.kept
-        base, accumulated = _summed_products(split.loop_nodes, ends, prog.meta)
+        base, accumulated, first_bias = _summed_products(split.loop_nodes, ends, prog.meta)
         for node in split.loop_nodes:
             out = node.outs[0]
-            if out in accumulated:  # a product added into its sum's first product
+            if out in first_bias:  # the sum's first product, its bias added as addmm's
+                slot = self._batch_slot(out)
+                bias = self._operand(Ref(first_bias[out]), self.cols[slot])
+                a, w = self._read(node.args[0].id), self._read(node.args[1].id)
+                self._emit(ADDMM, [slot], [bias, a, w])
+            elif out in accumulated:  # a product added into its sum's first product
                 self._emit(
                     MM_ACCUMULATE,
                     [self._read(base[out])],
@@ -184,16 +193,18 @@ class _LoopLowering(Lowering):
 def _summed_products(nodes: List[Node], ends: List[int], meta):
     """Sums of products that the engine computes by adding each product into the first one's
     buffer (the GEMM's beta), with no pass of their own: ``x @ W + h @ U``, d2l's gates,
-    ``cat([h, x]) @ W`` split into its two products. Where each product and partial sum is
-    read only by the sum (not kept, not an output) and every product but the first (by order)
-    is a plain mm. Returns (per sum and member: the id of the product whose buffer holds the
-    sum; the products added into it)."""
+    ``cat([h, x]) @ W`` split into its two products; and a bias vector added to such a sum, or
+    to one product, taken by the first product as ``addmm``'s. Where each product and partial
+    sum is read only by the sum (not kept, not an output) and every product but the first (by
+    order) is a plain mm. Returns (per sum and member: the id of the product whose buffer holds
+    the sum; the products added into it; per first product that takes a bias: the bias)."""
     uses: Dict[int, int] = {}
     for i in [r for n in nodes for r in n.refs] + list(ends):
         uses[i] = uses.get(i, 0) + 1
     order = {n.outs[0]: k for k, n in enumerate(nodes)}
     members: Dict[int, List[int]] = {}  # product or summed value: its products, first first
-    sums = {}  # sum id -> its two operands
+    bias: Dict[int, int] = {}  # summed value: the bias vector added to it
+    sums: Dict[int, tuple] = {}  # sum id -> its summed operands
     for n in nodes:
         name = n.op.split(".")[1]
         if name in ("mm", "addmm") and n.op.split(".")[2] == "default" and len(n.outs) == 1:
@@ -204,28 +215,47 @@ def _summed_products(nodes: List[Node], ends: List[int], meta):
         a, b = n.args
         if not (isinstance(a, Ref) and isinstance(b, Ref)) or a.id == b.id:
             continue
-        if a.id not in members or b.id not in members or uses[a.id] != 1 or uses[b.id] != 1:
-            continue
-        if not tuple(meta[a.id].shape) == tuple(meta[b.id].shape) == tuple(meta[n.outs[0]].shape):
-            continue
-        together = sorted(members[a.id] + members[b.id], key=order.get)
-        if not all(_plain_product(nodes[order[i]], meta) for i in together[1:]):
-            continue
-        members[n.outs[0]] = together
-        sums[n.outs[0]] = (a.id, b.id)
-    base, accumulated = {}, set()
+        summed = [i for i in (a.id, b.id) if i in members and uses[i] == 1]
+        shape = tuple(meta[n.outs[0]].shape)
+        if len(summed) == 2 and all(tuple(meta[i].shape) == shape for i in summed):
+            together = sorted(members[a.id] + members[b.id], key=order.get)
+            biases = [bias[i] for i in summed if i in bias]
+            if len(biases) > 1 or not all(
+                _plain_product(nodes[order[i]], meta) for i in together[1:]
+            ):
+                continue
+            if biases and not _plain_product(nodes[order[together[0]]], meta):
+                continue
+            members[n.outs[0]] = together
+            if biases:
+                bias[n.outs[0]] = biases[0]
+            sums[n.outs[0]] = (a.id, b.id)
+        elif len(summed) == 1 and tuple(meta[summed[0]].shape) == shape:
+            i = summed[0]
+            v = b.id if i == a.id else a.id
+            m = meta[v]
+            if m.batched or math.prod(m.shape) != shape[-1] or any(d != 1 for d in m.shape[:-1]):
+                continue
+            if i in bias or not _plain_product(nodes[order[members[i][0]]], meta):
+                continue
+            members[n.outs[0]] = members[i]
+            bias[n.outs[0]] = v
+            sums[n.outs[0]] = (i,)
+    base, accumulated, first_bias = {}, set(), {}
     for s in reversed(list(sums)):  # outermost first: the inner sums are part of it
         if s in base:
             continue
         first = members[s][0]
         base[s] = first
+        if s in bias:
+            first_bias[first] = bias[s]
         stack = list(sums[s])
         while stack:
             i = stack.pop()
             base[i] = first
             stack += sums.get(i, ())
         accumulated.update(members[s][1:])
-    return base, accumulated
+    return base, accumulated, first_bias
 
 
 def _plain_product(node: Node, meta) -> bool:
