@@ -9,6 +9,7 @@ import torch
 from torch._C._functorch import peek_interpreter_stack
 
 from . import cache
+from .cache import shortcuts_by_code
 from .capture import StepCaptures
 from .errors import ScanTraceError
 from .loop import python_loop
@@ -67,12 +68,12 @@ def _scan(combine_fn, init, xs, dim, reverse, lengths, fallback):
     code = combine_fn.__code__ if type(combine_fn) in _STEP_TYPES else None
     usual = dim == 0 and lengths is None and type(reverse) is bool and fallback in (None, "loop")
     if usual and peek_interpreter_stack() is None:
-        for short in cache.shortcuts(code):
+        for short in shortcuts_by_code.get(code, ()):
             matched = short.inputs(combine_fn, init, xs)
             if matched is not None:
                 cache.used(short)
                 lifted, init_leaves, x_leaves = matched
-                final, ys = run_usual(short.plan, init_leaves, x_leaves, lifted, reverse)
+                final, ys = run_usual(short.plan, init_leaves, x_leaves, lifted, reverse, True)
                 return _finish(short.plan, final, ys, short.init_spec, dim)
     inputs = check_inputs(combine_fn, init, xs, dim, reverse, lengths, fallback)
     if inputs is None:  # no xs leaves: torch.scan's shortcut
@@ -112,7 +113,7 @@ def _scan(combine_fn, init, xs, dim, reverse, lengths, fallback):
 
 def _finish(plan, final, ys, init_spec, dim):
     """run_plan's results as the caller's trees."""
-    if any(plan.y_none):
+    if plan.any_y_none:
         it = iter(ys)
         ys = [None if none else next(it) for none in plan.y_none]
     return _results(final, init_spec, ys, plan.y_spec, dim)

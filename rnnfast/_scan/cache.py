@@ -22,17 +22,14 @@ def trace_count() -> int:
 
 def clear_cache() -> None:
     _entries.clear()
-    _shortcuts.clear()
+    shortcuts_by_code.clear()
 
 
 # Per step code, the shortcuts (shortcut.py) of its last calls that went the whole way, the
-# latest first: a few, for a step made with different shapes (the layers of a stack).
-_shortcuts: dict = {}
+# latest first: a few, for a step made with different shapes (the layers of a stack). Read
+# by every call (api.py), which looks it up itself: ``shortcuts_by_code.get(code, ())``.
+shortcuts_by_code: dict = {}
 _SHORTCUTS_PER_CODE = 4
-
-
-def shortcuts(code) -> tuple:
-    return _shortcuts.get(code, ())
 
 
 def used(entry) -> None:
@@ -47,10 +44,10 @@ def add_shortcut(code, entry) -> None:
     """Keeps entry (a Shortcut; None: nothing) for the next calls of code."""
     if entry is None:
         return
-    kept = [s for s in _shortcuts.pop(code, ()) if s.key != entry.key]
-    _shortcuts[code] = (entry, *kept[: _SHORTCUTS_PER_CODE - 1])
-    if len(_shortcuts) > _MAX_ENTRIES:
-        del _shortcuts[next(iter(_shortcuts))]
+    kept = [s for s in shortcuts_by_code.pop(code, ()) if s.key != entry.key]
+    shortcuts_by_code[code] = (entry, *kept[: _SHORTCUTS_PER_CODE - 1])
+    if len(shortcuts_by_code) > _MAX_ENTRIES:
+        del shortcuts_by_code[next(iter(shortcuts_by_code))]
 
 
 def signature(lifted, init_leaves, init_spec, x_leaves, x_spec) -> tuple:

@@ -75,6 +75,12 @@ def runnable_now(tensors: List[Tensor]) -> bool:
     return not any(is_functorch_wrapped_tensor(t) for t in tensors)
 
 
+def runnable_plain() -> bool:
+    """runnable_now for tensors that are exactly torch.Tensor or nn.Parameter, outside
+    functorch's transforms (the shortcut's): only the modes can stop the op."""
+    return not (torch.is_autocast_enabled("cpu") or torch._C._is_torch_function_mode_enabled())
+
+
 class InputKinds:
     """What a cache entry's key fixes about a call's carry, sequences and lifted tensors: whether
     the engine takes them (``engine_takes``) and whether any requires grad."""
@@ -158,14 +164,13 @@ class LoopEngine:
         _state["runs"] += 1
         return final, boundary
 
-    def run_prepared(self, carry, seqs, lifted, T: int, reverse: bool):
+    def run_prepared(self, carry, seqs, lifted, T: int, reverse: bool, plain: bool = False):
         """run_lifted without a mask, for tensors the engine takes (engine_takes) and a batch
-        of at least one: one call of the loop's _C.PreparedScan."""
-        if (
-            self.program is None
-            or not _state["enabled"]
-            or not runnable_now([*carry, *seqs, *lifted])
-        ):
+        of at least one: one call of the loop's _C.PreparedScan. ``plain``: the tensors are
+        exactly torch.Tensor or nn.Parameter, outside functorch's transforms."""
+        if self.program is None or not _state["enabled"]:
+            return None
+        if not (runnable_plain() if plain else runnable_now([*carry, *seqs, *lifted])):
             return None
         outs = (self._prepared or self._prepared_call())(carry, seqs, lifted, T, reverse)
         if outs is not None:

@@ -26,6 +26,7 @@ class StepPlan:
     def __init__(self, split, y_spec, y_none, inline=None):
         self.split = split
         self.y_spec, self.y_none = y_spec, y_none
+        self.any_y_none = any(y_none)
         self.loop = LoopStep(split)
         self.inline, self.inline_loop = None, None
         self.lifted_kinds = {}  # per loop step run by run_lifted: the InputKinds of its calls
@@ -57,6 +58,9 @@ class _UsualRun:
         at = {i: (False, k) for k, i in enumerate(prog.x_in)}
         at.update((i, (True, k)) for k, i in enumerate(split.boundary))
         self.ys = [at[i] for i in prog.y_out]
+        # The usual cases: the loop reads xs in order; the ys are its boundary values in order.
+        self.seqs_are_xs = self.seqs == list(range(len(prog.x_in)))
+        self.ys_are_boundary = self.ys == [(True, k) for k in range(len(split.boundary))]
         self.engine_takes = engine_takes([*init, *xs, *lifted])
 
     @staticmethod
@@ -69,19 +73,23 @@ class _UsualRun:
         return _UsualRun(split, loop, init, xs, lifted)
 
 
-def run_usual(plan: StepPlan, init: List[Tensor], xs: List[Tensor], lifted: List[Tensor], reverse):
+def run_usual(plan: StepPlan, init, xs, lifted, reverse, plain: bool = False):
     """run_plan's result for a call without lengths, from one C++ call where it can take it
     (the loop reads only xs and views of the lifted tensors, and the engine runs these
-    tensors), else from run_plan."""
-    T, B = xs[0].shape[:2]
+    tensors), else from run_plan. ``plain``: as LoopEngine.run_prepared's."""
+    x = xs[0]
+    T, B = x.shape[0], x.shape[1]
     split, loop = plan.split_for(T * B)
     usual = plan.usual.get(loop, False)
     if usual is False:
         usual = plan.usual[loop] = _UsualRun.of(split, loop, init, xs, lifted)
     if usual is not None and usual.engine_takes and B:
-        outs = usual.engine.run_prepared(init, [xs[k] for k in usual.seqs], lifted, T, reverse)
+        seqs = xs if usual.seqs_are_xs else [xs[k] for k in usual.seqs]
+        outs = usual.engine.run_prepared(init, seqs, lifted, T, reverse, plain)
         if outs is not None:
             final, boundary = outs
+            if usual.ys_are_boundary:
+                return final, boundary
             return final, [boundary[k] if from_loop else xs[k] for from_loop, k in usual.ys]
     return run_plan(plan, init, xs, lifted, None, reverse)
 
