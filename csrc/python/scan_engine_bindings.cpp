@@ -78,8 +78,8 @@ void bind_scan_engine(pybind11::module_& m) {
                                        "fixed (csrc/scan/prepared_scan.h)")
       .def(pybind11::init<int64_t, int64_t, int64_t, int64_t, std::vector<int64_t>,
                           std::optional<std::vector<int64_t>>>(),
-           "program"_a, "keeping_program"_a, "backward_program"_a, "boundary"_a,
-           "weight_views"_a, "backward_weight_sources"_a)
+           "program"_a, "keeping_program"_a, "backward_program"_a, "boundary"_a, "weight_views"_a,
+           "backward_weight_sources"_a)
       .def(
           "__call__",
           [](const scan::PreparedScan& self, const std::vector<at::Tensor>& carry,

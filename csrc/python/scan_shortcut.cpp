@@ -111,7 +111,8 @@ py::object shortcut_inputs(py::tuple spec, py::handle fn, py::handle init, py::h
   }
   const py::tuple cells = spec[0], names = spec[1], globals = spec[2];
   PyObject* closure = PyFunction_GET_CLOSURE(f);
-  const Py_ssize_t n_cells = closure == nullptr || closure == Py_None ? 0 : PyTuple_GET_SIZE(closure);
+  const Py_ssize_t n_cells =
+      closure == nullptr || closure == Py_None ? 0 : PyTuple_GET_SIZE(closure);
   if (n_cells != static_cast<Py_ssize_t>(cells.size())) return py::none();
   py::list lifted;
   for (Py_ssize_t i = 0; i < n_cells; ++i) {
@@ -140,7 +141,8 @@ py::object shortcut_inputs(py::tuple spec, py::handle fn, py::handle init, py::h
     return py::none();
   }
   PyObject* expected = spec[5].ptr();
-  if (!PyBytes_Check(expected) || PyBytes_GET_SIZE(expected) != static_cast<Py_ssize_t>(key.size()) ||
+  if (!PyBytes_Check(expected) ||
+      PyBytes_GET_SIZE(expected) != static_cast<Py_ssize_t>(key.size()) ||
       std::memcmp(PyBytes_AS_STRING(expected), key.data(), key.size()) != 0) {
     return py::none();
   }

@@ -41,8 +41,7 @@ std::optional<std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>>> Prepa
     call.steps = steps;
     call.reverse = reverse;
     std::vector<at::Tensor> outs = run_differentiable(call, carry, seqs, lifted, {});
-    std::vector<at::Tensor> boundary(outs.begin() + static_cast<int64_t>(carry.size()),
-                                     outs.end());
+    std::vector<at::Tensor> boundary(outs.begin() + static_cast<int64_t>(carry.size()), outs.end());
     outs.resize(carry.size());
     return std::make_pair(std::move(outs), std::move(boundary));
   }

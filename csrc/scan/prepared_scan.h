@@ -22,8 +22,8 @@ class PreparedScan {
   // the backward reads (program itself where that is nothing); backward_program: the
   // backward's handle, or -1 where it is not lowered yet; boundary: how many boundary values
   // the caller gets. weight_views, backward_weight_sources: as DifferentiableScan's.
-  PreparedScan(int64_t program, int64_t keeping_program, int64_t backward_program,
-               int64_t boundary, std::vector<int64_t> weight_views,
+  PreparedScan(int64_t program, int64_t keeping_program, int64_t backward_program, int64_t boundary,
+               std::vector<int64_t> weight_views,
                std::optional<std::vector<int64_t>> backward_weight_sources);
 
   // carry: [B, cols] each; seqs: [steps, B, cols] each; lifted: the step's lifted tensors.
