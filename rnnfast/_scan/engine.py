@@ -93,14 +93,14 @@ class InputKinds:
 class LoopEngine:
     """The loop part of a split step lowered for the C++ engine, or unusable (``program`` None)
     where the lowering found something it has no opcode for. Under autograd the forward also
-    keeps per step what the backward reads instead of computing again (its products, its
+    keeps per step what the backward reads instead of computing again (products, their sums,
     next carries: lower.kept_candidates)."""
 
     def __init__(self, split):
         self.split = split
         self.program = self.keeping_program = None  # handles of registered programs
         self.kept_candidates = kept_candidates(split)
-        self.backward_programs = {}  # by whether the forward keeps its products: (lowered, handle)
+        self.backward_programs = {}  # by whether the forward may keep values: (lowered, handle)
         # The loop's weights as views of the lifted tensors (lower.loop_weight_views), where
         # the loop reads only those and xs (no hoisted or output part).
         x_in = set(split.prog.x_in)

@@ -25,9 +25,8 @@ def lower_loop(
 
 def kept_candidates(split: SplitStep) -> List[int]:
     """What the forward may keep per step so that the backward need not compute it again: the
-    loop's products by weights, their sums (a bias added), and its next carries (where a node
-    makes them).
-    The backward's lowering (lower_vjp.py) picks those it reads."""
+    loop's products by weights, their sums (with a bias or not), and its next carries (where a
+    node makes them). The backward's lowering (lower_vjp.py) picks those it reads."""
     products = [n.outs[0] for n in split.loop_nodes if n.op.split(".")[1] in ("mm", "addmm")]
     summed = set(products)
     sums = []
