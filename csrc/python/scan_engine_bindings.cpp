@@ -7,6 +7,23 @@
 #include "gil_release.h"
 
 namespace rnnfast {
+namespace {
+
+// What GilReleasedForLargeCalls weighs for a scan call: steps times the batch, and the
+// weights' elements.
+struct CallSize {
+  int64_t rows = 0, weight_elements = 0;
+};
+
+CallSize call_size(int64_t steps, const std::vector<at::Tensor>& carry,
+                   const std::vector<at::Tensor>& weights) {
+  CallSize size;
+  for (const at::Tensor& w : weights) size.weight_elements += w.numel();
+  size.rows = carry.empty() || carry[0].dim() == 0 ? 0 : steps * carry[0].size(0);
+  return size;
+}
+
+}  // namespace
 
 void bind_scan_engine(pybind11::module_& m) {
   using namespace pybind11::literals;
@@ -38,10 +55,8 @@ void bind_scan_engine(pybind11::module_& m) {
          const std::vector<at::Tensor>& weights, const std::optional<at::Tensor>& mask,
          int64_t steps, bool reverse, bool keep_states, bool gradient,
          const std::optional<std::vector<int64_t>>& weight_views) {
-        int64_t weight_elements = 0;
-        for (const at::Tensor& w : weights) weight_elements += w.numel();
-        const int64_t batch = carry.empty() || carry[0].dim() == 0 ? 0 : carry[0].size(0);
-        const GilReleasedForLargeCalls gil(steps * batch, weight_elements);
+        const CallSize size = call_size(steps, carry, weights);
+        const GilReleasedForLargeCalls gil(size.rows, size.weight_elements);
         return scan::scan_run_op().call(program, carry, seqs,
                                         scan::program_weights(weight_views, weights), mask,
                                         c10::SymInt(steps), reverse, keep_states, gradient);
@@ -60,10 +75,8 @@ void bind_scan_engine(pybind11::module_& m) {
          const std::optional<std::vector<int64_t>>& backward_weight_sources,
          const std::vector<at::Tensor>& backward_weights, const std::optional<at::Tensor>& mask,
          int64_t steps, bool reverse) {
-        int64_t weight_elements = 0;
-        for (const at::Tensor& w : weights) weight_elements += w.numel();
-        const int64_t batch = carry.empty() || carry[0].dim() == 0 ? 0 : carry[0].size(0);
-        const GilReleasedForLargeCalls gil(steps * batch, weight_elements);
+        const CallSize size = call_size(steps, carry, weights);
+        const GilReleasedForLargeCalls gil(size.rows, size.weight_elements);
         return scan::run_differentiable({program, backward_program, boundary, weight_views,
                                          backward_weight_sources, mask, steps, reverse},
                                         carry, seqs, weights, backward_weights);
@@ -85,12 +98,10 @@ void bind_scan_engine(pybind11::module_& m) {
           [](const scan::PreparedScan& self, const std::vector<at::Tensor>& carry,
              const std::vector<at::Tensor>& seqs, const std::vector<at::Tensor>& lifted,
              int64_t steps, bool reverse) -> pybind11::object {
-            int64_t weight_elements = 0;
-            for (const at::Tensor& w : lifted) weight_elements += w.numel();
-            const int64_t batch = carry.empty() || carry[0].dim() == 0 ? 0 : carry[0].size(0);
+            const CallSize size = call_size(steps, carry, lifted);
             std::optional<std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>>> out;
             {
-              const GilReleasedForLargeCalls gil(steps * batch, weight_elements);
+              const GilReleasedForLargeCalls gil(size.rows, size.weight_elements);
               out = self.run(carry, seqs, lifted, steps, reverse);
             }
             if (!out.has_value()) return pybind11::none();

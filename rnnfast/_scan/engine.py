@@ -151,8 +151,6 @@ class LoopEngine:
         ``inputs``: what the cache key fixed about carry, seqs and lifted."""
         if not inputs.engine_takes or not self._ready(carry):
             return None
-        if mask is None:
-            return self.run_prepared(carry, seqs, lifted, T, reverse)
         if not runnable_now([*carry, *seqs, *lifted]):
             return None
         if inputs.requires_grad and torch.is_grad_enabled():
@@ -165,9 +163,11 @@ class LoopEngine:
         return final, boundary
 
     def run_prepared(self, carry, seqs, lifted, T: int, reverse: bool, plain: bool = False):
-        """run_lifted without a mask, for tensors the engine takes (engine_takes) and a batch
-        of at least one: one call of the loop's _C.PreparedScan. ``plain``: the tensors are
-        exactly torch.Tensor or nn.Parameter, outside functorch's transforms."""
+        """run_lifted's result for a call without a mask (runner.run_usual's), for tensors the
+        engine takes (engine_takes) and a batch of at least one: one call of the loop's
+        _C.PreparedScan; None where that cannot run (run_plan then runs the call).
+        ``plain``: the tensors are exactly torch.Tensor or nn.Parameter, outside functorch's
+        transforms."""
         if self.program is None or not _state["enabled"]:
             return None
         if not (runnable_plain() if plain else runnable_now([*carry, *seqs, *lifted])):
@@ -178,8 +178,8 @@ class LoopEngine:
         return outs
 
     def _prepared_call(self):
-        """The _C.PreparedScan of run_lifted's calls without a mask, made again once the
-        backward program is lowered (before that, a call under autograd gives None)."""
+        """run_prepared's _C.PreparedScan, made again once the backward program is lowered
+        (before that, a call under autograd gives None)."""
         if self._prepared is None:
             lowered, backward = self.backward_programs.get(bool(self.kept_candidates)) or (None, -1)
             if lowered is None or lowered.weight_sources is None:
