@@ -31,4 +31,9 @@ LayerSizes check_backward_args(const std::optional<at::Tensor>& grad_output,
                                const std::optional<at::Tensor>& lengths, const at::Tensor& output,
                                const at::Tensor& saved, const std::string& cell, bool batch_first);
 
+// rnnfast::mm's arguments, as torch.addmm checks them: self [M, K] and mat2 [K, N] of one dtype
+// and device, bias (if given) of theirs too and broadcastable to [M, N].
+void check_mm_args(const at::Tensor& self, const at::Tensor& mat2,
+                   const std::optional<at::Tensor>& bias);
+
 }  // namespace rnnfast

@@ -51,6 +51,15 @@ inline const c10::TypedOperatorHandle<LayersSignature>& layers_op() {
   return op;
 }
 
+using MmSignature = at::Tensor(const at::Tensor&, const at::Tensor&,
+                               const std::optional<at::Tensor>&);
+
+inline const c10::TypedOperatorHandle<MmSignature>& mm_op() {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("rnnfast::mm", "").typed<MmSignature>();
+  return op;
+}
+
 // need_saved for a forward called from C++ (a direct entry, a stack of layers): whether to keep
 // what only a backward reads where the Autograd kernel records no graph (where it records one,
 // it keeps it anyway). Under torch.jit.trace, false: the trace bakes the flag into its graph,

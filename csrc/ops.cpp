@@ -1,6 +1,6 @@
 // The op schemas. Backends register kernels with TORCH_LIBRARY_IMPL(rnnfast, <key>, m);
 // autograd.cpp registers the Autograd kernel, rnnfast/_ops.py the fake kernels; the scan op's
-// kernels are in scan/scan_ops.cpp.
+// kernels are in scan/scan_ops.cpp, mm's in cpu/mm_cpu.cpp and dispatch/mm_dispatch.cpp.
 #include <torch/library.h>
 
 TORCH_LIBRARY(rnnfast, m) {
@@ -42,4 +42,9 @@ TORCH_LIBRARY(rnnfast, m) {
       "scan_run(int program, Tensor[] carry, Tensor[] seqs, Tensor[] weights, Tensor? mask, "
       "SymInt steps, bool reverse, bool keep_states, bool gradient) -> (Tensor[] final_carry, "
       "Tensor[] boundary, Tensor[] states, Tensor[] accumulators)");
+  // self [M, K] @ mat2 [K, N] (+ bias, broadcastable to [M, N]) -> [M, N], as torch.addmm:
+  // rnnfast.scan's products over all steps' rows at once (its hoisted and output parts). The
+  // CPU kernel (cpu/mm_cpu.cpp) runs the engine's GEMM, which runs float32 on rnnfast's panels
+  // where they beat the BLAS; other backends run ATen's (dispatch/mm_dispatch.cpp).
+  m.def("mm(Tensor self, Tensor mat2, Tensor? bias=None) -> Tensor");
 }

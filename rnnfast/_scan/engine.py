@@ -81,6 +81,20 @@ def runnable_plain() -> bool:
     return not (torch.is_autocast_enabled("cpu") or torch._C._is_torch_function_mode_enabled())
 
 
+def products_on_engine(tensors: List[Tensor]) -> bool:
+    """Whether the parts over all steps' rows run their products as rnnfast::mm, on the CPU
+    engine's GEMM: with the engine on, for CPU float32 or float64 tensors that the ATen ops
+    would run as they are (runnable_now)."""
+    first = tensors[0]
+    return (
+        _state["enabled"]
+        and first.is_cpu
+        and first.dtype in (torch.float32, torch.float64)
+        and engine_takes(tensors)
+        and runnable_now(tensors)
+    )
+
+
 class InputKinds:
     """What a cache entry's key fixes about a call's carry, sequences and lifted tensors: whether
     the engine takes them (``engine_takes``) and whether any requires grad."""

@@ -1,5 +1,6 @@
 """Runs IR nodes with ATen ops: the reference runner's one way of executing every part."""
 
+import dataclasses
 from typing import Callable, Dict, List
 
 from .ir import BATCH, Node, Ref, torch_op
@@ -65,3 +66,21 @@ def run_nodes(nodes: List[Node], env: dict, batch: int) -> None:
         else:
             for o, v in zip(node.outs, out):
                 env[o] = v
+
+
+# The products that rnnfast::mm runs (self, mat2, bias), by the argument positions in ATen's.
+_ENGINE_PRODUCTS = {"aten.mm.default": (0, 1), "aten.addmm.default": (1, 2, 0)}
+
+
+def engine_products(nodes: List[Node]) -> List[Node]:
+    """``nodes`` with their products (mm, and addmm without scaling) as rnnfast::mm, which runs
+    them on the CPU engine's GEMM: for the parts over all steps' rows at once."""
+    out = []
+    for node in nodes:
+        order = _ENGINE_PRODUCTS.get(node.op)
+        if order is not None and not node.kwargs and len(node.args) == len(order):
+            node = dataclasses.replace(
+                node, op="rnnfast.mm.default", args=tuple(node.args[k] for k in order)
+            )
+        out.append(node)
+    return out

@@ -8,8 +8,8 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from .engine import InputKinds, engine_takes
-from .interpret import run_nodes
+from .engine import InputKinds, engine_takes, products_on_engine
+from .interpret import engine_products, run_nodes
 from .loop_step import LoopStep
 from .recurrence import Recurrence, forward_loop
 
@@ -32,10 +32,22 @@ class StepPlan:
         self.lifted_kinds = {}  # per loop step run by run_lifted: the InputKinds of its calls
         self.usual = {}  # per loop step: its _UsualRun, or None where run_usual cannot take it
         self.macs_per_row = _product_macs(split.hoisted_nodes + split.output_nodes, split.prog)
+        # The hoisted and output parts with their products on the engine's GEMM.
+        self.engine_parts = (
+            engine_products(split.hoisted_nodes),
+            engine_products(split.output_nodes),
+        )
         if inline is not None and self.macs_per_row:
             loop = LoopStep(inline)
             if loop.engine.program is not None:
                 self.inline, self.inline_loop = inline, loop
+
+    def parts(self, split, tensors: List[Tensor]):
+        """(hoisted, output) nodes of ``split`` (of split_for) to run over these tensors."""
+        if split is self.split and (split.hoisted_nodes or split.output_nodes):
+            if products_on_engine(tensors):
+                return self.engine_parts
+        return split.hoisted_nodes, split.output_nodes
 
     def split_for(self, rows: int):
         """(split, loop step) to run a call of ``rows`` = T*B rows with."""
@@ -135,9 +147,10 @@ def run_plan(
         if kinds is None:  # fixed by the cache key, so found on the entry's first call
             kinds = plan.lifted_kinds[loop] = InputKinds([*init, *seqs, *weights])
         outs = loop.engine.run_lifted(loop, list(init), seqs, weights, T, mask, reverse, kinds)
+    hoisted, output = plan.parts(split, [*init, *xs, *weights])
     if outs is None:
         env = _lifted_env(prog, weights)
-        final, boundary = _run_loop(split, loop, env, init, xs, by_id, T, B, mask, reverse)
+        final, boundary = _run_loop(split, loop, env, hoisted, init, xs, by_id, T, B, mask, reverse)
     else:
         final, boundary = outs
         env = None
@@ -145,11 +158,11 @@ def run_plan(
         return final, []
     values = dict(zip(split.boundary, boundary))  # [T, B, ...] each
     values.update(by_id)
-    if split.output_nodes or not values.keys() >= set(prog.y_out):
+    if output or not values.keys() >= set(prog.y_out):
         env = _lifted_env(prog, weights) if env is None else env
         for i, b in zip(split.boundary, boundary):
             env[i] = _rows(b, T, B)
-        run_nodes(split.output_nodes, env, T * B)
+        run_nodes(output, env, T * B)
         values.update((i, env[i].reshape(T, B, *env[i].shape[1:])) for i in prog.y_out if i in env)
     ys = [values[i] for i in prog.y_out]
     if mask is not None:
@@ -165,16 +178,17 @@ def _lifted_env(prog, weights: List[Tensor]) -> dict:
     return env
 
 
-def _run_loop(split, loop, env, init, xs, by_id, T, B, mask, reverse):
+def _run_loop(split, loop, env, hoisted, init, xs, by_id, T, B, mask, reverse):
     """(final carry, boundary values) of the loop part, its weights and sequences made by the
-    weights and hoisted parts (env: the lifted tensors and constants by id)."""
+    weights and hoisted parts (env: the lifted tensors and constants by id; hoisted: the
+    hoisted part's nodes as StepPlan.parts gives them)."""
     prog = split.prog
     if split.weight_nodes:
         run_nodes(split.weight_nodes, env, B)
     if split.hoisted_nodes or split.output_nodes:
         for i, x in zip(prog.x_in, xs):
             env[i] = _rows(x, T, B)
-        run_nodes(split.hoisted_nodes, env, T * B)
+        run_nodes(hoisted, env, T * B)
     seqs = [
         by_id[i] if i in by_id else env[i].view(T, B, *env[i].shape[1:]) for i in split.loop_seq_in
     ]
