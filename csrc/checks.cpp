@@ -183,8 +183,9 @@ void check_mm_args(const at::Tensor& self, const at::Tensor& mat2,
                    const std::optional<at::Tensor>& bias) {
   TORCH_CHECK(self.dim() == 2, "rnnfast.mm: self must be a matrix; got shape ", shape_of(self));
   TORCH_CHECK(mat2.dim() == 2, "rnnfast.mm: mat2 must be a matrix; got shape ", shape_of(mat2));
-  TORCH_CHECK(self.size(1) == mat2.size(0), "rnnfast.mm: self and mat2 shapes cannot be multiplied (",
-              shape_of(self), " and ", shape_of(mat2), ")");
+  TORCH_CHECK(self.size(1) == mat2.size(0),
+              "rnnfast.mm: self and mat2 shapes cannot be multiplied (", shape_of(self), " and ",
+              shape_of(mat2), ")");
   TORCH_CHECK(mat2.scalar_type() == self.scalar_type(),
               "rnnfast.mm: mat2 must have the dtype of self (", self.scalar_type(), "); got ",
               mat2.scalar_type());
@@ -198,8 +199,8 @@ void check_mm_args(const at::Tensor& self, const at::Tensor& mat2,
               self.device(), "); got ", bias->device());
   const std::array<int64_t, 2> out{self.size(0), mat2.size(1)};
   TORCH_CHECK(bias->dim() <= 2 && at::is_expandable_to(bias->sizes(), out),
-              "rnnfast.mm: bias must be broadcastable to the product's shape ", at::IntArrayRef(out),
-              "; got ", shape_of(*bias));
+              "rnnfast.mm: bias must be broadcastable to the product's shape ",
+              at::IntArrayRef(out), "; got ", shape_of(*bias));
 }
 
 }  // namespace rnnfast

@@ -43,8 +43,10 @@ LAYOUTS = ["rows", "columns", "strided", "broadcast"]
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("M,K,N", SIZES)
-@pytest.mark.parametrize("layouts", [("rows", "rows"), ("columns", "columns"),
-                                     ("strided", "columns"), ("broadcast", "strided")])
+@pytest.mark.parametrize(
+    "layouts",
+    [("rows", "rows"), ("columns", "columns"), ("strided", "columns"), ("broadcast", "strided")],
+)
 @pytest.mark.parametrize("bias_shape", [None, "N", "1N", "M1", "MN", "scalar"])
 def test_matches_addmm(device, dtype, M, K, N, layouts, bias_shape):
     g = torch.Generator().manual_seed(M * 1000 + K * 10 + N)
@@ -93,7 +95,9 @@ def test_gradcheck(device, with_bias):
     assert torch.autograd.gradgradcheck(lambda *t: MM(*t), args)
 
 
-@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True)])
+@pytest.mark.parametrize(
+    "needs", [(True, False, False), (False, True, False), (False, False, True)]
+)
 def test_gradients_only_of_what_requires_them(needs):
     """Each operand is kept only for the other's gradient; what does not require grad gets
     none."""
@@ -137,7 +141,11 @@ def test_compiles_without_a_graph_break():
         (((2, 3), (3, 4), None), (torch.float32, torch.float64, None), "mat2 must have the dtype"),
         (((2, 3), (3, 4), (3,)), None, r"bias must be broadcastable to .*\[2, 4\]; got \[3\]"),
         (((2, 3), (3, 4), (1, 2, 4)), None, r"bias must be broadcastable"),
-        (((2, 3), (3, 4), (4,)), (torch.float32,) * 2 + (torch.float64,), "bias must have the dtype"),
+        (
+            ((2, 3), (3, 4), (4,)),
+            (torch.float32,) * 2 + (torch.float64,),
+            "bias must have the dtype",
+        ),
     ],
 )
 def test_errors_name_the_argument(shapes, dtypes, message):

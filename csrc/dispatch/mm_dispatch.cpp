@@ -32,10 +32,9 @@ class MmFunction : public torch::autograd::Function<MmFunction> {
                         const optional<Tensor>& bias) {
     at::AutoDispatchBelowADInplaceOrView guard;
     // Each operand serves only the other's gradient.
-    ctx->save_for_backward({mat2.requires_grad() ? self : Tensor(),
-                            self.requires_grad() ? mat2 : Tensor()});
-    ctx->saved_data["bias_sizes"] =
-        bias.has_value() ? bias->sizes().vec() : std::vector<int64_t>{};
+    ctx->save_for_backward(
+        {mat2.requires_grad() ? self : Tensor(), self.requires_grad() ? mat2 : Tensor()});
+    ctx->saved_data["bias_sizes"] = bias.has_value() ? bias->sizes().vec() : std::vector<int64_t>{};
     ctx->saved_data["has_bias"] = bias.has_value();
     return mm_op().call(self, mat2, bias);
   }
@@ -61,8 +60,6 @@ Tensor mm_autograd(const Tensor& self, const Tensor& mat2, const optional<Tensor
 }  // namespace
 }  // namespace rnnfast
 
-TORCH_LIBRARY_IMPL(rnnfast, CompositeExplicitAutograd, m) {
-  m.impl("mm", &rnnfast::mm_aten);
-}
+TORCH_LIBRARY_IMPL(rnnfast, CompositeExplicitAutograd, m) { m.impl("mm", &rnnfast::mm_aten); }
 
 TORCH_LIBRARY_IMPL(rnnfast, Autograd, m) { m.impl("mm", &rnnfast::mm_autograd); }
