@@ -35,7 +35,9 @@ def operand(rows, cols, layout, dtype, device, g):
     return torch.randn(1, cols, generator=g, dtype=dtype).to(device).expand(rows, cols)
 
 
-SIZES = [(1, 1, 1), (7, 5, 3), (37, 19, 23), (130, 67, 45), (9, 300, 17), (64, 33, 270)]
+# The last sums over K past the engine's blocks of a transposed A (gemm_cpu.cpp: 512), with a
+# partial last block.
+SIZES = [(1, 1, 1), (7, 5, 3), (37, 19, 23), (130, 67, 45), (9, 300, 17), (64, 33, 270), (40, 1100, 37)]
 LAYOUTS = ["rows", "columns", "strided", "broadcast"]
 
 
@@ -59,7 +61,11 @@ def test_matches_addmm(device, dtype, M, K, N, layouts, bias_shape):
     got = MM(a, b, bias)
     expected = a.double() @ b.double() + (0 if bias is None else bias.double())
     assert got.shape == (M, N) and got.dtype == dtype and got.is_contiguous()
-    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    # Rounding grows with the number of summed products K.
+    scale = max(K, 1) ** 0.5
+    tol = dict(rtol=1e-12, atol=1e-13 * scale)
+    if dtype == torch.float32:
+        tol = dict(rtol=1e-5, atol=1e-5 * scale)
     torch.testing.assert_close(got.double(), expected, **tol, msg=lambda m: f"{layouts}: {m}")
 
 

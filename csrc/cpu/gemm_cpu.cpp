@@ -50,6 +50,12 @@ constexpr int64_t kPackUses = 4;
 // its multiply-adds, where MKL's generic path runs such mid-sized products (a small layer's
 // input projection, dx and weight gradients) well below its rate.
 constexpr int64_t kPanelRows = 8;
+// ... where A is transposed (a weight gradient's dG^T), in blocks of at most this many of the
+// summed dimension K, each adding into C: each row block of A is then read as strided
+// columns of one block, which stay in cache for the next rows. Unblocked, a weight gradient
+// summed over all steps (K = T * B = 6400) ran at a third of MKL's rate on the EPYC; blocking
+// a product whose A is not transposed only adds passes over C (dx at K = 1024: 1.2x the time).
+constexpr int64_t kTransposedPanelDepth = 512;
 
 bool fits_int(std::initializer_list<int64_t> values) {
   for (int64_t v : values) {
@@ -144,7 +150,13 @@ void gemm(int64_t M, int64_t N, int64_t K, MatrixRef<T> A, MatrixRef<T> B, float
       // The operand B is copied into panels for this product alone: worth it where many rows
       // of A reuse it (small dense products went to small_gemm above).
       if (M >= kPanelRows) {
-        PanelMatrix(N, K, B).multiply(M, A, beta == 1.f, C, ldc);
+        const int64_t block = A.trans ? kTransposedPanelDepth : K;
+        for (int64_t k0 = 0; k0 < K; k0 += block) {
+          const int64_t depth = std::min(block, K - k0);
+          const MatrixRef<float> A_block{A.data + (A.trans ? k0 * A.ld : k0), A.ld, A.trans};
+          const MatrixRef<float> B_block{B.data + (B.trans ? k0 : k0 * B.ld), B.ld, B.trans};
+          PanelMatrix(N, depth, B_block).multiply(M, A_block, beta == 1.f || k0 > 0, C, ldc);
+        }
         return;
       }
       // Fewer rows read B once or twice as it lies, at the speed its reading allows, where
