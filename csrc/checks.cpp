@@ -198,7 +198,7 @@ void check_mm_args(const at::Tensor& self, const at::Tensor& mat2,
   TORCH_CHECK(bias->device() == self.device(), "rnnfast.mm: bias must be on the device of self (",
               self.device(), "); got ", bias->device());
   const std::array<int64_t, 2> out{self.size(0), mat2.size(1)};
-  TORCH_CHECK(bias->dim() <= 2 && at::is_expandable_to(bias->sizes(), out),
+  TORCH_CHECK(bias->dim() <= 2 && at::is_expandable_to(bias->sizes(), at::IntArrayRef(out)),
               "rnnfast.mm: bias must be broadcastable to the product's shape ",
               at::IntArrayRef(out), "; got ", shape_of(*bias));
 }
