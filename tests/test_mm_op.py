@@ -37,8 +37,15 @@ def operand(rows, cols, layout, dtype, device, g):
 
 # The last sums over K past the engine's blocks of a transposed A (gemm_cpu.cpp: 512), with a
 # partial last block.
-SIZES = [(1, 1, 1), (7, 5, 3), (37, 19, 23), (130, 67, 45), (9, 300, 17), (64, 33, 270), (40, 1100, 37)]
-LAYOUTS = ["rows", "columns", "strided", "broadcast"]
+SIZES = [
+    (1, 1, 1),
+    (7, 5, 3),
+    (37, 19, 23),
+    (130, 67, 45),
+    (9, 300, 17),
+    (64, 33, 270),
+    (40, 1100, 37),
+]
 
 
 @pytest.mark.usefixtures("step_gemm")
