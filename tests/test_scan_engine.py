@@ -3,7 +3,6 @@ final carry and every gradient), forward and backward, on every cell of tests/sc
 with reverse and lengths; the opcode table's coverage; and the silent fallback to the Python
 runner."""
 
-import contextlib
 import os
 import sys
 
@@ -15,7 +14,7 @@ from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from scan_modes import hoisted_split, split_mode  # noqa: E402, F401
+from scan_modes import engine, hoisted_split, split_mode  # noqa: E402, F401
 
 import rnnfast  # noqa: E402
 from rnnfast._scan import cache, lower, lower_vjp, opcodes  # noqa: E402
@@ -23,7 +22,6 @@ from rnnfast._scan.engine import (  # noqa: E402
     engine_backward_runs,
     engine_runs,
     engine_slices,
-    set_engine_enabled,
 )
 
 import scan_cells  # noqa: E402
@@ -31,15 +29,6 @@ import scan_cells  # noqa: E402
 DT = torch.float64
 TIGHT = dict(rtol=1e-9, atol=1e-10)
 CELLS = scan_cells.COURSE + scan_cells.LITERATURE
-
-
-@contextlib.contextmanager
-def engine(enabled):
-    old = set_engine_enabled(enabled)
-    try:
-        yield
-    finally:
-        set_engine_enabled(old)
 
 
 def outputs_and_grads(step, init, xs, params, **kw):

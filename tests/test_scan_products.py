@@ -2,7 +2,6 @@
 as rnnfast::mm, on the CPU engine's GEMM, forward and backward; where the engine is off, under
 autocast or for 16-bit tensors, they stay ATen's. The results are the ATen runner's."""
 
-import contextlib
 import os
 import sys
 
@@ -13,10 +12,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from scan_modes import hoisted_split  # noqa: E402, F401
+from scan_modes import engine, hoisted_split  # noqa: E402, F401
 
 import rnnfast  # noqa: E402
-from rnnfast._scan.engine import set_engine_enabled  # noqa: E402
 
 import scan_cells  # noqa: E402
 
@@ -34,15 +32,6 @@ class RecordOps(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops.append(func)
         return func(*args, **(kwargs or {}))
-
-
-@contextlib.contextmanager
-def engine(enabled):
-    old = set_engine_enabled(enabled)
-    try:
-        yield
-    finally:
-        set_engine_enabled(old)
 
 
 def run_and_record(step, init, xs, params):

@@ -44,9 +44,8 @@ class StepPlan:
 
     def parts(self, split, tensors: List[Tensor]):
         """(hoisted, output) nodes of ``split`` (of split_for) to run over these tensors."""
-        if split is self.split and (split.hoisted_nodes or split.output_nodes):
-            if products_on_engine(tensors):
-                return self.engine_parts
+        if split is self.split and products_on_engine(tensors):
+            return self.engine_parts
         return split.hoisted_nodes, split.output_nodes
 
     def split_for(self, rows: int):
@@ -147,7 +146,9 @@ def run_plan(
         if kinds is None:  # fixed by the cache key, so found on the entry's first call
             kinds = plan.lifted_kinds[loop] = InputKinds([*init, *seqs, *weights])
         outs = loop.engine.run_lifted(loop, list(init), seqs, weights, T, mask, reverse, kinds)
-    hoisted, output = plan.parts(split, [*init, *xs, *weights])
+    hoisted, output = split.hoisted_nodes, split.output_nodes
+    if hoisted or output:
+        hoisted, output = plan.parts(split, [*init, *xs, *weights])
     if outs is None:
         env = _lifted_env(prog, weights)
         final, boundary = _run_loop(split, loop, env, hoisted, init, xs, by_id, T, B, mask, reverse)
