@@ -1,7 +1,8 @@
 """What rnnfast.scan's forward keeps per step for its backward (lower.kept_candidates: products,
-their sums, next carries; the backward's lowering reads only what its outputs need), and sums of
-products run as GEMMs that add into one buffer (opcodes.MM_ACCUMULATE): the engine's results
-against the Python runner's in float64, and the programs' contents."""
+their sums, next carries, costly pointwise results; the backward's lowering reads only what its
+outputs need), and sums of products run as GEMMs that add into one buffer
+(opcodes.MM_ACCUMULATE): the engine's results against the Python runner's in float64, and the
+programs' contents."""
 
 import os
 import sys
@@ -117,14 +118,15 @@ def test_a_bias_on_one_product_and_a_batch_addend():
     "make, reads",
     [
         (scan_cells.make_nndl_srn, "the next carry"),  # tanh's output is h'
-        (scan_cells.make_numpy_lstm, "a sum and a carry"),  # the gates' sum, c'
+        (scan_cells.make_numpy_lstm, "costly results"),  # the gates, tanh(c')
     ],
     ids=["nndl_srn", "numpy_lstm"],
 )
 def test_the_backward_reads_no_product_it_does_not_need(make, reads):
     """The SRN's backward reads tanh's output as the next carry (no product kept); the
-    numpy LSTM's reads its gates' sum (cat([h, x]) @ W split in two) and c', not the two
-    products. The engine's gradients match the runner's."""
+    numpy LSTM's reads its gates (sigmoid and tanh outputs) and tanh(c'), not the two products
+    of cat([h, x]) @ W split in two, their sum or c'. The engine's gradients match the
+    runner's."""
     torch.manual_seed(3)
     step, init, xs, params = make(3, 4, DT)
     assert_engine_matches_runner(step, init(2), xs(5, 2), params)
@@ -139,7 +141,8 @@ def test_the_backward_reads_no_product_it_does_not_need(make, reads):
     if reads == "the next carry":
         assert set(lowered.kept_ids) <= carries
     else:
-        assert set(lowered.kept_ids) & carries and set(lowered.kept_ids) - carries
+        costly = {n.outs[0] for n in split.loop_nodes if n.op.split(".")[1] in ("sigmoid", "tanh")}
+        assert len(lowered.kept_ids) == 5 and set(lowered.kept_ids) <= costly
 
 
 @pytest.mark.parametrize("B,T", [(1, 1), (3, 4)])

@@ -39,6 +39,19 @@ struct Operand {
 template <class T, class F, class... Ins>
 void map_rows(int64_t B, int64_t N, Rows<T> out, F f, const Ins&... ins) {
   using V = at::vec::Vectorized<T>;
+  if (N % V::size() == 0 && (ins.per_column && ...)) {
+    // Whole vectors of per-column operands (the usual case): no tail and no broadcast to test
+    // at every vector; rows that all follow one another run as one.
+    const bool one_run = out.ld == N && ((ins.ld == N) && ...);
+    const int64_t rows = one_run ? 1 : B, cols = one_run ? B * N : N;
+    for (int64_t b = 0; b < rows; ++b) {
+      T* row = out.data + b * out.ld;
+      for (int64_t j = 0; j < cols; j += V::size()) {
+        f(V::loadu(ins.data + b * ins.ld + j)...).store(row + j);
+      }
+    }
+    return;
+  }
   for (int64_t b = 0; b < B; ++b) {
     T* row = out.data + b * out.ld;
     for (int64_t j = 0; j < N; j += V::size()) {

@@ -108,7 +108,7 @@ class LoopEngine:
     """The loop part of a split step lowered for the C++ engine, or unusable (``program`` None)
     where the lowering found something it has no opcode for. Under autograd the forward also
     keeps per step what the backward reads instead of computing again (products, their sums,
-    next carries: lower.kept_candidates)."""
+    next carries, costly pointwise results: lower.kept_candidates)."""
 
     def __init__(self, split):
         self.split = split

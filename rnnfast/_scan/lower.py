@@ -23,10 +23,17 @@ def lower_loop(
         return None
 
 
+# Pointwise ops whose results the forward keeps for the backward rather than have it compute
+# them again: each costs a transcendental function per element (the gates of an LSTM are
+# read by their backward formulas as sigmoid and tanh outputs).
+_COSTLY = ("sigmoid", "tanh", "exp", "expm1", "log", "log1p", "softplus")
+
+
 def kept_candidates(split: SplitStep) -> List[int]:
     """What the forward may keep per step so that the backward need not compute it again: the
-    loop's products by weights, their sums (with a bias or not), and its next carries (where a
-    node makes them). The backward's lowering (lower_vjp.py) picks those it reads."""
+    loop's products by weights, their sums (with a bias or not), its next carries (where a
+    node makes them) and its costly pointwise results (_COSTLY). The backward's lowering
+    (lower_vjp.py) picks those it reads."""
     products = [n.outs[0] for n in split.loop_nodes if n.op.split(".")[1] in ("mm", "addmm")]
     summed = set(products)
     sums = []
@@ -40,7 +47,12 @@ def kept_candidates(split: SplitStep) -> List[int]:
             sums.append(n.outs[0])
     made = {n.outs[0] for n in split.loop_nodes if len(n.outs) == 1}
     carries = [i for i in split.prog.carry_out if i in made and i not in summed]
-    return products + sums + list(dict.fromkeys(carries))
+    costly = [
+        n.outs[0]
+        for n in split.loop_nodes
+        if len(n.outs) == 1 and n.op.split(".")[1] in _COSTLY and meta[n.outs[0]].batched
+    ]
+    return list(dict.fromkeys(products + sums + carries + costly))
 
 
 class Lowering:
