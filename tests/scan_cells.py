@@ -278,6 +278,29 @@ def make_rms_cell(I, H, dtype):
     return step, _h(H, dtype), _x(I, dtype), [W, U, g]
 
 
+def make_time_decay_rnn(I, H, dtype):
+    """[B] values: GRU-D's decay of the state by the time gap since the last step (a [T, B]
+    input dt: exp(-relu(w * dt + b)) per unit), pre-activations scaled by their RMS (a mean
+    without keepdim) and a gate per row, read through views between [B] and [B, 1]."""
+    W, U = _p(I, H, dtype=dtype), _p(H, H, dtype=dtype)
+    w_d, b_d, v = (_p(H, dtype=dtype) for _ in range(3))
+
+    def step(h, inputs):
+        x, dt = inputs
+        h = h * torch.exp(-torch.relu(dt[:, None] * w_d + b_d))
+        a = x @ W + h @ U
+        rms = torch.rsqrt(a.pow(2).mean(-1) + 1e-5)  # [B]
+        s = torch.sigmoid((a * v).sum(-1, keepdim=True)).squeeze(-1)  # [B]
+        h = s[:, None] * torch.tanh(a * rms.view(-1, 1)) + (1 - s).unsqueeze(-1) * h
+        return h, h.clone()
+
+    def xs(T, B):
+        x = torch.randn(T, B, I, dtype=dtype).requires_grad_()
+        return (x, torch.rand(T, B, dtype=dtype).requires_grad_())
+
+    return step, _h(H, dtype), xs, [W, U, w_d, b_d, v]
+
+
 COURSE = [make_nndl_srn, make_residual_srn, make_d2l_gru, make_numpy_lstm, make_module_cell]
 LITERATURE = [
     make_peephole_lstm,
@@ -292,4 +315,5 @@ LITERATURE = [
     make_mi_rnn,
     make_mlstm,
     make_rms_cell,
+    make_time_decay_rnn,
 ]

@@ -10,6 +10,7 @@ from .ir import Node, Ref
 from .lower_ops import HANDLERS
 from .opcodes import ADDMM, BOOL, DTYPES, MM_ACCUMULATE, VERSION, Unsupported
 from .split import SplitStep
+from .whitelist import ROW_VIEWS
 
 
 def lower_loop(
@@ -48,11 +49,10 @@ def kept_candidates(split: SplitStep) -> List[int]:
     made = {n.outs[0] for n in split.loop_nodes if len(n.outs) == 1}
     carries = [i for i in split.prog.carry_out if i in made and i not in summed]
     costly = [
-        n.outs[0]
-        for n in split.loop_nodes
-        if len(n.outs) == 1 and n.op.split(".")[1] in _COSTLY and meta[n.outs[0]].batched
+        n.outs[0] for n in split.loop_nodes if len(n.outs) == 1 and n.op.split(".")[1] in _COSTLY
     ]
-    return list(dict.fromkeys(products + sums + carries + costly))
+    found = dict.fromkeys(products + sums + carries + costly)
+    return [i for i in found if meta[i].batched and len(meta[i].shape) == 2]  # kept [T, B, cols]
 
 
 class Lowering:
@@ -84,6 +84,9 @@ class Lowering:
         if any(self.cols[s] < 0 for s in ends):
             raise Unsupported("a weight as an output")
         groups = [carry_in, seq_in, weights, carry_out, boundary]
+        for i in [*carry_in, *seq_in, *carry_out, *boundary]:
+            if i in self.meta and len(self.meta[i].shape) != 2:  # the op's tensors: [B, cols]
+                raise Unsupported("a [B] carry, sequence or output")
         header = [
             VERSION,
             DTYPES[self.dtype],
@@ -103,10 +106,10 @@ class Lowering:
         if unreadable:
             cols = 0
             self.unreadable.add(i)
-        elif m is None or not m.batched or len(m.shape) != 2 or m.dtype not in (self.dtype, BOOL):
-            raise Unsupported("a value that is not [B, cols] of the carry's dtype")
+        elif m is None or not m.batched or len(m.shape) > 2 or m.dtype not in (self.dtype, BOOL):
+            raise Unsupported("a value that is not [B, cols] or [B] of the carry's dtype")
         else:
-            cols = m.shape[1]
+            cols = m.shape[1] if len(m.shape) == 2 else 1  # [B] is held as [B, 1]
         self.slots[i] = len(self.cols)
         self.cols.append(cols)
         return self.slots[i]
@@ -148,7 +151,17 @@ class Lowering:
         handler = HANDLERS.get(name)
         if handler is None:
             raise Unsupported(node.op)
+        if name not in ROW_VIEWS and self._widens_a_vector(node):
+            raise Unsupported("a [B] value broadcast against [B, cols]")
         handler(self, node, overload)
+
+    def _widens_a_vector(self, node: Node) -> bool:
+        """Whether a [B] operand meets a [B, cols] result, which torch broadcasts along the
+        columns ([B] against [B, 1] is [B, B]) and the engine's [B, 1] would not."""
+        meta = self.meta
+        if all(len(meta[o].shape) != 2 for o in node.outs if o in meta):
+            return False
+        return any(meta[r].batched and len(meta[r].shape) == 1 for r in node.refs if r in meta)
 
     def _pointwise(self, opcode: int, node: Node, args, n_outs: int = 1) -> None:
         out = self._batch_slot(node.outs[0])

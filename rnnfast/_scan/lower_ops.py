@@ -182,13 +182,15 @@ def _cat(low: "Lowering", node: Node, _overload) -> None:
 def _row_reduction(low: "Lowering", node: Node, overload) -> None:
     name = node.op.split(".")[1]
     kwargs_default(node, dtype=None)
-    if overload not in ("dim", "dim_IntList") or len(node.args) < 3 or node.args[2] is not True:
-        raise Unsupported(f"{node.op} without keepdim")
+    if overload not in ("dim", "dim_IntList") or len(node.args) < 2:
+        raise Unsupported(f"{node.op} without a dimension")
     dims = node.args[1]
     if not isinstance(dims, (list, tuple)) or len(dims) != 1:
         raise Unsupported(f"{node.op} over several dimensions")
     _last_dim(node, dims[0])
-    x = low._read(node.args[0].id)
+    if len(low.meta[node.args[0].id].shape) != 2:  # the last dimension of [B] is the batch
+        raise Unsupported(f"{node.op} of a value that is not [B, cols]")
+    x = low._read(node.args[0].id)  # with keepdim [B, 1], without [B]: both held as [B, 1]
     if low.cols[x] < 0:
         raise Unsupported("a reduction of a weight")
     low._emit(ROW_SUM if name == "sum" else ROW_MEAN, [low._batch_slot(node.outs[0])], [x])
@@ -285,13 +287,25 @@ def _expand(low: "Lowering", node: Node, _overload) -> None:
     low._pointwise(COPY, node, node.args[:1])
 
 
-def _view(low: "Lowering", node: Node, _overload) -> None:
-    """A view or reshape that keeps [B, cols]: the same value."""
+def _view(low: "Lowering", node: Node, overload) -> None:
+    """A view, reshape, unsqueeze or squeeze that keeps each row ([B] <-> [B, 1], or a shape
+    kept): the same value, since [B] is held as [B, 1]."""
     x = node.args[0]
     m, out = low.meta.get(x.id), low.meta.get(node.outs[0])
+    if node.op.split(".")[1] == "squeeze" and (
+        overload == "default" or m is None or out is None or m.shape == out.shape
+    ):
+        raise Unsupported("a squeeze that could drop a batch of 1")
     if m is None or out is None or tuple(m.shape) != tuple(out.shape):
-        raise Unsupported(f"{node.op} to another shape")
+        if not (m is not None and out is not None and m.batched and out.batched):
+            raise Unsupported(f"{node.op} to another shape")
+        if max(len(m.shape), len(out.shape)) > 2 or _row_width(m) != _row_width(out):
+            raise Unsupported(f"{node.op} to another shape")
     low.slots[node.outs[0]] = low._read(x.id)
+
+
+def _row_width(m) -> int:
+    return math.prod(m.shape[1:])
 
 
 def _softplus_backward(low: "Lowering", node: Node, _overload) -> None:
@@ -337,6 +351,8 @@ HANDLERS = {
     "view": _view,
     "reshape": _view,
     "_unsafe_view": _view,
+    "unsqueeze": _view,
+    "squeeze": _view,
     "softplus_backward": _softplus_backward,
     "log_sigmoid_backward": _log_sigmoid_backward,
     **{name: _binary for name in BINARY},

@@ -3,6 +3,8 @@ pointwise math, and row reductions over the last dimension (ATen names, as the t
 them). Ops on weights alone (slices, transposes of W) run once per call outside the engine and
 may be anything."""
 
+import math
+
 from .ir import Node, ValueMeta
 
 PRODUCTS = {"mm", "addmm"}  # the weight is the last operand
@@ -58,6 +60,11 @@ POINTWISE = {
     "lift_fresh_copy",
 }
 
+# Views that keep the batch in front and each row's elements in order ([B] <-> [B, 1], a row
+# reshaped): the same rows, read otherwise. A squeeze must name its dimension (without one it
+# would also drop a batch of 1).
+ROW_VIEWS = {"view", "reshape", "_unsafe_view", "unsqueeze", "squeeze"}
+
 # Ops that read or write along one dimension: it must be the last one of a batch-shaped value.
 LAST_DIM = {
     "split": 2,
@@ -81,9 +88,11 @@ def check(node: Node, meta_of) -> str:
     """Why the engine cannot run this node on batch-shaped values ('' if it can)."""
     p = packet(node)
     if p in POINTWISE:
-        return ""
+        return _broadcast(node, meta_of)
     if p in PRODUCTS:
         return ""  # the weight operand is checked by the split, which knows what is a weight
+    if p in ROW_VIEWS:
+        return _row_view(node, meta_of)
     if p in LAST_DIM:
         pos = LAST_DIM[p]
         first = node.args[0]
@@ -98,7 +107,31 @@ def check(node: Node, meta_of) -> str:
             return "a reduction over every dimension, the batch included"
         dims = dim if isinstance(dim, (list, tuple)) else [dim]
         rank = len(m.shape)
+        if rank == 1:
+            return "its last dimension is the batch: the value is [B]"
         if all(d % rank == rank - 1 for d in dims):
             return ""
         return f"it works along dimension {dim}, not the last one of a rank-{rank} value"
     return "the engine has no such op on batch-shaped values"
+
+
+def _row_view(node: Node, meta_of) -> str:
+    m, out = meta_of(node.args[0].id), meta_of(node.outs[0])
+    if packet(node) == "squeeze":
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        dims = dims if isinstance(dims, (list, tuple)) else [dims]
+        if None in dims or any(d % len(m.shape) == 0 for d in dims):
+            return "a squeeze without a dimension, or of the batch's, would drop a batch of 1"
+    if out.batched and math.prod(m.shape[1:]) == math.prod(out.shape[1:]):
+        return ""
+    return f"it moves the batch dimension (shape {list(m.shape)} to {list(out.shape)})"
+
+
+def _broadcast(node: Node, meta_of) -> str:
+    """Pointwise ops broadcast as torch does; a [B] operand against a result of more
+    dimensions lines up its batch with the result's last dimension, which depends on B."""
+    if all(len(meta_of(o).shape) < 2 for o in node.outs):
+        return ""
+    if any(meta_of(r).batched and len(meta_of(r).shape) == 1 for r in node.refs):
+        return "a [B] value broadcast against [B, cols]: unsqueeze it to [B, 1] first"
+    return ""

@@ -1,0 +1,105 @@
+"""rnnfast.scan on [B] values (a per-step [T, B] input, a row statistic without keepdim):
+torch's broadcasting lines a [B] value up with the last dimension of a wider one, so the ops
+that would read its batch as a column are refused with the line, and their results under
+fallback='loop' are the loop's. The cell built of [B] values runs in tests/scan_cells.py."""
+
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from test_scan import TIGHT, assert_matches_loop, python_loop  # noqa: E402
+
+import rnnfast  # noqa: E402
+from rnnfast._scan import ScanTraceError  # noqa: E402
+from rnnfast._scan.engine import engine_runs  # noqa: E402
+
+DT = torch.float64
+B, T, I, H = 3, 5, 4, 6
+
+
+def _weights():
+    torch.manual_seed(0)
+    W = torch.randn(I, H, dtype=DT, requires_grad=True)
+    U = (0.5 * torch.randn(H, H, dtype=DT)).requires_grad_()
+    return W, U
+
+
+def test_a_boolean_per_step_mask_read_as_b_by_1():
+    """An episode mask [T, B] of bools, as people keep it: where it is set the state carries
+    on unchanged."""
+    W, U = _weights()
+
+    def step(h, inputs):
+        x, done = inputs
+        n = torch.tanh(x @ W + h @ U)
+        h = torch.where(done[:, None], h, n)
+        return h, h.clone()
+
+    init = torch.randn(B, H, dtype=DT, requires_grad=True)
+    xs = (torch.randn(T, B, I, dtype=DT, requires_grad=True), torch.rand(T, B) < 0.3)
+    assert_matches_loop(step, init, xs, [W, U])
+
+
+def test_row_statistics_as_b_values_run_on_the_engine():
+    W, U = _weights()
+
+    def step(h, x):
+        a = x @ W + h @ U
+        s = torch.sigmoid(a.sum(-1))  # [B]
+        h = torch.tanh(a) * s.view(-1, 1) + (1 - s).unsqueeze(-1) * h
+        return h, h.clone()
+
+    init = torch.randn(B, H, dtype=DT, requires_grad=True)
+    runs = engine_runs()
+    assert_matches_loop(step, init, torch.randn(T, B, I, dtype=DT, requires_grad=True), [W, U])
+    assert engine_runs() > runs
+
+
+def _refused(step, match, xs=None):
+    """step is refused naming its line; with fallback='loop' its results are the loop's."""
+    init = torch.randn(B, H, dtype=DT)
+    xs = torch.randn(T, B, I, dtype=DT) if xs is None else xs
+    with pytest.raises(ScanTraceError, match=match + ".*test_scan_row_values.py"):
+        rnnfast.scan(step, init, xs)
+    with pytest.warns(UserWarning, match=match):
+        got = rnnfast.scan(step, init, xs, fallback="loop")
+    want = python_loop(step, init, xs)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TIGHT)
+
+
+def test_a_b_value_broadcast_against_b_by_cols_is_refused():
+    """[B] + [B, 1] is [B, B] in torch: its columns are the batch."""
+    W, U = _weights()
+
+    def step(h, x):
+        a = x @ W
+        return torch.tanh(h @ U), a.sum(-1) + a.sum(-1, keepdim=True)
+
+    _refused(step, r"a \[B\] value broadcast against \[B, cols\]")
+
+
+def test_a_reduction_along_the_batch_of_a_b_value_is_refused():
+    """The last dimension of a [B] value is the batch: its sum is over the batch."""
+    _, U = _weights()
+
+    def step(h, dt):
+        return torch.tanh(h @ U + dt.sum(-1)), h.clone()
+
+    _refused(step, r"its last dimension is the batch", torch.rand(T, B, dtype=DT))
+
+
+@pytest.mark.parametrize("squeeze", [lambda s: s.squeeze(), lambda s: s.squeeze(0).squeeze(1)])
+def test_a_squeeze_that_could_drop_the_batch_is_refused(squeeze):
+    """squeeze() and squeeze(0) keep a traced batch but drop a batch of 1."""
+    W, U = _weights()
+
+    def step(h, x):
+        s = squeeze(torch.sigmoid((x @ W).sum(-1, keepdim=True)))
+        return torch.tanh(h @ U) * s.unsqueeze(-1), h.clone()
+
+    _refused(step, "a squeeze without a dimension, or of the batch's")
