@@ -400,12 +400,25 @@ def test_backward_reads_the_forward_products(make):
     kept_program, _ = loop_engine.backward_programs[True]
     assert kept_program.kept_ids
     step_of = list(cache._entries.values())[-1].loop
-    plain = lower_vjp.lower_vjp(
-        step_of.vjp_program, step_of.n_carry, len(step_of.split.loop_seq_in)
-    )
+    plain = lower_vjp.lower_vjp(step_of.vjp_program, step_of.n_carry, step_of.seq_differentiable())
     products = [
         sum(codes_opcode_list(p.codes).count(code) for code in (opcodes.MM, opcodes.ADDMM))
         for p in (plain, kept_program)
     ]
     forward_products = sum(n.op.split(".")[1] in ("mm", "addmm") for n in step_of.split.loop_nodes)
     assert products[1] == products[0] - forward_products
+
+
+@pytest.mark.usefixtures("split_mode")
+def test_where_with_a_python_scalar_runs_the_engine_backward():
+    """torch.where(c, a, 0.1) makes its scalar a 0-d tensor: the loop makes it (an immediate),
+    rather than read it as a weight whose gradient the backward would need."""
+    torch.manual_seed(3)
+    W, U = torch.randn(4, 6, dtype=DT), torch.randn(6, 6, dtype=DT, requires_grad=True)
+
+    def step(h, x):
+        a = torch.tanh(x @ W + h @ U)
+        return torch.where(a > 0, a, 0.1), torch.where(a < 0.5, 0.0, a)
+
+    init = torch.randn(3, 6, dtype=DT, requires_grad=True)
+    assert_engine_matches_runner(step, init, torch.randn(5, 3, 4, dtype=DT), [U])

@@ -1,7 +1,8 @@
-"""rnnfast.scan on [B] values (a per-step [T, B] input, a row statistic without keepdim):
-torch's broadcasting lines a [B] value up with the last dimension of a wider one, so the ops
-that would read its batch as a column are refused with the line, and their results under
-fallback='loop' are the loop's. The cell built of [B] values runs in tests/scan_cells.py."""
+"""rnnfast.scan on per-step masks of bools and on [B] values (a per-step [T, B] input, a row
+statistic without keepdim). torch's broadcasting lines a [B] value up with the last dimension
+of a wider one, so the ops that would read its batch as a column are refused with the line,
+and their results under fallback='loop' are the loop's. The cell built of [B] values runs in
+tests/scan_cells.py."""
 
 import os
 import sys
@@ -15,7 +16,7 @@ from test_scan import TIGHT, assert_matches_loop, python_loop  # noqa: E402
 
 import rnnfast  # noqa: E402
 from rnnfast._scan import ScanTraceError  # noqa: E402
-from rnnfast._scan.engine import engine_runs  # noqa: E402
+from rnnfast._scan.engine import engine_backward_runs, engine_runs  # noqa: E402
 
 DT = torch.float64
 B, T, I, H = 3, 5, 4, 6
@@ -28,20 +29,28 @@ def _weights():
     return W, U
 
 
-def test_a_boolean_per_step_mask_read_as_b_by_1():
-    """An episode mask [T, B] of bools, as people keep it: where it is set the state carries
-    on unchanged."""
+@pytest.mark.parametrize("shape", ["T,B", "T,B,1"])
+def test_a_boolean_per_step_mask_runs_on_the_engine(shape):
+    """An episode mask of bools, as people keep it ([T, B], read as done[:, None], or
+    [T, B, 1]): where it is set the state starts again from zero. The engine reads it as
+    0/1, forward and backward."""
     W, U = _weights()
 
     def step(h, inputs):
         x, done = inputs
-        n = torch.tanh(x @ W + h @ U)
-        h = torch.where(done[:, None], h, n)
+        h = torch.where(done[:, None] if done.dim() == 1 else done, 0.0, h)
+        h = torch.tanh(x @ W + h @ U)
         return h, h.clone()
 
     init = torch.randn(B, H, dtype=DT, requires_grad=True)
-    xs = (torch.randn(T, B, I, dtype=DT, requires_grad=True), torch.rand(T, B) < 0.3)
+    done = torch.rand(T, B, 1) < 0.3
+    xs = (
+        torch.randn(T, B, I, dtype=DT, requires_grad=True),
+        done[..., 0] if shape == "T,B" else done,
+    )
+    runs, backward_runs = engine_runs(), engine_backward_runs()
     assert_matches_loop(step, init, xs, [W, U])
+    assert engine_runs() > runs and engine_backward_runs() > backward_runs
 
 
 def test_row_statistics_as_b_values_run_on_the_engine():

@@ -55,13 +55,23 @@ def _register(owner, codes: List[int], scalars: List[float]) -> int:
 
 def engine_takes(tensors: List[Tensor]) -> bool:
     """Whether the op takes these tensors by their kinds, which rnnfast.scan's cache key fixes:
-    CPU tensors of one dtype, or meta ones (and fake ones, whose shapes its fake kernel
+    CPU tensors of the first one's dtype or boolean (masks, which the op reads as 0/1 of that
+    dtype: ``numeric_seqs``), or meta ones (and fake ones, whose shapes its fake kernel
     gives)."""
     dtype, on_cpu = tensors[0].dtype, tensors[0].is_cpu
     for t in tensors:
-        if t.is_cpu != on_cpu or t.dtype != dtype or not (on_cpu or t.is_meta):
+        if t.is_cpu != on_cpu or t.dtype not in (dtype, torch.bool) or not (on_cpu or t.is_meta):
             return False
     return True
+
+
+def numeric_seqs(seqs: List[Tensor], dtype: torch.dtype) -> List[Tensor]:
+    """The sequences as the op reads them: boolean masks as 0/1 of ``dtype``, as the engine
+    holds comparisons' results (its programs run one dtype)."""
+    for s in seqs:
+        if s.dtype == torch.bool:
+            return [s.to(dtype) if s.dtype == torch.bool else s for s in seqs]
+    return seqs
 
 
 def runnable_now(tensors: List[Tensor]) -> bool:
@@ -142,6 +152,7 @@ class LoopEngine:
             return None
         # No autograd records this: Recurrence.forward runs without grad, and the other
         # caller only where no input requires it.
+        seqs = numeric_seqs(seqs, carry[0].dtype)
         final, boundary, states, _ = _C.scan_run(
             self.program, carry, seqs, weights, mask, T, reverse, keep_states, False
         )
@@ -170,6 +181,7 @@ class LoopEngine:
         if inputs.requires_grad and torch.is_grad_enabled():
             outs = self.differentiable(step, carry, seqs, lifted, T, mask, reverse, True, True)
             return None if outs is None else (outs[: len(carry)], outs[len(carry) :])
+        seqs = numeric_seqs(seqs, carry[0].dtype)
         final, boundary, _, _ = _C.scan_run(
             self.program, carry, seqs, lifted, mask, T, reverse, False, False, self.lifted_views
         )
@@ -186,6 +198,7 @@ class LoopEngine:
             return None
         if not (runnable_plain() if plain else runnable_now([*carry, *seqs, *lifted])):
             return None
+        seqs = numeric_seqs(seqs, carry[0].dtype)
         outs = (self._prepared or self._prepared_call())(carry, seqs, lifted, T, reverse)
         if outs is not None:
             _state["runs"] += 1
@@ -254,7 +267,7 @@ class LoopEngine:
             backward_program,
             len(self.split.boundary),
             carry,
-            seqs,
+            numeric_seqs(seqs, carry[0].dtype),
             weights,
             self.lifted_views if lifted else None,
             lowered.weight_sources,
@@ -283,7 +296,7 @@ class LoopEngine:
         self._prepared = None  # made again with the backward program
         try:
             prog = step.traced_vjp(primals, list(carry) + boundary)
-            self.backward_programs[kept] = self._lower_backward(step, prog, len(seqs), kept)
+            self.backward_programs[kept] = self._lower_backward(step, prog, kept)
         except Exception:
             self.backward_programs[kept] = None
 
@@ -309,8 +322,8 @@ class LoopEngine:
         """Whether the op can run these tensors (engine_takes and runnable_now)."""
         return self._ready(carry) and engine_takes(tensors) and runnable_now(tensors)
 
-    def _lower_backward(self, step, prog, n_seq: int, kept: bool):
-        if not step.all_differentiable():
+    def _lower_backward(self, step, prog, kept: bool):
+        if not step.differentiable_but_seqs():
             return None
         forward = None
         if kept:
@@ -321,7 +334,7 @@ class LoopEngine:
                 self.kept_candidates,
                 [meta[i].shape[1] for i in self.kept_candidates],
             )
-        lowered = lower_vjp(prog, step.n_carry, n_seq, forward)
+        lowered = lower_vjp(prog, step.n_carry, step.seq_differentiable(), forward)
         if lowered is None:
             return None
         return lowered, _register(self, lowered.codes, lowered.scalars)

@@ -40,9 +40,16 @@ class LoopStep:
             self.vjp_program = self._trace_vjp(primals, cotangents)
         return self.vjp_program
 
-    def all_differentiable(self) -> bool:
-        """Whether the traced vjp gives a gradient for every input."""
-        return all(self._vjp_diff)
+    def differentiable_but_seqs(self) -> bool:
+        """Whether the traced vjp gives a gradient for every carry and weight (a sequence may
+        be a boolean mask)."""
+        n_seq = len(self.split.loop_seq_in)
+        diff = self._vjp_diff
+        return all(diff[: self.n_carry]) and all(diff[self.n_carry + n_seq :])
+
+    def seq_differentiable(self) -> List[bool]:
+        """Per sequence, whether the traced vjp gives its gradient."""
+        return self._vjp_diff[self.n_carry : self.n_carry + len(self.split.loop_seq_in)]
 
     def vjp(self, primals: List[Tensor], cotangents: List[Tensor]) -> List[Optional[Tensor]]:
         """Gradients of the step's inputs (carry, seq_t, weights; None where not floating)

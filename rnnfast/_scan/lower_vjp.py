@@ -71,23 +71,27 @@ def _weight_sources(prog: Program, pre: List[Node], weight_ids: List[int], n_bat
 
 
 def lower_vjp(
-    prog: Program, n_carry: int, n_seq: int, kept: Optional[KeptValues] = None
+    prog: Program, n_carry: int, seq_diff: List[bool], kept: Optional[KeptValues] = None
 ) -> Optional[BackwardProgram]:
-    """The backward program, or None where it has an op outside the engine's table. With
-    ``kept``, its nodes that recompute one of the kept values read it per step instead, and
-    what only they needed is not computed."""
+    """The backward program, or None where it has an op outside the engine's table.
+    ``seq_diff``: per sequence, whether the vjp gives its gradient (not for a boolean mask,
+    whose gradient the program gives as zeros). With ``kept``, its nodes that recompute one of
+    the kept values read it per step instead, and what only they needed is not computed."""
     try:
-        return _VjpLowering(prog, n_carry, n_seq, kept).lower()
+        return _VjpLowering(prog, n_carry, seq_diff, kept).lower()
     except Unsupported:
         return None
 
 
 class _VjpLowering(Lowering):
-    def __init__(self, prog: Program, n_carry: int, n_seq: int, kept: Optional[KeptValues]):
+    def __init__(
+        self, prog: Program, n_carry: int, seq_diff: List[bool], kept: Optional[KeptValues]
+    ):
         super().__init__(prog.meta, prog.meta[prog.carry_in[0]].dtype)
-        self.prog, self.n_carry, self.n_seq, self.kept = prog, n_carry, n_seq, kept
-        n_primal = len(prog.carry_in)
-        if len(prog.carry_out) != n_primal or len(prog.x_in) < n_carry:
+        self.prog, self.n_carry, self.kept = prog, n_carry, kept
+        self.n_seq, self.seq_diff = len(seq_diff), list(seq_diff)
+        n_grads = len(prog.carry_in) - self.seq_diff.count(False)
+        if len(prog.carry_out) != n_grads or len(prog.x_in) < n_carry:
             raise Unsupported("a primal without a gradient")
         self.transposed: Dict[int, int] = {}  # t(batch value): the value's id
         self.terms: Dict[int, List[Tuple]] = {}  # per-step weight-gradient terms
@@ -115,22 +119,50 @@ class _VjpLowering(Lowering):
         for i in cot_carry + primal_rows + per_step_cot:
             self._batch_slot(i)
         kept_keys, kept_ids = self._kept_slots(recomputed, read)
+        weight_ids = self._immediate_scalars(pre, weight_ids)
         for i in weight_ids:
             self._weight_slot(i)
         for node in step:
             if node.outs[0] not in recomputed:
                 self._vjp_node(node)
-        for k, i in enumerate(prog.carry_out[n_carry + n_seq :]):
+        n_seq_grads = sum(self.seq_diff)
+        for k, i in enumerate(prog.carry_out[n_carry + n_seq_grads :]):
             self._accumulate(k, i)
         codes, scalars = self.program(
             cot_carry,
             primal_rows + per_step_cot + kept_keys,
             weight_ids,
             prog.carry_out[:n_carry],
-            prog.carry_out[n_carry : n_carry + n_seq],
+            self._seq_gradients(prog.carry_out[n_carry : n_carry + n_seq_grads]),
         )
         sources = _weight_sources(prog, pre, weight_ids, n_carry + n_seq)
         return BackwardProgram(codes, scalars, pre, weight_ids, sources, kept_ids)
+
+    def _immediate_scalars(self, pre: List[Node], weight_ids: List[int]) -> List[int]:
+        """weight_ids less the 0-d constants that autograd's formulas make (where's zero),
+        which the program reads as immediates (so that the weights stay the step's own:
+        BackwardProgram.weight_sources)."""
+        made = {n.outs[0]: n for n in pre if n.op == "aten.scalar_tensor.default"}
+        for i in weight_ids:
+            if i in made:
+                try:
+                    HANDLERS["scalar_tensor"](self, made[i], "default")
+                except Unsupported:
+                    pass
+        return [i for i in weight_ids if i not in self.immediates]
+
+    def _seq_gradients(self, given: List[int]) -> list:
+        """The sequences' gradients: the vjp's, and zeros for the masks it gives none."""
+        it, grads = iter(given), []
+        for k, diff in enumerate(self.seq_diff):
+            if diff:
+                grads.append(next(it))
+                continue
+            primal = self._read(self.prog.carry_in[self.n_carry + k])
+            grads.append(("zero gradient", k))
+            self.slots[grads[-1]] = self._anonymous_slot(self.cols[primal])
+            self._emit(COPY, [self.slots[grads[-1]]], [self._immediate(0.0)])
+        return grads
 
     def _recomputed_kept(self) -> Dict[int, int]:
         """The vjp's nodes (one output each) that recompute a kept value, by their output's

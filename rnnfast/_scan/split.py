@@ -51,6 +51,9 @@ def split_step(prog: Program) -> SplitStep:
         if part != "weights":
             _check_engine_op(node, cls, prog)
         parts[part].append(node)
+    parts["weights"], parts["loop"] = _scalars_into_loop(
+        parts["weights"], parts["loop"], prog, parts["hoisted"] + parts["output"]
+    )
     loop_defined = set(prog.carry_in) | {o for n in parts["loop"] for o in n.outs}
     reads = _ordered(r for n in parts["loop"] for r in n.refs)
     reads += _ordered(prog.carry_out)
@@ -75,6 +78,7 @@ def inline_step(prog: Program) -> Optional[SplitStep]:
     cls = classify(prog)
     weights = [n for n in prog.nodes if cls[n.outs[0]] == CONST]
     loop = [n for n in prog.nodes if cls[n.outs[0]] != CONST]
+    weights, loop = _scalars_into_loop(weights, loop, prog, [])
     defined = {o for n in loop for o in n.outs}
     reads = _ordered([r for n in loop for r in n.refs] + list(prog.carry_out) + list(prog.y_out))
     x_read = set(reads) & set(prog.x_in)
@@ -90,6 +94,28 @@ def inline_step(prog: Program) -> Optional[SplitStep]:
         loop_weights_in=[r for r in reads if r not in defined and cls[r] == CONST],
         boundary=_ordered(prog.y_out),
     )
+
+
+def _scalars_into_loop(weights: List[Node], loop: List[Node], prog: Program, others: List[Node]):
+    """(weights, loop) with the 0-d constants that the step makes from nothing (the scalar of
+    ``torch.where(c, a, 0.0)``) and the loop reads made in the loop, where they lower to
+    immediates: read as weights, the step's vjp would differentiate them. They stay in the
+    weights part too where its other nodes or ``others`` (the other parts) read them."""
+    loop_reads = {r for n in loop for r in n.refs}
+    moved = [
+        n
+        for n in weights
+        if not n.refs
+        and len(n.outs) == 1
+        and n.outs[0] in loop_reads
+        and prog.meta.get(n.outs[0]) is not None
+        and prog.meta[n.outs[0]].shape == ()
+    ]
+    if not moved:
+        return weights, loop
+    kept_reads = {r for n in weights + others for r in n.refs}
+    kept = [n for n in weights if n not in moved or n.outs[0] in kept_reads]
+    return kept, moved + loop
 
 
 def _ordered(ids) -> List[int]:
