@@ -168,6 +168,7 @@ def every_opcode_step(h, x):
         + torch.sign(b)
         + a.masked_fill(b < c, 0.5)
         + torch.zeros_like(a)
+        + torch.erf(d) * (c - c.amax(-1, keepdim=True))
     )
     h = torch.cat([e[:, : H // 2], torch.tanh(e[:, H // 2 :] @ W_E)], dim=-1)
     return h, h * 1
@@ -207,6 +208,7 @@ def test_every_opcode_lowers_and_matches():
         opcodes.CAT,
         opcodes.ROW_SUM,
         opcodes.ROW_MEAN,
+        opcodes.ROW_MAX,
         opcodes.LAYER_NORM,
         opcodes.WHERE,
         opcodes.MASKED_FILL,
@@ -224,7 +226,7 @@ def test_unsupported_op_falls_back_silently():
     W = torch.randn(3, 3, dtype=DT, requires_grad=True)
 
     def step(h, x):
-        h = torch.tanh(x + h @ W) - h.amax(-1, keepdim=True)
+        h = torch.tanh(x + h @ W) - h.var(-1, keepdim=True)  # var: no opcode
         return h, None
 
     h0, xs = torch.randn(2, 3, dtype=DT), torch.randn(4, 2, 3, dtype=DT)

@@ -131,6 +131,9 @@ bool run_pointwise(Op op, int64_t B, int64_t N, Rows<T> out, c10::ArrayRef<Opera
     case Op::kRsqrt:
       unary([](V x) { return x.rsqrt(); });
       return true;
+    case Op::kErf:
+      unary([](V x) { return x.erf(); });
+      return true;
     case Op::kCopy:
       unary([](V x) { return x; });
       return true;

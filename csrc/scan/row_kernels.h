@@ -44,6 +44,26 @@ void row_sum(int64_t B, int64_t N, Rows<const T> x, T scale, Rows<T> out) {
   }
 }
 
+// out[b] = max_j x(b, j), NaN where the row has a NaN (ATen's amax); out is [B, 1], N > 0.
+template <class T>
+void row_max(int64_t B, int64_t N, Rows<const T> x, Rows<T> out) {
+  using namespace row_detail;
+  for (int64_t b = 0; b < B; ++b) {
+    const T* row = x.data + b * x.ld;
+    T m = row[0];
+    int64_t j = 1;
+    if (N >= V<T>::size()) {  // whole vectors; at::vec::maximum propagates NaN
+      V<T> acc = V<T>::loadu(row);
+      for (j = V<T>::size(); j + V<T>::size() <= N; j += V<T>::size()) {
+        acc = at::vec::maximum(acc, V<T>::loadu(row + j));
+      }
+      m = at::vec::vec_reduce_all<T>([](V<T> p, V<T> q) { return at::vec::maximum(p, q); }, acc);
+    }
+    for (; j < N; ++j) m = std::isnan(m) || m >= row[j] ? m : row[j];  // row[j] NaN: taken
+    out.data[b * out.ld] = m;
+  }
+}
+
 // ATen's native_layer_norm over the last N columns: y = (x - mean) * rstd * w + b, with the
 // biased variance; mean and rstd are [B, 1]. w and b may be null.
 template <class T>

@@ -64,10 +64,12 @@ enum class Op : int64_t {
   kSplit = 50,               // (x) ints: each out's first column; outs are views
   kCat = 51,                 // (xs..) along the last dim
   kSliceBackward = 52,       // (grad) ints [first]: grad in columns [first, first + cols), else 0
+  kErf = 53,                 // pointwise again: 53 up to kRowSum
   kRowSum = 60,
   kRowMean,
   kLayerNorm,               // layer norm: (x, w or none, b or none, eps)
   kLayerNormBackward = 63,  // (grad, x, mean, rstd, w or none) -> (grad x, grad * x_hat)
+  kRowMax = 64,             // ATen's amax over the last dim: NaN where a row has one
   kAccumulateProduct = 70,  // (a [B, K], g [B, N]) ints [acc, transposed]: acc += a^T g (or g^T a)
   kAccumulateColumnSum = 71,  // (g [B, N]) ints [acc]: acc[N] += sum over rows of g
 };

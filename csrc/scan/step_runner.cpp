@@ -17,7 +17,9 @@ namespace {
 constexpr int64_t kSmallAccumulateMacs = int64_t{1} << 16;
 
 bool is_product(Op op) { return op == Op::kMm || op == Op::kAddmm || op == Op::kMmAccumulate; }
-bool is_pointwise(Op op) { return op >= Op::kAdd && op < Op::kSplit; }
+bool is_pointwise(Op op) {
+  return (op >= Op::kAdd && op < Op::kSplit) || (op >= Op::kErf && op < Op::kRowSum);
+}
 
 // acc[r, :] += sum over b of a[b * lda + r] * g[b, :] for r < R: R rows of acc row-major with
 // N columns; g [B, N] with its stride. R independent chains per column block.
@@ -177,6 +179,9 @@ void StepRunner<T>::run_row_node(const Node& node) {
       row_sum<T>(B_, N, in(0), node.op == Op::kRowSum ? T(1) : T(1) / T(N), views_[node.outs[0]]);
       return;
     }
+    case Op::kRowMax:
+      row_max<T>(B_, p_.cols[node.ins[0]], in(0), views_[node.outs[0]]);
+      return;
     case Op::kLayerNorm:
       layer_norm_rows<T>(B_, p_.cols[node.ins[0]], in(0), weight_data(node.ins[1]),
                          weight_data(node.ins[2]), immediates_[-node.ins[3] - 1],

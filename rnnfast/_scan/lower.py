@@ -4,13 +4,16 @@
 None, and the Python runner runs it."""
 
 import math
+from dataclasses import replace
 from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
 
 from .ir import Node, Ref
 from .lower_ops import HANDLERS
 from .opcodes import ADDMM, BOOL, DTYPES, MM_ACCUMULATE, VERSION, Unsupported
 from .split import SplitStep
-from .whitelist import ROW_VIEWS
+from .whitelist import POINTWISE, ROW_VIEWS
 
 
 def lower_loop(
@@ -87,6 +90,9 @@ class Lowering:
         for i in [*carry_in, *seq_in, *carry_out, *boundary]:
             if i in self.meta and len(self.meta[i].shape) != 2:  # the op's tensors: [B, cols]
                 raise Unsupported("a [B] carry, sequence or output")
+        for i in [*carry_out, *boundary]:  # made in the program's dtype
+            if i in self.meta and self.meta[i].dtype != self.dtype:
+                raise Unsupported(f"a {self.meta[i].dtype} carry or output")
         header = [
             VERSION,
             DTYPES[self.dtype],
@@ -101,12 +107,15 @@ class Lowering:
 
     # -- slots and operands --------------------------------------------------------------
 
-    def _batch_slot(self, i: int, unreadable: bool = False) -> int:
+    def _batch_slot(self, i: int, unreadable: bool = False, count: bool = False) -> int:
+        """A slot for value i ([B, cols] or [B] of the program's dtype, or boolean; ``count``:
+        also integral, a count of booleans, exact in the program's dtype)."""
         m = self.meta.get(i)
+        dtypes = (self.dtype, BOOL) if not count else (self.dtype, BOOL, torch.int64)
         if unreadable:
             cols = 0
             self.unreadable.add(i)
-        elif m is None or not m.batched or len(m.shape) > 2 or m.dtype not in (self.dtype, BOOL):
+        elif m is None or not m.batched or len(m.shape) > 2 or m.dtype not in dtypes:
             raise Unsupported("a value that is not [B, cols] or [B] of the carry's dtype")
         else:
             cols = m.shape[1] if len(m.shape) == 2 else 1  # [B] is held as [B, 1]
@@ -147,13 +156,21 @@ class Lowering:
     # -- nodes ---------------------------------------------------------------------------
 
     def _node(self, node: Node) -> None:
+        """Emits node by its op's handler. An op in place (F.rms_norm's add_, a few of
+        autograd's formulas) writes a new slot, not the input's memory, and later reads of
+        the input see it."""
         _, name, overload = node.op.split(".")
+        in_place = name.endswith("_") and name[:-1] in POINTWISE
+        if in_place:
+            name = name[:-1]
         handler = HANDLERS.get(name)
         if handler is None:
             raise Unsupported(node.op)
         if name not in ROW_VIEWS and self._widens_a_vector(node):
             raise Unsupported("a [B] value broadcast against [B, cols]")
-        handler(self, node, overload)
+        handler(self, replace(node, op=f"aten.{name}.{overload}") if in_place else node, overload)
+        if in_place and node.outs[0] in self.slots:
+            self.slots[node.args[0].id] = self.slots[node.outs[0]]
 
     def _widens_a_vector(self, node: Node) -> bool:
         """Whether a [B] operand meets a [B, cols] result, which torch broadcasts along the
@@ -168,10 +185,6 @@ class Lowering:
         extra = [self._batch_slot(o, unreadable=True) for o in node.outs[1:n_outs]]
         ins = [self._operand(a, self.cols[out]) for a in args]
         self._emit(opcode, [out, *extra], ins)
-        if node.op.split(".")[1].endswith("_"):
-            # In place (autograd's formulas use a few): later reads of the input see the
-            # result, written to a new slot rather than into the input's memory.
-            self.slots[node.args[0].id] = out
 
 
 class _LoopLowering(Lowering):

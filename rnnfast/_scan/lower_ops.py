@@ -24,6 +24,7 @@ from .opcodes import (
     MM,
     NO_OPERAND,
     POW,
+    ROW_MAX,
     ROW_MEAN,
     ROW_SUM,
     SIGN,
@@ -182,7 +183,7 @@ def _cat(low: "Lowering", node: Node, _overload) -> None:
 def _row_reduction(low: "Lowering", node: Node, overload) -> None:
     name = node.op.split(".")[1]
     kwargs_default(node, dtype=None)
-    if overload not in ("dim", "dim_IntList") or len(node.args) < 2:
+    if overload not in ("dim", "dim_IntList", "default") or len(node.args) < 2:
         raise Unsupported(f"{node.op} without a dimension")
     dims = node.args[1]
     if not isinstance(dims, (list, tuple)) or len(dims) != 1:
@@ -193,7 +194,9 @@ def _row_reduction(low: "Lowering", node: Node, overload) -> None:
     x = low._read(node.args[0].id)  # with keepdim [B, 1], without [B]: both held as [B, 1]
     if low.cols[x] < 0:
         raise Unsupported("a reduction of a weight")
-    low._emit(ROW_SUM if name == "sum" else ROW_MEAN, [low._batch_slot(node.outs[0])], [x])
+    opcode = {"sum": ROW_SUM, "mean": ROW_MEAN, "amax": ROW_MAX}[name]
+    count = name == "sum" and low.meta[node.args[0].id].dtype == BOOL  # amax's gradient has one
+    low._emit(opcode, [low._batch_slot(node.outs[0], count=count)], [x])
 
 
 def _layer_norm(low: "Lowering", node: Node, _overload) -> None:
@@ -334,13 +337,12 @@ HANDLERS = {
     "cat": _cat,
     "sum": _row_reduction,
     "mean": _row_reduction,
+    "amax": _row_reduction,
     "native_layer_norm": _layer_norm,
     **{name: _compare for name in COMPARE},
     **{name: _logical for name in ("logical_and", "logical_or", "logical_not")},
-    **{name + "_": _logical for name in ("logical_and", "logical_or", "logical_not")},
     "where": _where,
     "masked_fill": _masked_fill,
-    "masked_fill_": _masked_fill,
     "sign": _sign,
     "sgn": _sign,
     "scalar_tensor": _scalar_tensor,

@@ -236,10 +236,7 @@ class _VjpLowering(Lowering):
         elif name == "sum" and _over_batch(node) and refs[0] in self.slots:
             self.terms[node.outs[0]] = [("colsum", self._read(refs[0]))]
         else:
-            handler = HANDLERS.get(name)
-            if handler is None:
-                raise Unsupported(node.op)
-            handler(self, node, node.op.split(".")[2])
+            self._node(node)
 
     def _slice_backward(self, node: Node) -> None:
         kwargs_default(node)

@@ -27,6 +27,7 @@ UNARY = {
     "clone": 33,
     "alias": 33,
     "_to_copy": 33,
+    "erf": 53,
 }
 COMPARE = {"gt": 16, "lt": 17, "ge": 18, "le": 19, "eq": 34, "ne": 35}
 WHERE, MASKED_FILL, LOGICAL_AND, LOGICAL_OR, SIGN = 38, 39, 45, 46, 47
@@ -35,6 +36,7 @@ SOFTPLUS_BACKWARD, LOG_SIGMOID_BACKWARD = 48, 49
 # of layer norm, and the weights' gradients summed over the steps.
 TANH_BACKWARD, SIGMOID_BACKWARD, THRESHOLD_BACKWARD, HARDTANH_BACKWARD = 36, 37, 43, 44
 SLICE_BACKWARD, LAYER_NORM_BACKWARD = 52, 63
+ROW_MAX = 64
 ACCUMULATE_PRODUCT, ACCUMULATE_COLUMN_SUM = 70, 71
 COPY, CLAMP, POW, SOFTPLUS, SPLIT, CAT, ROW_SUM, ROW_MEAN, LAYER_NORM = (
     33,

@@ -8,12 +8,43 @@ from typing import List
 import torch
 import torch.utils._pytree as pytree
 from torch import Tensor
+from torch._decomp import get_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from .capture import StepCaptures
 from .errors import CarryMismatchError, ScanTraceError, user_line
 from .ir import BATCH, Node, Program, Ref, ValueMeta
 from .trees import flatten
+
+# Ops traced as torch's decompositions into the ones the engine runs: activations (F.silu as
+# x * sigmoid(x), F.elu, F.gelu, ...), softmax and log_softmax (amax, exp, sum), vector norms
+# (F.normalize), addcmul. Those whose decompositions reach prims (std, var, exp2) stay whole,
+# as does hardsigmoid, whose ATen gradient in float64 uses a float32 1/6.
+_DECOMPOSED = (
+    "silu",
+    "gelu",
+    "elu",
+    "celu",
+    "selu",
+    "leaky_relu",
+    "hardswish",
+    "mish",
+    "glu",
+    "softshrink",
+    "hardshrink",
+    "threshold",
+    "logit",
+    "logaddexp",
+    "_softmax",
+    "_log_softmax",
+    "logsumexp",
+    "linalg_vector_norm",
+    "addcmul",
+    "addcdiv",
+)
+DECOMPOSITIONS = get_decompositions(
+    [getattr(torch.ops.aten, name) for name in _DECOMPOSED if hasattr(torch.ops.aten, name)]
+)
 
 # The user's source line of each node, for error messages (make_fx records it from torch 2.6 on;
 # before, errors name the op alone).
@@ -68,7 +99,9 @@ def trace_step(captures: StepCaptures, init_leaves, init_spec, x_leaves, x_spec)
 
     try:
         with torch.no_grad():
-            gm = make_fx(traced, tracing_mode="fake", **_STACK_TRACES)(*carry, *xs, *weights)
+            gm = make_fx(
+                traced, decomposition_table=DECOMPOSITIONS, tracing_mode="fake", **_STACK_TRACES
+            )(*carry, *xs, *weights)
     except (ScanTraceError, CarryMismatchError):
         raise
     except Exception as e:

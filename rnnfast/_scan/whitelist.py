@@ -22,6 +22,7 @@ POINTWISE = {
     "relu",
     "exp",
     "expm1",
+    "erf",
     "log",
     "log1p",
     "log_sigmoid_forward",
@@ -87,8 +88,10 @@ def packet(node: Node) -> str:
 def check(node: Node, meta_of) -> str:
     """Why the engine cannot run this node on batch-shaped values ('' if it can)."""
     p = packet(node)
-    if p in POINTWISE:
+    if p in POINTWISE or (p.endswith("_") and p[:-1] in POINTWISE):  # in place (F.rms_norm's)
         return _broadcast(node, meta_of)
+    if p == "expand":
+        return _expand(node, meta_of)
     if p in PRODUCTS:
         return ""  # the weight operand is checked by the split, which knows what is a weight
     if p in ROW_VIEWS:
@@ -135,3 +138,11 @@ def _broadcast(node: Node, meta_of) -> str:
     if any(meta_of(r).batched and len(meta_of(r).shape) == 1 for r in node.refs):
         return "a [B] value broadcast against [B, cols]: unsqueeze it to [B, 1] first"
     return ""
+
+
+def _expand(node: Node, meta_of) -> str:
+    """An expand of a [B, 1] value over the columns, or of a weight over the batch."""
+    m, out = meta_of(node.args[0].id), meta_of(node.outs[0])
+    if out.batched and (not m.batched or len(m.shape) == len(out.shape)):
+        return ""
+    return f"it expands shape {list(m.shape)} to {list(out.shape)}"

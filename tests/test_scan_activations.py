@@ -1,0 +1,95 @@
+"""rnnfast.scan on activations and row ops that torch decomposes into the engine's (F.silu,
+F.gelu, F.elu, softmax, F.normalize, F.rms_norm, ...) or that have an opcode of their own
+(erf, amax): each runs in the engine forward and backward, with the Python runner's results
+and the eager loop's (float64)."""
+
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from scan_modes import split_mode  # noqa: E402, F401
+from test_scan import assert_matches_loop  # noqa: E402
+from test_scan_engine import assert_engine_matches_runner  # noqa: E402
+
+import rnnfast  # noqa: E402
+from rnnfast._scan.engine import engine_runs  # noqa: E402
+
+DT = torch.float64
+B, T, I, H = 3, 4, 5, 6
+
+ACTIVATIONS = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda a: F.gelu(a, approximate="tanh"),
+    "elu": F.elu,
+    "celu": lambda a: F.celu(a, alpha=0.5),  # ATen: a float32 1 / alpha in its gradient
+    "selu": F.selu,
+    "leaky_relu": lambda a: F.leaky_relu(a, 0.05),
+    "hardswish": F.hardswish,
+    "mish": F.mish,
+    "softshrink": lambda a: F.softshrink(a, 0.2),
+    "hardshrink": lambda a: F.hardshrink(a, 0.2),
+    "threshold": lambda a: F.threshold(a, 0.1, -0.3),
+    "glu": lambda a: F.glu(torch.cat([a, a[:, 2:], a[:, :2]], -1), -1),
+    "logit": lambda a: torch.logit(torch.sigmoid(a), eps=1e-6),
+    "logaddexp": lambda a: torch.logaddexp(a, 0.5 - a),
+    "erf": torch.erf,
+    "softmax": lambda a: torch.softmax(a, -1),
+    "log_softmax": lambda a: F.log_softmax(a, -1) / 4,
+    "logsumexp": lambda a: a - torch.logsumexp(a, -1, keepdim=True),
+    "amax": lambda a: a - a.amax(-1, keepdim=True),
+    "normalize": lambda a: F.normalize(a, dim=-1),
+    "norm": lambda a: a / a.norm(dim=-1, keepdim=True),
+    "rms_norm": lambda a: F.rms_norm(a, (H,)),
+    "addcmul": lambda a: torch.addcmul(a, a, a.sigmoid(), value=0.1),
+    "addcdiv": lambda a: torch.addcdiv(a, a, a.abs() + 1, value=0.3),
+}
+
+
+def _cell(act):
+    torch.manual_seed(0)
+    W = (0.5 * torch.randn(I, H, dtype=DT)).requires_grad_()
+    U = (0.5 * torch.randn(H, H, dtype=DT)).requires_grad_()
+
+    def step(h, x):
+        h = torch.tanh(act(x @ W + h @ U))
+        return h, h.clone()
+
+    init = torch.randn(B, H, dtype=DT, requires_grad=True)
+    return step, init, torch.randn(T, B, I, dtype=DT, requires_grad=True), [W, U]
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+@pytest.mark.usefixtures("split_mode")
+def test_runs_on_the_engine_as_the_loop(name):
+    step, init, xs, params = _cell(ACTIVATIONS[name])
+    assert_engine_matches_runner(step, init, xs, params)
+    assert_matches_loop(step, init, xs, params)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cols", [3, 16, 21])
+def test_row_max_over_vectors_and_tails_keeps_nan(dtype, cols):
+    """amax over whole SIMD vectors and a tail, with a row whose NaN sits in either."""
+    torch.manual_seed(cols)
+
+    def step(h, x):
+        return h - h.amax(-1, keepdim=True) + x, h.amax(-1, keepdim=True) * 1
+
+    init = torch.randn(4, cols, dtype=dtype)
+    init[1, 0] = init[2, cols - 1] = float("nan")
+    xs = torch.randn(2, 4, cols, dtype=dtype)
+    runs = engine_runs()
+    got = rnnfast.scan(step, init, xs)
+    assert engine_runs() == runs + 1
+    want_h, ys = init, []
+    for t in range(2):
+        want_h, y = step(want_h, xs[t])
+        ys.append(y)
+    torch.testing.assert_close(got[0], want_h, equal_nan=True)
+    torch.testing.assert_close(got[1], torch.stack(ys), equal_nan=True)
