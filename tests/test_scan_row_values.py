@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+import torch.utils._pytree as pytree
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,3 +113,39 @@ def test_a_squeeze_that_could_drop_the_batch_is_refused(squeeze):
         return torch.tanh(h @ U) * s.unsqueeze(-1), h.clone()
 
     _refused(step, "a squeeze without a dimension, or of the batch's")
+
+
+def _assert_same_outputs(step, init, xs):
+    got, want = rnnfast.scan(step, init, xs), python_loop(step, init, xs)
+    for a, b in zip(pytree.tree_leaves(got), pytree.tree_leaves(want)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        torch.testing.assert_close(a, b, **TIGHT)
+
+
+def test_a_boolean_y_comes_back_boolean():
+    """Spikes, say: the engine's tensors are of the program's dtype, so a loop that would
+    give a boolean y_t leaves it to ATen."""
+    W, U = _weights()
+
+    def step(h, x):
+        h = torch.tanh(x @ W + h @ U)
+        return h, (h, h > 0.5)
+
+    init = torch.randn(B, H, dtype=DT, requires_grad=True)
+    runs = engine_runs()
+    _assert_same_outputs(step, init, torch.randn(T, B, I, dtype=DT, requires_grad=True))
+    assert engine_runs() > runs
+
+
+def test_a_b_carry_and_b_outputs():
+    """A step counter [B] in the carry and a row sum [B] as y_t: [B] tensors where the loop
+    gives them (the engine's are [B, cols], so ATen runs such a step)."""
+    W, U = _weights()
+
+    def step(carry, x):
+        h, n = carry
+        h = torch.tanh(x @ W + h @ U)
+        return (h, n + 1), (h.sum(-1), n)
+
+    init = (torch.randn(B, H, dtype=DT, requires_grad=True), torch.zeros(B, dtype=DT))
+    _assert_same_outputs(step, init, torch.randn(T, B, I, dtype=DT, requires_grad=True))
