@@ -1,7 +1,7 @@
 """rnnfast.scan on activations and row ops that torch decomposes into the engine's (F.silu,
-F.gelu, F.elu, softmax, F.normalize, F.rms_norm, ...) or that have an opcode of their own
-(erf, amax): each runs in the engine forward and backward, with the Python runner's results
-and the eager loop's (float64)."""
+F.gelu, F.elu, softmax, F.normalize, F.rms_norm, var and std over the last dimension, ...)
+or that have an opcode of their own (erf, amax): each runs in the engine forward and
+backward, with the Python runner's results and the eager loop's (float64)."""
 
 import os
 import sys
@@ -48,6 +48,12 @@ ACTIVATIONS = {
     "rms_norm": lambda a: F.rms_norm(a, (H,)),
     "addcmul": lambda a: torch.addcmul(a, a, a.sigmoid(), value=0.1),
     "addcdiv": lambda a: torch.addcdiv(a, a, a.abs() + 1, value=0.3),
+    "lerp": lambda a: torch.lerp(a, torch.tanh(a), torch.sigmoid(a)),
+    "var": lambda a: a / (a.var(-1, keepdim=True) + 1),
+    "std": lambda a: a.std(-1)[:, None] * a,
+    "hand_layer_norm": lambda a: (
+        (a - a.mean(-1, keepdim=True)) / torch.sqrt(a.var(-1, keepdim=True, unbiased=False) + 1e-5)
+    ),
 }
 
 

@@ -18,8 +18,9 @@ from .trees import flatten
 
 # Ops traced as torch's decompositions into the ones the engine runs: activations (F.silu as
 # x * sigmoid(x), F.elu, F.gelu, ...), softmax and log_softmax (amax, exp, sum), vector norms
-# (F.normalize), addcmul. Those whose decompositions reach prims (std, var, exp2) stay whole,
-# as does hardsigmoid, whose ATen gradient in float64 uses a float32 1/6.
+# (F.normalize), addcmul, lerp by a tensor. Those whose decompositions reach prims (exp2)
+# stay whole, as does hardsigmoid, whose ATen gradient in float64 uses a float32 1/6; var and
+# std over the last dimension have their own below.
 _DECOMPOSED = (
     "silu",
     "gelu",
@@ -42,9 +43,30 @@ _DECOMPOSED = (
     "addcmul",
     "addcdiv",
 )
+
+
+def _var(x, dim=None, *, correction=None, keepdim=False):
+    """var over the last dimension as its mean, the squared differences' sum and a division
+    (torch's own decomposition reaches prims.var); NotImplemented (traced whole) otherwise."""
+    if x.dim() < 2 or dim is None or len(dim) != 1 or dim[0] % x.dim() != x.dim() - 1:
+        return NotImplemented
+    d = x - x.mean(-1, keepdim=True)
+    return (d * d).sum(-1, keepdim=keepdim) / max(
+        x.shape[-1] - (1 if correction is None else correction), 0
+    )
+
+
+def _std(x, dim=None, *, correction=None, keepdim=False):
+    v = _var(x, dim, correction=correction, keepdim=keepdim)
+    return v if v is NotImplemented else torch.sqrt(v)
+
+
 DECOMPOSITIONS = get_decompositions(
     [getattr(torch.ops.aten, name) for name in _DECOMPOSED if hasattr(torch.ops.aten, name)]
+    + [torch.ops.aten.lerp.Tensor]
 )
+DECOMPOSITIONS[torch.ops.aten.var.correction] = _var
+DECOMPOSITIONS[torch.ops.aten.std.correction] = _std
 
 # The user's source line of each node, for error messages (make_fx records it from torch 2.6 on;
 # before, errors name the op alone).
