@@ -1,11 +1,11 @@
 """The ops the fused engine runs on batch-shaped values: products of the state by a weight,
-pointwise math, and row reductions over the last dimension (ATen names, as the tracer emits
-them). Ops on weights alone (slices, transposes of W) run once per call outside the engine and
-may be anything."""
+pointwise math, row reductions over the last dimension, views that keep each row, and a
+weight's rows looked up by token ids (ATen names, as the tracer emits them). Ops on weights
+alone (slices, transposes of W) run once per call outside the engine and may be anything."""
 
 import math
 
-from .ir import Node, ValueMeta
+from .ir import Node, Ref, ValueMeta
 
 PRODUCTS = {"mm", "addmm"}  # the weight is the last operand
 
@@ -92,6 +92,8 @@ def check(node: Node, meta_of) -> str:
         return _broadcast(node, meta_of)
     if p == "expand":
         return _expand(node, meta_of)
+    if p in ("embedding", "index"):
+        return _lookup(node, meta_of)
     if p in PRODUCTS:
         return ""  # the weight operand is checked by the split, which knows what is a weight
     if p in ROW_VIEWS:
@@ -146,3 +148,21 @@ def _expand(node: Node, meta_of) -> str:
     if out.batched and (not m.batched or len(m.shape) == len(out.shape)):
         return ""
     return f"it expands shape {list(m.shape)} to {list(out.shape)}"
+
+
+def _lookup(node: Node, meta_of) -> str:
+    """A weight's rows looked up by a batch of indices (an embedding of x_t's tokens): each row
+    of the result from its own row of indices."""
+    table, indices = node.args[0], node.args[1]
+    if node.op == "aten.index.Tensor":
+        indices = indices[0] if len(indices) == 1 else None
+    elif node.op != "aten.embedding.default":
+        return "the engine has no such op on batch-shaped values"
+    if (
+        isinstance(table, Ref)
+        and isinstance(indices, Ref)
+        and not meta_of(table.id).batched
+        and meta_of(indices.id).batched
+    ):
+        return ""
+    return "of lookups, only a weight's rows by a batch of indices (E[tokens]) are supported"

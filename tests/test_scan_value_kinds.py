@@ -1,14 +1,16 @@
-"""rnnfast.scan on per-step masks of bools and on [B] values (a per-step [T, B] input, a row
-statistic without keepdim). torch's broadcasting lines a [B] value up with the last dimension
-of a wider one, so the ops that would read its batch as a column are refused with the line,
-and their results under fallback='loop' are the loop's. The cell built of [B] values runs in
-tests/scan_cells.py."""
+"""rnnfast.scan on the kinds of values a step meets beyond [B, cols] floats: per-step masks
+of bools, token ids looked up in the step, [B] values (a per-step [T, B] input, a row
+statistic without keepdim) and outputs of another dtype or shape. torch's broadcasting lines
+a [B] value up with the last dimension of a wider one, so the ops that would read its batch
+as a column are refused with the line, and their results under fallback='loop' are the
+loop's. The cell built of [B] values runs in tests/scan_cells.py."""
 
 import os
 import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torch.utils._pytree as pytree
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -73,7 +75,7 @@ def _refused(step, match, xs=None):
     """step is refused naming its line; with fallback='loop' its results are the loop's."""
     init = torch.randn(B, H, dtype=DT)
     xs = torch.randn(T, B, I, dtype=DT) if xs is None else xs
-    with pytest.raises(ScanTraceError, match=match + ".*test_scan_row_values.py"):
+    with pytest.raises(ScanTraceError, match=match + ".*test_scan_value_kinds.py"):
         rnnfast.scan(step, init, xs)
     with pytest.warns(UserWarning, match=match):
         got = rnnfast.scan(step, init, xs, fallback="loop")
@@ -149,3 +151,31 @@ def test_a_b_carry_and_b_outputs():
 
     init = (torch.randn(B, H, dtype=DT, requires_grad=True), torch.zeros(B, dtype=DT))
     _assert_same_outputs(step, init, torch.randn(T, B, I, dtype=DT, requires_grad=True))
+
+
+@pytest.mark.parametrize("lookup", ["embedding", "index"])
+def test_token_embeddings_looked_up_in_the_step(lookup):
+    """xs of token ids [T, B], embedded in the step (F.embedding or E[tokens]): looked up for
+    all steps at once, the loop on the engine, gradients reaching the table."""
+    W, U = _weights()
+    E = torch.randn(11, I, dtype=DT, requires_grad=True)
+
+    def step(h, tokens):
+        x = F.embedding(tokens, E) if lookup == "embedding" else E[tokens]
+        h = torch.tanh(x @ W + h @ U)
+        return h, h.clone()
+
+    init = torch.randn(B, H, dtype=DT, requires_grad=True)
+    runs, backward_runs = engine_runs(), engine_backward_runs()
+    assert_matches_loop(step, init, torch.randint(0, 11, (T, B)), [W, U, E])
+    assert engine_runs() > runs and engine_backward_runs() > backward_runs
+
+
+def test_a_lookup_along_the_batch_is_refused():
+    _, U = _weights()
+
+    def step(h, tokens):
+        return torch.tanh(h[tokens] @ U), h.clone()
+
+    with pytest.raises(ScanTraceError, match=r"only a weight's rows .*\(E\[tokens\]\)"):
+        rnnfast.scan(step, torch.randn(B, H, dtype=DT), torch.randint(0, B, (T, B)))
