@@ -135,9 +135,6 @@ def _loop_nodes(prog, cls) -> set:
 
 def _check_engine_op(node: Node, cls, prog) -> None:
     why = check(node, lambda i: prog.meta[i])
-    inputs = set(prog.carry_in) | set(prog.x_in) | set(prog.weights_in)
-    if not why and packet(node).endswith("_") and node.refs and node.refs[0] in inputs:
-        why = "an in-place update of the carry, an input or a lifted tensor"
     if not why and packet(node) in PRODUCTS and cls[node.args[-1].id] != CONST:
         why = (
             "a product of two values that change from step to step; the engine multiplies "

@@ -15,6 +15,7 @@ from .capture import StepCaptures
 from .errors import CarryMismatchError, ScanTraceError, user_line
 from .ir import BATCH, Node, Program, Ref, ValueMeta
 from .trees import flatten
+from .whitelist import FRESH
 
 # Ops traced as torch's decompositions into the ones the engine runs: activations (F.silu as
 # x * sigmoid(x), F.elu, F.gelu, ...), softmax and log_softmax (amax, exp, sum), vector norms
@@ -138,7 +139,44 @@ def trace_step(captures: StepCaptures, init_leaves, init_spec, x_leaves, x_spec)
             f"rnnfast.scan: combine_fn could not be traced once for all steps "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         ) from e
+    _out_of_place(gm)
     return lower(gm, n_carry, n_x, b), found["y_spec"], found["y_none"]
+
+
+def _out_of_place(gm: torch.fx.GraphModule) -> None:
+    """The step's ops in place as ops out of place, the later reads of what they updated
+    reading their results (the program's values are each written once). An op in place may
+    update only a tensor the step made (whitelist.FRESH): one on the carry, an input, a lifted
+    tensor or a view of one would change what the trace reads as unchanged, so it is refused
+    with its line."""
+    order = {node: k for k, node in enumerate(gm.graph.nodes)}
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        name = node.target.overloadpacket.__name__
+        if not name.endswith("_"):
+            continue
+        target = node.args[0] if node.args else None
+        made = isinstance(target, torch.fx.Node) and target.op == "call_function"
+        if not made or packet_of(target).rstrip("_") not in FRESH:
+            raise ScanTraceError(
+                f"rnnfast.scan: combine_fn updates in place ({node.target}) a value it did not "
+                f"make as a tensor of its own (the carry, an input, a weight or a view of one)"
+                f"{_at(node)}; write it out of place (x = x * 2, not x.mul_(2))"
+            )
+        packet = getattr(torch.ops.aten, name[:-1], None)
+        out_of_place = getattr(packet, node.target._overloadname, None) if packet else None
+        if out_of_place is None:
+            continue  # the lowering refuses it
+        for user in list(target.users):
+            if order[user] > order[node]:
+                user.replace_input_with(target, node)
+        node.target = out_of_place
+
+
+def packet_of(node: torch.fx.Node) -> str:
+    target = node.target
+    return target.overloadpacket.__name__ if isinstance(target, torch._ops.OpOverload) else ""
 
 
 def _describe(v, b) -> str:

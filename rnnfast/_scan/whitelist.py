@@ -61,6 +61,11 @@ POINTWISE = {
     "lift_fresh_copy",
 }
 
+# Ops whose result is a tensor of its own, which an op in place may update (F.rms_norm adds
+# its epsilon to a mean so); not the carry, an input, a lifted tensor or a view of one, which
+# the trace would not see change.
+FRESH = (POINTWISE - {"alias"}) | PRODUCTS | {"sum", "mean", "amax"}
+
 # Views that keep the batch in front and each row's elements in order ([B] <-> [B, 1], a row
 # reshaped): the same rows, read otherwise. A squeeze must name its dimension (without one it
 # would also drop a batch of 1).
@@ -88,7 +93,7 @@ def packet(node: Node) -> str:
 def check(node: Node, meta_of) -> str:
     """Why the engine cannot run this node on batch-shaped values ('' if it can)."""
     p = packet(node)
-    if p in POINTWISE or (p.endswith("_") and p[:-1] in POINTWISE):  # in place (F.rms_norm's)
+    if p in POINTWISE:
         return _broadcast(node, meta_of)
     if p == "expand":
         return _expand(node, meta_of)
