@@ -49,6 +49,8 @@ ACTIVATIONS = {
     "addcmul": lambda a: torch.addcmul(a, a, a.sigmoid(), value=0.1),
     "addcdiv": lambda a: torch.addcdiv(a, a, a.abs() + 1, value=0.3),
     "lerp": lambda a: torch.lerp(a, torch.tanh(a), torch.sigmoid(a)),
+    "lerp_scalar": lambda a: torch.lerp(a, torch.tanh(a), 0.3) + torch.lerp(a, a.exp(), 0.8),
+    "sin_cos": lambda a: torch.sin(a) * torch.cos(2 * a),
     "var": lambda a: a / (a.var(-1, keepdim=True) + 1),
     "std": lambda a: a.std(-1)[:, None] * a,
     "hand_layer_norm": lambda a: (

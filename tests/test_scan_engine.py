@@ -169,6 +169,7 @@ def every_opcode_step(h, x):
         + a.masked_fill(b < c, 0.5)
         + torch.zeros_like(a)
         + torch.erf(d) * (c - c.amax(-1, keepdim=True))
+        + torch.sin(a) * torch.cos(b)
     )
     h = torch.cat([e[:, : H // 2], torch.tanh(e[:, H // 2 :] @ W_E)], dim=-1)
     return h, h * 1

@@ -134,6 +134,12 @@ bool run_pointwise(Op op, int64_t B, int64_t N, Rows<T> out, c10::ArrayRef<Opera
     case Op::kErf:
       unary([](V x) { return x.erf(); });
       return true;
+    case Op::kSin:
+      unary([](V x) { return x.sin(); });
+      return true;
+    case Op::kCos:
+      unary([](V x) { return x.cos(); });
+      return true;
     case Op::kCopy:
       unary([](V x) { return x; });
       return true;

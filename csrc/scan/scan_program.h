@@ -65,6 +65,8 @@ enum class Op : int64_t {
   kCat = 51,                 // (xs..) along the last dim
   kSliceBackward = 52,       // (grad) ints [first]: grad in columns [first, first + cols), else 0
   kErf = 53,                 // pointwise again: 53 up to kRowSum
+  kSin,
+  kCos,
   kRowSum = 60,
   kRowMean,
   kLayerNorm,               // layer norm: (x, w or none, b or none, eps)

@@ -28,6 +28,8 @@ UNARY = {
     "alias": 33,
     "_to_copy": 33,
     "erf": 53,
+    "sin": 54,
+    "cos": 55,
 }
 COMPARE = {"gt": 16, "lt": 17, "ge": 18, "le": 19, "eq": 34, "ne": 35}
 WHERE, MASKED_FILL, LOGICAL_AND, LOGICAL_OR, SIGN = 38, 39, 45, 46, 47

@@ -21,7 +21,7 @@ from .whitelist import FRESH
 # x * sigmoid(x), F.elu, F.gelu, ...), softmax and log_softmax (amax, exp, sum), vector norms
 # (F.normalize), addcmul, lerp by a tensor. Those whose decompositions reach prims (exp2)
 # stay whole, as does hardsigmoid, whose ATen gradient in float64 uses a float32 1/6; var and
-# std over the last dimension have their own below.
+# std over the last dimension and lerp by a Python scalar have their own below.
 _DECOMPOSED = (
     "silu",
     "gelu",
@@ -57,6 +57,14 @@ def _var(x, dim=None, *, correction=None, keepdim=False):
     )
 
 
+def _lerp(start, end, weight):
+    """lerp by a Python scalar with ATen's formula for its weight (torch's decomposition makes
+    the weight a tensor of its own)."""
+    if abs(weight) < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1 - weight)
+
+
 def _std(x, dim=None, *, correction=None, keepdim=False):
     v = _var(x, dim, correction=correction, keepdim=keepdim)
     return v if v is NotImplemented else torch.sqrt(v)
@@ -68,6 +76,7 @@ DECOMPOSITIONS = get_decompositions(
 )
 DECOMPOSITIONS[torch.ops.aten.var.correction] = _var
 DECOMPOSITIONS[torch.ops.aten.std.correction] = _std
+DECOMPOSITIONS[torch.ops.aten.lerp.Scalar] = _lerp
 
 # The user's source line of each node, for error messages (make_fx records it from torch 2.6 on;
 # before, errors name the op alone).

@@ -23,6 +23,8 @@ POINTWISE = {
     "exp",
     "expm1",
     "erf",
+    "sin",
+    "cos",
     "log",
     "log1p",
     "log_sigmoid_forward",
