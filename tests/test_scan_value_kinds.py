@@ -143,7 +143,7 @@ def test_a_boolean_y_comes_back_boolean():
 
 def test_a_b_carry_and_b_outputs():
     """A step counter [B] in the carry and a row sum [B] as y_t: [B] tensors where the loop
-    gives them (the engine's are [B, cols], so ATen runs such a step)."""
+    gives them."""
     W, U = _weights()
 
     def step(carry, x):
@@ -153,6 +153,38 @@ def test_a_b_carry_and_b_outputs():
 
     init = (torch.randn(B, H, dtype=DT, requires_grad=True), torch.zeros(B, dtype=DT))
     _assert_same_outputs(step, init, torch.randn(T, B, I, dtype=DT, requires_grad=True))
+
+
+@pytest.mark.parametrize("kw", [{}, {"reverse": True}, {"lengths": [5, 2, 4]}], ids=str)
+def test_b_carries_inputs_and_outputs_run_on_the_engine(kw):
+    """[B] values at the loop's edge, all differentiated: a running [B] sum in the carry that
+    feeds the state back, a [T, B] input the loop reads as it is, and [B] outputs. The engine
+    holds them as [B, 1], forward and backward; the caller sees the loop's shapes."""
+    W, U = _weights()
+    v = torch.randn(H, dtype=DT, requires_grad=True)
+
+    def step(carry, inputs):
+        h, s = carry
+        x, gap = inputs
+        h = torch.tanh(x @ W + h @ U + s[:, None] * v) * torch.exp(-gap).unsqueeze(-1)
+        s = 0.5 * s + torch.sigmoid(h.sum(-1)) * gap
+        return (h, s), (s, h.mean(-1))
+
+    init = (torch.randn(B, H, dtype=DT, requires_grad=True), torch.randn(B, dtype=DT))
+    init[1].requires_grad_()
+    xs = (torch.randn(T, B, I, dtype=DT, requires_grad=True), torch.rand(T, B, dtype=DT))
+    xs[1].requires_grad_()
+    if "lengths" in kw:
+        kw = {"lengths": torch.tensor(kw["lengths"])}
+    runs, backward_runs = engine_runs(), engine_backward_runs()
+    assert_matches_loop(step, init, xs, [W, U, v], **kw)
+    assert engine_runs() > runs and engine_backward_runs() > backward_runs
+    (h, s), (ys, means) = rnnfast.scan(step, init, xs, **kw)
+    assert s.shape == (B,) and ys.shape == means.shape == (T, B)
+    with torch.no_grad():
+        (_, s_no_grad), (ys_no_grad, _) = rnnfast.scan(step, init, xs, **kw)
+    torch.testing.assert_close(s_no_grad, s, **TIGHT)
+    torch.testing.assert_close(ys_no_grad, ys, **TIGHT)
 
 
 @pytest.mark.parametrize("lookup", ["embedding", "index"])

@@ -114,6 +114,37 @@ class InputKinds:
         self.requires_grad = any(t.requires_grad for t in tensors)
 
 
+class _Vectors:
+    """The loop's [B] carries, sequences ([T, B]) and boundary values ([T, B]) at the op's
+    edge: the op takes and gives [B, cols] and [T, B, cols] tensors, and the engine holds a
+    [B] value as [B, 1], so they go in with a last dimension of 1 and come out without it (as
+    views, which autograd follows)."""
+
+    def __init__(self, split):
+        meta = split.prog.meta
+
+        def vectors(ids):
+            return [len(meta[i].shape) == 1 for i in ids]
+
+        self.carry = vectors(split.prog.carry_in)
+        self.seqs = vectors(split.loop_seq_in)
+        self.boundary = vectors(split.boundary)
+        self.any = any(self.carry + self.seqs + self.boundary)
+
+    @staticmethod
+    def widen(tensors, vectors) -> List[Tensor]:
+        return [t.unsqueeze(-1) if v else t for t, v in zip(tensors, vectors)]
+
+    @staticmethod
+    def narrow(tensors, vectors) -> List[Tensor]:
+        return [t.squeeze(-1) if v else t for t, v in zip(tensors, vectors)]
+
+    def outputs(self, outs, n_carry: int) -> List[Tensor]:
+        """The op's (final carry, boundary values), flat, as the step's shapes."""
+        outs = list(outs)
+        return self.narrow(outs[:n_carry], self.carry) + self.narrow(outs[n_carry:], self.boundary)
+
+
 class LoopEngine:
     """The loop part of a split step lowered for the C++ engine, or unusable (``program`` None)
     where the lowering found something it has no opcode for. Under autograd the forward also
@@ -132,6 +163,7 @@ class LoopEngine:
         if not split.hoisted_nodes and not split.output_nodes and x_in >= set(split.loop_seq_in):
             self.lifted_views = loop_weight_views(split)
         self._prepared = None  # _prepared_call's
+        self.vectors = _Vectors(split)
         lowered = lower_loop(split)
         if lowered is None:
             return
@@ -153,10 +185,16 @@ class LoopEngine:
         # No autograd records this: Recurrence.forward runs without grad, and the other
         # caller only where no input requires it.
         seqs = numeric_seqs(seqs, carry[0].dtype)
+        v = self.vectors
+        if v.any:
+            carry, seqs = v.widen(carry, v.carry), v.widen(seqs, v.seqs)
         final, boundary, states, _ = _C.scan_run(
             self.program, carry, seqs, weights, mask, T, reverse, keep_states, False
         )
         _state["runs"] += 1
+        if v.any:
+            final, boundary = v.narrow(final, v.carry), v.narrow(boundary, v.boundary)
+            states = v.narrow(states, v.carry)
         return list(final), list(boundary), (list(states) if keep_states else None)
 
     def run_lifted(
@@ -182,10 +220,15 @@ class LoopEngine:
             outs = self.differentiable(step, carry, seqs, lifted, T, mask, reverse, True, True)
             return None if outs is None else (outs[: len(carry)], outs[len(carry) :])
         seqs = numeric_seqs(seqs, carry[0].dtype)
+        v = self.vectors
+        if v.any:
+            carry, seqs = v.widen(carry, v.carry), v.widen(seqs, v.seqs)
         final, boundary, _, _ = _C.scan_run(
             self.program, carry, seqs, lifted, mask, T, reverse, False, False, self.lifted_views
         )
         _state["runs"] += 1
+        if v.any:
+            return v.narrow(final, v.carry), v.narrow(boundary, v.boundary)
         return final, boundary
 
     def run_prepared(self, carry, seqs, lifted, T: int, reverse: bool, plain: bool = False):
@@ -199,9 +242,16 @@ class LoopEngine:
         if not (runnable_plain() if plain else runnable_now([*carry, *seqs, *lifted])):
             return None
         seqs = numeric_seqs(seqs, carry[0].dtype)
+        v = self.vectors
+        if v.any:
+            carry, seqs = v.widen(carry, v.carry), v.widen(seqs, v.seqs)
         outs = (self._prepared or self._prepared_call())(carry, seqs, lifted, T, reverse)
-        if outs is not None:
-            _state["runs"] += 1
+        if outs is None:
+            return None
+        _state["runs"] += 1
+        if v.any:
+            final, boundary = outs
+            return v.narrow(final, v.carry), v.narrow(boundary, v.boundary)
         return outs
 
     def _prepared_call(self):
@@ -262,12 +312,16 @@ class LoopEngine:
         if lifted and lowered.weight_sources is None:
             return None  # the backward's weights need the loop's weights in Python
         B = carry[0].shape[0]
+        v = self.vectors
+        seqs = numeric_seqs(seqs, carry[0].dtype)
+        if v.any:
+            carry, seqs = v.widen(carry, v.carry), v.widen(seqs, v.seqs)
         outs = _C.scan_run_differentiable(
             self._forward_program(lowered),
             backward_program,
             len(self.split.boundary),
             carry,
-            numeric_seqs(seqs, carry[0].dtype),
+            seqs,
             weights,
             self.lifted_views if lifted else None,
             lowered.weight_sources,
@@ -279,7 +333,7 @@ class LoopEngine:
             reverse,
         )
         _state["runs"] += 1
-        return outs
+        return v.outputs(outs, len(carry)) if v.any else outs
 
     def _prepare_backward(self, step, carry, seqs, weights, kept: bool) -> None:
         """Traces the step's vjp and lowers it for a forward that keeps its products (or not),

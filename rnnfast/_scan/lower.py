@@ -87,9 +87,6 @@ class Lowering:
         if any(self.cols[s] < 0 for s in ends):
             raise Unsupported("a weight as an output")
         groups = [carry_in, seq_in, weights, carry_out, boundary]
-        for i in [*carry_in, *seq_in, *carry_out, *boundary]:
-            if i in self.meta and len(self.meta[i].shape) != 2:  # the op's tensors: [B, cols]
-                raise Unsupported("a [B] carry, sequence or output")
         for i in [*carry_out, *boundary]:  # made in the program's dtype
             if i in self.meta and self.meta[i].dtype != self.dtype:
                 raise Unsupported(f"a {self.meta[i].dtype} carry or output")
