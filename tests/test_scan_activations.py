@@ -1,6 +1,7 @@
 """rnnfast.scan on activations and row ops that torch decomposes into the engine's (F.silu,
 F.gelu, F.elu, softmax, F.normalize, F.rms_norm, var and std over the last dimension, ...)
-or that have an opcode of their own (erf, amax): each runs in the engine forward and
+or that have an opcode of their own (erf, amax), a score per row by a weight vector (h @ v),
+and gradients stopped by detach (a straight-through estimator): each runs in the engine forward and
 backward, with the Python runner's results and the eager loop's (float64)."""
 
 import os
@@ -43,6 +44,9 @@ ACTIVATIONS = {
     "log_softmax": lambda a: F.log_softmax(a, -1) / 4,
     "logsumexp": lambda a: a - torch.logsumexp(a, -1, keepdim=True),
     "amax": lambda a: a - a.amax(-1, keepdim=True),
+    "amin": lambda a: a - torch.amin(a, -1, keepdim=True) + a.amin(-1)[:, None] ** 2,
+    "detach": lambda a: a * torch.sigmoid(a).detach(),
+    "straight_through": lambda a: a + (torch.sign(a) - a).detach(),
     "normalize": lambda a: F.normalize(a, dim=-1),
     "norm": lambda a: a / a.norm(dim=-1, keepdim=True),
     "rms_norm": lambda a: F.rms_norm(a, (H,)),
@@ -78,6 +82,23 @@ def test_runs_on_the_engine_as_the_loop(name):
     step, init, xs, params = _cell(ACTIVATIONS[name])
     assert_engine_matches_runner(step, init, xs, params)
     assert_matches_loop(step, init, xs, params)
+
+
+@pytest.mark.usefixtures("split_mode")
+def test_a_score_per_row_by_a_weight_vector_runs_on_the_engine():
+    """h @ v (aten.mv): a gate per row, as a product by a one-column weight."""
+    step, init, xs, (W, U) = _cell(lambda a: a)
+    v = torch.randn(H, dtype=DT, requires_grad=True)
+
+    def gated(h, x):
+        a = x @ W + h @ U
+        h = torch.tanh(a) * torch.sigmoid(a @ v)[:, None]
+        return h, (h, h @ v)
+
+    runs = engine_runs()
+    assert_engine_matches_runner(gated, init, xs, [W, U, v])
+    assert_matches_loop(gated, init, xs, [W, U, v])
+    assert engine_runs() > runs
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -107,6 +107,24 @@ def test_a_reduction_along_the_batch_of_a_b_value_is_refused():
     _refused(step, r"its last dimension is the batch", torch.rand(T, B, dtype=DT))
 
 
+@pytest.mark.parametrize(
+    "reduce",
+    [torch.sum, torch.mean, torch.amax, torch.amin, lambda a: a.sum(dim=[])],
+    ids=["sum", "mean", "amax", "amin", "sum_no_dims"],
+)
+@pytest.mark.parametrize("part", ["loop", "hoisted"])
+def test_a_reduction_without_a_dimension_is_refused(reduce, part):
+    """x.sum() reduces over the batch too: refused in the loop and where it depends on x_t
+    alone (which runs over all steps' rows at once, and crashed there)."""
+    W, U = _weights()
+
+    def step(h, x):
+        a = x @ W + h @ U if part == "loop" else x @ W
+        return torch.tanh(x @ W + h @ U - reduce(a)), h.clone()
+
+    _refused(step, "a reduction over every dimension, the batch included")
+
+
 @pytest.mark.parametrize("squeeze", [lambda s: s.squeeze(), lambda s: s.squeeze(0).squeeze(1)])
 def test_a_squeeze_that_could_drop_the_batch_is_refused(squeeze):
     """squeeze() and squeeze(0) keep a traced batch but drop a batch of 1."""

@@ -26,6 +26,7 @@ UNARY = {
     "log_sigmoid_forward": 32,
     "clone": 33,
     "alias": 33,
+    "detach": 33,  # the forward's copy; the vjp, traced through it, stops its gradient
     "_to_copy": 33,
     "erf": 53,
     "sin": 54,

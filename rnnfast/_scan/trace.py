@@ -70,6 +70,17 @@ def _std(x, dim=None, *, correction=None, keepdim=False):
     return v if v is NotImplemented else torch.sqrt(v)
 
 
+def _mv(m, v):
+    """A matrix by a vector (``h @ w``, a score per row) as a product by a one-column weight."""
+    return torch.mm(m, v.unsqueeze(-1)).squeeze(-1)
+
+
+def _amin(x, dim=(), keepdim=False):
+    """amin as amax of the negation: the same values, and the same gradient (shared among
+    ties)."""
+    return -torch.amax(-x, dim, keepdim)
+
+
 DECOMPOSITIONS = get_decompositions(
     [getattr(torch.ops.aten, name) for name in _DECOMPOSED if hasattr(torch.ops.aten, name)]
     + [torch.ops.aten.lerp.Tensor]
@@ -77,6 +88,8 @@ DECOMPOSITIONS = get_decompositions(
 DECOMPOSITIONS[torch.ops.aten.var.correction] = _var
 DECOMPOSITIONS[torch.ops.aten.std.correction] = _std
 DECOMPOSITIONS[torch.ops.aten.lerp.Scalar] = _lerp
+DECOMPOSITIONS[torch.ops.aten.mv.default] = _mv
+DECOMPOSITIONS[torch.ops.aten.amin.default] = _amin
 
 # The user's source line of each node, for error messages (make_fx records it from torch 2.6 on;
 # before, errors name the op alone).

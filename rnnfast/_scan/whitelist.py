@@ -59,6 +59,7 @@ POINTWISE = {
     "clone",
     "_to_copy",
     "alias",
+    "detach",
     "scalar_tensor",
     "lift_fresh_copy",
 }
@@ -66,7 +67,7 @@ POINTWISE = {
 # Ops whose result is a tensor of its own, which an op in place may update (F.rms_norm adds
 # its epsilon to a mean so); not the carry, an input, a lifted tensor or a view of one, which
 # the trace would not see change.
-FRESH = (POINTWISE - {"alias"}) | PRODUCTS | {"sum", "mean", "amax"}
+FRESH = (POINTWISE - {"alias", "detach"}) | PRODUCTS | {"sum", "mean", "amax"}
 
 # Views that keep the batch in front and each row's elements in order ([B] <-> [B, 1], a row
 # reshaped): the same rows, read otherwise. A squeeze must name its dimension (without one it
@@ -86,6 +87,9 @@ LAST_DIM = {
     "amax": 1,
     "logsumexp": 1,
 }
+
+
+REDUCTIONS = {"mean", "sum", "amax", "logsumexp", "var"}
 
 
 def packet(node: Node) -> str:
@@ -113,10 +117,12 @@ def check(node: Node, meta_of) -> str:
         if pos is None:  # layer_norm: the normalized trailing dimensions must leave the batch
             ok = len(node.args[1]) < len(m.shape)
             return "" if ok else "it normalizes over the batch dimension"
-        args = list(node.args) + [None] * 3
-        dim = args[pos] if pos < len(node.args) else node.kwargs.get("dim", -1 if p != "cat" else 0)
-        if p in ("mean", "sum", "amax", "logsumexp", "var") and dim is None:
+        # Without a dimension (x.sum(), amax's default ()), a reduction is over every one; a
+        # split, slice or cat is along the first.
+        dim = node.args[pos] if pos < len(node.args) else node.kwargs.get("dim")
+        if p in REDUCTIONS and (dim is None or (isinstance(dim, (list, tuple)) and not dim)):
             return "a reduction over every dimension, the batch included"
+        dim = 0 if dim is None else dim
         dims = dim if isinstance(dim, (list, tuple)) else [dim]
         rank = len(m.shape)
         if rank == 1:
