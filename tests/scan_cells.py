@@ -301,6 +301,31 @@ def make_time_decay_rnn(I, H, dtype):
     return step, _h(H, dtype), xs, [W, U, w_d, b_d, v]
 
 
+def make_on_lstm(I, H, dtype):
+    """Shen et al.'s ordered-neurons LSTM: master forget and input gates by cumax, the cumulative
+    sum of a softmax, which orders the units by how long they keep what they hold (a chunk of
+    one unit per master gate)."""
+    W, U = _p(I, 6 * H, dtype=dtype), _p(H, 6 * H, dtype=dtype, scale=0.3)
+    b = _p(6 * H, dtype=dtype)
+
+    def cumax(a):
+        return torch.cumsum(torch.softmax(a, -1), -1)
+
+    def step(carry, x):
+        h, c = carry
+        f_master, i_master, i, f, o, g = (x @ W + h @ U + b).chunk(6, -1)
+        f_master = cumax(f_master)
+        i_master = 1 - cumax(i_master)
+        overlap = f_master * i_master
+        f = torch.sigmoid(f) * overlap + (f_master - overlap)
+        i = torch.sigmoid(i) * overlap + (i_master - overlap)
+        c = f * c + i * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return (h, c), h.clone()
+
+    return step, _h(H, dtype, 2), _x(I, dtype), [W, U, b]
+
+
 COURSE = [make_nndl_srn, make_residual_srn, make_d2l_gru, make_numpy_lstm, make_module_cell]
 LITERATURE = [
     make_peephole_lstm,
@@ -316,4 +341,5 @@ LITERATURE = [
     make_mlstm,
     make_rms_cell,
     make_time_decay_rnn,
+    make_on_lstm,
 ]

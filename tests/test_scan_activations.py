@@ -1,8 +1,9 @@
 """rnnfast.scan on activations and row ops that torch decomposes into the engine's (F.silu,
 F.gelu, F.elu, softmax, F.normalize, F.rms_norm, var and std over the last dimension, ...)
-or that have an opcode of their own (erf, amax), a score per row by a weight vector (h @ v),
-and gradients stopped by detach (a straight-through estimator): each runs in the engine forward and
-backward, with the Python runner's results and the eager loop's (float64)."""
+or that have an opcode of their own (erf, amax, cumsum and flip along a row), a score per row
+by a weight vector (h @ v), and gradients stopped by detach (a straight-through estimator):
+each runs in the engine forward and backward, with the Python runner's results and the eager
+loop's (float64)."""
 
 import os
 import sys
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from scan_modes import split_mode  # noqa: E402, F401
-from test_scan import assert_matches_loop  # noqa: E402
+from test_scan import assert_matches_loop, python_loop  # noqa: E402
 from test_scan_engine import assert_engine_matches_runner  # noqa: E402
 
 import rnnfast  # noqa: E402
@@ -44,6 +45,7 @@ ACTIVATIONS = {
     "log_softmax": lambda a: F.log_softmax(a, -1) / 4,
     "logsumexp": lambda a: a - torch.logsumexp(a, -1, keepdim=True),
     "amax": lambda a: a - a.amax(-1, keepdim=True),
+    "cumsum_flip": lambda a: torch.cumsum(a.flip(-1), -1) / H - torch.flip(a, [1]),
     "amin": lambda a: a - torch.amin(a, -1, keepdim=True) + a.amin(-1)[:, None] ** 2,
     "detach": lambda a: a * torch.sigmoid(a).detach(),
     "straight_through": lambda a: a + (torch.sign(a) - a).detach(),
@@ -99,6 +101,23 @@ def test_a_score_per_row_by_a_weight_vector_runs_on_the_engine():
     assert_engine_matches_runner(gated, init, xs, [W, U, v])
     assert_matches_loop(gated, init, xs, [W, U, v])
     assert engine_runs() > runs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cumsum_is_atens_bit_for_bit(dtype):
+    """cumsum along a row sums in ATen's CPU accumulation type (double for float32)."""
+    torch.manual_seed(0)
+
+    def step(h, x):
+        y = torch.cumsum(x + h, -1)
+        return y * 1e-3, y
+
+    init, xs = torch.randn(5, 37, dtype=dtype), 1e3 * torch.randn(3, 5, 37, dtype=dtype)
+    runs = engine_runs()
+    got = rnnfast.scan(step, init, xs)
+    assert engine_runs() == runs + 1
+    want = python_loop(step, init, xs)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -170,6 +170,8 @@ def every_opcode_step(h, x):
         + torch.zeros_like(a)
         + torch.erf(d) * (c - c.amax(-1, keepdim=True))
         + torch.sin(a) * torch.cos(b)
+        + torch.cumsum(a.flip(-1), -1) * 0.1
+        + b.detach()
     )
     h = torch.cat([e[:, : H // 2], torch.tanh(e[:, H // 2 :] @ W_E)], dim=-1)
     return h, h * 1
@@ -210,6 +212,8 @@ def test_every_opcode_lowers_and_matches():
         opcodes.ROW_SUM,
         opcodes.ROW_MEAN,
         opcodes.ROW_MAX,
+        opcodes.ROW_CUMSUM,
+        opcodes.ROW_FLIP,
         opcodes.LAYER_NORM,
         opcodes.WHERE,
         opcodes.MASKED_FILL,

@@ -2,6 +2,7 @@
 // rows (cat along the last dimension, carries, per-step outputs).
 #pragma once
 
+#include <ATen/AccumulateType.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
@@ -61,6 +62,30 @@ void row_max(int64_t B, int64_t N, Rows<const T> x, Rows<T> out) {
     }
     for (; j < N; ++j) m = std::isnan(m) || m >= row[j] ? m : row[j];  // row[j] NaN: taken
     out.data[b * out.ld] = m;
+  }
+}
+
+// out[b, j] = sum_{k <= j} x(b, k), summed in order in ATen's CPU accumulation type (double
+// for float), as its cumsum kernel, so that the results are ATen's bit for bit.
+template <class T>
+void row_cumsum(int64_t B, int64_t N, Rows<const T> x, Rows<T> out) {
+  for (int64_t b = 0; b < B; ++b) {
+    const T* row = x.data + b * x.ld;
+    T* to = out.data + b * out.ld;
+    at::acc_type<T, /*is_cuda=*/false> sum = 0;
+    for (int64_t j = 0; j < N; ++j) {
+      sum += row[j];
+      to[j] = static_cast<T>(sum);
+    }
+  }
+}
+
+// out[b, j] = x(b, N - 1 - j).
+template <class T>
+void row_flip(int64_t B, int64_t N, Rows<const T> x, Rows<T> out) {
+  for (int64_t b = 0; b < B; ++b) {
+    const T* row = x.data + b * x.ld;
+    std::reverse_copy(row, row + N, out.data + b * out.ld);
   }
 }
 

@@ -72,6 +72,8 @@ enum class Op : int64_t {
   kLayerNorm,               // layer norm: (x, w or none, b or none, eps)
   kLayerNormBackward = 63,  // (grad, x, mean, rstd, w or none) -> (grad x, grad * x_hat)
   kRowMax = 64,             // ATen's amax over the last dim: NaN where a row has one
+  kRowCumsum = 65,          // ATen's cumsum along the last dim (float summed in double)
+  kRowFlip = 66,            // the columns of each row in reverse order (cumsum's gradient)
   kAccumulateProduct = 70,  // (a [B, K], g [B, N]) ints [acc, transposed]: acc += a^T g (or g^T a)
   kAccumulateColumnSum = 71,  // (g [B, N]) ints [acc]: acc[N] += sum over rows of g
 };

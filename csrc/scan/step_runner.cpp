@@ -182,6 +182,12 @@ void StepRunner<T>::run_row_node(const Node& node) {
     case Op::kRowMax:
       row_max<T>(B_, p_.cols[node.ins[0]], in(0), views_[node.outs[0]]);
       return;
+    case Op::kRowCumsum:
+      row_cumsum<T>(B_, p_.cols[node.ins[0]], in(0), views_[node.outs[0]]);
+      return;
+    case Op::kRowFlip:
+      row_flip<T>(B_, p_.cols[node.ins[0]], in(0), views_[node.outs[0]]);
+      return;
     case Op::kLayerNorm:
       layer_norm_rows<T>(B_, p_.cols[node.ins[0]], in(0), weight_data(node.ins[1]),
                          weight_data(node.ins[2]), immediates_[-node.ins[3] - 1],

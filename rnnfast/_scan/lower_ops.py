@@ -24,6 +24,8 @@ from .opcodes import (
     MM,
     NO_OPERAND,
     POW,
+    ROW_CUMSUM,
+    ROW_FLIP,
     ROW_MAX,
     ROW_MEAN,
     ROW_SUM,
@@ -199,6 +201,25 @@ def _row_reduction(low: "Lowering", node: Node, overload) -> None:
     low._emit(opcode, [low._batch_slot(node.outs[0], count=count)], [x])
 
 
+def _row_scan(low: "Lowering", node: Node, _overload) -> None:
+    """cumsum or flip along the last dimension of a [B, cols] value."""
+    name = node.op.split(".")[1]
+    kwargs_default(node, dtype=None)
+    if len(node.args) != 2 or (name == "cumsum" and low.meta[node.outs[0]].dtype != low.dtype):
+        raise Unsupported(f"{node.op} with a dtype")
+    dims = node.args[1] if name == "flip" else [node.args[1]]
+    if len(dims) != 1:
+        raise Unsupported(f"{node.op} over several dimensions")
+    _last_dim(node, dims[0])
+    if len(low.meta[node.args[0].id].shape) != 2:
+        raise Unsupported(f"{node.op} of a value that is not [B, cols]")
+    x = low._read(node.args[0].id)
+    if low.cols[x] < 0:
+        raise Unsupported(f"{node.op} of a weight")
+    opcode = ROW_CUMSUM if name == "cumsum" else ROW_FLIP
+    low._emit(opcode, [low._batch_slot(node.outs[0])], [x])
+
+
 def _layer_norm(low: "Lowering", node: Node, _overload) -> None:
     kwargs_default(node)
     x, shape, w, b, eps = node.args
@@ -338,6 +359,8 @@ HANDLERS = {
     "sum": _row_reduction,
     "mean": _row_reduction,
     "amax": _row_reduction,
+    "cumsum": _row_scan,
+    "flip": _row_scan,
     "native_layer_norm": _layer_norm,
     **{name: _compare for name in COMPARE},
     **{name: _logical for name in ("logical_and", "logical_or", "logical_not")},

@@ -86,6 +86,8 @@ LAST_DIM = {
     "native_layer_norm": None,
     "amax": 1,
     "logsumexp": 1,
+    "cumsum": 1,
+    "flip": 1,
 }
 
 
