@@ -180,7 +180,7 @@ def _out_of_place(gm: torch.fx.GraphModule) -> None:
             continue
         target = node.args[0] if node.args else None
         made = isinstance(target, torch.fx.Node) and target.op == "call_function"
-        if not made or packet_of(target).rstrip("_") not in FRESH:
+        if not made or _packet_of(target).rstrip("_") not in FRESH:
             raise ScanTraceError(
                 f"rnnfast.scan: combine_fn updates in place ({node.target}) a value it did not "
                 f"make as a tensor of its own (the carry, an input, a weight or a view of one)"
@@ -196,7 +196,7 @@ def _out_of_place(gm: torch.fx.GraphModule) -> None:
         node.target = out_of_place
 
 
-def packet_of(node: torch.fx.Node) -> str:
+def _packet_of(node: torch.fx.Node) -> str:
     target = node.target
     return target.overloadpacket.__name__ if isinstance(target, torch._ops.OpOverload) else ""
 
