@@ -406,6 +406,8 @@ def test_bad_input():
     W = torch.randn(3, 4, dtype=DT)
     srn = lambda h, x: (torch.tanh(x @ W + h), h.clone())  # noqa: E731
     h0, x = torch.zeros(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT)
+    with pytest.raises(ScanTraceError, match=r"y leaf 0 .*got a tensor of shape \[2, B, 4\]"):
+        rnnfast.scan(lambda h, x: (h, torch.stack([h, h])), h0, x)
     with pytest.raises(CarryMismatchError, match="carry leaf 0.*\\[8\\]"):
         rnnfast.scan(lambda h, x: (torch.cat([h, h], -1), h.clone()), h0, x)
     with pytest.raises(CarryMismatchError, match="float32"):

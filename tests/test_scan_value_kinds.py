@@ -205,6 +205,32 @@ def test_b_carries_inputs_and_outputs_run_on_the_engine(kw):
     torch.testing.assert_close(ys_no_grad, ys, **TIGHT)
 
 
+def test_a_stack_after_the_batch_as_y_runs_after_the_loop():
+    """y_t = stack([h, c], -2): [T, B, 2, H] from the output part over all steps' rows, the
+    loop on the engine; gradients through both states."""
+    W, U = _weights()
+
+    def step(carry, x):
+        h, c = carry
+        h = torch.tanh(x @ W + h @ U)
+        c = 0.5 * c + h
+        return (h, c), torch.stack([h, c], dim=-2)
+
+    init = (torch.randn(B, H, dtype=DT, requires_grad=True), torch.zeros(B, H, dtype=DT))
+    runs, backward_runs = engine_runs(), engine_backward_runs()
+    assert_matches_loop(step, init, torch.randn(T, B, I, dtype=DT, requires_grad=True), [W, U])
+    assert engine_runs() > runs and engine_backward_runs() > backward_runs
+
+
+def test_a_stack_along_the_batch_is_refused():
+    _, U = _weights()
+
+    def step(h, x):
+        return torch.tanh(torch.stack([h, x @ U]).sum(0)), h.clone()
+
+    _refused(step, "it stacks along dimension 0", torch.randn(T, B, H, dtype=DT))
+
+
 @pytest.mark.parametrize("lookup", ["embedding", "index"])
 def test_token_embeddings_looked_up_in_the_step(lookup):
     """xs of token ids [T, B], embedded in the step (F.embedding or E[tokens]): looked up for

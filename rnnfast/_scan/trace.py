@@ -203,8 +203,8 @@ def _packet_of(node: torch.fx.Node) -> str:
 
 def _describe(v, b) -> str:
     if isinstance(v, Tensor):
-        shape = ["B" if i == 0 and d == b else d for i, d in enumerate(v.shape)]
-        return f"a tensor of shape {shape}"
+        shape = ", ".join("B" if d == b else str(d) for d in v.shape)  # b: the traced batch
+        return f"a tensor of shape [{shape}]"
     return type(v).__name__
 
 

@@ -111,6 +111,8 @@ def check(node: Node, meta_of) -> str:
         return ""  # the weight operand is checked by the split, which knows what is a weight
     if p in ROW_VIEWS:
         return _row_view(node, meta_of)
+    if p == "stack":
+        return _stack(node, meta_of)
     if p in LAST_DIM:
         pos = LAST_DIM[p]
         first = node.args[0]
@@ -145,6 +147,18 @@ def _row_view(node: Node, meta_of) -> str:
     if out.batched and math.prod(m.shape[1:]) == math.prod(out.shape[1:]):
         return ""
     return f"it moves the batch dimension (shape {list(m.shape)} to {list(out.shape)})"
+
+
+def _stack(node: Node, meta_of) -> str:
+    """A stack of batch-shaped values after the batch (``torch.stack([h, c], 1)``, a y_t of
+    both states): each row of the result from the same row of each. No opcode: in the loop it
+    runs through ATen; for a y_t alone, after the loop over all steps' rows."""
+    values = node.args[0]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    rank = len(meta_of(values[0].id).shape) + 1
+    if all(meta_of(v.id).batched for v in values) and dim % rank != 0:
+        return ""
+    return f"it stacks along dimension {dim}, the batch's, or values without the batch"
 
 
 def _broadcast(node: Node, meta_of) -> str:
