@@ -185,9 +185,14 @@ def test_autocast_cpu_runs_in_its_dtype(kind, dtype):
     assert out.dtype == dtype
     torch.testing.assert_close(out.float(), expected_fp32, rtol=0, atol=atol)
     if dtype == torch.bfloat16:
-        with torch.autocast("cpu", dtype=dtype):
-            torch_out, _ = torch_layer(x)
-        torch.testing.assert_close(out.float(), torch_out.float(), rtol=0, atol=atol)
+        try:
+            with torch.autocast("cpu", dtype=dtype):
+                torch_out, _ = torch_layer(x)
+        except RuntimeError as e:  # torch.nn's LSTM in oneDNN, on a CPU without AVX-512
+            if "primitive descriptor" not in str(e):
+                raise
+        else:
+            torch.testing.assert_close(out.float(), torch_out.float(), rtol=0, atol=atol)
     out.float().sum().backward()
     assert all(
         p.grad is not None and p.grad.dtype == torch.float32 for p in fast_layer.parameters()
