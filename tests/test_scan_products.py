@@ -1,6 +1,7 @@
 """rnnfast.scan's products over all steps (the hoisted input products, the output layer) run
 as rnnfast::mm, on the CPU engine's GEMM, forward and backward; where the engine is off, under
-autocast or for 16-bit tensors, they stay ATen's. The results are the ATen runner's."""
+autocast or for 16-bit tensors, they stay ATen's. The results are the ATen runner's. Products
+written with einsum run as products."""
 
 import os
 import sys
@@ -13,8 +14,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from scan_modes import engine, hoisted_split  # noqa: E402, F401
+from test_scan import assert_matches_loop  # noqa: E402
 
 import rnnfast  # noqa: E402
+from rnnfast._scan.engine import engine_backward_runs, engine_runs  # noqa: E402
 
 import scan_cells  # noqa: E402
 
@@ -84,3 +87,51 @@ def test_products_stay_aten_where_the_aten_ops_would_round_otherwise(case):
         rnnfast.scan(step, h0, x)
     assert ENGINE_MM not in recorder.ops
     assert ATEN_PRODUCTS & set(recorder.ops)
+
+
+EINSUM_STEPS = {
+    "matrices": lambda W, U, v: (
+        lambda h, x: (
+            torch.tanh(torch.einsum("bi,ih->bh", x, W) + torch.einsum("kh,bh->bk", U, h)),
+            h.clone(),
+        )
+    ),
+    "operand_list": lambda W, U, v: (
+        lambda h, x: (
+            torch.tanh(torch.einsum("bi,ih->bh", [x, W]) + torch.einsum("bh, hk -> bk", h, U)),
+            h.clone(),
+        )
+    ),
+    "vector_and_row_dot": lambda W, U, v: (
+        lambda h, x: (
+            torch.tanh(x @ W + h @ U) * torch.sigmoid(torch.einsum("bh,h->b", h, v))[:, None],
+            torch.einsum("bh,bh->b", h, h),
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("name", EINSUM_STEPS)
+def test_products_written_with_einsum_run_on_the_engine(name):
+    """einsum of two operands traced as mm, mv or a row's dot product (make_fx would give
+    permutes and bmm, which the engine does not run)."""
+    torch.manual_seed(0)
+    W = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    U = (0.4 * torch.randn(6, 6, dtype=torch.float64)).requires_grad_()
+    v = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    step = EINSUM_STEPS[name](W, U, v)
+    init = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    xs = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
+    runs, backward_runs = engine_runs(), engine_backward_runs()
+    assert_matches_loop(step, init, xs, [W, U, v])
+    assert engine_runs() > runs and engine_backward_runs() > backward_runs
+
+
+def test_an_einsum_that_moves_the_batch_is_refused():
+    W = torch.randn(4, 6, dtype=torch.float64)
+
+    def step(h, x):
+        return torch.tanh(torch.einsum("bi,ih->hb", x, W).t()) + h, h.clone()
+
+    with pytest.raises(rnnfast.ScanTraceError, match=r"aten\.t\.default"):
+        rnnfast.scan(step, torch.randn(3, 6, dtype=torch.float64), torch.randn(5, 3, 4))

@@ -8,88 +8,14 @@ from typing import List
 import torch
 import torch.utils._pytree as pytree
 from torch import Tensor
-from torch._decomp import get_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from .capture import StepCaptures
+from .decompositions import DECOMPOSITIONS, Rewrites
 from .errors import CarryMismatchError, ScanTraceError, user_line
 from .ir import BATCH, Node, Program, Ref, ValueMeta
 from .trees import flatten
 from .whitelist import FRESH
-
-# Ops traced as torch's decompositions into the ones the engine runs: activations (F.silu as
-# x * sigmoid(x), F.elu, F.gelu, ...), softmax and log_softmax (amax, exp, sum), vector norms
-# (F.normalize), addcmul, lerp by a tensor. Those whose decompositions reach prims (exp2)
-# stay whole, as does hardsigmoid, whose ATen gradient in float64 uses a float32 1/6; var and
-# std over the last dimension and lerp by a Python scalar have their own below.
-_DECOMPOSED = (
-    "silu",
-    "gelu",
-    "elu",
-    "celu",
-    "selu",
-    "leaky_relu",
-    "hardswish",
-    "mish",
-    "glu",
-    "softshrink",
-    "hardshrink",
-    "threshold",
-    "logit",
-    "logaddexp",
-    "_softmax",
-    "_log_softmax",
-    "logsumexp",
-    "linalg_vector_norm",
-    "addcmul",
-    "addcdiv",
-)
-
-
-def _var(x, dim=None, *, correction=None, keepdim=False):
-    """var over the last dimension as its mean, the squared differences' sum and a division
-    (torch's own decomposition reaches prims.var); NotImplemented (traced whole) otherwise."""
-    if x.dim() < 2 or dim is None or len(dim) != 1 or dim[0] % x.dim() != x.dim() - 1:
-        return NotImplemented
-    d = x - x.mean(-1, keepdim=True)
-    return (d * d).sum(-1, keepdim=keepdim) / max(
-        x.shape[-1] - (1 if correction is None else correction), 0
-    )
-
-
-def _lerp(start, end, weight):
-    """lerp by a Python scalar with ATen's formula for its weight (torch's decomposition makes
-    the weight a tensor of its own)."""
-    if abs(weight) < 0.5:
-        return start + weight * (end - start)
-    return end - (end - start) * (1 - weight)
-
-
-def _std(x, dim=None, *, correction=None, keepdim=False):
-    v = _var(x, dim, correction=correction, keepdim=keepdim)
-    return v if v is NotImplemented else torch.sqrt(v)
-
-
-def _mv(m, v):
-    """A matrix by a vector (``h @ w``, a score per row) as a product by a one-column weight."""
-    return torch.mm(m, v.unsqueeze(-1)).squeeze(-1)
-
-
-def _amin(x, dim=(), keepdim=False):
-    """amin as amax of the negation: the same values, and the same gradient (shared among
-    ties)."""
-    return -torch.amax(-x, dim, keepdim)
-
-
-DECOMPOSITIONS = get_decompositions(
-    [getattr(torch.ops.aten, name) for name in _DECOMPOSED if hasattr(torch.ops.aten, name)]
-    + [torch.ops.aten.lerp.Tensor]
-)
-DECOMPOSITIONS[torch.ops.aten.var.correction] = _var
-DECOMPOSITIONS[torch.ops.aten.std.correction] = _std
-DECOMPOSITIONS[torch.ops.aten.lerp.Scalar] = _lerp
-DECOMPOSITIONS[torch.ops.aten.mv.default] = _mv
-DECOMPOSITIONS[torch.ops.aten.amin.default] = _amin
 
 # The user's source line of each node, for error messages (make_fx records it from torch 2.6 on;
 # before, errors name the op alone).
@@ -124,7 +50,8 @@ def trace_step(captures: StepCaptures, init_leaves, init_spec, x_leaves, x_spec)
     def traced(*flat):
         c = pytree.tree_unflatten(list(flat[:n_carry]), init_spec)
         x = pytree.tree_unflatten(list(flat[n_carry : n_carry + n_x]), x_spec)
-        result = captures.call(list(flat[n_carry + n_x :]), c, x)
+        with Rewrites():
+            result = captures.call(list(flat[n_carry + n_x :]), c, x)
         if not isinstance(result, (tuple, list)) or len(result) != 2:
             raise ScanTraceError(
                 "rnnfast.scan: combine_fn must return a pair (next_carry, y); "
