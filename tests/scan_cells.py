@@ -326,6 +326,34 @@ def make_on_lstm(I, H, dtype):
     return step, _h(H, dtype, 2), _x(I, dtype), [W, U, b]
 
 
+def _torch_nn_cell(kind):
+    """torch.nn's cell called in the loop, as PyTorch's tutorials write it: ``h = cell(x_t,
+    h)`` (ATen's GRU and LSTM cells update their gates' chunks in place)."""
+
+    def make(I, H, dtype):
+        cell = {
+            "rnn_cell": lambda: nn.RNNCell(I, H, dtype=dtype),
+            "relu_rnn_cell": lambda: nn.RNNCell(I, H, nonlinearity="relu", dtype=dtype),
+            "gru_cell": lambda: nn.GRUCell(I, H, dtype=dtype),
+            "lstm_cell": lambda: nn.LSTMCell(I, H, dtype=dtype),
+        }[kind]()
+
+        def step(h, x):
+            h = cell(x, h)
+            return h, (h[0] if kind == "lstm_cell" else h).clone()
+
+        return (
+            step,
+            _h(H, dtype, 2 if kind == "lstm_cell" else 1),
+            _x(I, dtype),
+            list(cell.parameters()),
+        )
+
+    make.__name__ = f"make_torch_{kind}"
+    return make
+
+
+TORCH_NN = [_torch_nn_cell(k) for k in ("rnn_cell", "relu_rnn_cell", "gru_cell", "lstm_cell")]
 COURSE = [make_nndl_srn, make_residual_srn, make_d2l_gru, make_numpy_lstm, make_module_cell]
 LITERATURE = [
     make_peephole_lstm,

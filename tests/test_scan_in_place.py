@@ -61,3 +61,36 @@ def test_on_the_carry_an_input_or_a_view_is_refused(target):
 
     with pytest.raises(ScanTraceError, match=r"in place \(aten\.(mul|add)_" + AT_LINE):
         rnnfast.scan(step, torch.randn(B, H, dtype=DT), torch.randn(T, B, I, dtype=DT))
+
+
+def test_on_pieces_of_a_tensor_the_step_made_as_atens_cells_do():
+    """ATen's GRU and LSTM cells split their gates with unsafe_chunk and update the pieces in
+    place; a piece of a tensor nothing else reads is updated as a tensor of its own."""
+    W, U = _weights()
+
+    def step(h, x):
+        z, n = torch.ops.aten.unsafe_chunk(x @ W + h @ U, 2, 1)
+        z.sigmoid_()
+        n.mul_(z).tanh_()
+        return torch.cat([n, z], -1) * h, h.clone()
+
+    init = torch.randn(B, H, dtype=DT, requires_grad=True)
+    runs, backward_runs = engine_runs(), engine_backward_runs()
+    assert_matches_loop(step, init, torch.randn(T, B, I, dtype=DT, requires_grad=True), [W, U])
+    assert engine_runs() > runs and engine_backward_runs() > backward_runs
+
+
+@pytest.mark.parametrize("split", ["chunk", "unsafe_chunk"])
+def test_on_a_piece_of_a_tensor_read_again_is_refused(split):
+    """Updating a piece in place changes the tensor it was split from, which the step reads
+    again: the trace, out of place, would not see it."""
+    W, U = _weights()
+
+    def step(h, x):
+        g = x @ W + h @ U
+        a, _ = torch.chunk(g, 2, 1) if split == "chunk" else torch.ops.aten.unsafe_chunk(g, 2, 1)
+        a.mul_(2)
+        return torch.tanh(g), h.clone()
+
+    with pytest.raises(ScanTraceError, match=r"in place \(aten\.mul_" + AT_LINE):
+        rnnfast.scan(step, torch.randn(B, H, dtype=DT), torch.randn(T, B, I, dtype=DT))

@@ -103,11 +103,13 @@ def _out_of_place(gm: torch.fx.GraphModule) -> None:
         if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
             continue
         name = node.target.overloadpacket.__name__
+        if name in _UNSAFE_SPLITS:  # the same pieces; once nothing is in place, no difference
+            node.target = _UNSAFE_SPLITS[name]
+            continue
         if not name.endswith("_"):
             continue
         target = node.args[0] if node.args else None
-        made = isinstance(target, torch.fx.Node) and target.op == "call_function"
-        if not made or _packet_of(target).rstrip("_") not in FRESH:
+        if not _fresh(target):
             raise ScanTraceError(
                 f"rnnfast.scan: combine_fn updates in place ({node.target}) a value it did not "
                 f"make as a tensor of its own (the carry, an input, a weight or a view of one)"
@@ -121,6 +123,29 @@ def _out_of_place(gm: torch.fx.GraphModule) -> None:
             if order[user] > order[node]:
                 user.replace_input_with(target, node)
         node.target = out_of_place
+
+
+# ATen's GRU and LSTM cells (nn.GRUCell, nn.LSTMCell) split their gates with unsafe_chunk and
+# update the pieces in place.
+_UNSAFE_SPLITS = {
+    "unsafe_split": torch.ops.aten.split.Tensor,
+    "unsafe_split_with_sizes": torch.ops.aten.split_with_sizes.default,
+}
+
+
+def _fresh(target) -> bool:
+    """Whether an op in place may update ``target``: a tensor the step made (whitelist.FRESH),
+    or a piece of one split apart that nothing else reads (the pieces do not overlap)."""
+    if not isinstance(target, torch.fx.Node) or target.op != "call_function":
+        return False
+    if target.target is operator.getitem:
+        split = target.args[0]
+        return (
+            _packet_of(split) in ("split", "split_with_sizes")
+            and len(split.args[0].users) == 1
+            and _fresh(split.args[0])
+        )
+    return _packet_of(target).rstrip("_") in FRESH
 
 
 def _packet_of(node: torch.fx.Node) -> str:
