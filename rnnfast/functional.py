@@ -162,6 +162,12 @@ def cell_forward(input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx, cell):
     a single time step. Returns ``(h', c')``, ``c'`` empty for cells without a cell state."""
     tensors = (input, weight_ih, weight_hh, bias_ih, bias_hh, hx, cx)
     if _through_torch_ops(tensors):
+        from ._scan.decompositions import tracing_a_step
+
+        if tracing_a_step():  # rnnfast.scan traces the cell's math, which its engine runs
+            from ._cell_math import cell_step
+
+            return cell_step(*tensors, cell)
         if _exporting_to_onnx():
             from . import _onnx
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import rnnfast
 from rnnfast.bench import scan_steps
 
 
@@ -326,34 +327,44 @@ def make_on_lstm(I, H, dtype):
     return step, _h(H, dtype, 2), _x(I, dtype), [W, U, b]
 
 
-def _torch_nn_cell(kind):
-    """torch.nn's cell called in the loop, as PyTorch's tutorials write it: ``h = cell(x_t,
-    h)`` (ATen's GRU and LSTM cells update their gates' chunks in place)."""
+def _module_cell(name, factory, has_cell_state=False):
+    """A cell module called in the loop, as PyTorch's tutorials write it: ``h = cell(x_t, h)``.
+    torch.nn's GRU and LSTM cells update their gates' chunks in place; rnnfast's cells give
+    their math as torch ops while scan traces (their fused op in the eager loop, which the
+    tests compare against)."""
 
     def make(I, H, dtype):
-        cell = {
-            "rnn_cell": lambda: nn.RNNCell(I, H, dtype=dtype),
-            "relu_rnn_cell": lambda: nn.RNNCell(I, H, nonlinearity="relu", dtype=dtype),
-            "gru_cell": lambda: nn.GRUCell(I, H, dtype=dtype),
-            "lstm_cell": lambda: nn.LSTMCell(I, H, dtype=dtype),
-        }[kind]()
+        cell = factory(I, H).to(dtype)
 
         def step(h, x):
             h = cell(x, h)
-            return h, (h[0] if kind == "lstm_cell" else h).clone()
+            return h, (h[0] if has_cell_state else h).clone()
 
-        return (
-            step,
-            _h(H, dtype, 2 if kind == "lstm_cell" else 1),
-            _x(I, dtype),
-            list(cell.parameters()),
-        )
+        return step, _h(H, dtype, 2 if has_cell_state else 1), _x(I, dtype), list(cell.parameters())
 
-    make.__name__ = f"make_torch_{kind}"
+    make.__name__ = f"make_{name}"
     return make
 
 
-TORCH_NN = [_torch_nn_cell(k) for k in ("rnn_cell", "relu_rnn_cell", "gru_cell", "lstm_cell")]
+TORCH_NN = [
+    _module_cell("torch_rnn_cell", nn.RNNCell),
+    _module_cell("torch_relu_rnn_cell", lambda I, H: nn.RNNCell(I, H, nonlinearity="relu")),
+    _module_cell("torch_gru_cell", nn.GRUCell),
+    _module_cell("torch_lstm_cell", nn.LSTMCell, has_cell_state=True),
+]
+RNNFAST_CELLS = [
+    _module_cell("rnnfast_rnn_cell", rnnfast.RNNCell),
+    _module_cell(
+        "rnnfast_residual_relu_cell",
+        lambda I, H: rnnfast.RNNCell(I, H, nonlinearity="relu", residual=True),
+    ),
+    _module_cell("rnnfast_gru_cell", rnnfast.GRUCell),
+    _module_cell(
+        "rnnfast_gru_reset_before_cell", lambda I, H: rnnfast.GRUCell(I, H, reset_after=False)
+    ),
+    _module_cell("rnnfast_gru_cell_without_bias", lambda I, H: rnnfast.GRUCell(I, H, bias=False)),
+    _module_cell("rnnfast_lstm_cell", rnnfast.LSTMCell, has_cell_state=True),
+]
 COURSE = [make_nndl_srn, make_residual_srn, make_d2l_gru, make_numpy_lstm, make_module_cell]
 LITERATURE = [
     make_peephole_lstm,

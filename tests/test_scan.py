@@ -86,7 +86,7 @@ def assert_matches_loop(step, init, xs, params, **kw):
                 torch.testing.assert_close(a, b, **TIGHT)
 
 
-CELLS = scan_cells.COURSE + scan_cells.LITERATURE + scan_cells.TORCH_NN
+CELLS = scan_cells.COURSE + scan_cells.LITERATURE + scan_cells.TORCH_NN + scan_cells.RNNFAST_CELLS
 
 
 @pytest.mark.parametrize("make", CELLS, ids=lambda m: m.__name__[5:])

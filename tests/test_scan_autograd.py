@@ -26,7 +26,7 @@ from rnnfast._scan.engine import set_engine_enabled  # noqa: E402
 import scan_cells  # noqa: E402
 
 DT = torch.float64
-CELLS = scan_cells.COURSE + scan_cells.LITERATURE + scan_cells.TORCH_NN
+CELLS = scan_cells.COURSE + scan_cells.LITERATURE + scan_cells.TORCH_NN + scan_cells.RNNFAST_CELLS
 
 
 def node_backward_runs() -> int:

@@ -28,7 +28,7 @@ import scan_cells  # noqa: E402
 
 DT = torch.float64
 TIGHT = dict(rtol=1e-9, atol=1e-10)
-CELLS = scan_cells.COURSE + scan_cells.LITERATURE + scan_cells.TORCH_NN
+CELLS = scan_cells.COURSE + scan_cells.LITERATURE + scan_cells.TORCH_NN + scan_cells.RNNFAST_CELLS
 
 
 def outputs_and_grads(step, init, xs, params, **kw):

@@ -3,6 +3,8 @@ a decomposition table for make_fx (activations, softmax, norms, var, lerp, mv, a
 engine's ops), and torch functions rewritten before they reach ATen (einsum of two operands as a
 product, or as a row's dot product)."""
 
+import threading
+
 import torch
 from torch._decomp import get_decompositions
 from torch.overrides import TorchFunctionMode
@@ -117,9 +119,26 @@ def _einsum(equation, *operands):
     return torch.mm(x, y if b == k + out[1] else y.t())
 
 
+def tracing_a_step() -> bool:
+    """Whether rnnfast.scan is tracing a step here (rnnfast's cell modules then give their
+    math as torch ops rather than the fused op over one step)."""
+    return getattr(_tracing, "depth", 0) > 0
+
+
+_tracing = threading.local()  # per thread: how many traces of a step are under way
+
+
 class Rewrites(TorchFunctionMode):
     """Torch functions that make_fx would decompose into ops the engine does not run (einsum's
-    permutes and bmm), traced as the ops it does (_einsum)."""
+    permutes and bmm), traced as the ops it does (_einsum). On while a step is traced."""
+
+    def __enter__(self):
+        _tracing.depth = getattr(_tracing, "depth", 0) + 1
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        _tracing.depth -= 1
+        return super().__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
