@@ -139,10 +139,13 @@ class _Vectors:
     def narrow(tensors, vectors) -> List[Tensor]:
         return [t.squeeze(-1) if v else t for t, v in zip(tensors, vectors)]
 
-    def outputs(self, outs, n_carry: int) -> List[Tensor]:
-        """The op's (final carry, boundary values), flat, as the step's shapes."""
-        outs = list(outs)
-        return self.narrow(outs[:n_carry], self.carry) + self.narrow(outs[n_carry:], self.boundary)
+    def inputs(self, carry, seqs):
+        """(carry, sequences) as the op takes them."""
+        return self.widen(carry, self.carry), self.widen(seqs, self.seqs)
+
+    def results(self, final, boundary):
+        """The op's (final carry, boundary values) as the step's shapes."""
+        return self.narrow(final, self.carry), self.narrow(boundary, self.boundary)
 
 
 class LoopEngine:
@@ -187,13 +190,13 @@ class LoopEngine:
         seqs = numeric_seqs(seqs, carry[0].dtype)
         v = self.vectors
         if v.any:
-            carry, seqs = v.widen(carry, v.carry), v.widen(seqs, v.seqs)
+            carry, seqs = v.inputs(carry, seqs)
         final, boundary, states, _ = _C.scan_run(
             self.program, carry, seqs, weights, mask, T, reverse, keep_states, False
         )
         _state["runs"] += 1
         if v.any:
-            final, boundary = v.narrow(final, v.carry), v.narrow(boundary, v.boundary)
+            final, boundary = v.results(final, boundary)
             states = v.narrow(states, v.carry)
         return list(final), list(boundary), (list(states) if keep_states else None)
 
@@ -222,14 +225,12 @@ class LoopEngine:
         seqs = numeric_seqs(seqs, carry[0].dtype)
         v = self.vectors
         if v.any:
-            carry, seqs = v.widen(carry, v.carry), v.widen(seqs, v.seqs)
+            carry, seqs = v.inputs(carry, seqs)
         final, boundary, _, _ = _C.scan_run(
             self.program, carry, seqs, lifted, mask, T, reverse, False, False, self.lifted_views
         )
         _state["runs"] += 1
-        if v.any:
-            return v.narrow(final, v.carry), v.narrow(boundary, v.boundary)
-        return final, boundary
+        return v.results(final, boundary) if v.any else (final, boundary)
 
     def run_prepared(self, carry, seqs, lifted, T: int, reverse: bool, plain: bool = False):
         """run_lifted's result for a call without a mask (runner.run_usual's), for tensors the
@@ -244,15 +245,12 @@ class LoopEngine:
         seqs = numeric_seqs(seqs, carry[0].dtype)
         v = self.vectors
         if v.any:
-            carry, seqs = v.widen(carry, v.carry), v.widen(seqs, v.seqs)
+            carry, seqs = v.inputs(carry, seqs)
         outs = (self._prepared or self._prepared_call())(carry, seqs, lifted, T, reverse)
         if outs is None:
             return None
         _state["runs"] += 1
-        if v.any:
-            final, boundary = outs
-            return v.narrow(final, v.carry), v.narrow(boundary, v.boundary)
-        return outs
+        return v.results(*outs) if v.any else outs
 
     def _prepared_call(self):
         """run_prepared's _C.PreparedScan, made again once the backward program is lowered
@@ -315,7 +313,7 @@ class LoopEngine:
         v = self.vectors
         seqs = numeric_seqs(seqs, carry[0].dtype)
         if v.any:
-            carry, seqs = v.widen(carry, v.carry), v.widen(seqs, v.seqs)
+            carry, seqs = v.inputs(carry, seqs)
         outs = _C.scan_run_differentiable(
             self._forward_program(lowered),
             backward_program,
@@ -333,7 +331,10 @@ class LoopEngine:
             reverse,
         )
         _state["runs"] += 1
-        return v.outputs(outs, len(carry)) if v.any else outs
+        if not v.any:
+            return outs
+        final, boundary = v.results(outs[: len(carry)], outs[len(carry) :])
+        return [*final, *boundary]
 
     def _prepare_backward(self, step, carry, seqs, weights, kept: bool) -> None:
         """Traces the step's vjp and lowers it for a forward that keeps its products (or not),
