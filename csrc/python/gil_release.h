@@ -1,7 +1,7 @@
 // The GIL around the direct entries' calls into C++.
 #pragma once
 
-#include <torch/extension.h>
+#include <pybind11/pybind11.h>
 
 #include <cstdint>
 #include <optional>

@@ -7,7 +7,8 @@
 // Also the cell registry (cells), the CPU scratch pool (_empty_cpu_cache,
 // _cpu_idle_scratch_bytes) and, in the submodule _testing (testing_module.h), the tests' hooks.
 // Only the pip build compiles this file: the CMake library for libtorch users has no Python.
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include "../cell_registry.h"
 #include "../cpu/scratch_pool.h"

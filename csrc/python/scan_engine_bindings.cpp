@@ -1,5 +1,8 @@
 #include "scan_engine_bindings.h"
 
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>
+
 #include "../scan/differentiable_scan.h"
 #include "../scan/prepared_scan.h"
 #include "../scan/program_registry.h"

@@ -2,7 +2,7 @@
 // signature, and a direct call of the op rnnfast::scan_run.
 #pragma once
 
-#include <torch/extension.h>
+#include <pybind11/pybind11.h>
 
 namespace rnnfast {
 

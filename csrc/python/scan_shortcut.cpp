@@ -1,6 +1,8 @@
 #include "scan_shortcut.h"
 
+#include <ATen/ATen.h>
 #include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include <cstring>
 #include <string>

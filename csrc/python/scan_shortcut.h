@@ -3,7 +3,7 @@
 // Python per tensor.
 #pragma once
 
-#include <torch/extension.h>
+#include <pybind11/pybind11.h>
 
 namespace rnnfast {
 

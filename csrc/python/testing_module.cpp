@@ -4,6 +4,9 @@
 // Only the pip build compiles this file, as python_module.cpp.
 #include "testing_module.h"
 
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>
+
 #include "../cpu/batch_slices.h"
 #include "../cpu/panel_gemm.h"
 #include "../cpu/unit_slices.h"

@@ -2,7 +2,7 @@
 // library itself never calls.
 #pragma once
 
-#include <torch/extension.h>
+#include <pybind11/pybind11.h>
 
 namespace rnnfast {
 
