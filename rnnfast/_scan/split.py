@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 from .errors import ScanTraceError
 from .ir import Node, Program
 from .rewrite import CONST, CORE, HOIST, classify, split_concat_products
-from .whitelist import PRODUCTS, check, packet
+from .whitelist import DRAWS, PRODUCTS, check, packet
 
 
 @dataclass
@@ -48,6 +48,8 @@ def split_step(prog: Program) -> SplitStep:
             if k in in_loop
             else "output"
         )
+        if packet(node) in DRAWS - {"empty_like"} and part in ("weights", "loop"):
+            raise _draw_error(node, part)
         if part != "weights":
             _check_engine_op(node, cls, prog)
         parts[part].append(node)
@@ -146,3 +148,24 @@ def _check_engine_op(node: Node, cls, prog) -> None:
             f"rnnfast.scan: combine_fn uses {node.op}, which the fused engine cannot run "
             f"({why}){at}. Pass fallback='loop' to run such a step as a Python loop."
         )
+
+
+def _draw_error(node: Node, part: str) -> ScanTraceError:
+    """The error for a random draw (whitelist.DRAWS) in the loop or in the weights part."""
+    at = f", traced at {node.source}" if node.source else ""
+    if part == "loop":
+        what = (
+            "on a value the next carry needs (dropout of the state, noise on it): the fused "
+            "engine's loop has no random generator. Draw them before the loop, a mask per step "
+            "as an xs leaf [T, B, ...] (torch.bernoulli(torch.full((T, B, H), 1 - p)) / (1 - p)),"
+        )
+    else:
+        what = (
+            "from the weights alone (DropConnect): scan makes what depends on the weights "
+            "alone once per call, where the loop would draw anew at every step. Draw it once "
+            "before the loop,"
+        )
+    return ScanTraceError(
+        f"rnnfast.scan: combine_fn draws random numbers ({node.op}{at}) {what} or pass "
+        f"fallback='loop' to run the step as a Python loop."
+    )

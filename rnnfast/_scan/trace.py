@@ -115,8 +115,12 @@ def _out_of_place(gm: torch.fx.GraphModule) -> None:
                 f"make as a tensor of its own (the carry, an input, a weight or a view of one)"
                 f"{_at(node)}; write it out of place (x = x * 2, not x.mul_(2))"
             )
-        packet = getattr(torch.ops.aten, name[:-1], None)
-        out_of_place = getattr(packet, node.target._overloadname, None) if packet else None
+        out_of_place = _OUT_OF_PLACE.get(str(node.target))
+        if out_of_place is not None:  # the trace leaves out arguments at their defaults
+            node.args = _with_defaults(node)
+        else:
+            packet = getattr(torch.ops.aten, name[:-1], None)
+            out_of_place = getattr(packet, node.target._overloadname, None) if packet else None
         if out_of_place is None:
             continue  # the lowering refuses it
         for user in list(target.users):
@@ -131,6 +135,29 @@ _UNSAFE_SPLITS = {
     "unsafe_split": torch.ops.aten.split.Tensor,
     "unsafe_split_with_sizes": torch.ops.aten.split_with_sizes.default,
 }
+
+
+# Ops in place whose counterpart out of place has another overload's name (the fills of
+# F.dropout, torch.nn.init.normal_): by name, as not every torch has them.
+_OUT_OF_PLACE = {
+    name: getattr(getattr(torch.ops.aten, packet, None), overload, None)
+    for name, (packet, overload) in {
+        "aten.bernoulli_.float": ("bernoulli", "p"),
+        "aten.normal_.default": ("normal_functional", "default"),
+    }.items()
+}
+
+
+def _with_defaults(node: torch.fx.Node) -> tuple:
+    """node's positional arguments, those the trace left out at their defaults written out
+    (bernoulli_'s p of 0.5, which bernoulli.p requires)."""
+    args = list(node.args)
+    positional = [a for a in node.target._schema.arguments if not a.kwarg_only]
+    for a in positional[len(args) :]:
+        if not a.has_default_value():
+            break
+        args.append(a.default_value)
+    return tuple(args)
 
 
 def _fresh(target) -> bool:

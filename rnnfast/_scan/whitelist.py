@@ -69,6 +69,23 @@ POINTWISE = {
 # the trace would not see change.
 FRESH = (POINTWISE - {"alias", "detach"}) | PRODUCTS | {"sum", "mean", "amax"}
 
+# Ops that draw random numbers (F.dropout and nn.Dropout trace as an empty_like that bernoulli_
+# fills, which the trace makes out of place), and empty_like, the tensor a draw fills. The
+# hoisted and output parts run over every step's rows at once, so they draw for each step as the
+# loop would: the same distribution, though not the same numbers for a seed. The loop and the
+# weights part refuse them (split.py): the engine's loop has no generator, and the weights part
+# runs once per call where the loop would draw anew at every step.
+DRAWS = {
+    "bernoulli",
+    "rand_like",
+    "randn_like",
+    "uniform",
+    "normal_functional",
+    "native_dropout",
+    "empty_like",
+}
+FRESH |= DRAWS
+
 # Views that keep the batch in front and each row's elements in order ([B] <-> [B, 1], a row
 # reshaped): the same rows, read otherwise. A squeeze must name its dimension (without one it
 # would also drop a batch of 1).
@@ -103,6 +120,8 @@ def check(node: Node, meta_of) -> str:
     p = packet(node)
     if p in POINTWISE:
         return _broadcast(node, meta_of)
+    if p in DRAWS:
+        return ""  # the split refuses them in the loop and in the weights part
     if p == "expand":
         return _expand(node, meta_of)
     if p in ("embedding", "index"):
