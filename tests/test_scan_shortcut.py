@@ -204,6 +204,56 @@ def test_a_global_tensor_is_read_anew_on_every_call(whole_way):
         G_TENSOR = saved
 
 
+G_W, G_U = torch.randn(3, 4, dtype=DT), torch.randn(4, 4, dtype=DT)
+
+
+def _g_bias(v):
+    return v + G_TENSOR
+
+
+def _g_cell(h, x):
+    """A helper of the module reading its tensors, as notebooks write a cell: the step calls
+    it by its global name, and it calls another."""
+    return torch.tanh(_g_bias(x @ G_W + h @ G_U))
+
+
+def _g_step(h, x):
+    h = _g_cell(h, x)
+    return h, h
+
+
+def test_a_helper_reading_global_tensors_has_them_lifted(whole_way):
+    """The tensors a helper of the step's module reads by global name (and a helper of that
+    helper) are lifted as the step's own globals are: gradients reach them, a new tensor behind
+    a name is read without tracing again (through the shortcut), and a helper redefined traces
+    again."""
+    global G_W, G_U, G_TENSOR, _g_bias
+    saved = G_W, G_U, G_TENSOR, _g_bias
+    h0, x = torch.randn(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT)
+    try:
+        check(_g_step, h0, x)
+        traces = trace_count()
+        G_U, G_TENSOR = torch.randn(4, 4, dtype=DT), torch.randn(4, dtype=DT)
+        check(_g_step, h0, x)
+        assert len(whole_way) == 1 and trace_count() == traces
+
+        def _g_bias(v):  # noqa: F811 (redefined on purpose)
+            return v - G_TENSOR
+
+        check(_g_step, h0, x)
+        assert len(whole_way) == 2 and trace_count() == traces + 1
+
+        G_W, G_U, G_TENSOR = (t.detach().requires_grad_() for t in (G_W, G_U, G_TENSOR))
+        wrt = [G_W, G_U, G_TENSOR]
+        got, want = rnnfast.scan(_g_step, h0, x), loop(_g_step, h0, x)
+        for g, w in zip(
+            torch.autograd.grad(got[1].sum(), wrt), torch.autograd.grad(want[1].sum(), wrt)
+        ):
+            torch.testing.assert_close(g, w, **TIGHT)
+    finally:
+        G_W, G_U, G_TENSOR, _g_bias = saved
+
+
 def test_clear_cache_drops_the_shortcuts(whole_way):
     W, U = weights()
     h0, x = torch.randn(2, 4, dtype=DT), torch.randn(5, 2, 3, dtype=DT)

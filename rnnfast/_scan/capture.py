@@ -1,6 +1,7 @@
 """Closure lifting: the tensors a step function reads from outside its arguments (closure cells,
-default arguments, the globals it names, a bound method's ``self``, ``functools.partial``
-arguments; nn.Modules among them give their parameters, buffers and tensor attributes), found
+default arguments, the globals it names and those its module's functions that it calls name, a
+bound method's ``self``, ``functools.partial`` arguments; nn.Modules among them give their
+parameters, buffers and tensor attributes), found
 anew on every call so that the traced program takes them as explicit inputs: gradients reach the
 real tensors, and a new tensor behind the same code is rebound, not retraced.
 
@@ -183,6 +184,24 @@ def _global_names(code: types.CodeType) -> List[str]:
     return names
 
 
+def step_global_names(func: types.FunctionType) -> Tuple[List[str], List[str]]:
+    """(names, helpers): the global names the step looks up, then those of the functions of
+    its own module that it calls by a global name, transitively (a helper reading the module's
+    tensors: ``def cell(h, x): return torch.tanh(x @ W + h @ U)``); and those helpers' names,
+    which the traced step calls as copies reading its lifted globals."""
+    g = func.__globals__
+    names = list(_global_names(func.__code__))
+    helpers, seen, k = [], {func.__code__}, 0
+    while k < len(names):
+        v = g.get(names[k])
+        k += 1
+        if type(v) is types.FunctionType and v.__globals__ is g and v.__code__ not in seen:
+            seen.add(v.__code__)
+            helpers.append(names[k - 1])
+            names += [n for n in _global_names(v.__code__) if n not in names]
+    return names, helpers
+
+
 def _unwrap(fn):
     """(function, bound self or None, partial args, partial keywords)."""
     pargs, pkw = (), {}
@@ -222,7 +241,8 @@ class StepCaptures:
             slots.append(("kwdefault", k, v))
         g = func.__globals__
         code_globals = []  # functions, modules, types the step names: in the key by identity
-        for name in _global_names(self.code):
+        names, self._helpers = step_global_names(func)
+        for name in names:
             v = g.get(name, _MISSING)
             if v is _MISSING:
                 continue
@@ -277,6 +297,13 @@ class StepCaptures:
                 pkw[where] = value
         globs = dict(func.__globals__)
         globs.update(new_globals)
+        for name in self._helpers:  # the helpers read the lifted globals too
+            h = globs[name]
+            helper = types.FunctionType(
+                h.__code__, globs, h.__name__, h.__defaults__, h.__closure__
+            )
+            helper.__kwdefaults__ = h.__kwdefaults__
+            globs[name] = helper
         # Named forward: torch.fx keeps a node's stack trace from the innermost 'forward' frame
         # outwards, so that the step's own line is recorded.
         code = func.__code__.replace(co_name="forward")

@@ -18,7 +18,7 @@ from typing import Optional
 from torch import nn
 
 from .. import _C
-from .capture import _MISSING, _PLAIN_TENSORS, _SKIPPED_GLOBALS, _global_names
+from .capture import _MISSING, _PLAIN_TENSORS, _SKIPPED_GLOBALS, step_global_names
 from .module_layout import ModuleLayout
 
 _SCALARS = (int, float, bool, str, type(None))
@@ -86,7 +86,7 @@ class Shortcut:
         except ValueError:  # an empty cell
             return None
         g = fn.__globals__
-        names = _global_names(fn.__code__)
+        names, _ = step_global_names(fn)
         globals_ = [_global_kind(g.get(name, _MISSING)) for name in names]
         init_kind, x_kind = _tree_kind(init), _tree_kind(xs)
         if None in cells or None in globals_ or init_kind is False or x_kind is False:

@@ -80,9 +80,9 @@ def trace_step(captures: StepCaptures, init_leaves, init_spec, x_leaves, x_spec)
         if "convert all Tensors to FakeTensors" in str(e):
             raise ScanTraceError(
                 "rnnfast.scan: combine_fn reads a tensor from a place the closure lifting does "
-                "not look (a helper function's globals or closure, an object's attribute "
-                "reached through a call); pass it through the step's closure, defaults, globals "
-                "or module instead"
+                "not look (a helper function's closure, the globals of another module's "
+                "function, an object's attribute reached through a call); pass it through the "
+                "step's closure, defaults, globals or module instead"
             ) from e
         raise ScanTraceError(
             f"rnnfast.scan: combine_fn could not be traced once for all steps "
