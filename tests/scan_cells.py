@@ -236,6 +236,24 @@ def make_hard_sigmoid_cell(I, H, dtype):
     return step, _h(H, dtype), _x(I, dtype), [W, U]
 
 
+def make_quantized_rnn(I, H, dtype):
+    """Hubara et al.'s quantized RNN: the state rounded to 3 bits in the forward, with the
+    straight-through estimator's identity gradient in the backward (q(v) = v + (round(7 v) / 7
+    - v).detach()); the gate's pre-activation floored alike, and an atan activation."""
+    W, U = _p(I, 2 * H, dtype=dtype), _p(H, 2 * H, dtype=dtype)
+
+    def ste(v, fn):
+        return v + (fn(v * 7) / 7 - v).detach()
+
+    def step(h, x):
+        a, g = (x @ W + h @ U).chunk(2, -1)
+        z = torch.sigmoid(ste(a, torch.floor))
+        h = ste(z * h + (1 - z) * torch.atan(g), torch.round)
+        return h, h
+
+    return step, _h(H, dtype), _x(I, dtype), [W, U]
+
+
 def make_mi_rnn(I, H, dtype):
     """Wu et al.'s multiplicative-integration RNN: tanh(a * Wx * Uh + b1 * Uh + b2 * Wx + b)."""
     W, U = _p(I, H, dtype=dtype), _p(H, H, dtype=dtype)
@@ -381,4 +399,5 @@ LITERATURE = [
     make_rms_cell,
     make_time_decay_rnn,
     make_on_lstm,
+    make_quantized_rnn,
 ]

@@ -173,6 +173,19 @@ def every_opcode_step(h, x):
         + torch.cumsum(a.flip(-1), -1) * 0.1
         + b.detach()
     )
+    t, u = torch.tanh(a) * 0.9, torch.tanh(b) * 0.9  # in (-1, 1)
+    e = (
+        e
+        + torch.floor(a) * torch.ceil(b)
+        + torch.round(c)
+        - torch.trunc(d)
+        + torch.exp2(t)
+        + torch.log2(u + 1) * torch.log10(t + 1)
+        + torch.atan(c)
+        + torch.sinh(t) * torch.cosh(u)
+        + torch.tan(t)
+        + torch.asin(t) * torch.acos(u)
+    )
     h = torch.cat([e[:, : H // 2], torch.tanh(e[:, H // 2 :] @ W_E)], dim=-1)
     return h, h * 1
 

@@ -143,6 +143,45 @@ bool run_pointwise(Op op, int64_t B, int64_t N, Rows<T> out, c10::ArrayRef<Opera
     case Op::kCopy:
       unary([](V x) { return x; });
       return true;
+    case Op::kFloor:
+      unary([](V x) { return x.floor(); });
+      return true;
+    case Op::kCeil:
+      unary([](V x) { return x.ceil(); });
+      return true;
+    case Op::kRound:
+      unary([](V x) { return x.round(); });
+      return true;
+    case Op::kTrunc:
+      unary([](V x) { return x.trunc(); });
+      return true;
+    case Op::kExp2:
+      unary([](V x) { return x.exp2(); });
+      return true;
+    case Op::kLog2:
+      unary([](V x) { return x.log2(); });
+      return true;
+    case Op::kLog10:
+      unary([](V x) { return x.log10(); });
+      return true;
+    case Op::kAtan:
+      unary([](V x) { return x.atan(); });
+      return true;
+    case Op::kSinh:
+      unary([](V x) { return x.sinh(); });
+      return true;
+    case Op::kCosh:
+      unary([](V x) { return x.cosh(); });
+      return true;
+    case Op::kTan:
+      unary([](V x) { return x.tan(); });
+      return true;
+    case Op::kAsin:
+      unary([](V x) { return x.asin(); });
+      return true;
+    case Op::kAcos:
+      unary([](V x) { return x.acos(); });
+      return true;
     case Op::kLogSigmoid:  // min(x, 0) - log1p(exp(-|x|))
       unary([](V x) { return at::vec::minimum(x, V(0)) - (x.abs().neg().exp()).log1p(); });
       return true;

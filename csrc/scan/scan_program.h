@@ -67,6 +67,10 @@ enum class Op : int64_t {
   kErf = 53,                 // pointwise again: 53 up to kRowSum
   kSin,
   kCos,
+  kFloor,  // floor, ceil, round (half to even), trunc: their gradient is 0
+  kCeil,
+  kRound,
+  kTrunc,
   kRowSum = 60,
   kRowMean,
   kLayerNorm,               // layer norm: (x, w or none, b or none, eps)
@@ -76,6 +80,15 @@ enum class Op : int64_t {
   kRowFlip = 66,            // the columns of each row in reverse order (cumsum's gradient)
   kAccumulateProduct = 70,  // (a [B, K], g [B, N]) ints [acc, transposed]: acc += a^T g (or g^T a)
   kAccumulateColumnSum = 71,  // (g [B, N]) ints [acc]: acc[N] += sum over rows of g
+  kExp2 = 72,                 // pointwise again: kExp2 up to kAcos
+  kLog2,
+  kLog10,
+  kAtan,
+  kSinh,
+  kCosh,
+  kTan,
+  kAsin,
+  kAcos,
 };
 
 constexpr int64_t kNoOperand = INT64_MIN;  // an absent optional operand (layer norm's w, b)

@@ -11,7 +11,7 @@ from torch.overrides import TorchFunctionMode
 
 # Ops traced as torch's decompositions into the ones the engine runs: activations (F.silu as
 # x * sigmoid(x), F.elu, F.gelu, ...), softmax and log_softmax (amax, exp, sum), vector norms
-# (F.normalize), addcmul, lerp by a tensor. Those whose decompositions reach prims (exp2)
+# (F.normalize), addcmul, lerp by a tensor. Those whose decompositions reach prims
 # stay whole, as does hardsigmoid, whose ATen gradient in float64 uses a float32 1/6; var and
 # std over the last dimension and lerp by a Python scalar have their own below.
 _DECOMPOSED = (

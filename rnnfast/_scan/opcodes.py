@@ -31,6 +31,19 @@ UNARY = {
     "erf": 53,
     "sin": 54,
     "cos": 55,
+    "floor": 56,
+    "ceil": 57,
+    "round": 58,
+    "trunc": 59,
+    "exp2": 72,
+    "log2": 73,
+    "log10": 74,
+    "atan": 75,
+    "sinh": 76,
+    "cosh": 77,
+    "tan": 78,
+    "asin": 79,
+    "acos": 80,
 }
 COMPARE = {"gt": 16, "lt": 17, "ge": 18, "le": 19, "eq": 34, "ne": 35}
 WHERE, MASKED_FILL, LOGICAL_AND, LOGICAL_OR, SIGN = 38, 39, 45, 46, 47
