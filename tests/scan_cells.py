@@ -254,6 +254,60 @@ def make_quantized_rnn(I, H, dtype):
     return step, _h(H, dtype), _x(I, dtype), [W, U]
 
 
+def make_phased_lstm(I, H, dtype):
+    """Neil et al.'s Phased LSTM: an LSTM whose units update only in the open phase of their own
+    oscillation, with a learned period tau and shift s, at each sample's own timestamp (a
+    [T, B] input): phi = ((t - s) mod tau) / tau opens a gate k over the first r_on of the
+    period (rising, then falling) and leaks alpha * phi outside it."""
+    W, U, b = _p(I, 4 * H, dtype=dtype), _p(H, 4 * H, dtype=dtype), _p(4 * H, dtype=dtype)
+    log_tau, s = _p(H, dtype=dtype), _p(H, dtype=dtype)
+    r_on, alpha = 0.3, 1e-3
+
+    def step(carry, inputs):
+        h, c = carry
+        x, t = inputs
+        tau = torch.exp(log_tau) + 0.5
+        phi = torch.remainder(t[:, None] - s, tau) / tau
+        k = torch.where(
+            phi < r_on / 2, 2 * phi / r_on, torch.where(phi < r_on, 2 - 2 * phi / r_on, alpha * phi)
+        )
+        i, f, g, o = (x @ W + h @ U + b).chunk(4, -1)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        c = k * c_new + (1 - k) * c
+        h = k * h_new + (1 - k) * h
+        return (h, c), h.clone()
+
+    def xs(T, B):
+        x = torch.randn(T, B, I, dtype=dtype).requires_grad_()
+        return (x, torch.cumsum(torch.rand(T, B, dtype=dtype) * 2, 0))
+
+    return step, _h(H, dtype, 2), xs, [W, U, b, log_tau, s]
+
+
+def make_clockwork_rnn(I, H, dtype):
+    """Koutnik et al.'s Clockwork RNN: the units in modules of periods 1, 2, 4, ...; at step t a
+    module updates only where t mod its period is 0, from the modules of its period and the
+    slower ones (a block triangular U). The step counter t is a [B, 1] carry."""
+    W, U, b = _p(I, H, dtype=dtype), _p(H, H, dtype=dtype), _p(H, dtype=dtype)
+    periods = torch.tensor([2.0 ** (4 * u // H) for u in range(H)], dtype=dtype)
+    slower = (periods[:, None] >= periods[None, :]).to(dtype)  # U[j, u]: unit j feeds unit u
+
+    def step(carry, x):
+        h, t = carry
+        active = torch.remainder(t, periods) == 0
+        h = torch.where(active, torch.tanh(x @ W + h @ (U * slower) + b), h)
+        return (h, t + 1), h * 1
+
+    def init(B):
+        return (
+            (torch.randn(B, H, dtype=dtype) * 0.5).requires_grad_(),
+            torch.zeros(B, 1, dtype=dtype),
+        )
+
+    return step, init, _x(I, dtype), [W, U, b]
+
+
 def make_mi_rnn(I, H, dtype):
     """Wu et al.'s multiplicative-integration RNN: tanh(a * Wx * Uh + b1 * Uh + b2 * Wx + b)."""
     W, U = _p(I, H, dtype=dtype), _p(H, H, dtype=dtype)
@@ -400,4 +454,6 @@ LITERATURE = [
     make_time_decay_rnn,
     make_on_lstm,
     make_quantized_rnn,
+    make_phased_lstm,
+    make_clockwork_rnn,
 ]

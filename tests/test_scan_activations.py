@@ -1,6 +1,7 @@
 """rnnfast.scan on activations and row ops that torch decomposes into the engine's (F.silu,
 F.gelu, F.elu, softmax, F.normalize, F.rms_norm, var and std over the last dimension, ...)
-or that have an opcode of their own (erf, amax, cumsum and flip along a row), a score per row
+or that have an opcode of their own (erf, amax, cumsum and flip along a row, fmod, remainder
+and the rounding divisions, to ATen's bits), a score per row
 by a weight vector (h @ v), and gradients stopped by detach (a straight-through estimator):
 each runs in the engine forward and backward, with the Python runner's results and the eager
 loop's (float64)."""
@@ -16,9 +17,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from scan_modes import split_mode  # noqa: E402, F401
 from test_scan import assert_matches_loop, python_loop  # noqa: E402
-from test_scan_engine import assert_engine_matches_runner  # noqa: E402
+from test_scan_engine import assert_engine_matches_runner, codes_opcodes  # noqa: E402
 
 import rnnfast  # noqa: E402
+from rnnfast._scan import cache, lower, opcodes  # noqa: E402
 from rnnfast._scan.engine import engine_runs  # noqa: E402
 
 DT = torch.float64
@@ -141,3 +143,54 @@ def test_row_max_over_vectors_and_tails_keeps_nan(dtype, cols):
         ys.append(y)
     torch.testing.assert_close(got[0], want_h, equal_nan=True)
     torch.testing.assert_close(got[1], torch.stack(ys), equal_nan=True)
+
+
+DIVISIONS = {
+    "fmod": torch.fmod,
+    "remainder": torch.remainder,
+    "a % b": lambda a, b: a % b,
+    "div_trunc": lambda a, b: torch.div(a, b, rounding_mode="trunc"),
+    "div_floor": lambda a, b: torch.div(a, b, rounding_mode="floor"),
+}
+
+
+DIVISION_OPCODES = {
+    "fmod": opcodes.BINARY["fmod"],
+    "remainder": opcodes.BINARY["remainder"],
+    **opcodes.DIV_ROUNDING,
+}
+
+
+@pytest.mark.parametrize("name", DIVISIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_divisions_are_atens_bit_for_bit(name, dtype):
+    """fmod, remainder (the %% of a phase) and the rounding divisions run in the engine with
+    ATen's results to the bit, the sign of a zero included, over values of every size and at
+    the edges: exact multiples, zeros of both signs, infinities, NaN, a zero divisor, a tiny
+    one, negative ones."""
+    op = DIVISIONS[name]
+    torch.manual_seed(0)
+    T_, B_, N = 6, 5, 37
+    a = torch.randn(T_, B_, N, dtype=dtype) * torch.logspace(-3, 3, N, dtype=dtype)
+    a[0] = torch.arange(N, dtype=dtype) - 18
+    a[1] = 0.0
+    a[1, :, ::2] = -0.0
+    a[2, :, :5] = float("inf")
+    a[2, :, 5:8] = float("nan")
+    d = torch.randn(N, dtype=dtype) * 3
+    d[:7] = torch.tensor([0.0, -1.0, 1e-20, 0.1, -0.3, 1.0, 2.0], dtype=dtype)
+
+    def step(carry, x):
+        zero, _ = carry  # stays zero: x - zero keeps x to the bit, and puts op in the loop
+        q = op(x - zero, d)
+        return (zero, q), q
+
+    zero = torch.zeros(B_, N, dtype=dtype)
+    runs = engine_runs()
+    _, got = rnnfast.scan(step, (zero, zero), a)
+    assert engine_runs() > runs
+    codes, _ = lower.lower_loop(list(cache._entries.values())[-1].split)
+    assert codes_opcodes(codes) & set(DIVISION_OPCODES.values())
+    want = torch.stack([op(a[t], d) for t in range(T_)])
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(torch.signbit(got) | got.isnan(), torch.signbit(want) | want.isnan())

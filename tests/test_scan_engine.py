@@ -185,6 +185,10 @@ def every_opcode_step(h, x):
         + torch.sinh(t) * torch.cosh(u)
         + torch.tan(t)
         + torch.asin(t) * torch.acos(u)
+        + torch.fmod(a, 0.7)
+        + torch.remainder(b, -0.9)
+        + torch.div(c, 1.3, rounding_mode="trunc")
+        + torch.div(d, 0.6, rounding_mode="floor")
     )
     h = torch.cat([e[:, : H // 2], torch.tanh(e[:, H // 2 :] @ W_E)], dim=-1)
     return h, h * 1
@@ -236,6 +240,7 @@ def test_every_opcode_lowers_and_matches():
         *opcodes.COMPARE.values(),
         *opcodes.BINARY.values(),
         *opcodes.UNARY.values(),
+        *opcodes.DIV_ROUNDING.values(),
     }
     assert codes_opcodes(codes) == table
 

@@ -16,6 +16,26 @@ namespace rnnfast::scan {
 
 // Runs a pointwise node; false where op is not pointwise. `in` holds its inputs (scalars as
 // operands that are not per column).
+// ATen's floor division of floats: from a - fmod(a, b), which b divides exactly, so that
+// a / b rounding up to an integer does not floor one too high; then rounded to the nearest
+// integer, as that quotient is one up to rounding. 0 keeps the sign of a / b, and where a / b
+// overflows (or b is 0) its value stands.
+template <class V>
+V div_floor(V a, V b) {
+  const V zero(0), one(1), half(0.5);
+  const V quotient = a / b;
+  const V mod = a.fmod(b);
+  const V inf(std::numeric_limits<typename V::value_type>::infinity());
+  // Where a / b overflows and a is finite, ATen divides a itself.
+  const V floored = V::blendv(a - mod, a, (quotient.abs() == inf) & (a.abs() != inf));
+  V div = floored / b;
+  div = V::blendv(div, div - one, (mod != zero) & ((b < zero) ^ (mod < zero)));
+  V result = div.floor();
+  result = V::blendv(result, result + one, (div - result) > half);
+  result = V::blendv(result, zero.copysign(quotient), div == zero);
+  return V::blendv(result, quotient, b == zero);
+}
+
 template <class T>
 bool run_pointwise(Op op, int64_t B, int64_t N, Rows<T> out, c10::ArrayRef<Operand<T>> in) {
   using V = at::vec::Vectorized<T>;
@@ -142,6 +162,21 @@ bool run_pointwise(Op op, int64_t B, int64_t N, Rows<T> out, c10::ArrayRef<Opera
       return true;
     case Op::kCopy:
       unary([](V x) { return x; });
+      return true;
+    case Op::kFmod:
+      binary([](V a, V b) { return a.fmod(b); });
+      return true;
+    case Op::kRemainder:  // fmod, moved by b where it is nonzero and of another sign than b
+      binary([](V a, V b) {
+        const V mod = a.fmod(b), zero(0);
+        return V::blendv(mod, mod + b, (mod != zero) & ((b < zero) ^ (mod < zero)));
+      });
+      return true;
+    case Op::kDivTrunc:
+      binary([](V a, V b) { return (a / b).trunc(); });
+      return true;
+    case Op::kDivFloor:
+      binary([](V a, V b) { return div_floor(a, b); });
       return true;
     case Op::kFloor:
       unary([](V x) { return x.floor(); });

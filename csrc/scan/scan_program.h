@@ -80,7 +80,7 @@ enum class Op : int64_t {
   kRowFlip = 66,            // the columns of each row in reverse order (cumsum's gradient)
   kAccumulateProduct = 70,  // (a [B, K], g [B, N]) ints [acc, transposed]: acc += a^T g (or g^T a)
   kAccumulateColumnSum = 71,  // (g [B, N]) ints [acc]: acc[N] += sum over rows of g
-  kExp2 = 72,                 // pointwise again: kExp2 up to kAcos
+  kExp2 = 72,                 // pointwise again: kExp2 up to kDivFloor
   kLog2,
   kLog10,
   kAtan,
@@ -89,6 +89,10 @@ enum class Op : int64_t {
   kTan,
   kAsin,
   kAcos,
+  kFmod,       // (a, b): ATen's fmod, the remainder of a / b truncated (sign of a)
+  kRemainder,  // (a, b): ATen's remainder, the remainder of a / b floored (sign of b)
+  kDivTrunc,   // (a, b): ATen's div(rounding_mode="trunc")
+  kDivFloor,   // (a, b): ATen's div(rounding_mode="floor"), exact where a / b rounds
 };
 
 constexpr int64_t kNoOperand = INT64_MIN;  // an absent optional operand (layer norm's w, b)

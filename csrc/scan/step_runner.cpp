@@ -19,7 +19,7 @@ constexpr int64_t kSmallAccumulateMacs = int64_t{1} << 16;
 bool is_product(Op op) { return op == Op::kMm || op == Op::kAddmm || op == Op::kMmAccumulate; }
 bool is_pointwise(Op op) {
   return (op >= Op::kAdd && op < Op::kSplit) || (op >= Op::kErf && op < Op::kRowSum) ||
-         (op >= Op::kExp2 && op <= Op::kAcos);
+         (op >= Op::kExp2 && op <= Op::kDivFloor);
 }
 
 // acc[r, :] += sum over b of a[b * lda + r] * g[b, :] for r < R: R rows of acc row-major with

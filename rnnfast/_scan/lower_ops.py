@@ -16,6 +16,7 @@ from .opcodes import (
     CLAMP,
     COMPARE,
     COPY,
+    DIV_ROUNDING,
     LAYER_NORM,
     LOG_SIGMOID_BACKWARD,
     LOGICAL_AND,
@@ -74,8 +75,14 @@ def _product(low: "Lowering", node: Node, _overload) -> None:
 
 def _binary(low: "Lowering", node: Node, overload) -> None:
     name = node.op.split(".")[1]
+    if name == "div" and overload in ("Tensor_mode", "Scalar_mode") and len(node.args) == 2:
+        mode = node.kwargs.get("rounding_mode")
+        if set(node.kwargs) != {"rounding_mode"} or mode not in DIV_ROUNDING:
+            raise Unsupported(f"{node.op} with rounding_mode={mode!r}")
+        low._pointwise(DIV_ROUNDING[mode], node, node.args[:2])
+        return
     if overload not in ("Tensor", "Scalar", "default") or len(node.args) != 2:
-        raise Unsupported(node.op)  # div's rounding modes, out= overloads
+        raise Unsupported(node.op)  # out= overloads, a Python scalar divided by a tensor
     if name in ("add", "sub"):
         kwargs_default(node, alpha=1)
     else:

@@ -278,12 +278,17 @@ class _VjpLowering(Lowering):
 
     def _accumulate(self, k: int, i: int) -> None:
         """Emits the terms of weight gradient i into accumulator k, of the weight's shape."""
-        if i not in self.terms:
+        zero = i not in self.terms and any(
+            n.outs == (i,) and n.op == "aten.zeros_like.default" for n in self.prog.nodes
+        )  # a weight the step reads only where no gradient passes (a comparison's operand)
+        if i not in self.terms and not zero:
             raise Unsupported("a weight gradient that is not a sum over the batch")
         shape = tuple(self.meta[i].shape)
         if len(shape) not in (1, 2):
             raise Unsupported("a weight gradient of rank other than 1 or 2")
         self.accumulators.append((0, shape[0]) if len(shape) == 1 else shape)
+        if zero:
+            return  # the accumulator starts at zero
         for term in self.terms[i]:
             if term[0] == "colsum":
                 if shape[-1] != self.cols[term[1]] or (len(shape) == 2 and shape[0] != 1):

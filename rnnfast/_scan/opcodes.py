@@ -9,7 +9,17 @@ BOOL = torch.bool  # a boolean value is held as 0 or 1 in the program's dtype
 NO_OPERAND = -(2**63)  # an absent optional operand
 
 MM, ADDMM, MM_ACCUMULATE = 0, 1, 2  # MM_ACCUMULATE: out += a @ W
-BINARY = {"add": 10, "sub": 11, "mul": 12, "div": 13, "maximum": 14, "minimum": 15}
+BINARY = {
+    "add": 10,
+    "sub": 11,
+    "mul": 12,
+    "div": 13,
+    "maximum": 14,
+    "minimum": 15,
+    "fmod": 81,
+    "remainder": 82,
+}
+DIV_ROUNDING = {"trunc": 83, "floor": 84}  # div's rounding modes
 UNARY = {
     "neg": 20,
     "reciprocal": 21,

@@ -15,6 +15,8 @@ POINTWISE = {
     "rsub",
     "mul",
     "div",
+    "fmod",
+    "remainder",
     "neg",
     "reciprocal",
     "sigmoid",
