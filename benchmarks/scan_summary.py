@@ -1,6 +1,7 @@
-"""The table the benchmark session ends with: rnnfast.scan's median per cell, shape and pass
+"""The tables the benchmark session ends with: rnnfast.scan's median per cell, shape and pass
 beside the Python loop's, torch.compile's and the fused op's, and each of those over scan's
-(above 1: scan faster). Plugged into pytest by conftest.py."""
+(above 1: scan faster); then the same ratios from the alternating rounds (each the median of
+the rounds' ratios). Plugged into pytest by conftest.py."""
 
 import pytest
 
@@ -34,8 +35,7 @@ def _ms(entry) -> str:
 def _over(num, den) -> str:
     if num is None or den is None:
         return "-"
-    r = num["median_s"] / den["median_s"]
-    return f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"
+    return _x(num["median_s"] / den["median_s"])
 
 
 def _order(key):
@@ -50,6 +50,8 @@ def scan_table(medians: dict) -> str:
     rows = []
     for key in sorted(medians, key=_order):
         got = medians[key]
+        if not got.keys() - {"alternating"}:
+            continue
         scan, first, compiled = got.get("scan"), got.get("first_call"), got.get("compiled")
         rows.append(
             [
@@ -63,6 +65,21 @@ def scan_table(medians: dict) -> str:
     return table(header, rows, text_cols=3)
 
 
+def alternating_table(medians: dict) -> str:
+    """The alternating rounds' medians of each implementation's time over scan's."""
+    header = ["cell", "shape", "pass", "loop / scan", "fused / scan"]
+    rows = []
+    for key in sorted(medians, key=_order):
+        over = medians[key].get("alternating", {}).get("over_scan")
+        if over is not None:
+            rows.append([*key, *(_x(over.get(c)) for c in ("loop", "fused"))])
+    return table(header, rows, text_cols=3)
+
+
+def _x(ratio) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
+
+
 def pytest_terminal_summary(terminalreporter, config):
     medians = config.stash.get(_MEDIANS, None)
     if not medians:
@@ -70,4 +87,10 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.write_sep(
         "-", "rnnfast.scan: median ms, and each over scan (above 1: scan faster)"
     )
-    terminalreporter.write_line(scan_table(medians))
+    if any(got.keys() - {"alternating"} for got in medians.values()):
+        terminalreporter.write_line(scan_table(medians))
+    if any("alternating" in got for got in medians.values()):
+        terminalreporter.write_sep(
+            "-", "rnnfast.scan in alternating rounds: median of each round's time over scan's"
+        )
+        terminalreporter.write_line(alternating_table(medians))

@@ -2,12 +2,16 @@
 torch.compile, and rnnfast's fused op where it has the cell (float32).
 
 One pytest-benchmark group per "scan-{cell}-{shape}-{pass}"; the first call of scan (trace and
-set-up) has its own group per pass. torch.compile's rows are marked ``compile`` (skipped by
---quick and by ``-m "not compile"``; at M also ``slow``): their first call compiles for
-minutes. The session ends with a table of the ratios (scan_summary.py). The cases are defined
-in ``rnnfast.bench.scan_cases``.
+set-up) has its own group per pass. On a shared machine a slow spell can fall on one
+implementation's rounds and not on another's, so each case is timed again in alternation
+("scan-alternating-..." groups): one run of each implementation per round, their ratios to
+scan's run of the same round, and the median of those per ratio. torch.compile's rows are
+marked ``compile`` (skipped by --quick and by ``-m "not compile"``; at M also ``slow``): their
+first call compiles for minutes, into an empty cache. The session ends with tables of the
+ratios (scan_summary.py). The cases are defined in ``rnnfast.bench.scan_cases``.
 """
 
+import statistics
 import time
 
 import pytest
@@ -16,6 +20,9 @@ from rnnfast.bench import cases, scan_cases
 
 SHAPES = ("S", "M")
 FIRST_CALL_ROUNDS = 3  # each round clears the cache, so each traces anew
+# (warmup, rounds) of the alternating runs: M's 7 rounds of the groups above are too few for
+# a median of ratios
+ALTERNATING_PLAN = {"S": (10, 50), "M": (2, 15)}
 
 
 def _params(impls, marks_at=lambda shape: []):
@@ -51,10 +58,60 @@ def test_scan(benchmark, bench_device, bench_plan, record_scan_median, cell, sha
 
 
 @pytest.mark.parametrize(
+    ("cell", "shape", "pass_", "impl"), list(_params(lambda c: ["alternating"]))
+)
+def test_scan_alternating(
+    benchmark, bench_device, bench_plan, record_scan_median, cell, shape, pass_, impl
+):
+    """scan, the loop and the fused op in rounds of one run each: per round each one's time
+    over scan's, and the medians of those ratios (in extra_info and the session's table)."""
+    shape = cases.SHAPES[shape]
+    case = scan_cases.make_case(cell, shape, bench_device)
+    steps = {
+        name: scan_cases.make_pass(case, scan_cases.forward(case, name), pass_, name)
+        for name in scan_cases.impl_names(cell)
+    }
+    times = {name: [] for name in steps}
+
+    def one_round():
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+
+    benchmark.group = f"scan-alternating-{cell}-{shape.name}-{pass_}"
+    warmup, rounds = bench_plan(ALTERNATING_PLAN[shape.name])
+    benchmark.pedantic(one_round, warmup_rounds=warmup, rounds=rounds, iterations=1)
+    timed = {name: t[warmup:] for name, t in times.items()}
+    over_scan = {
+        name: statistics.median(a / b for a, b in zip(t, timed["scan"]))
+        for name, t in timed.items()
+        if name != "scan"
+    }
+    benchmark.extra_info.update(
+        shape=str(shape),
+        impl="alternating rounds",
+        device=bench_device,
+        median_ms={name: statistics.median(t) * 1e3 for name, t in timed.items()},
+        over_scan=over_scan,
+    )
+    record_scan_median(benchmark, (cell, shape.name, pass_), "alternating", over_scan=over_scan)
+
+
+@pytest.mark.parametrize(
     ("cell", "shape", "pass_", "impl"), list(_params(lambda c: ["compiled"], _compile_marks))
 )
 def test_scan_compiled_loop(
-    benchmark, bench_device, bench_plan, record_scan_median, cell, shape, pass_, impl
+    benchmark,
+    bench_device,
+    bench_plan,
+    record_scan_median,
+    monkeypatch,
+    tmp_path,
+    cell,
+    shape,
+    pass_,
+    impl,
 ):
     """The loop through torch.compile: its first call (compiling) timed once, then its
     steady state as a row beside scan's."""
@@ -62,6 +119,8 @@ def test_scan_compiled_loop(
 
     shape = cases.SHAPES[shape]
     case = scan_cases.make_case(cell, shape, bench_device)
+    # a cold cache, as on a user's first run: inductor reuses what any earlier run compiled
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch._dynamo.reset()
     step = scan_cases.make_pass(case, scan_cases.compiled_loop(case), pass_, "loop")
     start = time.perf_counter()
