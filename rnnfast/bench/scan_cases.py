@@ -213,19 +213,24 @@ def loss(out) -> Tensor:
 
 def make_pass(case: ScanCase, run: Callable[[], tuple], pass_: str, impl: str) -> Callable:
     """A zero-argument callable running one pass of ``run`` (an impl's or the compiled loop's,
-    ``impl`` naming whose parameters it differentiates)."""
-    if pass_ == "fwd":
-        return run
-    if pass_ != "fwdbwd":
+    ``impl`` naming whose parameters it differentiates); on a GPU it waits for the pass's
+    kernels, so that a timer around it times them."""
+    if pass_ not in PASSES:
         raise ValueError(f"unknown pass {pass_!r}, expected one of {PASSES}")
     grads = leaves(case, impl)
+    sync = torch.cuda.synchronize if case.x.is_cuda else (lambda: None)
 
-    def fwdbwd():
-        for t in grads:
-            t.grad = None
-        loss(run()).backward()
+    def one_pass():
+        if pass_ == "fwd":
+            result = run()
+        else:
+            for t in grads:
+                t.grad = None
+            result = loss(run()).backward()
+        sync()
+        return result
 
-    return fwdbwd
+    return one_pass
 
 
 def _named_results(case: ScanCase, impl: str) -> dict[str, Tensor]:
