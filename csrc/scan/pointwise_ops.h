@@ -14,8 +14,14 @@
 
 namespace rnnfast::scan {
 
-// Runs a pointwise node; false where op is not pointwise. `in` holds its inputs (scalars as
-// operands that are not per column).
+// Where fmod(a, b) is nonzero and of another sign than b: where ATen's remainder and floor
+// division move the truncated result by one b.
+template <class V>
+V moves_to_floor(V mod, V b) {
+  const V zero(0);
+  return (mod != zero) & ((b < zero) ^ (mod < zero));
+}
+
 // ATen's floor division of floats: from a - fmod(a, b), which b divides exactly, so that
 // a / b rounding up to an integer does not floor one too high; then rounded to the nearest
 // integer, as that quotient is one up to rounding. 0 keeps the sign of a / b, and where a / b
@@ -29,13 +35,15 @@ V div_floor(V a, V b) {
   // Where a / b overflows and a is finite, ATen divides a itself.
   const V floored = V::blendv(a - mod, a, (quotient.abs() == inf) & (a.abs() != inf));
   V div = floored / b;
-  div = V::blendv(div, div - one, (mod != zero) & ((b < zero) ^ (mod < zero)));
+  div = V::blendv(div, div - one, moves_to_floor(mod, b));
   V result = div.floor();
   result = V::blendv(result, result + one, (div - result) > half);
   result = V::blendv(result, zero.copysign(quotient), div == zero);
   return V::blendv(result, quotient, b == zero);
 }
 
+// Runs a pointwise node; false where op is not pointwise. `in` holds its inputs (scalars as
+// operands that are not per column).
 template <class T>
 bool run_pointwise(Op op, int64_t B, int64_t N, Rows<T> out, c10::ArrayRef<Operand<T>> in) {
   using V = at::vec::Vectorized<T>;
@@ -168,8 +176,8 @@ bool run_pointwise(Op op, int64_t B, int64_t N, Rows<T> out, c10::ArrayRef<Opera
       return true;
     case Op::kRemainder:  // fmod, moved by b where it is nonzero and of another sign than b
       binary([](V a, V b) {
-        const V mod = a.fmod(b), zero(0);
-        return V::blendv(mod, mod + b, (mod != zero) & ((b < zero) ^ (mod < zero)));
+        const V mod = a.fmod(b);
+        return V::blendv(mod, mod + b, moves_to_floor(mod, b));
       });
       return true;
     case Op::kDivTrunc:

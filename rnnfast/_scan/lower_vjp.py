@@ -278,10 +278,12 @@ class _VjpLowering(Lowering):
 
     def _accumulate(self, k: int, i: int) -> None:
         """Emits the terms of weight gradient i into accumulator k, of the weight's shape."""
-        zero = i not in self.terms and any(
+        # no terms: a weight the step reads only where no gradient passes (a comparison's
+        # operand), whose gradient the vjp makes with zeros_like
+        zero = i not in self.terms
+        if zero and not any(
             n.outs == (i,) and n.op == "aten.zeros_like.default" for n in self.prog.nodes
-        )  # a weight the step reads only where no gradient passes (a comparison's operand)
-        if i not in self.terms and not zero:
+        ):
             raise Unsupported("a weight gradient that is not a sum over the batch")
         shape = tuple(self.meta[i].shape)
         if len(shape) not in (1, 2):
